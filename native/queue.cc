@@ -1,0 +1,375 @@
+// UblkQueue implementation. Thread ownership: every method must run on the thread that constructed the
+// queue (a piscina worker); the kernel rejects FETCH/COMMIT from any other task. Per-request work here is
+// bookkeeping and SQE preparation only; the decisions arrive precomputed in the plan buffer.
+#include "queue.h"
+
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "errors.h"
+#include "queue_abi.h"
+#include "ublk_abi.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+namespace {
+constexpr uint64_t kTypeCmd = 0, kTypeOp = 1ULL << 62, kTypeWake = 2ULL << 62, kTypeMask = 3ULL << 62;
+constexpr int kSlotsPerTag = 16;
+
+unsigned RoundPow2(unsigned v) {
+  unsigned p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+uint32_t Prop(Napi::Object o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("UblkQueue: ") + key + " must be a number");
+  return v.As<Napi::Number>().Uint32Value();
+}
+}  // namespace
+
+Napi::Function UblkQueue::Init(Napi::Env env) {
+  return DefineClass(env, "UblkQueue",
+                     {InstanceMethod<&UblkQueue::FetchAll>("fetchAll"), InstanceMethod<&UblkQueue::Run>("run"),
+                      InstanceMethod<&UblkQueue::Close>("close")});
+}
+
+UblkQueue::UblkQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UblkQueue>(info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "UblkQueue(options) needs an options object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  cdev_fd_ = static_cast<int>(Prop(o, "cdevFd"));
+  q_id_ = static_cast<int>(Prop(o, "qId"));
+  depth_ = static_cast<int>(Prop(o, "depth"));
+  buf_bytes_ = Prop(o, "maxIoBufBytes");
+  encoded_ = o.Get("encoded").ToBoolean();
+  long page = sysconf(_SC_PAGESIZE);
+  if (depth_ < 1 || depth_ > UBLK_MAX_QUEUE_DEPTH) throw Napi::RangeError::New(env, "UblkQueue: bad depth");
+  if (buf_bytes_ == 0 || buf_bytes_ % page) throw Napi::RangeError::New(env, "UblkQueue: maxIoBufBytes must be page-aligned");
+
+  Napi::Value ready = o.Get("ready"), plan = o.Get("plan"), status = o.Get("status");
+  if (!ready.IsTypedArray() || ready.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      !plan.IsTypedArray() || plan.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      !status.IsTypedArray() || status.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(env, "UblkQueue: ready must be a Uint32Array, plan and status Int32Arrays");
+  Napi::Uint32Array r = ready.As<Napi::Uint32Array>();
+  Napi::Int32Array p = plan.As<Napi::Int32Array>(), s = status.As<Napi::Int32Array>();
+  if (r.ElementLength() < static_cast<size_t>(depth_) * kReadyStride || s.ElementLength() < kStatusLen ||
+      p.ElementLength() < kPlanStride)
+    throw Napi::RangeError::New(env, "UblkQueue: ready/plan/status buffers too small");
+  ready_ref_ = Napi::Reference<Napi::Uint32Array>::New(r, 1);
+  plan_ref_ = Napi::Reference<Napi::Int32Array>::New(p, 1);
+  status_ref_ = Napi::Reference<Napi::Int32Array>::New(s, 1);
+  ready_ = r.Data();
+  ready_cap_ = r.ElementLength() / kReadyStride;
+  plan_ = p.Data();
+  plan_cap_ = p.ElementLength() / kPlanStride;
+  status_ = s.Data();
+
+  iods_len_ = (static_cast<size_t>(depth_) * sizeof(ublksrv_io_desc) + page - 1) / page * page;
+  void* iods = mmap(nullptr, iods_len_, PROT_READ, MAP_SHARED | MAP_POPULATE, cdev_fd_,
+                    static_cast<off_t>(ublk_queue_cmd_buf_offset(q_id_, page)));
+  if (iods == MAP_FAILED) ThrowSysError(env, errno, "mmap", "ublksrv_io_desc area");
+  iods_ = static_cast<const ublksrv_io_desc*>(iods);
+
+  bufs_len_ = static_cast<size_t>(depth_) * buf_bytes_;
+  void* bufs = mmap(nullptr, bufs_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (bufs == MAP_FAILED) {
+    int e = errno;
+    Release();
+    ThrowSysError(env, e, "mmap", "tag buffers");
+  }
+  bufs_ = static_cast<uint8_t*>(bufs);
+
+  int nslots = depth_ * kSlotsPerTag;
+  int r2 = ring_.Setup(RoundPow2(depth_ * 2), 0, RoundPow2(depth_ + nslots + 8));
+  if (r2 < 0) {
+    Release();
+    ThrowSysError(env, -r2, "io_uring_setup");
+  }
+  // Borrowed, not owned: the main thread creates and closes it, so a late wake can never hit a reused fd.
+  wake_fd_ = static_cast<int>(Prop(o, "wakeFd"));
+  state_.assign(depth_, kIdle);
+  counts_[kIdle] = depth_;
+  pending_.assign(depth_, 0);
+  err_.assign(depth_, 0);
+  commit_res_.assign(depth_, 0);
+  commit_wait_.assign(depth_, 0);
+  slots_.resize(nslots);
+  for (int i = 0; i < nslots; i++) slots_[i].next_free = i + 1 < nslots ? i + 1 : -1;
+  free_slot_ = 0;
+  PublishStatus();
+}
+
+UblkQueue::~UblkQueue() { Release(); }
+
+void UblkQueue::Release() {
+  ring_.Close();  // cancels our outstanding uring_cmds; the kernel then quiesces or kills the device
+  if (iods_) munmap(const_cast<ublksrv_io_desc*>(iods_), iods_len_);
+  if (bufs_) munmap(bufs_, bufs_len_);
+  iods_ = nullptr;
+  bufs_ = nullptr;
+  wake_fd_ = -1;
+}
+
+io_uring_sqe* UblkQueue::Sqe() {
+  io_uring_sqe* sqe = ring_.GetSqe();
+  while (!sqe) {
+    int r = ring_.Submit(0);
+    if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN) last_error_ = r;
+    sqe = ring_.GetSqe();
+  }
+  return sqe;
+}
+
+void UblkQueue::SetState(int tag, uint8_t s) {
+  counts_[state_[tag]]--;
+  state_[tag] = s;
+  counts_[s]++;
+}
+
+void UblkQueue::PrepIoCmd(int tag, bool commit, int result) {
+  io_uring_sqe* sqe = Sqe();
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = cdev_fd_;
+  if (encoded_)
+    sqe->cmd_op = commit ? UBLK_U_IO_COMMIT_AND_FETCH_REQ : UBLK_U_IO_FETCH_REQ;
+  else
+    sqe->cmd_op = commit ? UBLK_IO_COMMIT_AND_FETCH_REQ : UBLK_IO_FETCH_REQ;
+  sqe->user_data = kTypeCmd | static_cast<uint64_t>(tag);
+  ublksrv_io_cmd cmd;
+  cmd.q_id = static_cast<uint16_t>(q_id_);
+  cmd.tag = static_cast<uint16_t>(tag);
+  cmd.result = result;
+  cmd.addr = reinterpret_cast<uint64_t>(Buf(tag));
+  memcpy(sqe->cmd, &cmd, sizeof cmd);
+  SetState(tag, kInKernel);
+}
+
+void UblkQueue::PrepSlot(int i) {
+  Slot& s = slots_[i];
+  io_uring_sqe* sqe = Sqe();
+  sqe->fd = s.fd;
+  sqe->user_data = kTypeOp | static_cast<uint64_t>(i);
+  switch (s.op) {
+    case kOpRead:
+    case kOpWrite:
+      sqe->opcode = s.op == kOpRead ? IORING_OP_READ : IORING_OP_WRITE;
+      sqe->addr = reinterpret_cast<uint64_t>(Buf(s.tag) + s.buf_off);
+      sqe->len = s.len;
+      sqe->off = s.off;
+      sqe->rw_flags = s.op == kOpWrite ? s.flags : 0;
+      break;
+    case kOpFdatasync:
+      sqe->opcode = IORING_OP_FSYNC;
+      sqe->fsync_flags = IORING_FSYNC_DATASYNC;
+      break;
+    case kOpFallocate:
+      sqe->opcode = IORING_OP_FALLOCATE;
+      sqe->off = s.off;
+      sqe->addr = s.len;
+      sqe->len = static_cast<uint32_t>(s.flags);
+      break;
+  }
+}
+
+void UblkQueue::ArmWake() {
+  io_uring_sqe* sqe = Sqe();
+  sqe->opcode = IORING_OP_READ;
+  sqe->fd = wake_fd_;
+  sqe->addr = reinterpret_cast<uint64_t>(&wake_buf_);
+  sqe->len = sizeof wake_buf_;
+  sqe->user_data = kTypeWake;
+}
+
+void UblkQueue::OpDone(int tag, int res) {
+  if (res < 0 && err_[tag] == 0) err_[tag] = res;
+  if (--pending_[tag] == 0 && commit_wait_[tag]) {
+    commit_wait_[tag] = 0;
+    int result = err_[tag] ? err_[tag] : commit_res_[tag];
+    err_[tag] = 0;
+    PrepIoCmd(tag, true, result);
+  }
+}
+
+// Handles every available completion; returns true if any were seen.
+bool UblkQueue::Reap(int* nready, bool* woke) {
+  bool any = false;
+  while (io_uring_cqe* cqe = ring_.PeekCqe()) {
+    any = true;
+    uint64_t ud = cqe->user_data;
+    int res = cqe->res;
+    ring_.Seen();
+    uint64_t type = ud & kTypeMask;
+    if (type == kTypeCmd) {
+      int tag = static_cast<int>(ud & 0xffff);
+      if (res == UBLK_IO_RES_OK && *nready < static_cast<int>(ready_cap_)) {
+        SetState(tag, kOwned);
+        const ublksrv_io_desc& iod = iods_[tag];
+        uint32_t* rec = ready_ + static_cast<size_t>(*nready) * kReadyStride;
+        rec[kReadyTag] = tag;
+        rec[kReadyOpFlags] = iod.op_flags;
+        rec[kReadyNrSectors] = iod.nr_sectors;
+        rec[kReadySectorLo] = static_cast<uint32_t>(iod.start_sector);
+        rec[kReadySectorHi] = static_cast<uint32_t>(iod.start_sector >> 32);
+        (*nready)++;
+      } else {
+        // ABORT (-ENODEV) when the device stops; anything else means the kernel refused the command.
+        if (res != UBLK_IO_RES_ABORT) last_error_ = res;
+        SetState(tag, kAborted);
+      }
+    } else if (type == kTypeOp) {
+      int i = static_cast<int>(ud & 0xffffffff);
+      Slot& s = slots_[i];
+      if (res == -EAGAIN || res == -EINTR) {
+        PrepSlot(i);
+        continue;
+      }
+      if ((s.op == kOpRead || s.op == kOpWrite) && res >= 0 && static_cast<uint32_t>(res) < s.len) {
+        if (res == 0 && s.op == kOpRead) {
+          memset(Buf(s.tag) + s.buf_off, 0, s.len);  // past the container's end: a hole
+        } else if (res == 0) {
+          res = -EIO;
+        } else {
+          s.buf_off += res;
+          s.len -= res;
+          s.off += res;
+          PrepSlot(i);
+          continue;
+        }
+      }
+      int tag = s.tag;
+      s.next_free = free_slot_;
+      free_slot_ = i;
+      inflight_--;
+      OpDone(tag, res < 0 ? res : 0);
+    } else {
+      wakeups_++;
+      *woke = true;
+      if (res != -ECANCELED && wake_fd_ >= 0) ArmWake();
+    }
+  }
+  return any;
+}
+
+void UblkQueue::PublishStatus() {
+  status_[kStatusInKernel] = counts_[kInKernel];
+  status_[kStatusOwned] = counts_[kOwned];
+  status_[kStatusInflight] = inflight_;
+  status_[kStatusAborted] = counts_[kAborted];
+  status_[kStatusWakeups] = wakeups_;
+  status_[kStatusLastError] = last_error_;
+}
+
+Napi::Value UblkQueue::FetchAll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  // Queue threads write back pages of their own device's backing store: keep reclaim from recursing into us.
+  prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+  for (int tag = 0; tag < depth_; tag++) PrepIoCmd(tag, false, 0);
+  ArmWake();
+  int r = ring_.Submit(0);
+  if (r < 0) ThrowSysError(env, -r, "io_uring_enter", "UBLK_U_IO_FETCH_REQ");
+  // FETCH_REQ completes only with a request or an error: anything here already is an error.
+  int nready = 0;
+  bool woke = false;
+  Reap(&nready, &woke);
+  PublishStatus();
+  if (last_error_ < 0) ThrowSysError(env, -last_error_, "UBLK_U_IO_FETCH_REQ", "queue " + std::to_string(q_id_));
+  return env.Undefined();
+}
+
+// run(nOps, wait, timeoutMs): executes plan records [0, nOps), then returns how many new requests were
+// written to the ready buffer. With wait it blocks until a request arrives, the wake eventfd fires, the
+// timeout (ms, < 0 = none) passes, or nothing more can ever complete (every tag aborted and idle).
+Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ring_.Valid()) ThrowSysError(env, EBADF, "UblkQueue.run", "closed");
+  uint32_t n_ops = info[0].As<Napi::Number>().Uint32Value();
+  bool wait = info[1].ToBoolean();
+  double timeout_ms = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
+  if (n_ops > plan_cap_) throw Napi::RangeError::New(env, "UblkQueue.run: more operations than the plan holds");
+
+  int nready = 0;
+  bool woke = false;
+  for (uint32_t k = 0; k < n_ops; k++) {
+    const int32_t* rec = plan_ + static_cast<size_t>(k) * kPlanStride;
+    int op = rec[kPlanOp], tag = rec[kPlanTag];
+    if (tag < 0 || tag >= depth_ || state_[tag] != kOwned || commit_wait_[tag])
+      throw Napi::RangeError::New(env, "UblkQueue.run: plan names tag " + std::to_string(tag) + " which we do not own");
+    if (op == kOpCommit) {
+      if (pending_[tag] == 0) {
+        int result = err_[tag] ? err_[tag] : rec[kPlanFd];
+        err_[tag] = 0;
+        PrepIoCmd(tag, true, result);
+      } else {
+        commit_wait_[tag] = 1;
+        commit_res_[tag] = rec[kPlanFd];
+      }
+      continue;
+    }
+    uint32_t buf_off = static_cast<uint32_t>(rec[kPlanBufOff]), len = static_cast<uint32_t>(rec[kPlanLen]);
+    if ((op == kOpRead || op == kOpWrite || op == kOpZero) && (buf_off > buf_bytes_ || len > buf_bytes_ - buf_off))
+      throw Napi::RangeError::New(env, "UblkQueue.run: operation outside the tag buffer");
+    if (op == kOpZero) {
+      memset(Buf(tag) + buf_off, 0, len);
+      continue;
+    }
+    if (op < kOpRead || op > kOpFallocate) throw Napi::RangeError::New(env, "UblkQueue.run: unknown operation");
+    while (free_slot_ < 0) {  // more backing ops than slots: let some finish first
+      int r = ring_.Submit(1);
+      if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN) ThrowSysError(env, -r, "io_uring_enter");
+      Reap(&nready, &woke);
+    }
+    int i = free_slot_;
+    Slot& s = slots_[i];
+    free_slot_ = s.next_free;
+    s.tag = tag;
+    s.op = op;
+    s.fd = rec[kPlanFd];
+    s.flags = rec[kPlanFlags];
+    s.buf_off = buf_off;
+    s.len = len;
+    s.off = static_cast<uint64_t>(static_cast<uint32_t>(rec[kPlanOffLo])) |
+            (static_cast<uint64_t>(static_cast<uint32_t>(rec[kPlanOffHi])) << 32);
+    pending_[tag]++;
+    inflight_++;
+    PrepSlot(i);
+  }
+
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  double deadline = now.tv_sec * 1e3 + now.tv_nsec / 1e6 + timeout_ms;
+  Reap(&nready, &woke);
+  while (wait && nready == 0 && !woke && (counts_[kInKernel] > 0 || inflight_ > 0 || counts_[kOwned] > 0)) {
+    struct __kernel_timespec ts, *tsp = nullptr;
+    if (timeout_ms >= 0) {
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      double left = deadline - (now.tv_sec * 1e3 + now.tv_nsec / 1e6);
+      if (left <= 0) break;
+      ts.tv_sec = static_cast<long long>(left / 1e3);
+      ts.tv_nsec = static_cast<long long>((left - ts.tv_sec * 1e3) * 1e6);
+      tsp = &ts;
+    }
+    int r = ring_.Submit(1, tsp);
+    if (r < 0 && r != -EINTR && r != -ETIME && r != -EBUSY && r != -EAGAIN)
+      ThrowSysError(env, -r, "io_uring_enter");
+    Reap(&nready, &woke);
+  }
+  // Push out the commits and fetches this batch produced before JS spends time on the new requests.
+  if (ring_.Pending() > 0) ring_.Submit(0);
+  PublishStatus();
+  return Napi::Number::New(env, nready);
+}
+
+Napi::Value UblkQueue::Close(const Napi::CallbackInfo& info) {
+  Release();
+  return info.Env().Undefined();
+}

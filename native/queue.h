@@ -1,0 +1,81 @@
+// UblkQueue: one ublk hardware queue, owned by exactly one thread (the kernel binds a queue to the task that
+// issued its first FETCH_REQ). Holds the descriptor mmap, the per-tag buffers and one io_uring that carries
+// both the ublk I/O commands and the backing I/O, so a batch costs one io_uring_enter and one N-API call.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "uring.h"
+
+struct ublksrv_io_desc;
+
+class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit UblkQueue(const Napi::CallbackInfo& info);
+  ~UblkQueue() override;
+
+ private:
+  enum TagState : uint8_t { kInKernel, kOwned, kAborted, kIdle };
+  struct Slot {
+    int tag;
+    int op;
+    int fd;
+    int flags;
+    uint32_t buf_off;
+    uint32_t len;
+    uint64_t off;
+    int next_free;
+  };
+
+  Napi::Value FetchAll(const Napi::CallbackInfo& info);
+  Napi::Value Run(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  io_uring_sqe* Sqe();
+  void PrepIoCmd(int tag, bool commit, int result);
+  void PrepSlot(int slot);
+  void ArmWake();
+  void OpDone(int tag, int res);
+  bool Reap(int* nready, bool* woke);
+  void PublishStatus();
+  void SetState(int tag, uint8_t s);
+  void Release();
+  uint8_t* Buf(int tag) { return bufs_ + static_cast<size_t>(tag) * buf_bytes_; }
+
+  int cdev_fd_ = -1;
+  int q_id_ = 0;
+  int depth_ = 0;
+  uint32_t buf_bytes_ = 0;
+  bool encoded_ = true;
+  Ring ring_;
+  const ublksrv_io_desc* iods_ = nullptr;
+  size_t iods_len_ = 0;
+  uint8_t* bufs_ = nullptr;
+  size_t bufs_len_ = 0;
+  int wake_fd_ = -1;
+  uint64_t wake_buf_ = 0;
+
+  std::vector<uint8_t> state_;
+  std::vector<int> pending_;       // backing ops in flight per tag
+  std::vector<int> err_;           // first error per tag (0 = none)
+  std::vector<int> commit_res_;    // result to commit once pending_ reaches 0
+  std::vector<uint8_t> commit_wait_;
+  std::vector<Slot> slots_;
+  int free_slot_ = -1;
+  int inflight_ = 0;
+  int counts_[4] = {0, 0, 0, 0};  // by TagState
+  int wakeups_ = 0;
+  int last_error_ = 0;
+
+  Napi::Reference<Napi::Uint32Array> ready_ref_;
+  Napi::Reference<Napi::Int32Array> plan_ref_;
+  Napi::Reference<Napi::Int32Array> status_ref_;
+  uint32_t* ready_ = nullptr;
+  size_t ready_cap_ = 0;
+  int32_t* plan_ = nullptr;
+  size_t plan_cap_ = 0;
+  int32_t* status_ = nullptr;
+};

@@ -1,0 +1,38 @@
+// Shared behaviour of every vdisk command: user mistakes are clipanion UsageErrors (exit 1, with usage);
+// failures of the system print one line "vdisk: ..." and exit 2, never a stack trace.
+import { Command, UsageError } from 'clipanion';
+import { parseSize } from '../util/size.js';
+
+export abstract class VdiskCommand extends Command {
+  abstract run(): Promise<number>;
+
+  async execute(): Promise<number> {
+    try {
+      return await this.run();
+    } catch (err) {
+      if (err instanceof UsageError) throw err;
+      const message = err instanceof Error ? err.message : String(err);
+      this.context.stderr.write(`vdisk: ${message}\n`);
+      if (process.env.VDISK_DEBUG && err instanceof Error) this.context.stderr.write(`${err.stack}\n`);
+      return 2;
+    }
+  }
+}
+
+export function intOption(name: string, text: string | undefined, def: number, min: number, max: number): number {
+  if (text === undefined) return def;
+  const v = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new UsageError(`${name} must be a whole number from ${min} to ${max}, not "${text}"`);
+  }
+  return v;
+}
+
+export function sizeOption(name: string, text: string | undefined, def: number): number {
+  if (text === undefined) return def;
+  try {
+    return parseSize(text);
+  } catch (err) {
+    throw new UsageError(`${name}: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,66 @@
+// `vdisk loop FILE`: serve FILE as /dev/ublkbN with no controller until SIGINT/SIGTERM, then stop and
+// delete the device. The first user of the whole data path and the benchmark baseline.
+import os from 'node:os';
+import { Command, Option, UsageError } from 'clipanion';
+import { checkSegmentSize } from '../../table/mapping-table.js';
+import { startLoop } from '../../loop/loop-disk.js';
+import { formatSize } from '../../util/size.js';
+import { VdiskCommand, intOption, sizeOption } from '../base.js';
+
+export class LoopCommand extends VdiskCommand {
+  static override paths = [['loop']];
+  static override usage = Command.Usage({
+    description: 'serve a file or block device as a ublk block device, without a controller',
+    details: 'Maps every segment of FILE in order and serves it as /dev/ublkbN until SIGINT or SIGTERM, then stops and deletes the device. Prints the device path once it is live.',
+    examples: [['Serve disk.img with 2 queues', '$0 loop disk.img --queues 2']],
+  });
+
+  file = Option.String({ required: true });
+  queues = Option.String('--queues', { description: 'hardware queues (default: min(cores, 4))' });
+  depth = Option.String('--depth', { description: 'queue depth (default: 128)' });
+  segmentSize = Option.String('--segment-size', { description: 'mapping segment size, 64K..64M (default: 1M)' });
+  buffered = Option.Boolean('--buffered', false, { description: 'use the page cache instead of O_DIRECT' });
+  json = Option.Boolean('--json', false, { description: 'print the device as JSON' });
+
+  async run(): Promise<number> {
+    const queues = intOption('--queues', this.queues, Math.min(os.availableParallelism(), 4), 1, 64);
+    const depth = intOption('--depth', this.depth, 128, 1, 4096);
+    const segmentSize = sizeOption('--segment-size', this.segmentSize, 1 << 20);
+    try {
+      checkSegmentSize(segmentSize);
+    } catch (err) {
+      throw new UsageError(`--segment-size: ${(err as Error).message}`);
+    }
+
+    let signalled: NodeJS.Signals | undefined;
+    let wake: () => void = () => {};
+    const onSignal = (sig: NodeJS.Signals) => {
+      signalled = sig;
+      wake();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      {
+        const disk = await startLoop({ file: this.file, queues, depth, segmentSize, buffered: this.buffered });
+        const d = disk.device;
+        if (this.json) {
+          this.context.stdout.write(JSON.stringify({
+            device: d.path, devId: d.devId, file: this.file, size: disk.container.size, queues, depth,
+            segmentSize, direct: disk.container.direct, pid: process.pid,
+          }) + '\n');
+        } else {
+          this.context.stdout.write(`${d.path}\n`);
+          this.context.stderr.write(`vdisk: serving ${this.file} (${formatSize(disk.container.size)}, ${queues} queue(s) x ${depth}, ` +
+            `${disk.container.direct ? 'O_DIRECT' : 'buffered'}) as ${d.path}; SIGINT or SIGTERM stops it\n`);
+        }
+        if (signalled === undefined) await new Promise<void>((resolve) => { wake = resolve; });
+        await disk.stop();
+      }
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+    return 0;
+  }
+}

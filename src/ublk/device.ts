@@ -1,0 +1,175 @@
+// Lifecycle of one /dev/ublkbN: ADD_DEV, SET_PARAMS, open /dev/ublkcN, one long-lived piscina task per queue
+// (each fetches its tags on its own thread), START_DEV once every queue is ready; stop is STOP_DEV, let the
+// queues drain and exit, close the char device, DEL_DEV. Runs on the main thread; blocking control commands
+// go through UblkControlDevice, which never blocks the event loop.
+import fs from 'node:fs';
+import { MessageChannel } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { VdiskError } from '../errors.js';
+import { addon } from '../native/addon.js';
+import type { UblkParams, UblksrvCtrlDevInfo } from '../native/types.js';
+import type { MappingTable } from '../table/mapping-table.js';
+import { UBLK_F_CMD_IOCTL_ENCODE, type UblkControlDevice } from './control.js';
+import { CTL_QUIT, CTL_WORDS, type QueueMessage, type QueueTaskArgs, type QueueTaskResult } from './queue-worker.js';
+
+export const UBLK_ATTR_READ_ONLY = 1;
+export const UBLK_ATTR_VOLATILE_CACHE = 4;
+export const UBLK_ATTR_FUA = 8;
+
+export interface DeviceOptions {
+  queues: number;
+  depth: number;
+  maxIoBufBytes?: number;
+  sizeBytes: number;
+  table: MappingTable;
+  /** container id -> fd, shared with the workers */
+  containerFds: SharedArrayBuffer;
+  /** fds that FLUSH must fdatasync */
+  flushFds: number[];
+  flags?: bigint;
+  readOnly?: boolean;
+  startTimeoutMs?: number;
+}
+
+export function deviceParams(o: DeviceOptions): UblkParams {
+  const maxIo = o.maxIoBufBytes ?? DEFAULT_MAX_IO_BUF_BYTES;
+  // Discards walk segment by segment, so bound them to a few segments per request.
+  const maxDiscard = Math.min(0xffffffff, (8 * o.table.segmentSize) / 512);
+  return {
+    basic: {
+      attrs: UBLK_ATTR_VOLATILE_CACHE | UBLK_ATTR_FUA | (o.readOnly ? UBLK_ATTR_READ_ONLY : 0),
+      logicalBsShift: 9, physicalBsShift: 12, ioOptShift: 12, ioMinShift: 9,
+      maxSectors: maxIo / 512, chunkSectors: 0, devSectors: o.sizeBytes / 512, virtBoundaryMask: 0,
+    },
+    discard: {
+      discardAlignment: 0, discardGranularity: 4096, maxDiscardSectors: maxDiscard,
+      maxWriteZeroesSectors: maxDiscard, maxDiscardSegments: 1,
+    },
+  };
+}
+
+export const DEFAULT_MAX_IO_BUF_BYTES = 512 * 1024;
+
+function workerFile(): string {
+  const self = new URL(import.meta.url);
+  return new URL(self.pathname.endsWith('.ts') ? './queue-worker.ts' : './queue-worker.js', self).href;
+}
+
+export class UblkDevice {
+  readonly path: string;
+  private stopped = false;
+
+  private constructor(
+    private readonly control: UblkControlDevice,
+    readonly info: UblksrvCtrlDevInfo,
+    private readonly cdevFd: number,
+    private readonly pool: Piscina,
+    private readonly tasks: Promise<QueueTaskResult>[],
+    private readonly ctl: Int32Array,
+    private readonly wakeFds: number[],
+  ) {
+    this.path = `/dev/ublkb${info.devId}`;
+  }
+
+  get devId(): number {
+    return this.info.devId;
+  }
+
+  static async start(control: UblkControlDevice, o: DeviceOptions): Promise<UblkDevice> {
+    if (o.sizeBytes <= 0 || o.sizeBytes % 512 !== 0) throw new RangeError(`device size ${o.sizeBytes} is not a positive multiple of 512`);
+    const maxIo = o.maxIoBufBytes ?? DEFAULT_MAX_IO_BUF_BYTES;
+    const info = await control.addDev({ nrHwQueues: o.queues, queueDepth: o.depth, maxIoBufBytes: maxIo, flags: o.flags ?? 0n });
+    const devId = info.devId;
+    let cdevFd = -1;
+    let pool: Piscina | undefined;
+    const ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
+    const tasks: Promise<QueueTaskResult>[] = [];
+    const wakeFds: number[] = [];
+    try {
+      await control.setParams(devId, deviceParams(o));
+      cdevFd = await openCharDevice(`/dev/ublkc${devId}`);
+      pool = new Piscina({ filename: workerFile(), minThreads: o.queues, maxThreads: o.queues, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
+      const fetched: Promise<void>[] = [];
+      for (let q = 0; q < o.queues; q++) {
+        const { port1, port2 } = new MessageChannel();
+        wakeFds.push(addon().eventfd());
+        const args: QueueTaskArgs = {
+          devId, qId: q, depth: info.queueDepth, maxIoBufBytes: info.maxIoBufBytes,
+          encoded: (info.flags & UBLK_F_CMD_IOCTL_ENCODE) !== 0n, cdevFd, wakeFd: wakeFds[q],
+          table: o.table.buffer, segments: o.table.segments, segmentSize: o.table.segmentSize,
+          sectors: o.sizeBytes / 512, containerFds: o.containerFds, flushFds: o.flushFds, control: ctl.buffer as SharedArrayBuffer,
+          port: port2 as unknown as QueueTaskArgs['port'],
+        };
+        const task = pool.run(args, { transferList: [port2] as never }) as Promise<QueueTaskResult>;
+        tasks.push(task);
+        fetched.push(new Promise<void>((resolve, reject) => {
+          port1.on('message', (m: QueueMessage) => {
+            if (m.type === 'fetched') resolve();
+            else reject(new VdiskError(`queue ${m.qId}: ${m.message}`, { code: 'EQUEUE' }));
+          });
+          task.then(() => reject(new VdiskError(`queue ${q} ended before it was ready`, { code: 'EQUEUE' })), reject);
+        }));
+      }
+      await Promise.all(fetched);
+      await control.startDev(devId, process.pid);
+      return new UblkDevice(control, info, cdevFd, pool, tasks, ctl, wakeFds);
+    } catch (err) {
+      await teardown(control, devId, cdevFd, pool, tasks, ctl, wakeFds, false);
+      throw err;
+    }
+  }
+
+  /** Stops and deletes the device; resolves with each queue's counters. Idempotent. */
+  async stop(): Promise<QueueTaskResult[]> {
+    if (this.stopped) return [];
+    this.stopped = true;
+    return teardown(this.control, this.devId, this.cdevFd, this.pool, this.tasks, this.ctl, this.wakeFds, true);
+  }
+}
+
+async function teardown(
+  control: UblkControlDevice, devId: number, cdevFd: number, pool: Piscina | undefined,
+  tasks: Promise<QueueTaskResult>[], ctl: Int32Array, wakeFds: number[], started: boolean,
+): Promise<QueueTaskResult[]> {
+  let firstError: unknown;
+  if (started) {
+    try {
+      await control.stopDev(devId);
+    } catch (err) {
+      firstError = err;
+    }
+  }
+  // The disk is gone (or never came): queues still parked in the kernel leave by closing their rings.
+  Atomics.store(ctl, CTL_QUIT, 1);
+  for (const fd of wakeFds) addon().eventfdWrite(fd);
+  const settled = await Promise.allSettled(tasks);
+  for (const fd of wakeFds) fs.closeSync(fd);
+  const results: QueueTaskResult[] = [];
+  for (const s of settled) {
+    if (s.status === 'fulfilled') results.push(s.value);
+    else firstError ??= s.reason;
+  }
+  if (pool) await pool.destroy();
+  if (cdevFd >= 0) fs.closeSync(cdevFd);
+  try {
+    await control.delDev(devId);
+  } catch (err) {
+    firstError ??= err;
+  }
+  if (firstError !== undefined && started) throw VdiskError.from(firstError, `stopping /dev/ublkb${devId}`);
+  return results;
+}
+
+/** /dev/ublkcN appears shortly after ADD_DEV (udev or devtmpfs): retry for a few seconds. */
+async function openCharDevice(path: string, timeoutMs = 5000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return fs.openSync(path, fs.constants.O_RDWR);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOENT' && code !== 'EBUSY') || Date.now() > deadline) throw VdiskError.from(err, `open ${path}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
