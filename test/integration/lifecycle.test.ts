@@ -1,0 +1,94 @@
+// Device lifecycle and bad input: stopping leaves no /dev/ublk* and no process behind; mistakes give one
+// clear line on stderr and a non-zero exit (1 for usage, 2 for failures); `vdisk features` reads the kernel.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CLI, WORK, makeFile, mkdtemp, serveLoop, ublkAvailable, ublkNodes, vdisk } from './helpers.js';
+
+const missing = ublkAvailable();
+if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
+
+t.test('SIGTERM and SIGINT stop and delete the device', async (t) => {
+  const file = makeFile('life', 16 << 20);
+  t.teardown(() => fs.rmSync(file, { force: true }));
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    const s = await serveLoop(file, ['--queues', '2']);
+    t.ok(fs.statSync(s.device).isBlockDevice(), `${s.device} is a block device`);
+    t.equal(await s.stop(sig), 0, `exit 0 on ${sig}`);
+    t.notOk(fs.existsSync(s.device), `${s.device} is gone`);
+    t.notOk(fs.existsSync(`/dev/ublkc${s.devId}`), `/dev/ublkc${s.devId} is gone`);
+  }
+  t.same(ublkNodes(), []);
+  t.same(fs.readdirSync('/sys/class/ublk-char'), [], 'the kernel holds no ublk device');
+});
+
+t.test('two disks at once get distinct devices', async (t) => {
+  const a = makeFile('two-a', 8 << 20);
+  const b = makeFile('two-b', 8 << 20);
+  t.teardown(() => { fs.rmSync(a, { force: true }); fs.rmSync(b, { force: true }); });
+  const sa = await serveLoop(a);
+  const sb = await serveLoop(b);
+  t.not(sa.device, sb.device);
+  t.equal(await sa.stop(), 0);
+  t.equal(await sb.stop(), 0);
+  t.same(ublkNodes(), []);
+});
+
+/** Exit status and stderr lines of a failed command, for one-line-error checks. */
+function failure(r: { status: number | null; stderr: string }): { status: number | null; lines: string[] } {
+  return { status: r.status, lines: r.stderr.trim().split('\n') };
+}
+
+t.test('bad input gives a clear one-line error and a non-zero exit', async (t) => {
+  const f1 = failure(vdisk(['loop', path.join(WORK, 'no-such-file.img')]));
+  t.equal(f1.status, 2, `exit 2: ${f1.lines.join(' | ')}`);
+  t.equal(f1.lines.length, 1, 'one line');
+  t.match(f1.lines[0], /^vdisk: cannot use .*no such file/i);
+  const odd = makeFile('odd', 1000);
+  const dir = mkdtemp('dir-');
+  t.teardown(() => { fs.rmSync(odd, { force: true }); fs.rmSync(dir, { recursive: true, force: true }); });
+  const f2 = failure(vdisk(['loop', odd]));
+  t.equal(f2.status, 2, `exit 2: ${f2.lines.join(' | ')}`);
+  t.equal(f2.lines.length, 1, 'one line');
+  t.match(f2.lines[0], /not a positive multiple of 512/);
+  const f3 = failure(vdisk(['loop', dir]));
+  t.equal(f3.status, 2, `exit 2: ${f3.lines.join(' | ')}`);
+  t.equal(f3.lines.length, 1, 'one line');
+  t.match(f3.lines[0], /not a regular file or block device/);
+  // A path we cannot open: root's private file, opened as nobody.
+  const secret = makeFile('secret', 1 << 20);
+  fs.chmodSync(secret, 0o600);
+  fs.chmodSync(path.dirname(secret), 0o755);
+  t.teardown(() => fs.rmSync(secret, { force: true }));
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'loop', secret], { encoding: 'utf8' });
+  const f4 = failure(r);
+  t.equal(f4.status, 2, `exit 2: ${f4.lines.join(' | ')}`);
+  t.equal(f4.lines.length, 1, 'one line');
+  t.match(f4.lines[0], /cannot open .*permission denied/i);
+  t.equal(vdisk(['loop', odd, '--queues', '0']).status, 1, 'usage error: --queues 0');
+  t.equal(vdisk(['loop', odd, '--segment-size', '3M']).status, 1, 'usage error: --segment-size 3M');
+  t.equal(vdisk(['loop', odd, '--depth', 'lots']).status, 1, 'usage error: --depth lots');
+  t.same(ublkNodes(), []);
+});
+
+t.test('no ublk module: a clear message naming the module', async (t) => {
+  const file = makeFile('nomod', 1 << 20);
+  t.teardown(() => fs.rmSync(file, { force: true }));
+  // A private mount namespace whose /dev lacks ublk-control: what a host without ublk_drv looks like.
+  const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs none /dev && exec "${process.execPath}" "${CLI}" loop "${file}"`],
+    { encoding: 'utf8' });
+  const f5 = failure(r);
+  t.equal(f5.status, 2, `exit 2: ${f5.lines.join(' | ')}`);
+  t.equal(f5.lines.length, 1, 'one line');
+  t.match(f5.lines[0], /ublk is not available.*modprobe ublk_drv/);
+});
+
+t.test('vdisk features lists what the kernel supports', async (t) => {
+  const r = vdisk(['features', '--json']);
+  t.equal(r.status, 0, r.stderr);
+  const f = JSON.parse(r.stdout) as { getFeatures: boolean; features: string[] };
+  t.ok(f.getFeatures, 'GET_FEATURES answered (6.5+)');
+  t.ok(f.features.includes('UBLK_F_USER_RECOVERY'), 'user recovery is supported');
+  t.ok(f.features.includes('UBLK_F_CMD_IOCTL_ENCODE'), 'encoded opcodes are supported');
+});

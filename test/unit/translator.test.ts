@@ -1,0 +1,181 @@
+// Translator: how ublk requests become plan records through the table (states, boundaries, merging).
+import t from 'tap';
+import * as abi from '../../src/native/abi.js';
+import { FAULTED, FAULT_DISCARD, FAULT_READ, FAULT_WRITE, PLANNED, Translator } from '../../src/io/translator.js';
+import {
+  MappingTable, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO,
+} from '../../src/table/mapping-table.js';
+
+const MB = 1 << 20;
+const SEG = MB;
+
+interface Rec { op: number; tag: number; fd: number; flags: number; bufOff: number; len: number; off: number }
+
+function records(tr: Translator): Rec[] {
+  const out: Rec[] = [];
+  for (let i = 0; i < tr.n; i++) {
+    const r = i * abi.PLAN_STRIDE;
+    const p = tr.plan;
+    out.push({
+      op: p[r + abi.PLAN_OP], tag: p[r + abi.PLAN_TAG], fd: p[r + abi.PLAN_FD], flags: p[r + abi.PLAN_FLAGS],
+      bufOff: p[r + abi.PLAN_BUF_OFF], len: p[r + abi.PLAN_LEN],
+      off: (p[r + abi.PLAN_OFF_LO] >>> 0) + (p[r + abi.PLAN_OFF_HI] >>> 0) * 2 ** 32,
+    });
+  }
+  return out;
+}
+
+const commit = (tag: number, result: number): Rec => ({ op: abi.OP_COMMIT, tag, fd: result, flags: 0, bufOff: 0, len: 0, off: 0 });
+
+/** 16 segments; containers 0 -> fd 10, 1 -> fd 11. Segments map in order to container 0 unless changed. */
+function setup(segments = 16): { table: MappingTable; tr: Translator } {
+  const table = MappingTable.create({ segments, segmentSize: SEG });
+  table.setRange(0, segments, { states: 0, container: 0, offset: 0, alt: 0 });
+  const fds = Int32Array.from([10, 11, -1]);
+  const tr = new Translator(table, fds, Int32Array.from([10, 11]), (segments * SEG) / 512, 64 * abi.MAX_OPS_PER_TAG);
+  return { table, tr };
+}
+
+const sectors = (bytes: number) => bytes / 512;
+
+t.test('a read inside one segment is one pread', async (t) => {
+  const { tr } = setup();
+  t.equal(tr.translate(3, abi.UBLK_IO_OP_READ, 8, sectors(2 * SEG + 4096)), PLANNED);
+  t.same(records(tr), [
+    { op: abi.OP_READ, tag: 3, fd: 10, flags: 0, bufOff: 0, len: 4096, off: 2 * SEG + 4096 },
+    commit(3, 4096),
+  ]);
+});
+
+t.test('contiguous segments merge into one operation', async (t) => {
+  const { tr } = setup();
+  t.equal(tr.translate(1, abi.UBLK_IO_OP_WRITE, sectors(2 * SEG), sectors(SEG / 2)), PLANNED);
+  t.same(records(tr), [
+    { op: abi.OP_WRITE, tag: 1, fd: 10, flags: 0, bufOff: 0, len: 2 * SEG, off: SEG / 2 },
+    commit(1, 2 * SEG),
+  ]);
+});
+
+t.test('an I/O crossing into a segment elsewhere splits at the boundary', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(5, 1, { states: 0, container: 1, offset: 40 * SEG, alt: 0 });
+  // 8 KiB starting 4 KiB before the end of segment 4
+  t.equal(tr.translate(7, abi.UBLK_IO_OP_READ, 16, sectors(5 * SEG - 4096)), PLANNED);
+  t.same(records(tr), [
+    { op: abi.OP_READ, tag: 7, fd: 10, flags: 0, bufOff: 0, len: 4096, off: 5 * SEG - 4096 },
+    { op: abi.OP_READ, tag: 7, fd: 11, flags: 0, bufOff: 4096, len: 4096, off: 40 * SEG },
+    commit(7, 8192),
+  ]);
+});
+
+t.test('reads of Zero segments fill zeros without I/O; writes to them fault', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(2, 1, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_READ, sectors(2 * SEG), sectors(SEG)), PLANNED);
+  t.same(records(tr), [
+    { op: abi.OP_READ, tag: 0, fd: 10, flags: 0, bufOff: 0, len: SEG, off: SEG },
+    { op: abi.OP_ZERO, tag: 0, fd: 0, flags: 0, bufOff: SEG, len: SEG, off: 0 },
+    commit(0, 2 * SEG),
+  ]);
+  tr.n = 0;
+  t.equal(tr.translate(1, abi.UBLK_IO_OP_WRITE, 8, sectors(2 * SEG + 8192)), FAULTED);
+  t.equal(tr.n, 0, 'a fault leaves no records');
+  t.equal(tr.faultOp, FAULT_WRITE);
+  t.equal(tr.faultSegment, 2);
+  t.equal(tr.faultStates, STATE_ZERO);
+});
+
+t.test('Invalid faults reads and writes; No-write faults only writes', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(4, 1, { states: STATE_INVALID, container: 0, offset: 0, alt: 0 });
+  table.setRange(6, 1, { states: STATE_NO_WRITE, container: 0, offset: 6 * SEG, alt: 0 });
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_READ, 8, sectors(4 * SEG)), FAULTED);
+  t.equal(tr.faultOp, FAULT_READ);
+  t.equal(tr.faultSegment, 4);
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_READ, 8, sectors(6 * SEG)), PLANNED);
+  tr.n = 0;
+  // A write that starts in a writable segment and runs into the No-write one faults as a whole.
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_WRITE, sectors(8192), sectors(6 * SEG - 4096)), FAULTED);
+  t.equal(tr.faultSegment, 6);
+  t.equal(tr.n, 0);
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_DISCARD, sectors(SEG), sectors(6 * SEG)), FAULTED);
+  t.equal(tr.faultOp, FAULT_DISCARD);
+  table.setRange(7, 1, { states: STATE_ALTERNATE, container: 0, offset: 7 * SEG, alt: 1 });
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_READ, 8, sectors(7 * SEG)), FAULTED, 'alternate locations need the controller');
+});
+
+t.test('Error segments fail the request with EIO and drop its other records', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(1, 1, { states: STATE_ERROR, container: 0, offset: 0, alt: 0 });
+  t.equal(tr.translate(9, abi.UBLK_IO_OP_READ, sectors(2 * SEG), 0), PLANNED);
+  t.same(records(tr), [commit(9, -5)]);
+});
+
+t.test('FUA writes carry RWF_DSYNC; FLUSH fdatasyncs every container', async (t) => {
+  const { tr } = setup();
+  tr.translate(2, abi.UBLK_IO_OP_WRITE | abi.UBLK_IO_F_FUA, 8, 0);
+  tr.translate(3, abi.UBLK_IO_OP_FLUSH, 0, 0);
+  t.same(records(tr), [
+    { op: abi.OP_WRITE, tag: 2, fd: 10, flags: abi.RWF_DSYNC, bufOff: 0, len: 4096, off: 0 },
+    commit(2, 4096),
+    { op: abi.OP_FDATASYNC, tag: 3, fd: 10, flags: 0, bufOff: 0, len: 0, off: 0 },
+    { op: abi.OP_FDATASYNC, tag: 3, fd: 11, flags: 0, bufOff: 0, len: 0, off: 0 },
+    commit(3, 0),
+  ]);
+});
+
+t.test('DISCARD punches holes, skips Zero segments; WRITE_ZEROES with NOUNMAP zeroes the range', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(1, 1, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  const punch = abi.FALLOC_FL_PUNCH_HOLE | abi.FALLOC_FL_KEEP_SIZE;
+  tr.translate(4, abi.UBLK_IO_OP_DISCARD, sectors(3 * SEG), 0);
+  t.same(records(tr), [
+    { op: abi.OP_FALLOCATE, tag: 4, fd: 10, flags: punch, bufOff: 0, len: SEG, off: 0 },
+    { op: abi.OP_FALLOCATE, tag: 4, fd: 10, flags: punch, bufOff: 0, len: SEG, off: 2 * SEG },
+    commit(4, 0),
+  ]);
+  tr.n = 0;
+  tr.translate(5, abi.UBLK_IO_OP_WRITE_ZEROES | abi.UBLK_IO_F_NOUNMAP, 16, sectors(3 * SEG));
+  t.same(records(tr), [
+    { op: abi.OP_FALLOCATE, tag: 5, fd: 10, flags: abi.FALLOC_FL_ZERO_RANGE | abi.FALLOC_FL_KEEP_SIZE, bufOff: 0, len: 8192, off: 3 * SEG },
+    commit(5, 0),
+  ]);
+  tr.n = 0;
+  tr.translate(6, abi.UBLK_IO_OP_WRITE_ZEROES, 16, sectors(3 * SEG));
+  t.equal(records(tr)[0].flags, punch, 'without NOUNMAP write-zeroes may deallocate');
+});
+
+t.test('out-of-range, empty and unknown requests fail cleanly', async (t) => {
+  const { tr } = setup(4);
+  tr.translate(0, abi.UBLK_IO_OP_READ, 8, sectors(4 * SEG) - 4);
+  tr.translate(1, abi.UBLK_IO_OP_WRITE, 0, 0);
+  tr.translate(2, abi.UBLK_IO_OP_WRITE_SAME, 8, 0);
+  t.same(records(tr), [commit(0, -5), commit(1, -5), commit(2, -95)]);
+});
+
+t.test('a missing container fd fails with EIO rather than writing elsewhere', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(0, 1, { states: 0, container: 2, offset: 0, alt: 0 });
+  tr.translate(0, abi.UBLK_IO_OP_WRITE, 8, 0);
+  t.same(records(tr), [commit(0, -5)]);
+});
+
+t.test('offsets past 4 GiB split into low and high words', async (t) => {
+  const table = MappingTable.create({ segments: 8, segmentSize: 64 * MB });
+  table.setRange(0, 8, { states: 0, container: 0, offset: 6 * 2 ** 40, alt: 0 });
+  const tr = new Translator(table, Int32Array.from([3]), Int32Array.from([3]), (8 * 64 * MB) / 512, 64);
+  tr.translate(0, abi.UBLK_IO_OP_READ, 8, sectors(5 * 64 * MB + 4096));
+  t.equal(records(tr)[0].off, 6 * 2 ** 40 + 5 * 64 * MB + 4096);
+});
+
+t.test('a request spread over too many segments fails instead of overrunning the native slots', async (t) => {
+  const table = MappingTable.create({ segments: 64, segmentSize: 64 * 1024 });
+  // Reverse order: no two neighbours are contiguous, so nothing merges.
+  for (let i = 0; i < 64; i++) table.setRange(i, 1, { states: 0, container: 0, offset: (63 - i) * 65536, alt: 0 });
+  const tr = new Translator(table, Int32Array.from([3]), Int32Array.from([3]), (64 * 65536) / 512, 256);
+  tr.translate(0, abi.UBLK_IO_OP_READ, sectors(20 * 65536), 0);
+  t.same(records(tr), [commit(0, -5)]);
+  tr.n = 0;
+  tr.translate(1, abi.UBLK_IO_OP_READ, sectors(8 * 65536), 0);
+  t.equal(tr.n, 9, '8 pieces and a commit fit');
+});
