@@ -201,7 +201,7 @@ void UblkQueue::OpDone(int tag, int res) {
 }
 
 // Handles every available completion; returns true if any were seen.
-bool UblkQueue::Reap(int* nready, bool* woke) {
+bool UblkQueue::Reap(int* nready) {
   bool any = false;
   while (io_uring_cqe* cqe = ring_.PeekCqe()) {
     any = true;
@@ -253,7 +253,7 @@ bool UblkQueue::Reap(int* nready, bool* woke) {
       OpDone(tag, res < 0 ? res : 0);
     } else {
       wakeups_++;
-      *woke = true;
+      woke_ = true;
       if (res != -ECANCELED && wake_fd_ >= 0) ArmWake();
     }
   }
@@ -279,8 +279,7 @@ Napi::Value UblkQueue::FetchAll(const Napi::CallbackInfo& info) {
   if (r < 0) ThrowSysError(env, -r, "io_uring_enter", "UBLK_U_IO_FETCH_REQ");
   // FETCH_REQ completes only with a request or an error: anything here already is an error.
   int nready = 0;
-  bool woke = false;
-  Reap(&nready, &woke);
+  Reap(&nready);
   PublishStatus();
   if (last_error_ < 0) ThrowSysError(env, -last_error_, "UBLK_U_IO_FETCH_REQ", "queue " + std::to_string(q_id_));
   return env.Undefined();
@@ -298,7 +297,6 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
   if (n_ops > plan_cap_) throw Napi::RangeError::New(env, "UblkQueue.run: more operations than the plan holds");
 
   int nready = 0;
-  bool woke = false;
   for (uint32_t k = 0; k < n_ops; k++) {
     const int32_t* rec = plan_ + static_cast<size_t>(k) * kPlanStride;
     int op = rec[kPlanOp], tag = rec[kPlanTag];
@@ -326,7 +324,7 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
     while (free_slot_ < 0) {  // more backing ops than slots: let some finish first
       int r = ring_.Submit(1);
       if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN) ThrowSysError(env, -r, "io_uring_enter");
-      Reap(&nready, &woke);
+      Reap(&nready);
     }
     int i = free_slot_;
     Slot& s = slots_[i];
@@ -347,8 +345,8 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   double deadline = now.tv_sec * 1e3 + now.tv_nsec / 1e6 + timeout_ms;
-  Reap(&nready, &woke);
-  while (wait && nready == 0 && !woke && (counts_[kInKernel] > 0 || inflight_ > 0 || counts_[kOwned] > 0)) {
+  Reap(&nready);
+  while (wait && nready == 0 && !woke_ && (counts_[kInKernel] > 0 || inflight_ > 0 || counts_[kOwned] > 0)) {
     struct __kernel_timespec ts, *tsp = nullptr;
     if (timeout_ms >= 0) {
       clock_gettime(CLOCK_MONOTONIC, &now);
@@ -361,8 +359,9 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
     int r = ring_.Submit(1, tsp);
     if (r < 0 && r != -EINTR && r != -ETIME && r != -EBUSY && r != -EAGAIN)
       ThrowSysError(env, -r, "io_uring_enter");
-    Reap(&nready, &woke);
+    Reap(&nready);
   }
+  woke_ = false;  // reported by this return: the caller checks its mailboxes next
   // Push out the commits and fetches this batch produced before JS spends time on the new requests.
   if (ring_.Pending() > 0) ring_.Submit(0);
   PublishStatus();

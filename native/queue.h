@@ -39,7 +39,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   void PrepSlot(int slot);
   void ArmWake();
   void OpDone(int tag, int res);
-  bool Reap(int* nready, bool* woke);
+  bool Reap(int* nready);
   void PublishStatus();
   void SetState(int tag, uint8_t s);
   void Release();
@@ -68,6 +68,8 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   int inflight_ = 0;
   int counts_[4] = {0, 0, 0, 0};  // by TagState
   int wakeups_ = 0;
+  // A wake stays pending until run() returns it: one seen while fetching or mid-batch must not be lost.
+  bool woke_ = false;
   int last_error_ = 0;
 
   Napi::Reference<Napi::Uint32Array> ready_ref_;

@@ -12,6 +12,8 @@ import type { MappingTable } from '../table/mapping-table.js';
 import { UBLK_F_CMD_IOCTL_ENCODE, type UblkControlDevice } from './control.js';
 import { CTL_QUIT, CTL_WORDS, type QueueMessage, type QueueTaskArgs, type QueueTaskResult } from './queue-worker.js';
 
+const debug = process.env.VDISK_DEBUG ? (msg: string) => process.stderr.write(`vdisk[${process.pid}] ${msg}\n`) : () => {};
+
 export const UBLK_ATTR_READ_ONLY = 1;
 export const UBLK_ATTR_VOLATILE_CACHE = 4;
 export const UBLK_ATTR_FUA = 8;
@@ -57,6 +59,8 @@ function workerFile(): string {
 
 export class UblkDevice {
   readonly path: string;
+  /** Queues the kernel granted (it caps nr_hw_queues at the number of CPUs). */
+  readonly queues: number;
   private stopped = false;
 
   private constructor(
@@ -69,6 +73,7 @@ export class UblkDevice {
     private readonly wakeFds: number[],
   ) {
     this.path = `/dev/ublkb${info.devId}`;
+    this.queues = info.nrHwQueues;
   }
 
   get devId(): number {
@@ -80,6 +85,7 @@ export class UblkDevice {
     const maxIo = o.maxIoBufBytes ?? DEFAULT_MAX_IO_BUF_BYTES;
     const info = await control.addDev({ nrHwQueues: o.queues, queueDepth: o.depth, maxIoBufBytes: maxIo, flags: o.flags ?? 0n });
     const devId = info.devId;
+    debug(`ADD_DEV -> dev ${devId}, ${info.nrHwQueues} queue(s) x ${info.queueDepth}, flags 0x${info.flags.toString(16)}`);
     let cdevFd = -1;
     let pool: Piscina | undefined;
     const ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
@@ -88,9 +94,9 @@ export class UblkDevice {
     try {
       await control.setParams(devId, deviceParams(o));
       cdevFd = await openCharDevice(`/dev/ublkc${devId}`);
-      pool = new Piscina({ filename: workerFile(), minThreads: o.queues, maxThreads: o.queues, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
+      pool = new Piscina({ filename: workerFile(), minThreads: info.nrHwQueues, maxThreads: info.nrHwQueues, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
       const fetched: Promise<void>[] = [];
-      for (let q = 0; q < o.queues; q++) {
+      for (let q = 0; q < info.nrHwQueues; q++) {
         const { port1, port2 } = new MessageChannel();
         wakeFds.push(addon().eventfd());
         const args: QueueTaskArgs = {
@@ -111,9 +117,12 @@ export class UblkDevice {
         }));
       }
       await Promise.all(fetched);
+      debug(`dev ${devId}: every queue fetched its tags; START_DEV`);
       await control.startDev(devId, process.pid);
+      debug(`dev ${devId}: live`);
       return new UblkDevice(control, info, cdevFd, pool, tasks, ctl, wakeFds);
     } catch (err) {
+      debug(`dev ${devId}: start failed (${(err as Error).message}); tearing down`);
       await teardown(control, devId, cdevFd, pool, tasks, ctl, wakeFds, false);
       throw err;
     }
@@ -132,6 +141,7 @@ async function teardown(
   tasks: Promise<QueueTaskResult>[], ctl: Int32Array, wakeFds: number[], started: boolean,
 ): Promise<QueueTaskResult[]> {
   let firstError: unknown;
+  debug(`dev ${devId}: teardown (started=${started})`);
   if (started) {
     try {
       await control.stopDev(devId);
@@ -143,6 +153,7 @@ async function teardown(
   Atomics.store(ctl, CTL_QUIT, 1);
   for (const fd of wakeFds) addon().eventfdWrite(fd);
   const settled = await Promise.allSettled(tasks);
+  debug(`dev ${devId}: queue tasks ended`);
   for (const fd of wakeFds) fs.closeSync(fd);
   const results: QueueTaskResult[] = [];
   for (const s of settled) {
@@ -151,8 +162,10 @@ async function teardown(
   }
   if (pool) await pool.destroy();
   if (cdevFd >= 0) fs.closeSync(cdevFd);
+  debug(`dev ${devId}: DEL_DEV`);
   try {
     await control.delDev(devId);
+    debug(`dev ${devId}: deleted`);
   } catch (err) {
     firstError ??= err;
   }

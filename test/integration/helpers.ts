@@ -22,6 +22,7 @@ export function ublkAvailable(): string | undefined {
 export interface Served {
   device: string;
   devId: number;
+  queues: number;
   proc: ChildProcess;
   stderr: () => string;
   /** Sends the signal and resolves with the exit code once the process is gone. */
@@ -47,9 +48,9 @@ export function serveLoop(file: string, args: string[] = []): Promise<Served> {
       const nl = out.indexOf('\n');
       if (nl < 0) return;
       clearTimeout(timer);
-      const info = JSON.parse(out.slice(0, nl)) as { device: string; devId: number };
+      const info = JSON.parse(out.slice(0, nl)) as { device: string; devId: number; queues: number };
       resolve({
-        device: info.device, devId: info.devId, proc, stderr: () => err,
+        device: info.device, devId: info.devId, queues: info.queues, proc, stderr: () => err,
         async stop(signal: NodeJS.Signals = 'SIGTERM') {
           proc.kill(signal);
           return exited;

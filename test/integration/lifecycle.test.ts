@@ -2,9 +2,13 @@
 // clear line on stderr and a non-zero exit (1 for usage, 2 for failures); `vdisk features` reads the kernel.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { CLI, WORK, makeFile, mkdtemp, serveLoop, ublkAvailable, ublkNodes, vdisk } from './helpers.js';
+import {
+  CLI, WORK, makeFile, mkdtemp, readDirect, serveLoop, ublkAvailable, ublkNodes, vdisk, writeDirect,
+} from './helpers.js';
 
 const missing = ublkAvailable();
 if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
@@ -21,6 +25,17 @@ t.test('SIGTERM and SIGINT stop and delete the device', async (t) => {
   }
   t.same(ublkNodes(), []);
   t.same(fs.readdirSync('/sys/class/ublk-char'), [], 'the kernel holds no ublk device');
+});
+
+t.test('asking for more queues than CPUs serves with the queues the kernel grants', async (t) => {
+  const file = makeFile('manyq', 8 << 20);
+  t.teardown(() => fs.rmSync(file, { force: true }));
+  const s = await serveLoop(file, ['--queues', '64']);
+  t.equal(s.queues, Math.min(64, os.cpus().length), `granted ${s.queues} queue(s)`);
+  const data = crypto.randomBytes(1 << 20);
+  writeDirect(s.device, 0, data);
+  t.ok(readDirect(s.device, 0, 1 << 20).equals(data), 'I/O works on every granted queue');
+  t.equal(await s.stop(), 0);
 });
 
 t.test('two disks at once get distinct devices', async (t) => {
@@ -61,7 +76,9 @@ t.test('bad input gives a clear one-line error and a non-zero exit', async (t) =
   fs.chmodSync(secret, 0o600);
   fs.chmodSync(path.dirname(secret), 0o755);
   t.teardown(() => fs.rmSync(secret, { force: true }));
-  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'loop', secret], { encoding: 'utf8' });
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'loop', secret],
+    // A clean environment: tap's NODE_OPTIONS hooks would try to write into .tap/ as nobody.
+    { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
   const f4 = failure(r);
   t.equal(f4.status, 2, `exit 2: ${f4.lines.join(' | ')}`);
   t.equal(f4.lines.length, 1, 'one line');

@@ -35,6 +35,8 @@ export class LoopCommand extends VdiskCommand {
     let signalled: NodeJS.Signals | undefined;
     let wake: () => void = () => {};
     const onSignal = (sig: NodeJS.Signals) => {
+      // A second signal means the orderly stop itself is stuck: leave now, the kernel cleans up the rest.
+      if (signalled !== undefined) process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
       signalled = sig;
       wake();
     };
@@ -46,14 +48,15 @@ export class LoopCommand extends VdiskCommand {
         const d = disk.device;
         if (this.json) {
           this.context.stdout.write(JSON.stringify({
-            device: d.path, devId: d.devId, file: this.file, size: disk.container.size, queues, depth,
+            device: d.path, devId: d.devId, file: this.file, size: disk.container.size, queues: d.queues, depth: d.info.queueDepth,
             segmentSize, direct: disk.container.direct, pid: process.pid,
           }) + '\n');
         } else {
           this.context.stdout.write(`${d.path}\n`);
-          this.context.stderr.write(`vdisk: serving ${this.file} (${formatSize(disk.container.size)}, ${queues} queue(s) x ${depth}, ` +
+          this.context.stderr.write(`vdisk: serving ${this.file} (${formatSize(disk.container.size)}, ${d.queues} queue(s) x ${d.info.queueDepth}, ` +
             `${disk.container.direct ? 'O_DIRECT' : 'buffered'}) as ${d.path}; SIGINT or SIGTERM stops it\n`);
         }
+        if (d.queues < queues) this.context.stderr.write(`vdisk: the kernel granted ${d.queues} of ${queues} queues (one per CPU at most)\n`);
         if (signalled === undefined) await new Promise<void>((resolve) => { wake = resolve; });
         await disk.stop();
       }
