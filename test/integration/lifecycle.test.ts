@@ -76,9 +76,9 @@ t.test('bad input gives a clear one-line error and a non-zero exit', async (t) =
   fs.chmodSync(secret, 0o600);
   fs.chmodSync(path.dirname(secret), 0o755);
   t.teardown(() => fs.rmSync(secret, { force: true }));
-  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'loop', secret],
-    // A clean environment: tap's NODE_OPTIONS hooks would try to write into .tap/ as nobody.
-    { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  // env -i: tap injects NODE_OPTIONS hooks into every child, and those would try to write .tap/ as nobody.
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'env', '-i', `PATH=${process.env.PATH}`,
+    process.execPath, CLI, 'loop', secret], { encoding: 'utf8' });
   const f4 = failure(r);
   t.equal(f4.status, 2, `exit 2: ${f4.lines.join(' | ')}`);
   t.equal(f4.lines.length, 1, 'one line');
