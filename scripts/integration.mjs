@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { ensureTools } from './ensure-tools.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const files = process.argv.slice(2).length ? process.argv.slice(2) : ['test/integration'];
+const files = process.argv.slice(2).length ? process.argv.slice(2)
+  : fs.readdirSync(path.join(root, 'test', 'integration')).filter((f) => f.endsWith('.test.ts')).map((f) => `test/integration/${f}`);
 const tap = [path.join(root, 'node_modules', '.bin', 'tap'), '--disable-coverage', '--timeout=1800', '--jobs=1', ...files];
 
 ensureTools();

@@ -27,10 +27,10 @@ function runStep(name, cmd, args) {
     child.stdout.on('data', (d) => {
       process.stdout.write(d);
       tail = (tail + d).slice(-4096);
-      // tap's closing summary: "# { total: 83, pass: 83 }" (fail: N when something failed)
-      for (const m of String(d).matchAll(/^# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/gm)) {
-        passed += Number(m[2]);
-        failed += Number(m[1]) - Number(m[2]);
+      // tap's closing summary: "# { total: 98, pass: 96, fail: 1, skip: 1 }"
+      for (const m of String(d).matchAll(/^# \{ total: \d+(.*)\}$/gm)) {
+        passed += Number(/pass: (\d+)/.exec(m[1])?.[1] ?? 0);
+        failed += Number(/fail: (\d+)/.exec(m[1])?.[1] ?? 0);
       }
     });
     child.on('close', (code) => resolve(code ?? 1));
