@@ -1,0 +1,71 @@
+// Versioned schema of the controller's database. Each migration runs once, in a transaction, and bumps
+// PRAGMA user_version; a database newer than this code is refused rather than guessed at.
+import { VdiskError } from '../errors.js';
+import type { Db } from './db.js';
+
+const MIGRATIONS: string[] = [
+  // 1: containers, disks, tables as BLOB chunks, allocations, agents and attachments.
+  `CREATE TABLE containers (
+     id INTEGER PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     path TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     next_unit INTEGER NOT NULL DEFAULT 0,   -- bump allocator, in 64 KiB units
+     failed INTEGER NOT NULL DEFAULT 0,
+     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ'))
+   );
+   CREATE TABLE free_extents (             -- freed segments, reused by segments of the same size
+     container_id INTEGER NOT NULL REFERENCES containers(id),
+     unit INTEGER NOT NULL,
+     units INTEGER NOT NULL,
+     PRIMARY KEY (container_id, units, unit)
+   ) WITHOUT ROWID;
+   CREATE TABLE disks (
+     id INTEGER PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     size INTEGER NOT NULL,
+     segment_size INTEGER NOT NULL,
+     fill_states INTEGER NOT NULL,           -- state of entries whose chunk is absent (Zero for thin disks)
+     container_id INTEGER REFERENCES containers(id),  -- preferred container, or NULL for any
+     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ'))
+   );
+   CREATE TABLE table_chunks (             -- CHUNK_ENTRIES entries of 16 bytes, the agents' in-memory layout
+     disk_id INTEGER NOT NULL REFERENCES disks(id) ON DELETE CASCADE,
+     chunk INTEGER NOT NULL,
+     data BLOB NOT NULL,
+     PRIMARY KEY (disk_id, chunk)
+   ) WITHOUT ROWID;
+   CREATE TABLE allocations (
+     container_id INTEGER NOT NULL REFERENCES containers(id),
+     unit INTEGER NOT NULL,
+     units INTEGER NOT NULL,
+     refcount INTEGER NOT NULL CHECK (refcount > 0),
+     PRIMARY KEY (container_id, unit)
+   ) WITHOUT ROWID;
+   CREATE TABLE agents (
+     host_id TEXT PRIMARY KEY,
+     last_seen TEXT
+   );
+   CREATE TABLE attachments (
+     disk_id INTEGER NOT NULL REFERENCES disks(id),
+     host_id TEXT NOT NULL REFERENCES agents(host_id),
+     dev_id INTEGER,
+     PRIMARY KEY (disk_id, host_id)
+   ) WITHOUT ROWID;`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export async function migrate(db: Db): Promise<void> {
+  const row = await db.get<{ user_version: number }>('PRAGMA user_version');
+  const current = row?.user_version ?? 0;
+  if (current > SCHEMA_VERSION) {
+    throw new VdiskError(`the database has schema version ${current}, newer than this vdisk (${SCHEMA_VERSION}): upgrade vdisk`, { code: 'ESCHEMA' });
+  }
+  for (let v = current; v < SCHEMA_VERSION; v++) {
+    await db.transaction(async () => {
+      await db.exec(MIGRATIONS[v]);
+      await db.exec(`PRAGMA user_version = ${v + 1}`);
+    });
+  }
+}

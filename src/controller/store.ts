@@ -1,0 +1,308 @@
+// The controller's persistent state: containers, disks, their mapping tables and segment allocation, in
+// SQLite. Every mutation is one transaction that has committed (fsync'd) before the returned promise
+// resolves, so whatever the controller answers after awaiting it survives a crash. Tables are stored as
+// chunks of CHUNK_ENTRIES entries; an absent chunk means "every entry in the disk's fill state", which
+// makes creating a thin disk cost the same at 1 GiB and at 1 TiB.
+import fs from 'node:fs';
+import path from 'node:path';
+import { VdiskError } from '../errors.js';
+import {
+  LOCATION_UNIT, STATE_ERROR, STATE_ZERO, checkSegmentSize, type Entry,
+} from '../table/mapping-table.js';
+import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry, filledChunk } from '../table/entry-codec.js';
+import { Db } from './db.js';
+import { migrate } from './schema.js';
+
+export interface Container { id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number }
+export interface Disk { id: number; name: string; size: number; segmentSize: number; segments: number; fillStates: number; containerId: number | null }
+export interface DiskInfo extends Disk {
+  entriesByState: Record<string, number>;
+  allocatedBytes: number;
+  perContainer: Record<string, number>;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const ZERO_ENTRY: Entry = { states: STATE_ZERO, container: 0, offset: 0, alt: 0 };
+
+interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null }
+interface ContainerRow { id: number; name: string; path: string; size: number; next_unit: number; failed: number }
+
+function checkName(kind: string, name: string): void {
+  if (!NAME.test(name)) throw new VdiskError(`${kind} name "${name}" must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`, { code: 'EINVAL' });
+}
+
+function toDisk(r: DiskRow): Disk {
+  return { id: r.id, name: r.name, size: r.size, segmentSize: r.segment_size, segments: Math.ceil(r.size / r.segment_size), fillStates: r.fill_states, containerId: r.container_id };
+}
+
+export class Store {
+  private constructor(readonly db: Db, readonly file: string) {}
+
+  static async open(dataDir: string): Promise<Store> {
+    fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const file = path.join(dataDir, 'vdisk.db');
+    const db = await Db.open(file);
+    await migrate(db);
+    return new Store(db, file);
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+
+  // ---- containers
+
+  async addContainer(name: string, filePath: string, size: number): Promise<Container> {
+    checkName('container', name);
+    if (!Number.isSafeInteger(size) || size < LOCATION_UNIT) throw new VdiskError(`container size ${size} is below 64 KiB`, { code: 'EINVAL' });
+    return this.db.transaction(async () => {
+      if (await this.db.get('SELECT 1 FROM containers WHERE name = ?', [name])) throw new VdiskError(`container ${name} already exists`, { code: 'EEXIST' });
+      const { lastID } = await this.db.run('INSERT INTO containers (name, path, size) VALUES (?, ?, ?)', [name, filePath, size]);
+      return { id: lastID, name, path: filePath, size, failed: false, usedBytes: 0 };
+    });
+  }
+
+  async listContainers(): Promise<Container[]> {
+    const rows = await this.db.all<ContainerRow & { used: number | null }>(
+      'SELECT c.*, (SELECT SUM(units) FROM allocations a WHERE a.container_id = c.id) AS used FROM containers c ORDER BY c.id');
+    return rows.map((r) => ({ id: r.id, name: r.name, path: r.path, size: r.size, failed: r.failed !== 0, usedBytes: (r.used ?? 0) * LOCATION_UNIT }));
+  }
+
+  async container(name: string): Promise<Container> {
+    const c = (await this.listContainers()).find((x) => x.name === name);
+    if (!c) throw new VdiskError(`no container named ${name}`, { code: 'ENOENT' });
+    return c;
+  }
+
+  /** Refuses while any segment or disk still uses the container. */
+  async removeContainer(name: string): Promise<void> {
+    await this.db.transaction(async () => {
+      const c = await this.db.get<ContainerRow>('SELECT * FROM containers WHERE name = ?', [name]);
+      if (!c) throw new VdiskError(`no container named ${name}`, { code: 'ENOENT' });
+      const used = await this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM allocations WHERE container_id = ?', [c.id]);
+      const disks = await this.db.all<{ name: string }>('SELECT name FROM disks WHERE container_id = ?', [c.id]);
+      if ((used?.n ?? 0) > 0 || disks.length > 0) {
+        throw new VdiskError(`container ${name} is in use (${used?.n ?? 0} segment(s)${disks.length ? `; disks ${disks.map((d) => d.name).join(', ')} prefer it` : ''}): ` +
+          'remove or move those disks first', { code: 'EBUSY' });
+      }
+      await this.db.run('DELETE FROM free_extents WHERE container_id = ?', [c.id]);
+      await this.db.run('DELETE FROM containers WHERE id = ?', [c.id]);
+    });
+  }
+
+  /** Marks a container failed and turns every entry mapped to it to Error; returns the disks touched. */
+  async failContainer(name: string): Promise<Map<number, number[]>> {
+    return this.db.transaction(async () => {
+      const c = await this.db.get<ContainerRow>('SELECT * FROM containers WHERE name = ?', [name]);
+      if (!c) throw new VdiskError(`no container named ${name}`, { code: 'ENOENT' });
+      await this.db.run('UPDATE containers SET failed = 1 WHERE id = ?', [c.id]);
+      const touched = new Map<number, number[]>();
+      const chunks = await this.db.all<{ disk_id: number; chunk: number; data: Buffer }>('SELECT disk_id, chunk, data FROM table_chunks');
+      for (const row of chunks) {
+        let changed = false;
+        for (let k = 0; k < row.data.length / ENTRY_BYTES; k++) {
+          const e = decodeEntry(row.data, k);
+          if (e.container !== c.id || (e.states & (STATE_ZERO | STATE_ERROR | 1)) !== 0) continue;
+          encodeEntry(row.data, k, { ...e, states: e.states | STATE_ERROR });
+          const list = touched.get(row.disk_id) ?? [];
+          list.push(row.chunk * CHUNK_ENTRIES + k);
+          touched.set(row.disk_id, list);
+          changed = true;
+        }
+        if (changed) await this.db.run('UPDATE table_chunks SET data = ? WHERE disk_id = ? AND chunk = ?', [row.data, row.disk_id, row.chunk]);
+      }
+      return touched;
+    });
+  }
+
+  // ---- disks
+
+  async createDisk(o: { name: string; size: number; segmentSize: number; container?: string; thick?: boolean }): Promise<Disk> {
+    checkName('disk', o.name);
+    try {
+      checkSegmentSize(o.segmentSize);
+    } catch (err) {
+      throw new VdiskError((err as Error).message, { code: 'EINVAL' });
+    }
+    if (!Number.isSafeInteger(o.size) || o.size <= 0 || o.size % 512 !== 0) throw new VdiskError(`disk size ${o.size} is not a positive multiple of 512`, { code: 'EINVAL' });
+    return this.db.transaction(async () => {
+      if (await this.db.get('SELECT 1 FROM disks WHERE name = ?', [o.name])) throw new VdiskError(`disk ${o.name} already exists`, { code: 'EEXIST' });
+      let containerId: number | null = null;
+      if (o.container !== undefined) {
+        const c = await this.db.get<ContainerRow>('SELECT * FROM containers WHERE name = ?', [o.container]);
+        if (!c) throw new VdiskError(`no container named ${o.container}`, { code: 'ENOENT' });
+        containerId = c.id;
+      }
+      const { lastID } = await this.db.run('INSERT INTO disks (name, size, segment_size, fill_states, container_id) VALUES (?, ?, ?, ?, ?)',
+        [o.name, o.size, o.segmentSize, STATE_ZERO, containerId]);
+      const disk: Disk = { id: lastID, name: o.name, size: o.size, segmentSize: o.segmentSize, segments: Math.ceil(o.size / o.segmentSize), fillStates: STATE_ZERO, containerId };
+      if (o.thick) {
+        for (let first = 0; first < disk.segments; first += CHUNK_ENTRIES) {
+          const count = Math.min(CHUNK_ENTRIES, disk.segments - first);
+          const data = Buffer.alloc(count * ENTRY_BYTES);
+          for (let k = 0; k < count; k++) encodeEntry(data, k, await this.allocateUnits(disk));
+          await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [disk.id, first / CHUNK_ENTRIES, data]);
+        }
+      }
+      return disk;
+    });
+  }
+
+  async listDisks(): Promise<Disk[]> {
+    return (await this.db.all<DiskRow>('SELECT * FROM disks ORDER BY id')).map(toDisk);
+  }
+
+  async disk(name: string): Promise<Disk> {
+    const row = await this.db.get<DiskRow>('SELECT * FROM disks WHERE name = ?', [name]);
+    if (!row) throw new VdiskError(`no disk named ${name}`, { code: 'ENOENT' });
+    return toDisk(row);
+  }
+
+  /** Drops the disk's references; segments nobody else references go back to the free pool. */
+  async removeDisk(name: string): Promise<void> {
+    await this.db.transaction(async () => {
+      const disk = await this.disk(name);
+      const attached = await this.db.all<{ host_id: string }>('SELECT host_id FROM attachments WHERE disk_id = ?', [disk.id]);
+      if (attached.length) throw new VdiskError(`disk ${name} is attached on ${attached.map((a) => a.host_id).join(', ')}: detach it first`, { code: 'EBUSY' });
+      const chunks = await this.db.all<{ data: Buffer }>('SELECT data FROM table_chunks WHERE disk_id = ?', [disk.id]);
+      for (const { data } of chunks) {
+        for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
+          const e = decodeEntry(data, k);
+          if ((e.states & (STATE_ZERO | 1)) === 0) await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
+        }
+      }
+      await this.db.run('DELETE FROM table_chunks WHERE disk_id = ?', [disk.id]);
+      await this.db.run('DELETE FROM disks WHERE id = ?', [disk.id]);
+    });
+  }
+
+  // ---- tables
+
+  /** The whole table in the agents' layout (segments x 16 bytes). */
+  async readTable(disk: Disk): Promise<Buffer> {
+    const out = Buffer.alloc(disk.segments * ENTRY_BYTES);
+    const fill = filledChunk(Math.min(CHUNK_ENTRIES, disk.segments), { ...ZERO_ENTRY, states: disk.fillStates });
+    for (let off = 0; off < out.length; off += fill.length) fill.copy(out, off);
+    const rows = await this.db.all<{ chunk: number; data: Buffer }>('SELECT chunk, data FROM table_chunks WHERE disk_id = ?', [disk.id]);
+    for (const r of rows) r.data.copy(out, r.chunk * CHUNK_ENTRIES * ENTRY_BYTES);
+    return out;
+  }
+
+  async getEntries(disk: Disk, first: number, count: number): Promise<Entry[]> {
+    checkRange(disk, first, count);
+    const out: Entry[] = [];
+    for (let i = first; i < first + count;) {
+      const chunk = Math.floor(i / CHUNK_ENTRIES);
+      const data = await this.chunk(disk, chunk);
+      for (; i < first + count && i < (chunk + 1) * CHUNK_ENTRIES; i++) out.push(decodeEntry(data, i - chunk * CHUNK_ENTRIES));
+    }
+    return out;
+  }
+
+  /** Replaces entries [first, first + entries.length); call inside a transaction or alone (one commit). */
+  async setEntries(disk: Disk, first: number, entries: Entry[]): Promise<void> {
+    checkRange(disk, first, entries.length);
+    const write = async () => {
+      for (let i = first; i < first + entries.length;) {
+        const chunk = Math.floor(i / CHUNK_ENTRIES);
+        const data = await this.chunk(disk, chunk);
+        for (; i < first + entries.length && i < (chunk + 1) * CHUNK_ENTRIES; i++) encodeEntry(data, i - chunk * CHUNK_ENTRIES, entries[i - first]);
+        await this.db.run('INSERT OR REPLACE INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [disk.id, chunk, data]);
+      }
+    };
+    await this.db.transaction(write);
+  }
+
+  /**
+   * Thin provisioning: gives Zero segment `segment` of the disk its own storage and returns the new entry.
+   * Idempotent: if the segment was allocated meanwhile (two faults racing), the existing entry is returned.
+   */
+  async allocateSegment(disk: Disk, segment: number): Promise<Entry> {
+    checkRange(disk, segment, 1);
+    return this.db.transaction(async () => {
+      const chunk = Math.floor(segment / CHUNK_ENTRIES);
+      const data = await this.chunk(disk, chunk);
+      const current = decodeEntry(data, segment - chunk * CHUNK_ENTRIES);
+      if ((current.states & STATE_ZERO) === 0) return current;
+      const entry = await this.allocateUnits(disk);
+      encodeEntry(data, segment - chunk * CHUNK_ENTRIES, entry);
+      await this.db.run('INSERT OR REPLACE INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [disk.id, chunk, data]);
+      return entry;
+    });
+  }
+
+  async diskInfo(name: string): Promise<DiskInfo> {
+    const disk = await this.disk(name);
+    const table = await this.readTable(disk);
+    const byState: Record<string, number> = { mapped: 0, zero: 0, invalid: 0, error: 0, noWrite: 0 };
+    const perContainer = new Map<number, number>();
+    for (let i = 0; i < disk.segments; i++) {
+      const e = decodeEntry(table, i);
+      if (e.states & 1) byState.invalid++;
+      else if (e.states & STATE_ZERO) byState.zero++;
+      else {
+        if (e.states & STATE_ERROR) byState.error++;
+        else byState.mapped++;
+        if (e.states & 2) byState.noWrite++;
+        perContainer.set(e.container, (perContainer.get(e.container) ?? 0) + disk.segmentSize);
+      }
+    }
+    const names = new Map((await this.listContainers()).map((c) => [c.id, c.name]));
+    const per: Record<string, number> = {};
+    let allocated = 0;
+    for (const [id, bytes] of perContainer) {
+      per[names.get(id) ?? `#${id}`] = bytes;
+      allocated += bytes;
+    }
+    return { ...disk, entriesByState: byState, allocatedBytes: allocated, perContainer: per };
+  }
+
+  // ---- allocation internals (callers hold a transaction)
+
+  private async chunk(disk: Disk, chunk: number): Promise<Buffer> {
+    const row = await this.db.get<{ data: Buffer }>('SELECT data FROM table_chunks WHERE disk_id = ? AND chunk = ?', [disk.id, chunk]);
+    if (row) return row.data;
+    return filledChunk(Math.min(CHUNK_ENTRIES, disk.segments - chunk * CHUNK_ENTRIES), { ...ZERO_ENTRY, states: disk.fillStates });
+  }
+
+  /** One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. */
+  private async allocateUnits(disk: Disk): Promise<Entry> {
+    const units = disk.segmentSize / LOCATION_UNIT;
+    const candidates = await this.db.all<ContainerRow>(
+      'SELECT * FROM containers WHERE failed = 0 ORDER BY (id = ?) DESC, id', [disk.containerId ?? -1]);
+    const usable = disk.containerId === null ? candidates : candidates.filter((c) => c.id === disk.containerId);
+    for (const c of usable) {
+      const free = await this.db.get<{ unit: number }>('SELECT unit FROM free_extents WHERE container_id = ? AND units = ? LIMIT 1', [c.id, units]);
+      let unit: number;
+      if (free) {
+        unit = free.unit;
+        await this.db.run('DELETE FROM free_extents WHERE container_id = ? AND units = ? AND unit = ?', [c.id, units, unit]);
+      } else {
+        unit = Math.ceil(c.next_unit / units) * units;
+        if ((unit + units) * LOCATION_UNIT > c.size) continue;
+        await this.db.run('UPDATE containers SET next_unit = ? WHERE id = ?', [unit + units, c.id]);
+        c.next_unit = unit + units;
+      }
+      await this.db.run('INSERT INTO allocations (container_id, unit, units, refcount) VALUES (?, ?, ?, 1)', [c.id, unit, units]);
+      return { states: 0, container: c.id, offset: unit * LOCATION_UNIT, alt: 0 };
+    }
+    throw new VdiskError(`no space left: no ${disk.containerId === null ? '' : 'preferred '}container can hold another ${disk.segmentSize}-byte segment`, { code: 'ENOSPC' });
+  }
+
+  private async release(containerId: number, unit: number, units: number): Promise<void> {
+    const a = await this.db.get<{ refcount: number }>('SELECT refcount FROM allocations WHERE container_id = ? AND unit = ?', [containerId, unit]);
+    if (!a) return;
+    if (a.refcount > 1) {
+      await this.db.run('UPDATE allocations SET refcount = refcount - 1 WHERE container_id = ? AND unit = ?', [containerId, unit]);
+      return;
+    }
+    await this.db.run('DELETE FROM allocations WHERE container_id = ? AND unit = ?', [containerId, unit]);
+    await this.db.run('INSERT OR IGNORE INTO free_extents (container_id, unit, units) VALUES (?, ?, ?)', [containerId, unit, units]);
+  }
+}
+
+function checkRange(disk: Disk, first: number, count: number): void {
+  if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count < 0 || first + count > disk.segments) {
+    throw new VdiskError(`entries ${first}..${first + count - 1} are outside disk ${disk.name} (${disk.segments} segments)`, { code: 'ERANGE' });
+  }
+}

@@ -1,0 +1,123 @@
+// Controller store on a real SQLite file: containers, thin and thick disks, allocation and reuse, chunked
+// tables across chunk boundaries, Error on container failure, refusal of data-losing removals, reopen.
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Store } from '../../src/controller/store.js';
+import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry } from '../../src/table/entry-codec.js';
+import { STATE_ERROR, STATE_NO_WRITE, STATE_ZERO } from '../../src/table/mapping-table.js';
+
+const MB = 1 << 20;
+const GB = 1 << 30;
+
+async function fresh(t: { teardown: (fn: () => unknown) => void }): Promise<{ store: Store; dir: string }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-store-'));
+  const store = await Store.open(dir);
+  t.teardown(async () => { await store.close().catch(() => {}); fs.rmSync(dir, { recursive: true, force: true }); });
+  return { store, dir };
+}
+
+t.test('a 1 TiB thin disk is created all-Zero and loads in full', async (t) => {
+  const { store } = await fresh(t);
+  await store.addContainer('c1', '/tmp/c1.img', 10 * GB);
+  const started = Date.now();
+  const disk = await store.createDisk({ name: 'big', size: 2 ** 40, segmentSize: MB });
+  t.equal(disk.segments, 1048576);
+  const table = await store.readTable(disk);
+  t.equal(table.length, 1048576 * ENTRY_BYTES);
+  t.same(decodeEntry(table, 1048575), { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  const info = await store.diskInfo('big');
+  t.equal(info.entriesByState.zero, 1048576);
+  t.equal(info.allocatedBytes, 0);
+  t.ok(Date.now() - started < 5000, `create + load + info in ${Date.now() - started} ms`);
+});
+
+t.test('allocation: aligned, idempotent, counted, reused after rm, ENOSPC when full', async (t) => {
+  const { store } = await fresh(t);
+  await store.addContainer('small', '/tmp/s.img', 4 * MB);
+  const disk = await store.createDisk({ name: 'd', size: 64 * MB, segmentSize: MB });
+  const a = await store.allocateSegment(disk, 5);
+  t.same(a, { states: 0, container: 1, offset: 0, alt: 0 });
+  t.same(await store.allocateSegment(disk, 5), a, 'a second fault on the same segment gets the same entry');
+  const b = await store.allocateSegment(disk, 6);
+  t.equal(b.offset, MB);
+  t.same((await store.getEntries(disk, 4, 3)).map((e) => e.states), [STATE_ZERO, 0, 0]);
+  const info = await store.diskInfo('d');
+  t.equal(info.allocatedBytes, 2 * MB);
+  t.same(info.perContainer, { small: 2 * MB });
+  t.equal((await store.container('small')).usedBytes, 2 * MB);
+  await store.allocateSegment(disk, 7);
+  await store.allocateSegment(disk, 8);
+  await t.rejects(store.allocateSegment(disk, 9), { code: 'ENOSPC' }, 'container full');
+  t.equal((await store.getEntries(disk, 9, 1))[0].states, STATE_ZERO, 'a failed allocation leaves the entry Zero');
+  await t.rejects(store.removeContainer('small'), { code: 'EBUSY' });
+  await store.removeDisk('d');
+  const again = await store.createDisk({ name: 'e', size: 8 * MB, segmentSize: MB });
+  const offsets = [];
+  for (let i = 0; i < 4; i++) offsets.push((await store.allocateSegment(again, i)).offset);
+  t.same(offsets.sort((x, y) => x - y), [0, MB, 2 * MB, 3 * MB], 'freed segments are reused');
+});
+
+t.test('thick disks allocate everything at creation; mixed segment sizes stay aligned', async (t) => {
+  const { store } = await fresh(t);
+  await store.addContainer('c', '/tmp/c.img', 64 * MB);
+  const small = await store.createDisk({ name: 'small', size: MB, segmentSize: 64 * 1024 });
+  await store.allocateSegment(small, 0);
+  const thick = await store.createDisk({ name: 'thick', size: 8 * MB, segmentSize: 4 * MB, thick: true });
+  const entries = await store.getEntries(thick, 0, 2);
+  t.same(entries.map((e) => e.offset), [4 * MB, 8 * MB], 'aligned to the 4 MiB segment size after a 64 KiB one');
+  t.equal((await store.diskInfo('thick')).entriesByState.mapped, 2);
+  await t.rejects(store.createDisk({ name: 'toobig', size: 128 * MB, segmentSize: MB, thick: true }), { code: 'ENOSPC' });
+  await t.rejects(store.disk('toobig'), { code: 'ENOENT' }, 'a failed thick create leaves nothing behind');
+});
+
+t.test('set/get entries across a chunk boundary; range and name checks', async (t) => {
+  const { store } = await fresh(t);
+  await store.addContainer('c', '/tmp/c.img', GB);
+  const disk = await store.createDisk({ name: 'd', size: 4 * GB, segmentSize: MB });
+  const first = CHUNK_ENTRIES - 3;
+  const entries = Array.from({ length: 6 }, (_, k) => ({ states: k % 2 ? STATE_NO_WRITE : 0, container: 1, offset: k * MB, alt: 0 }));
+  await store.setEntries(disk, first, entries);
+  t.same(await store.getEntries(disk, first, 6), entries);
+  t.equal((await store.getEntries(disk, first - 1, 1))[0].states, STATE_ZERO);
+  const table = await store.readTable(disk);
+  t.same(decodeEntry(table, CHUNK_ENTRIES + 2), entries[5]);
+  await t.rejects(store.getEntries(disk, 4095, 2), { code: 'ERANGE' });
+  await t.rejects(store.setEntries(disk, -1, entries), { code: 'ERANGE' });
+  await t.rejects(store.createDisk({ name: 'bad name', size: MB, segmentSize: MB }), { code: 'EINVAL' });
+  await t.rejects(store.createDisk({ name: 'odd', size: 1000, segmentSize: MB }), { code: 'EINVAL' });
+  await t.rejects(store.createDisk({ name: 'd', size: MB, segmentSize: MB }), { code: 'EEXIST' });
+  await t.rejects(store.addContainer('c', '/x', GB), { code: 'EEXIST' });
+  await t.rejects(store.createDisk({ name: 'seg', size: MB, segmentSize: 3 * MB }), { code: 'EINVAL' });
+});
+
+t.test('a failed container turns exactly its mapped entries to Error', async (t) => {
+  const { store } = await fresh(t);
+  await store.addContainer('a', '/tmp/a.img', GB);
+  await store.addContainer('b', '/tmp/b.img', GB);
+  const da = await store.createDisk({ name: 'da', size: 16 * MB, segmentSize: MB, container: 'a' });
+  const db = await store.createDisk({ name: 'db', size: 16 * MB, segmentSize: MB, container: 'b' });
+  await store.allocateSegment(da, 1);
+  await store.allocateSegment(da, 3);
+  await store.allocateSegment(db, 1);
+  const touched = await store.failContainer('a');
+  t.same([...touched], [[da.id, [1, 3]]]);
+  t.same((await store.getEntries(da, 0, 4)).map((e) => e.states), [STATE_ZERO, STATE_ERROR, STATE_ZERO, STATE_ERROR]);
+  t.equal((await store.getEntries(db, 1, 1))[0].states, 0, 'the other container is untouched');
+  t.ok((await store.container('a')).failed);
+  await t.rejects(store.allocateSegment(da, 2), { code: 'ENOSPC' }, 'a failed container allocates nothing');
+});
+
+t.test('everything committed survives a reopen', async (t) => {
+  const { store, dir } = await fresh(t);
+  await store.addContainer('c', '/tmp/c.img', GB);
+  const disk = await store.createDisk({ name: 'keep', size: 32 * MB, segmentSize: MB });
+  const e = await store.allocateSegment(disk, 17);
+  await store.close();
+  const again = await Store.open(dir);
+  t.teardown(() => again.close());
+  const d2 = await again.disk('keep');
+  t.same((await again.getEntries(d2, 17, 1))[0], e);
+  t.equal((await again.listContainers()).length, 1);
+});
