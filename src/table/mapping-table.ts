@@ -132,6 +132,23 @@ export class MappingTable {
     }
   }
 
+  /**
+   * Bulk load: entries [first, first + n) from bytes in the stored layout (see entry-codec.ts: four LE u32
+   * words per entry, the first ignored). Each entry still goes through the seqlock, so workers may keep
+   * reading while a table loads.
+   */
+  loadBytes(first: number, bytes: Uint8Array): void {
+    if (bytes.byteLength % (WORDS * 4) !== 0) throw new RangeError('table bytes are not a whole number of entries');
+    const n = bytes.byteLength / (WORDS * 4);
+    this.checkRange(first, n);
+    const src = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let k = 0; k < n; k++) {
+      const o = k * WORDS * 4;
+      const s = src.getUint32(o + 4, true);
+      this.store(first + k, s & STATE_MASK, s >>> 8, src.getUint32(o + 8, true), src.getInt32(o + 12, true));
+    }
+  }
+
   private store(i: number, states: number, container: number, unit: number, alt: number): void {
     const w = this.words;
     const base = i * WORDS;

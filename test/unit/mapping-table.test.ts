@@ -4,6 +4,7 @@ import { Worker } from 'node:worker_threads';
 import {
   LOCATION_UNIT, MappingTable, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, stateNames,
 } from '../../src/table/mapping-table.js';
+import { ENTRY_BYTES, decodeEntry, encodeEntry } from '../../src/table/entry-codec.js';
 
 t.test('new tables are all Invalid', async (t) => {
   const table = MappingTable.create({ segments: 10, segmentSize: 1 << 20 });
@@ -38,6 +39,22 @@ t.test('changeStates sets and clears bits and keeps locations', async (t) => {
   table.changeStates(0, 4, STATE_NO_WRITE | STATE_ERROR, false);
   t.equal(table.get(2).states, 0);
   t.same(stateNames(STATE_INVALID | STATE_NO_WRITE | STATE_ZERO | STATE_ERROR | 16), ['I', 'Nw', 'Z', 'E', 'A']);
+});
+
+t.test('loadBytes installs entries stored by the controller', async (t) => {
+  const stored = Buffer.alloc(3 * ENTRY_BYTES);
+  encodeEntry(stored, 0, { states: 0, container: 3, offset: 7 << 20, alt: 0 });
+  encodeEntry(stored, 1, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  encodeEntry(stored, 2, { states: STATE_NO_WRITE, container: 0xabcdef, offset: 2 ** 40, alt: 9 });
+  const table = MappingTable.create({ segments: 5, segmentSize: 1 << 20 });
+  table.loadBytes(1, stored);
+  t.equal(table.get(0).states, STATE_INVALID, 'before the range untouched');
+  t.same(table.get(1), { states: 0, container: 3, offset: 7 << 20, alt: 0 });
+  t.same(table.get(2), decodeEntry(stored, 1));
+  t.same(table.get(3), { states: STATE_NO_WRITE, container: 0xabcdef, offset: 2 ** 40, alt: 9 });
+  t.equal(table.get(4).states, STATE_INVALID, 'after the range untouched');
+  t.throws(() => table.loadBytes(3, stored), RangeError, 'past the end');
+  t.throws(() => table.loadBytes(0, stored.subarray(0, 20)), RangeError, 'partial entry');
 });
 
 t.test('bad commands are refused', async (t) => {
