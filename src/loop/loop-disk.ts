@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { VdiskError } from '../errors.js';
 import { MappingTable, checkSegmentSize } from '../table/mapping-table.js';
 import { UblkDevice, type DeviceOptions } from '../ublk/device.js';
-import { UblkControlDevice } from '../ublk/control.js';
+import { UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE, UblkControlDevice } from '../ublk/control.js';
 import { openContainer, type OpenContainer } from './container.js';
 
 export interface LoopOptions {
@@ -14,6 +14,10 @@ export interface LoopOptions {
   depth: number;
   segmentSize: number;
   buffered: boolean;
+  /** Create the device with user recovery, so a new `vdisk loop --recover` can take it over after a crash. */
+  recoverable?: boolean;
+  /** Take over this quiesced device instead of creating one. */
+  recover?: number;
 }
 
 export interface LoopDisk {
@@ -46,7 +50,8 @@ export async function startLoop(o: LoopOptions): Promise<LoopDisk> {
       containerFds: fds.buffer as SharedArrayBuffer, flushFds: [container.fd],
     };
     control = UblkControlDevice.open();
-    const device = await UblkDevice.start(control, opts);
+    if (o.recoverable) opts.flags = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+    const device = o.recover === undefined ? await UblkDevice.start(control, opts) : await UblkDevice.recover(control, o.recover, opts);
     const ctl = control;
     return {
       device,

@@ -19,6 +19,7 @@ export const UBLK_FEATURES: ReadonlyArray<[string, number]> = [
   ['UBLK_F_QUIESCE', 12], ['UBLK_F_PER_IO_DAEMON', 13],
 ];
 export const UBLK_F_USER_RECOVERY = 1n << 3n;
+export const UBLK_F_USER_RECOVERY_REISSUE = 1n << 4n;
 export const UBLK_F_CMD_IOCTL_ENCODE = 1n << 6n;
 
 export const UBLK_S_DEV_DEAD = 0;

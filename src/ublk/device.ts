@@ -9,7 +9,9 @@ import { VdiskError } from '../errors.js';
 import { addon } from '../native/addon.js';
 import type { UblkParams, UblksrvCtrlDevInfo } from '../native/types.js';
 import type { MappingTable } from '../table/mapping-table.js';
-import { UBLK_F_CMD_IOCTL_ENCODE, type UblkControlDevice } from './control.js';
+import {
+  UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_USER_RECOVERY, UBLK_S_DEV_LIVE, UBLK_S_DEV_QUIESCED, type UblkControlDevice,
+} from './control.js';
 import { CTL_QUIT, CTL_WORDS, type QueueMessage, type QueueTaskArgs, type QueueTaskResult } from './queue-worker.js';
 
 const debug = process.env.VDISK_DEBUG ? (msg: string) => process.stderr.write(`vdisk[${process.pid}] ${msg}\n`) : () => {};
@@ -84,15 +86,64 @@ export class UblkDevice {
     if (o.sizeBytes <= 0 || o.sizeBytes % 512 !== 0) throw new RangeError(`device size ${o.sizeBytes} is not a positive multiple of 512`);
     const maxIo = o.maxIoBufBytes ?? DEFAULT_MAX_IO_BUF_BYTES;
     const info = await control.addDev({ nrHwQueues: o.queues, queueDepth: o.depth, maxIoBufBytes: maxIo, flags: o.flags ?? 0n });
+    debug(`ADD_DEV -> dev ${info.devId}, ${info.nrHwQueues} queue(s) x ${info.queueDepth}, flags 0x${info.flags.toString(16)}`);
+    try {
+      await control.setParams(info.devId, deviceParams(o));
+    } catch (err) {
+      await control.delDev(info.devId).catch(() => {});
+      throw err;
+    }
+    return UblkDevice.serve(control, info, o, 'start');
+  }
+
+  /**
+   * Takes over device devId, created with UBLK_F_USER_RECOVERY by a server that died: the kernel holds it
+   * QUIESCED, queueing the host's I/O. START_USER_RECOVERY (once the dead server's char device is closed),
+   * fresh queues, END_USER_RECOVERY. The caller's table must describe the same disk. A failure leaves the
+   * device quiesced for another attempt; it is never deleted here.
+   */
+  static async recover(control: UblkControlDevice, devId: number, o: DeviceOptions, timeoutMs = 10_000): Promise<UblkDevice> {
+    const deadline = Date.now() + timeoutMs;
+    let info = await control.getDevInfo(devId);
+    if ((info.flags & UBLK_F_USER_RECOVERY) === 0n) {
+      throw new VdiskError(`/dev/ublkb${devId} was not created with user recovery: it cannot be taken over`, { code: 'EINVAL' });
+    }
+    // The old server's exit quiesces the device asynchronously: wait for it rather than fail a fast restart.
+    while (info.state !== UBLK_S_DEV_QUIESCED && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      info = await control.getDevInfo(devId);
+    }
+    if (info.state !== UBLK_S_DEV_QUIESCED) {
+      const state = info.state === UBLK_S_DEV_LIVE ? 'live (its server is still running)' : 'dead';
+      throw new VdiskError(`/dev/ublkb${devId} is ${state}, not quiesced: nothing to recover`, { code: 'EBUSY' });
+    }
+    const params = await control.getParams(devId);
+    if (params.basic && params.basic.devSectors !== o.sizeBytes / 512) {
+      throw new VdiskError(`/dev/ublkb${devId} has ${params.basic.devSectors} sectors, but the disk given has ${o.sizeBytes / 512}`, { code: 'EINVAL' });
+    }
+    for (;;) {
+      try {
+        await control.startUserRecovery(devId);
+        break;
+      } catch (err) {
+        // EBUSY while the dead server's /dev/ublkcN is still being released.
+        if ((err as VdiskError).code !== 'EBUSY' || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    debug(`dev ${devId}: START_USER_RECOVERY done`);
+    return UblkDevice.serve(control, info, o, 'recover');
+  }
+
+  /** Opens the char device, runs one queue task per queue and, once all fetched, START_DEV or END_USER_RECOVERY. */
+  private static async serve(control: UblkControlDevice, info: UblksrvCtrlDevInfo, o: DeviceOptions, mode: 'start' | 'recover'): Promise<UblkDevice> {
     const devId = info.devId;
-    debug(`ADD_DEV -> dev ${devId}, ${info.nrHwQueues} queue(s) x ${info.queueDepth}, flags 0x${info.flags.toString(16)}`);
     let cdevFd = -1;
     let pool: Piscina | undefined;
     const ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
     const tasks: Promise<QueueTaskResult>[] = [];
     const wakeFds: number[] = [];
     try {
-      await control.setParams(devId, deviceParams(o));
       cdevFd = await openCharDevice(`/dev/ublkc${devId}`);
       pool = new Piscina({ filename: workerFile(), minThreads: info.nrHwQueues, maxThreads: info.nrHwQueues, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
       const fetched: Promise<void>[] = [];
@@ -117,16 +168,22 @@ export class UblkDevice {
         }));
       }
       await Promise.all(fetched);
-      debug(`dev ${devId}: every queue fetched its tags; START_DEV`);
-      await control.startDev(devId, process.pid);
+      if (mode === 'start') {
+        debug(`dev ${devId}: every queue fetched its tags; START_DEV`);
+        await control.startDev(devId, process.pid);
+      } else {
+        debug(`dev ${devId}: every queue fetched its tags; END_USER_RECOVERY`);
+        await control.endUserRecovery(devId, process.pid);
+      }
       debug(`dev ${devId}: live`);
       return new UblkDevice(control, info, cdevFd, pool, tasks, ctl, wakeFds);
     } catch (err) {
-      debug(`dev ${devId}: start failed (${(err as Error).message}); tearing down`);
-      await teardown(control, devId, cdevFd, pool, tasks, ctl, wakeFds, false);
+      debug(`dev ${devId}: ${mode} failed (${(err as Error).message}); tearing down`);
+      await teardown(control, devId, cdevFd, pool, tasks, ctl, wakeFds, false, mode === 'start');
       throw err;
     }
   }
+
 
   /** Stops and deletes the device; resolves with each queue's counters. Idempotent. */
   async stop(): Promise<QueueTaskResult[]> {
@@ -138,7 +195,7 @@ export class UblkDevice {
 
 async function teardown(
   control: UblkControlDevice, devId: number, cdevFd: number, pool: Piscina | undefined,
-  tasks: Promise<QueueTaskResult>[], ctl: Int32Array, wakeFds: number[], started: boolean,
+  tasks: Promise<QueueTaskResult>[], ctl: Int32Array, wakeFds: number[], started: boolean, deleteDevice = true,
 ): Promise<QueueTaskResult[]> {
   let firstError: unknown;
   debug(`dev ${devId}: teardown (started=${started})`);
@@ -162,12 +219,14 @@ async function teardown(
   }
   if (pool) await pool.destroy();
   if (cdevFd >= 0) fs.closeSync(cdevFd);
-  debug(`dev ${devId}: DEL_DEV`);
-  try {
-    await control.delDev(devId);
-    debug(`dev ${devId}: deleted`);
-  } catch (err) {
-    firstError ??= err;
+  if (deleteDevice) {
+    debug(`dev ${devId}: DEL_DEV`);
+    try {
+      await control.delDev(devId);
+      debug(`dev ${devId}: deleted`);
+    } catch (err) {
+      firstError ??= err;
+    }
   }
   if (firstError !== undefined && started) throw VdiskError.from(firstError, `stopping /dev/ublkb${devId}`);
   return results;

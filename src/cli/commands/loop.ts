@@ -12,7 +12,11 @@ export class LoopCommand extends VdiskCommand {
   static override usage = Command.Usage({
     description: 'serve a file or block device as a ublk block device, without a controller',
     details: 'Maps every segment of FILE in order and serves it as /dev/ublkbN until SIGINT or SIGTERM, then stops and deletes the device. Prints the device path once it is live.',
-    examples: [['Serve disk.img with 2 queues', '$0 loop disk.img --queues 2']],
+    examples: [
+      ['Serve disk.img with 2 queues', '$0 loop disk.img --queues 2'],
+      ['Serve so that a crash of this process is recoverable', '$0 loop disk.img --recoverable'],
+      ['After such a crash, take over /dev/ublkb0 again', '$0 loop disk.img --recover 0'],
+    ],
   });
 
   file = Option.String({ required: true });
@@ -20,11 +24,14 @@ export class LoopCommand extends VdiskCommand {
   depth = Option.String('--depth', { description: 'queue depth (default: 128)' });
   segmentSize = Option.String('--segment-size', { description: 'mapping segment size, 64K..64M (default: 1M)' });
   buffered = Option.Boolean('--buffered', false, { description: 'use the page cache instead of O_DIRECT' });
+  recoverable = Option.Boolean('--recoverable', false, { description: 'survive a crash of this process: the device waits, quiesced, for --recover' });
+  recover = Option.String('--recover', { description: 'take over the quiesced device with this id (after a crash of a --recoverable server)' });
   json = Option.Boolean('--json', false, { description: 'print the device as JSON' });
 
   async run(): Promise<number> {
     const queues = intOption('--queues', this.queues, Math.min(os.availableParallelism(), 4), 1, 64);
     const depth = intOption('--depth', this.depth, 128, 1, 4096);
+    const recover = this.recover === undefined ? undefined : intOption('--recover', this.recover, 0, 0, 0x7fffffff);
     const segmentSize = sizeOption('--segment-size', this.segmentSize, 1 << 20);
     try {
       checkSegmentSize(segmentSize);
@@ -44,7 +51,9 @@ export class LoopCommand extends VdiskCommand {
     process.on('SIGTERM', onSignal);
     try {
       {
-        const disk = await startLoop({ file: this.file, queues, depth, segmentSize, buffered: this.buffered });
+        const disk = await startLoop({
+          file: this.file, queues, depth, segmentSize, buffered: this.buffered, recoverable: this.recoverable, recover,
+        });
         const d = disk.device;
         if (this.json) {
           this.context.stdout.write(JSON.stringify({
