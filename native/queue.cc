@@ -55,7 +55,12 @@ UblkQueue::UblkQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UblkQueu
   if (depth_ < 1 || depth_ > UBLK_MAX_QUEUE_DEPTH) throw Napi::RangeError::New(env, "UblkQueue: bad depth");
   if (buf_bytes_ == 0 || buf_bytes_ % page) throw Napi::RangeError::New(env, "UblkQueue: maxIoBufBytes must be page-aligned");
 
-  Napi::Value ready = o.Get("ready"), plan = o.Get("plan"), status = o.Get("status");
+  Napi::Value ready = o.Get("ready"), plan = o.Get("plan"), status = o.Get("status"), completed = o.Get("completed");
+  if (!completed.IsTypedArray() || completed.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      completed.As<Napi::Uint32Array>().ElementLength() < static_cast<size_t>(depth_))
+    throw Napi::TypeError::New(env, "UblkQueue: completed must be a Uint32Array of depth entries");
+  completed_ref_ = Napi::Reference<Napi::Uint32Array>::New(completed.As<Napi::Uint32Array>(), 1);
+  completed_ = completed.As<Napi::Uint32Array>().Data();
   if (!ready.IsTypedArray() || ready.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
       !plan.IsTypedArray() || plan.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
       !status.IsTypedArray() || status.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
@@ -196,8 +201,13 @@ void UblkQueue::OpDone(int tag, int res) {
     commit_wait_[tag] = 0;
     int result = err_[tag] ? err_[tag] : commit_res_[tag];
     err_[tag] = 0;
-    PrepIoCmd(tag, true, result);
+    Commit(tag, result);
   }
+}
+
+void UblkQueue::Commit(int tag, int result) {
+  PrepIoCmd(tag, true, result);
+  completed_[ncompleted_++] = static_cast<uint32_t>(tag);  // at most once per tag per run(): a tag needs a new plan
 }
 
 // Handles every available completion; returns true if any were seen.
@@ -267,6 +277,7 @@ void UblkQueue::PublishStatus() {
   status_[kStatusAborted] = counts_[kAborted];
   status_[kStatusWakeups] = wakeups_;
   status_[kStatusLastError] = last_error_;
+  status_[kStatusCompleted] = ncompleted_;
 }
 
 Napi::Value UblkQueue::FetchAll(const Napi::CallbackInfo& info) {
@@ -285,18 +296,21 @@ Napi::Value UblkQueue::FetchAll(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// run(nOps, wait, timeoutMs): executes plan records [0, nOps), then returns how many new requests were
-// written to the ready buffer. With wait it blocks until a request arrives, the wake eventfd fires, the
-// timeout (ms, < 0 = none) passes, or nothing more can ever complete (every tag aborted and idle).
+// run(nOps, wait, timeoutMs, returnOnCommit): executes plan records [0, nOps), then returns how many new
+// requests were written to the ready buffer. With wait it blocks until a request arrives, the wake eventfd
+// fires, the timeout (ms, < 0 = none) passes, nothing more can ever complete (every tag aborted and idle),
+// or, with returnOnCommit, a tag has been committed (a worker draining for a blocking command needs that).
 Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ring_.Valid()) ThrowSysError(env, EBADF, "UblkQueue.run", "closed");
   uint32_t n_ops = info[0].As<Napi::Number>().Uint32Value();
   bool wait = info[1].ToBoolean();
   double timeout_ms = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
+  bool return_on_commit = info.Length() > 3 && info[3].ToBoolean();
   if (n_ops > plan_cap_) throw Napi::RangeError::New(env, "UblkQueue.run: more operations than the plan holds");
 
   int nready = 0;
+  ncompleted_ = 0;
   for (uint32_t k = 0; k < n_ops; k++) {
     const int32_t* rec = plan_ + static_cast<size_t>(k) * kPlanStride;
     int op = rec[kPlanOp], tag = rec[kPlanTag];
@@ -306,7 +320,7 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
       if (pending_[tag] == 0) {
         int result = err_[tag] ? err_[tag] : rec[kPlanFd];
         err_[tag] = 0;
-        PrepIoCmd(tag, true, result);
+        Commit(tag, result);
       } else {
         commit_wait_[tag] = 1;
         commit_res_[tag] = rec[kPlanFd];
@@ -346,7 +360,7 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
   clock_gettime(CLOCK_MONOTONIC, &now);
   double deadline = now.tv_sec * 1e3 + now.tv_nsec / 1e6 + timeout_ms;
   Reap(&nready);
-  while (wait && nready == 0 && !woke_ && (counts_[kInKernel] > 0 || inflight_ > 0 || counts_[kOwned] > 0)) {
+  while (wait && nready == 0 && !woke_ && !(return_on_commit && ncompleted_ > 0) && (counts_[kInKernel] > 0 || inflight_ > 0 || counts_[kOwned] > 0)) {
     struct __kernel_timespec ts, *tsp = nullptr;
     if (timeout_ms >= 0) {
       clock_gettime(CLOCK_MONOTONIC, &now);

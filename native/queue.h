@@ -39,6 +39,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   void PrepSlot(int slot);
   void ArmWake();
   void OpDone(int tag, int res);
+  void Commit(int tag, int result);
   bool Reap(int* nready);
   void PublishStatus();
   void SetState(int tag, uint8_t s);
@@ -75,6 +76,9 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   Napi::Reference<Napi::Uint32Array> ready_ref_;
   Napi::Reference<Napi::Int32Array> plan_ref_;
   Napi::Reference<Napi::Int32Array> status_ref_;
+  Napi::Reference<Napi::Uint32Array> completed_ref_;
+  uint32_t* completed_ = nullptr;
+  int ncompleted_ = 0;
   uint32_t* ready_ = nullptr;
   size_t ready_cap_ = 0;
   int32_t* plan_ = nullptr;

@@ -20,7 +20,10 @@ enum PlanOp : int {
   kOpCommit = 6,     // when the tag's operations finish: COMMIT_AND_FETCH with the first error, else result
 };
 
+// completed: Uint32Array of depth entries; run() lists there the tags it committed during that call, so the
+// worker can tell when requests it planned have finished (the blocking flag waits for exactly that).
+
 // status: Int32Array written by run()/fetchAll().
 constexpr int kStatusLen = 8;
 constexpr int kStatusInKernel = 0, kStatusOwned = 1, kStatusInflight = 2, kStatusAborted = 3,
-              kStatusWakeups = 4, kStatusLastError = 5;
+              kStatusWakeups = 4, kStatusLastError = 5, kStatusCompleted = 6 /* tags in the completed buffer */;

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 
 const TOOLS = {
   fio: 'fio', 'mkfs.ext4': 'e2fsprogs', 'fsck.ext4': 'e2fsprogs', blkdiscard: 'util-linux', losetup: 'mount',
-  setpriv: 'util-linux', unshare: 'util-linux', dd: 'coreutils',
+  setpriv: 'util-linux', unshare: 'util-linux', dd: 'coreutils', dmsetup: 'dmsetup',
 };
 
 function have(tool) {

@@ -34,6 +34,8 @@ export const STATUS_INFLIGHT = 2;
 export const STATUS_ABORTED = 3;
 export const STATUS_WAKEUPS = 4;
 export const STATUS_LAST_ERROR = 5;
+/** How many tags run() committed during its last call, listed in the completed buffer. */
+export const STATUS_COMPLETED = 6;
 
 // Kernel constants (include/uapi/linux/ublk_cmd.h, linux/fs.h, linux/falloc.h).
 export const UBLK_IO_OP_READ = 0;

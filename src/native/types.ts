@@ -83,6 +83,8 @@ export interface UblkQueueOptions {
   encoded: boolean;
   ready: Uint32Array;
   plan: Int32Array;
+  /** depth entries: the tags committed during the last run() (count in status[STATUS_COMPLETED]) */
+  completed: Uint32Array;
   status: Int32Array;
 }
 
@@ -90,7 +92,7 @@ export interface UblkQueueOptions {
 export interface NativeUblkQueue {
   fetchAll(): void;
   /** Executes plan records [0, nOps) and returns the number of new requests in the ready buffer. */
-  run(nOps: number, wait: boolean, timeoutMs?: number): number;
+  run(nOps: number, wait: boolean, timeoutMs?: number, returnOnCommit?: boolean): number;
   close(): void;
 }
 

@@ -12,7 +12,9 @@ import type { MappingTable } from '../table/mapping-table.js';
 import {
   UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_USER_RECOVERY, UBLK_S_DEV_LIVE, UBLK_S_DEV_QUIESCED, type UblkControlDevice,
 } from './control.js';
-import { CTL_QUIT, CTL_WORDS, type QueueMessage, type QueueTaskArgs, type QueueTaskResult } from './queue-worker.js';
+import {
+  CTL_DRAINED, CTL_EPOCH, CTL_QUIT, ctlWords, type QueueMessage, type QueueTaskArgs, type QueueTaskResult,
+} from './queue-worker.js';
 
 const debug = process.env.VDISK_DEBUG ? (msg: string) => process.stderr.write(`vdisk[${process.pid}] ${msg}\n`) : () => {};
 
@@ -140,7 +142,7 @@ export class UblkDevice {
     const devId = info.devId;
     let cdevFd = -1;
     let pool: Piscina | undefined;
-    const ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
+    const ctl = new Int32Array(new SharedArrayBuffer(ctlWords(info.nrHwQueues) * 4));
     const tasks: Promise<QueueTaskResult>[] = [];
     const wakeFds: number[] = [];
     try {
@@ -184,6 +186,28 @@ export class UblkDevice {
     }
   }
 
+
+  /**
+   * Resolves once every request that any queue had started before this call has completed: the blocking
+   * flag. Table changes made before calling it are seen by every request started after it resolves.
+   */
+  async barrier(timeoutMs = 30_000): Promise<void> {
+    const target = Atomics.add(this.ctl, CTL_EPOCH, 1) + 1;
+    for (const fd of this.wakeFds) addon().eventfdWrite(fd);
+    const deadline = Date.now() + timeoutMs;
+    for (let q = 0; q < this.queues; q++) {
+      for (;;) {
+        const seen = Atomics.load(this.ctl, CTL_DRAINED + q);
+        if (seen - target >= 0) break; // epochs only grow; the difference survives wrap-around
+        const left = deadline - Date.now();
+        if (left <= 0 || this.stopped) {
+          throw new VdiskError(`queue ${q} of /dev/ublkb${this.devId} still has requests from before the barrier`, { code: 'ETIMEDOUT' });
+        }
+        const w = Atomics.waitAsync(this.ctl, CTL_DRAINED + q, seen, Math.min(left, 100));
+        if (w.async) await w.value;
+      }
+    }
+  }
 
   /** Stops and deletes the device; resolves with each queue's counters. Idempotent. */
   async stop(): Promise<QueueTaskResult[]> {

@@ -30,7 +30,7 @@ t.test('a wake sent before fetchAll() still ends the next run()', async (t) => {
   const status = new Int32Array(abi.STATUS_LEN);
   const q = new native.UblkQueue({
     cdevFd: cdev, qId: 0, depth: 4, maxIoBufBytes: 64 << 10, wakeFd: wake, encoded: (info.flags & (1n << 6n)) !== 0n,
-    ready: new Uint32Array(4 * abi.READY_STRIDE), plan: new Int32Array(4 * abi.MAX_OPS_PER_TAG * abi.PLAN_STRIDE), status,
+    ready: new Uint32Array(4 * abi.READY_STRIDE), completed: new Uint32Array(4), plan: new Int32Array(4 * abi.MAX_OPS_PER_TAG * abi.PLAN_STRIDE), status,
   });
   native.eventfdWrite(wake);
   q.fetchAll();
