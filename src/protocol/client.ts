@@ -13,7 +13,8 @@ function openSocket(path: string, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.createConnection(path);
     let settled = false;
-    const timer = setTimeout(() => settle(new VdiskError(`connecting to ${path} timed out`, { code: 'ETIMEDOUT', path })), timeoutMs);
+    const timer = setTimeout(
+      () => settle(new VdiskError(`connecting to ${path} timed out`, { code: 'ETIMEDOUT', path })), timeoutMs);
     function settle(err?: VdiskError): void {
       if (settled) return;
       settled = true;
@@ -56,14 +57,16 @@ export async function connect(socketPath: string, opts: ConnectOptions): Promise
   });
   if (first.type === 'error') {
     conn.socket.destroy();
-    throw new VdiskError(`the controller refused the connection: ${first.message}`, { code: first.code, path: socketPath });
+    throw new VdiskError(`the controller refused the connection: ${first.message}`,
+      { code: first.code, path: socketPath });
   }
   if (first.type !== 'welcome') {
     conn.fail('EPROTO', `protocol violation: expected welcome, got ${first.type}`);
     throw new VdiskError(`the controller answered hello with ${first.type}`, { code: 'EPROTO', path: socketPath });
   }
   if (first.version !== PROTOCOL_VERSION) {
-    const message = `the controller speaks protocol version ${first.version}, this client speaks version ${PROTOCOL_VERSION}`;
+    const message =
+      `the controller speaks protocol version ${first.version}, this client speaks version ${PROTOCOL_VERSION}`;
     conn.fail('EVERSION', message);
     throw new VdiskError(message, { code: 'EVERSION', path: socketPath });
   }

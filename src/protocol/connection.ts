@@ -3,7 +3,7 @@
 import type net from 'node:net';
 import { VdiskError } from '../errors.js';
 import { encodeBinary, encodeJson, FrameDecoder } from './frame.js';
-import { messageOfFrame, parseMessage, type Message, type RequestMessage } from './messages.js';
+import { messageOfFrame, parseMessage, type EventMessage, type Message, type RequestMessage } from './messages.js';
 import { errorCode, errorText, unwrapReply, type HandlerReply } from './reply.js';
 
 export type { HandlerReply } from './reply.js';
@@ -17,6 +17,8 @@ export type EventHandler = (name: string, data: unknown, payload: Buffer | undef
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 /** How long a closing connection waits for its last writes to drain before it is torn down regardless. */
 const LINGER_MS = 1000;
+/** Requests or events held for a handler not yet installed; beyond this, requests are refused, events dropped. */
+const MAX_HELD = 256;
 
 interface Pending { resolve(r: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout | undefined }
 type Phase = 'handshake' | 'open' | 'closing' | 'closed';
@@ -31,8 +33,10 @@ export class Connection {
   private nextId = 1;
   private requestHandler: RequestHandler | undefined;
   private eventHandler: EventHandler | undefined;
-  // Requests and events that arrive before their handler is installed wait here rather than being lost.
-  private early: Array<{ msg: Message; payload?: Buffer }> = [];
+  // What arrives before its handler is installed (the peer may speak first, right after the handshake)
+  // waits here rather than being lost.
+  private heldRequests: Array<[RequestMessage, Buffer | undefined]> = [];
+  private heldEvents: Array<[EventMessage, Buffer | undefined]> = [];
   private first: { msg?: Message; waiter?: (m: Message | Error) => void } = {};
   private linger: NodeJS.Timeout | undefined;
 
@@ -84,12 +88,12 @@ export class Connection {
   /** Handles the peer's requests; a throw becomes an ok:false reply with the error's code (default EFAIL). */
   onRequest(handler: RequestHandler): void {
     this.requestHandler = handler;
-    this.drainEarly();
+    for (const [req, payload] of this.heldRequests.splice(0)) void this.serve(req, payload);
   }
 
   onEvent(handler: EventHandler): void {
     this.eventHandler = handler;
-    this.drainEarly();
+    for (const [event, payload] of this.heldEvents.splice(0)) void this.notify(event, payload);
   }
 
   /** Fire-and-forget; silently dropped once the connection is no longer open. */
@@ -126,13 +130,7 @@ export class Connection {
   /** Sends a connection-level error (when the socket is still writable) and closes. */
   fail(code: string, message: string): void {
     if (this.done) return;
-    let last: Buffer | undefined;
-    try {
-      last = encodeJson({ type: 'error', code, message: message.slice(0, 4096) });
-    } catch {
-      last = undefined;
-    }
-    this.shutdown(last);
+    this.shutdown(encodeJson({ type: 'error', code, message: message.slice(0, 4096) }));
   }
 
   close(): Promise<void> {
@@ -196,9 +194,13 @@ export class Connection {
         return;
       }
       case 'req':
+        if (this.requestHandler) void this.serve(msg, payload);
+        else if (this.heldRequests.length < MAX_HELD) this.heldRequests.push([msg, payload]);
+        else this.reply(msg.id, { code: 'EUNKNOWNOP', message: 'no request handler is installed' });
+        return;
       case 'event':
-        if ((msg.type === 'req' ? this.requestHandler : this.eventHandler) === undefined) this.early.push({ msg, payload });
-        else this.deliver(msg, payload);
+        if (this.eventHandler) void this.notify(msg, payload);
+        else if (this.heldEvents.length < MAX_HELD) this.heldEvents.push([msg, payload]);
         return;
       case 'error':
         this.peerError = new VdiskError(`the peer closed the connection: ${msg.message}`, { code: msg.code });
@@ -207,22 +209,6 @@ export class Connection {
       default:
         throw new VdiskError(`protocol violation: unexpected ${msg.type} after the handshake`, { code: 'EPROTO' });
     }
-  }
-
-  private drainEarly(): void {
-    const waiting = this.early;
-    this.early = [];
-    for (const e of waiting) {
-      if (this.phase !== 'open') return;
-      const handler = e.msg.type === 'req' ? this.requestHandler : this.eventHandler;
-      if (handler) this.deliver(e.msg, e.payload);
-      else this.early.push(e);
-    }
-  }
-
-  private deliver(msg: Message, payload: Buffer | undefined): void {
-    if (msg.type === 'req') void this.serve(msg, payload);
-    else if (msg.type === 'event') void this.notify(msg.name, msg.data, payload);
   }
 
   private async serve(req: RequestMessage, payload: Buffer | undefined): Promise<void> {
@@ -235,18 +221,21 @@ export class Connection {
       frames = out.payload ? encodeBinary(res, out.payload) : [encodeJson(res)];
     } catch (err) {
       // Also covers results that cannot be encoded (a BigInt, a cycle, an oversized frame).
-      const error = { code: errorCode(err), message: errorText(err) };
-      frames = [encodeJson({ type: 'res', id: req.id, ok: false, error })];
+      return this.reply(req.id, { code: errorCode(err), message: errorText(err) });
     }
     if (this.phase === 'open') this.write(frames);
   }
 
-  private async notify(name: string, data: unknown, payload: Buffer | undefined): Promise<void> {
+  private reply(id: number, error: { code: string; message: string }): void {
+    if (this.phase === 'open') this.write([encodeJson({ type: 'res', id, ok: false, error })]);
+  }
+
+  private async notify(event: EventMessage, payload: Buffer | undefined): Promise<void> {
     try {
-      await this.eventHandler?.(name, data, payload);
+      await this.eventHandler?.(event.name, event.data, payload);
     } catch (err) {
       // An event has no reply to carry the failure, and it must not take the connection down.
-      process.emitWarning(`vdisk: handler for event ${name} failed: ${errorText(err)}`);
+      process.emitWarning(`vdisk: handler for event ${event.name} failed: ${errorText(err)}`);
     }
   }
 
@@ -264,7 +253,8 @@ export class Connection {
       p.reject(err);
     }
     this.pending.clear();
-    this.early = [];
+    this.heldRequests = [];
+    this.heldEvents = [];
     this.first.waiter?.(err);
   }
 }

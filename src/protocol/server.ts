@@ -110,10 +110,10 @@ export async function startServer(socketPath: string, opts: ServerOptions): Prom
     const conn = new Connection(socket);
     connections.add(conn);
     void conn.closed.then(() => connections.delete(conn));
-    conn.firstMessage(timeoutMs).then(
-      (msg) => accept(conn, msg),
-      (err: VdiskError) => conn.fail(err.code, err.message),
-    );
+    conn.firstMessage(timeoutMs)
+      .then((msg) => accept(conn, msg), (err: VdiskError) => conn.fail(err.code, err.message))
+      // Nothing thrown while accepting may reach the process as an unhandled rejection.
+      .catch((err: unknown) => conn.fail('EFAIL', errorText(err)));
   });
 
   return {

@@ -19,7 +19,7 @@ const newPath = (): string => path.join(dir, `c${seq++}.sock`);
 interface Teardown { teardown(fn: () => unknown): void }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Test ops: echo, sleep {ms, v}, fail, plain, never, reverse (payload). */
+/** Test ops: echo, sleep {ms, v}, fail, plain, never, bigint (unencodable), reverse (payload). */
 async function handler(op: string, args: Record<string, unknown>, payload?: Buffer): Promise<unknown> {
   switch (op) {
     case 'echo': return args;
@@ -27,12 +27,15 @@ async function handler(op: string, args: Record<string, unknown>, payload?: Buff
     case 'fail': throw new VdiskError('it broke', { code: 'ENOPE' });
     case 'plain': throw new Error('plain failure');
     case 'never': return new Promise(() => undefined);
+    case 'bigint': return { big: 1n };
     case 'reverse': return { result: { n: payload?.length ?? -1 }, payload: Buffer.from(payload ?? []).reverse() };
     default: throw new VdiskError(`unknown op ${op}`, { code: 'EUNKNOWNOP' });
   }
 }
 
-async function serve(t: Teardown, opts: Partial<ServerOptions> = {}): Promise<{ p: string; srv: ProtocolServer; conns: Connection[] }> {
+interface Served { p: string; srv: ProtocolServer; conns: Connection[] }
+
+async function serve(t: Teardown, opts: Partial<ServerOptions> = {}): Promise<Served> {
   const p = newPath();
   const conns: Connection[] = [];
   const srv = await startServer(p, {
@@ -105,6 +108,18 @@ t.test('handshake, and welcome carries the server id', async (t) => {
   t.equal(conns.length, 1);
 });
 
+t.test('an onConnection that throws closes that connection with its code', async (t) => {
+  const { p } = await serve(t, {
+    onConnection() {
+      throw new VdiskError('host not registered', { code: 'EDENIED' });
+    },
+  });
+  const { conn } = await connect(p, { role: 'agent', hostId: 'stranger' });
+  await conn.closed;
+  t.match(conn.peerError, { code: 'EDENIED', message: /host not registered/ });
+  await t.rejects(conn.request('echo'), { code: 'ECONNRESET' });
+});
+
 t.test('wrong version is refused with EVERSION and closed', async (t) => {
   const { p } = await serve(t);
   const raw = await Raw.open(p);
@@ -119,6 +134,22 @@ t.test('wrong version is refused with EVERSION and closed', async (t) => {
   t.teardown(() => fake.close());
   await t.rejects(connect(fp, { role: 'cli' }), { code: 'EVERSION' });
   await stillServes(t, p);
+});
+
+t.test('connect reports a refusal with its code, and a silent server as ETIMEDOUT', async (t) => {
+  const replies = [encodeJson({ type: 'error', code: 'EBUSY', message: 'go away' })];
+  const fake = net.createServer((s) => {
+    s.on('error', () => undefined);
+    const r = replies.shift();
+    if (r) s.end(r);
+    else t.teardown(() => s.destroy());
+  });
+  const fp = newPath();
+  await new Promise<void>((r) => fake.listen(fp, r));
+  t.teardown(() => fake.close());
+  await t.rejects(connect(fp, { role: 'cli' }), { code: 'EBUSY', message: /refused the connection: go away/ });
+  await t.rejects(connect(fp, { role: 'cli', timeoutMs: 100 }), { code: 'ETIMEDOUT' });
+  await t.rejects(connect(fp, { role: 'agent', hostId: '' }), { code: 'EINVAL' });
 });
 
 t.test('replies answered out of order reach the right callers', async (t) => {
@@ -138,6 +169,7 @@ t.test('handler errors arrive with their code', async (t) => {
   await t.rejects(conn.request('fail'), { code: 'ENOPE', message: 'it broke' });
   await t.rejects(conn.request('plain'), { code: 'EFAIL', message: 'plain failure' });
   await t.rejects(conn.request('nosuch.op'), { code: 'EUNKNOWNOP' });
+  await t.rejects(conn.request('bigint'), { code: 'EFAIL', message: /BigInt/ }, 'an unencodable result');
   await t.rejects(conn.request('Bad-op'), { code: 'EINVAL' }, 'a malformed op is refused locally');
   t.same((await conn.request('echo', {})).result, {}, 'connection unaffected');
 });
@@ -167,11 +199,13 @@ t.test('closing rejects pending requests with ECONNRESET', async (t) => {
 
 t.test('binary payloads travel both ways; events reach a late handler', async (t) => {
   let agentSide: Connection | undefined;
+  let early: Promise<unknown> | undefined;
   const { p } = await serve(t, {
     onConnection(conn) {
       agentSide = conn;
       conn.onRequest(handler);
       conn.sendEvent('welcome.table', { n: 2 }, Buffer.from([1, 2]));
+      early = conn.request('early.ping', { at: 'once' });
     },
   });
   const conn = await client(t, p);
@@ -185,10 +219,12 @@ t.test('binary payloads travel both ways; events reach a late handler', async (t
     conn.onEvent((name, data, payload) => resolve([name, data, payload])));
   t.same(got, ['welcome.table', { n: 2 }, Buffer.from([1, 2])]);
 
-  conn.onRequest(async (op, args, payload) => ({ result: { op, args }, payload: Buffer.concat([payload ?? Buffer.alloc(0), Buffer.from('!')]) }));
+  conn.onRequest(async (op, args, payload) =>
+    ({ result: { op, args }, payload: Buffer.concat([payload ?? Buffer.alloc(0), Buffer.from('!')]) }));
   const back = await (agentSide as Connection).request('table.push', { v: 1 }, { payload: Buffer.from('tbl') });
   t.same(back.result, { op: 'table.push', args: { v: 1 } });
   t.equal(back.payload?.toString(), 'tbl!');
+  t.match(await early, { result: { op: 'early.ping', args: { at: 'once' } } }, 'held until the handler came');
 });
 
 t.test('malformed clients get EPROTO and the server keeps serving', async (t) => {
