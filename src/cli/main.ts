@@ -3,10 +3,23 @@
 import { Builtins, Cli } from 'clipanion';
 import { FeaturesCommand } from './commands/features.js';
 import { LoopCommand } from './commands/loop.js';
+import { ControllerStartCommand } from './commands/controller/start.js';
+import { ControllerStopCommand } from './commands/controller/stop.js';
+import { ControllerStatusCommand } from './commands/controller/status.js';
+import { ContainerAddCommand } from './commands/container/add.js';
+import { ContainerFailCommand } from './commands/container/fail.js';
+import { ContainerLsCommand } from './commands/container/ls.js';
+import { ContainerRmCommand } from './commands/container/rm.js';
+import { CreateCommand } from './commands/create.js';
+import { InfoCommand } from './commands/info.js';
+import { LsCommand } from './commands/ls.js';
+import { RmCommand } from './commands/rm.js';
 
 const cli = new Cli({ binaryLabel: 'vdisk', binaryName: 'vdisk', binaryVersion: '0.1.0' });
 cli.register(Builtins.HelpCommand);
 cli.register(Builtins.VersionCommand);
 cli.register(LoopCommand);
 cli.register(FeaturesCommand);
+for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ContainerAddCommand, ContainerLsCommand,
+  ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand]) cli.register(c);
 void cli.runExit(process.argv.slice(2));

@@ -1,0 +1,34 @@
+// Validation of request arguments on the controller side: a client (or a malformed peer) gets a clear
+// EINVAL naming the argument, never a crash or a half-done change.
+import { VdiskError } from '../errors.js';
+
+function bad(name: string, what: string): never {
+  throw new VdiskError(`argument ${name} must be ${what}`, { code: 'EINVAL' });
+}
+
+export function str(args: Record<string, unknown>, name: string): string {
+  const v = args[name];
+  if (typeof v !== 'string' || v.length === 0 || v.length > 4096) bad(name, 'a non-empty string');
+  return v;
+}
+
+export function optStr(args: Record<string, unknown>, name: string): string | undefined {
+  return args[name] === undefined ? undefined : str(args, name);
+}
+
+export function int(args: Record<string, unknown>, name: string): number {
+  const v = args[name];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(name, 'a non-negative whole number');
+  return v;
+}
+
+export function optInt(args: Record<string, unknown>, name: string): number | undefined {
+  return args[name] === undefined ? undefined : int(args, name);
+}
+
+export function bool(args: Record<string, unknown>, name: string): boolean {
+  const v = args[name];
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') bad(name, 'true or false');
+  return v;
+}

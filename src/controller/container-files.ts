@@ -1,0 +1,35 @@
+// Storage containers on disk: a regular file (created sparse at the requested size when missing) or a
+// block device (its size read from sysfs). The controller checks them before recording them.
+import fs from 'node:fs';
+import path from 'node:path';
+import { VdiskError } from '../errors.js';
+
+export function prepareContainer(file: string, size: number | undefined): { path: string; size: number } {
+  const abs = path.resolve(file);
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(abs);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw VdiskError.from(err, `cannot use ${abs}`);
+  }
+  if (!st) {
+    if (size === undefined) throw new VdiskError(`${abs} does not exist: give --size to create it`, { code: 'ENOENT', path: abs });
+    try {
+      fs.writeFileSync(abs, '', { flag: 'wx', mode: 0o600 });
+      fs.truncateSync(abs, size);
+    } catch (err) {
+      throw VdiskError.from(err, `cannot create ${abs}`);
+    }
+    return { path: abs, size };
+  }
+  if (st.isBlockDevice()) {
+    const major = Math.floor(st.rdev / 256) & 0xfff;
+    const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
+    const devSize = Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim()) * 512;
+    if (size !== undefined && size > devSize) throw new VdiskError(`${abs} holds only ${devSize} bytes`, { code: 'EINVAL', path: abs });
+    return { path: abs, size: size ?? devSize };
+  }
+  if (!st.isFile()) throw new VdiskError(`${abs} is not a regular file or block device`, { code: 'EINVAL', path: abs });
+  if (size !== undefined && size > st.size) fs.truncateSync(abs, size);
+  return { path: abs, size: size ?? st.size };
+}
