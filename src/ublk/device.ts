@@ -3,7 +3,7 @@
 // queues drain and exit, close the char device, DEL_DEV. Runs on the main thread; blocking control commands
 // go through UblkControlDevice, which never blocks the event loop.
 import fs from 'node:fs';
-import { MessageChannel } from 'node:worker_threads';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { VdiskError } from '../errors.js';
 import { addon } from '../native/addon.js';
@@ -13,7 +13,7 @@ import {
   UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_USER_RECOVERY, UBLK_S_DEV_LIVE, UBLK_S_DEV_QUIESCED, type UblkControlDevice,
 } from './control.js';
 import {
-  CTL_DRAINED, CTL_EPOCH, CTL_QUIT, ctlWords, type QueueMessage, type QueueTaskArgs, type QueueTaskResult,
+  CTL_DRAINED, CTL_EPOCH, CTL_QUIT, ctlWords, type DeviceMessage, type QueueMessage, type QueueTaskArgs, type QueueTaskResult,
 } from './queue-worker.js';
 
 const debug = process.env.VDISK_DEBUG ? (msg: string) => process.stderr.write(`vdisk[${process.pid}] ${msg}\n`) : () => {};
@@ -34,6 +34,13 @@ export interface DeviceOptions {
   flushFds: number[];
   flags?: bigint;
   readOnly?: boolean;
+  /**
+   * Answers a map fault: a request the table cannot serve (Invalid, Zero or No-write for a write, ...).
+   * Resolve 0 after installing a replacement entry (the request is retried), or a negative errno to fail
+   * it. The request waits meanwhile (a delay is simply a later answer); other requests keep flowing.
+   * Without a handler such requests fail with EIO at once.
+   */
+  onFault?: (f: Fault) => Promise<number>;
   startTimeoutMs?: number;
 }
 
@@ -56,6 +63,13 @@ export function deviceParams(o: DeviceOptions): UblkParams {
 
 export const DEFAULT_MAX_IO_BUF_BYTES = 512 * 1024;
 
+export interface Fault {
+  /** FAULT_READ, FAULT_WRITE or FAULT_DISCARD (src/io/translator.ts) */
+  op: number;
+  segment: number;
+  states: number;
+}
+
 function workerFile(): string {
   const self = new URL(import.meta.url);
   return new URL(self.pathname.endsWith('.ts') ? './queue-worker.ts' : './queue-worker.js', self).href;
@@ -75,6 +89,7 @@ export class UblkDevice {
     private readonly tasks: Promise<QueueTaskResult>[],
     private readonly ctl: Int32Array,
     private readonly wakeFds: number[],
+    private readonly ports: MessagePort[],
   ) {
     this.path = `/dev/ublkb${info.devId}`;
     this.queues = info.nrHwQueues;
@@ -145,26 +160,30 @@ export class UblkDevice {
     const ctl = new Int32Array(new SharedArrayBuffer(ctlWords(info.nrHwQueues) * 4));
     const tasks: Promise<QueueTaskResult>[] = [];
     const wakeFds: number[] = [];
+    const ports: MessagePort[] = [];
     try {
       cdevFd = await openCharDevice(`/dev/ublkc${devId}`);
       pool = new Piscina({ filename: workerFile(), minThreads: info.nrHwQueues, maxThreads: info.nrHwQueues, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
       const fetched: Promise<void>[] = [];
+      const faults = new FaultRouter(o.onFault, ports, wakeFds);
       for (let q = 0; q < info.nrHwQueues; q++) {
         const { port1, port2 } = new MessageChannel();
+        ports.push(port1);
         wakeFds.push(addon().eventfd());
         const args: QueueTaskArgs = {
           devId, qId: q, depth: info.queueDepth, maxIoBufBytes: info.maxIoBufBytes,
           encoded: (info.flags & UBLK_F_CMD_IOCTL_ENCODE) !== 0n, cdevFd, wakeFd: wakeFds[q],
           table: o.table.buffer, segments: o.table.segments, segmentSize: o.table.segmentSize,
           sectors: o.sizeBytes / 512, containerFds: o.containerFds, flushFds: o.flushFds, control: ctl.buffer as SharedArrayBuffer,
-          port: port2 as unknown as QueueTaskArgs['port'],
+          port: port2 as unknown as QueueTaskArgs['port'], faults: o.onFault !== undefined,
         };
         const task = pool.run(args, { transferList: [port2] as never }) as Promise<QueueTaskResult>;
         tasks.push(task);
         fetched.push(new Promise<void>((resolve, reject) => {
           port1.on('message', (m: QueueMessage) => {
             if (m.type === 'fetched') resolve();
-            else reject(new VdiskError(`queue ${m.qId}: ${m.message}`, { code: 'EQUEUE' }));
+            else if (m.type === 'error') reject(new VdiskError(`queue ${m.qId}: ${m.message}`, { code: 'EQUEUE' }));
+            else faults.report(m.qId, m.op, m.segment, m.states);
           });
           task.then(() => reject(new VdiskError(`queue ${q} ended before it was ready`, { code: 'EQUEUE' })), reject);
         }));
@@ -178,7 +197,7 @@ export class UblkDevice {
         await control.endUserRecovery(devId, process.pid);
       }
       debug(`dev ${devId}: live`);
-      return new UblkDevice(control, info, cdevFd, pool, tasks, ctl, wakeFds);
+      return new UblkDevice(control, info, cdevFd, pool, tasks, ctl, wakeFds, ports);
     } catch (err) {
       debug(`dev ${devId}: ${mode} failed (${(err as Error).message}); tearing down`);
       await teardown(control, devId, cdevFd, pool, tasks, ctl, wakeFds, false, mode === 'start');
@@ -213,6 +232,11 @@ export class UblkDevice {
   async stop(): Promise<QueueTaskResult[]> {
     if (this.stopped) return [];
     this.stopped = true;
+    // STOP_DEV waits for every request: parked ones would never be answered now, so fail them first.
+    this.ports.forEach((port, q) => {
+      port.postMessage({ type: 'failParked', errno: EIO } satisfies DeviceMessage);
+      addon().eventfdWrite(this.wakeFds[q]);
+    });
     return teardown(this.control, this.devId, this.cdevFd, this.pool, this.tasks, this.ctl, this.wakeFds, true);
   }
 }
@@ -267,5 +291,42 @@ async function openCharDevice(path: string, timeoutMs = 5000): Promise<number> {
       if ((code !== 'ENOENT' && code !== 'EBUSY') || Date.now() > deadline) throw VdiskError.from(err, `open ${path}`);
       await new Promise((r) => setTimeout(r, 20));
     }
+  }
+}
+
+const EIO = 5;
+
+/**
+ * Routes faults from the queue workers to the device's handler: one handler call per segment however
+ * many requests wait on it, and the answer goes to every queue that reported it, followed by a wake.
+ */
+class FaultRouter {
+  private readonly waiting = new Map<number, Set<number>>(); // segment -> queues with parked requests
+
+  constructor(
+    private readonly handler: DeviceOptions['onFault'],
+    private readonly ports: MessagePort[],
+    private readonly wakeFds: number[],
+  ) {}
+
+  report(qId: number, op: number, segment: number, states: number): void {
+    const queues = this.waiting.get(segment);
+    if (queues) {
+      queues.add(qId);
+      return;
+    }
+    this.waiting.set(segment, new Set([qId]));
+    const answer = this.handler ? this.handler({ op, segment, states }) : Promise.resolve(-EIO);
+    answer.catch((err: unknown) => {
+      debug(`fault on segment ${segment} failed: ${(err as Error).message}`);
+      return -EIO;
+    }).then((result) => {
+      const waiting = this.waiting.get(segment) ?? new Set<number>();
+      this.waiting.delete(segment);
+      for (const q of waiting) {
+        this.ports[q].postMessage({ type: 'resolved', segment, result } satisfies DeviceMessage);
+        addon().eventfdWrite(this.wakeFds[q]);
+      }
+    });
   }
 }

@@ -2,7 +2,7 @@
 // to the thread that fetched it). Loop: one native run() submits the previous batch's plan and waits for the
 // next batch of requests; each request is translated through the shared table into plan records. No
 // per-request allocation, message or N-API call. The task returns only when the device is stopped.
-import type { MessagePort } from 'node:worker_threads';
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import { MappingTable } from '../table/mapping-table.js';
@@ -36,6 +36,8 @@ export interface QueueTaskArgs {
   flushFds: number[];
   control: SharedArrayBuffer;
   port: MessagePort;
+  /** Park requests the table cannot serve and report them (true), or fail them with EIO at once (false). */
+  faults: boolean;
 }
 
 export interface QueueTaskResult {
@@ -47,7 +49,16 @@ export interface QueueTaskResult {
 }
 
 /** Messages a queue worker posts to its device. */
-export type QueueMessage = { type: 'fetched'; qId: number } | { type: 'error'; qId: number; message: string };
+/** Messages a queue worker posts to its device (a fault is one message per parked request: faults are rare). */
+export type QueueMessage =
+  | { type: 'fetched'; qId: number }
+  | { type: 'error'; qId: number; message: string }
+  | { type: 'fault'; qId: number; tag: number; op: number; segment: number; states: number };
+
+/** Messages the device posts to a worker; each is followed by a wake of the worker's eventfd. */
+export type DeviceMessage =
+  | { type: 'resolved'; segment: number; result: number } // 0: the table now serves it, retry; < 0: fail with -errno
+  | { type: 'failParked'; errno: number }; // the device is stopping: nobody will answer the faults
 
 const EIO = 5;
 
@@ -80,6 +91,48 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     let epoch = Atomics.load(ctl, CTL_EPOCH);
     let inflight = 0;
     let old = 0; // in-flight requests planned under an epoch before `epoch`
+    // Parked requests wait for the device's answer to their fault; everything else keeps flowing.
+    const parkedSeg = new Int32Array(args.depth).fill(-1);
+    const pOpFlags = new Uint32Array(args.depth);
+    const pSectors = new Uint32Array(args.depth);
+    const pSector = new Float64Array(args.depth);
+    let parked = 0;
+    let lastWakeups = 0;
+    const plan = (tag: number, opFlags: number, nrSectors: number, sector: number): void => {
+      if (tr.translate(tag, opFlags, nrSectors, sector) === FAULTED) {
+        result.faults++;
+        if (!args.faults) {
+          tr.fail(tag, EIO); // no controller in this mode: a request the table cannot serve fails
+        } else {
+          parkedSeg[tag] = tr.faultSegment;
+          pOpFlags[tag] = opFlags;
+          pSectors[tag] = nrSectors;
+          pSector[tag] = sector;
+          parked++;
+          args.port.postMessage({ type: 'fault', qId: args.qId, tag, op: tr.faultOp, segment: tr.faultSegment, states: tr.faultStates } satisfies QueueMessage);
+          return;
+        }
+      }
+      planned[tag] = 1;
+      stamp[tag] = epoch;
+      inflight++;
+    };
+    const answer = (segment: number, res: number): void => {
+      for (let tag = 0; tag < args.depth && parked > 0; tag++) {
+        // segment < 0 answers every parked request (the device is stopping)
+        if (parkedSeg[tag] < 0 || (segment >= 0 && parkedSeg[tag] !== segment)) continue;
+        parkedSeg[tag] = -1;
+        parked--;
+        if (res < 0) {
+          tr.fail(tag, -res);
+          planned[tag] = 1;
+          stamp[tag] = epoch;
+          inflight++;
+        } else {
+          plan(tag, pOpFlags[tag], pSectors[tag], pSector[tag]);
+        }
+      }
+    };
     for (;;) {
       const nOps = tr.n;
       tr.n = 0;
@@ -103,18 +156,18 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         Atomics.store(ctl, drainedWord, epoch);
         Atomics.notify(ctl, drainedWord);
       }
+      if (status[abi.STATUS_WAKEUPS] !== lastWakeups) {
+        lastWakeups = status[abi.STATUS_WAKEUPS];
+        for (let m = receiveMessageOnPort(args.port); m !== undefined; m = receiveMessageOnPort(args.port)) {
+          const msg = m.message as DeviceMessage;
+          if (msg.type === 'resolved') answer(msg.segment, msg.result);
+          else answer(-1, -msg.errno);
+        }
+      }
       for (let i = 0; i < n; i++) {
         const r = i * abi.READY_STRIDE;
-        const tag = ready[r + abi.READY_TAG];
-        const sector = ready[r + abi.READY_SECTOR_LO] + ready[r + abi.READY_SECTOR_HI] * 0x100000000;
-        if (tr.translate(tag, ready[r + abi.READY_OP_FLAGS], ready[r + abi.READY_NR_SECTORS], sector) === FAULTED) {
-          // No controller in this mode: a request the table cannot serve fails rather than waits.
-          result.faults++;
-          tr.fail(tag, EIO);
-        }
-        planned[tag] = 1;
-        stamp[tag] = epoch;
-        inflight++;
+        plan(ready[r + abi.READY_TAG], ready[r + abi.READY_OP_FLAGS], ready[r + abi.READY_NR_SECTORS],
+          ready[r + abi.READY_SECTOR_LO] + ready[r + abi.READY_SECTOR_HI] * 0x100000000);
       }
       if (n === 0 && tr.n === 0) {
         const idle = status[abi.STATUS_OWNED] === 0 && status[abi.STATUS_INFLIGHT] === 0;

@@ -104,3 +104,28 @@ export function writeDirect(file: string, off: number, data: Buffer, extra: stri
 export function mkdtemp(prefix: string): string {
   return fs.mkdtempSync(path.join(WORK, prefix));
 }
+
+/**
+ * Like run(), without blocking the event loop: needed when this process serves the device itself and its
+ * main thread must stay free to answer faults while the command does I/O.
+ */
+export function runAsync(cmd: string, args: string[], input?: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d) => { err += d; });
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err}`))));
+    child.stdin!.end(input);
+  });
+}
+
+export function writeDirectAsync(file: string, off: number, data: Buffer): Promise<Buffer> {
+  return runAsync('dd', [`of=${file}`, 'bs=4096', `seek=${off / 4096}`, 'oflag=direct', 'conv=notrunc', 'status=none'], data);
+}
+
+export function readDirectAsync(file: string, off: number, len: number): Promise<Buffer> {
+  return runAsync('dd', [`if=${file}`, 'bs=4096', `skip=${off / 4096}`, `count=${len / 4096}`, 'iflag=direct', 'status=none']);
+}
