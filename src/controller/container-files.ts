@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
+import { blockDeviceSize } from '../loop/container.js';
 
 export function prepareContainer(file: string, size: number | undefined): { path: string; size: number } {
   const abs = path.resolve(file);
@@ -23,9 +24,7 @@ export function prepareContainer(file: string, size: number | undefined): { path
     return { path: abs, size };
   }
   if (st.isBlockDevice()) {
-    const major = Math.floor(st.rdev / 256) & 0xfff;
-    const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
-    const devSize = Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim()) * 512;
+    const devSize = blockDeviceSize(st);
     if (size !== undefined && size > devSize) throw new VdiskError(`${abs} holds only ${devSize} bytes`, { code: 'EINVAL', path: abs });
     return { path: abs, size: size ?? devSize };
   }

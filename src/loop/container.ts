@@ -40,7 +40,8 @@ export function openContainer(path: string, opts: { direct: boolean; readOnly?: 
   return { fd, path, size, direct, blockDevice: st.isBlockDevice() };
 }
 
-function blockDeviceSize(st: fs.Stats): number {
+/** Size in bytes of the block device behind st, from sysfs (fstat reports 0 for block devices). */
+export function blockDeviceSize(st: fs.Stats): number {
   const major = Math.floor(st.rdev / 256) & 0xfff;
   const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
   const sectors = Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim());
