@@ -109,7 +109,7 @@ export class Store {
           touched.set(row.disk_id, list);
           changed = true;
         }
-        if (changed) await this.db.run('UPDATE table_chunks SET data = ? WHERE disk_id = ? AND chunk = ?', [row.data, row.disk_id, row.chunk]);
+        if (changed) await this.putChunk(row.disk_id, row.chunk, row.data);
       }
       return touched;
     });
@@ -207,7 +207,7 @@ export class Store {
         const chunk = Math.floor(i / CHUNK_ENTRIES);
         const data = await this.chunk(disk, chunk);
         for (; i < first + entries.length && i < (chunk + 1) * CHUNK_ENTRIES; i++) encodeEntry(data, i - chunk * CHUNK_ENTRIES, entries[i - first]);
-        await this.db.run('INSERT OR REPLACE INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [disk.id, chunk, data]);
+        await this.putChunk(disk.id, chunk, data);
       }
     };
     await this.db.transaction(write);
@@ -226,7 +226,7 @@ export class Store {
       if ((current.states & STATE_ZERO) === 0) return current;
       const entry = await this.allocateUnits(disk);
       encodeEntry(data, segment - chunk * CHUNK_ENTRIES, entry);
-      await this.db.run('INSERT OR REPLACE INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [disk.id, chunk, data]);
+      await this.putChunk(disk.id, chunk, data);
       return entry;
     });
   }
@@ -258,6 +258,10 @@ export class Store {
   }
 
   // ---- allocation internals (callers hold a transaction)
+
+  private async putChunk(diskId: number, chunk: number, data: Buffer): Promise<void> {
+    await this.db.run('INSERT OR REPLACE INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [diskId, chunk, data]);
+  }
 
   private async chunk(disk: Disk, chunk: number): Promise<Buffer> {
     const row = await this.db.get<{ data: Buffer }>('SELECT data FROM table_chunks WHERE disk_id = ? AND chunk = ?', [disk.id, chunk]);

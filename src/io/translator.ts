@@ -7,8 +7,6 @@ import {
   MappingTable, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO,
 } from '../table/mapping-table.js';
 
-const EIO = 5;
-const EOPNOTSUPP = 95;
 
 /** Outcome of translate(): the request is planned, or it needs the controller (a map fault). */
 export const PLANNED = 0;
@@ -57,7 +55,7 @@ export class Translator {
       for (let k = 0; k < this.flushFds.length; k++) this.push(abi.OP_FDATASYNC, tag, this.flushFds[k], 0, 0, 0, 0);
       return this.commit(tag, start, 0);
     }
-    if (sector + nrSectors > this.sectors || nrSectors === 0) return this.commit(tag, start, -EIO);
+    if (sector + nrSectors > this.sectors || nrSectors === 0) return this.commit(tag, start, -abi.EIO);
     switch (op) {
       case abi.UBLK_IO_OP_READ:
         return this.mapRange(tag, start, FAULT_READ, sector, nrSectors, 0);
@@ -70,7 +68,7 @@ export class Translator {
           opFlags & abi.UBLK_IO_F_NOUNMAP ? abi.FALLOC_FL_ZERO_RANGE | abi.FALLOC_FL_KEEP_SIZE
             : abi.FALLOC_FL_PUNCH_HOLE | abi.FALLOC_FL_KEEP_SIZE);
       default:
-        return this.commit(tag, start, -EOPNOTSUPP);
+        return this.commit(tag, start, -abi.EOPNOTSUPP);
     }
   }
 
@@ -90,7 +88,7 @@ export class Translator {
       const inSeg = pos - seg * segSize;
       const len = Math.min(end - pos, segSize - inSeg);
       const states = t.load(seg);
-      if (states & STATE_ERROR) return this.commit(tag, start, -EIO);
+      if (states & STATE_ERROR) return this.commit(tag, start, -abi.EIO);
       // Zero segments read as zeros and need nothing for discard; everything else not plainly mapped faults.
       const blocked = kind === FAULT_READ
         ? states & (STATE_INVALID | STATE_ALTERNATE)
@@ -106,11 +104,11 @@ export class Translator {
         if (kind === FAULT_READ) this.push(abi.OP_ZERO, tag, 0, 0, bufOff, len, 0);
       } else {
         const fd = this.containerFds[t.container];
-        if (fd === undefined || fd < 0) return this.commit(tag, start, -EIO);
+        if (fd === undefined || fd < 0) return this.commit(tag, start, -abi.EIO);
         const off = t.offset + inSeg;
         const bop = kind === FAULT_READ ? abi.OP_READ : kind === FAULT_WRITE ? abi.OP_WRITE : abi.OP_FALLOCATE;
         if (!this.extend(bop, tag, fd, flags, bufOff, off, len)) {
-          if (this.n - start >= abi.MAX_OPS_PER_TAG - 1) return this.commit(tag, start, -EIO);
+          if (this.n - start >= abi.MAX_OPS_PER_TAG - 1) return this.commit(tag, start, -abi.EIO);
           this.push(bop, tag, fd, flags, kind === FAULT_DISCARD ? 0 : bufOff, len, off);
         }
       }

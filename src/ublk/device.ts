@@ -6,6 +6,8 @@ import fs from 'node:fs';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { VdiskError } from '../errors.js';
+import { sleep } from '../util/sleep.js';
+import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import type { UblkParams, UblksrvCtrlDevInfo } from '../native/types.js';
 import type { MappingTable } from '../table/mapping-table.js';
@@ -127,7 +129,7 @@ export class UblkDevice {
     }
     // The old server's exit quiesces the device asynchronously: wait for it rather than fail a fast restart.
     while (info.state !== UBLK_S_DEV_QUIESCED && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
       info = await control.getDevInfo(devId);
     }
     if (info.state !== UBLK_S_DEV_QUIESCED) {
@@ -145,7 +147,7 @@ export class UblkDevice {
       } catch (err) {
         // EBUSY while the dead server's /dev/ublkcN is still being released.
         if ((err as VdiskError).code !== 'EBUSY' || Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 50));
+        await sleep(50);
       }
     }
     debug(`dev ${devId}: START_USER_RECOVERY done`);
@@ -205,7 +207,6 @@ export class UblkDevice {
     }
   }
 
-
   /**
    * Resolves once every request that any queue had started before this call has completed: the blocking
    * flag. Table changes made before calling it are seen by every request started after it resolves.
@@ -234,7 +235,7 @@ export class UblkDevice {
     this.stopped = true;
     // STOP_DEV waits for every request: parked ones would never be answered now, so fail them first.
     this.ports.forEach((port, q) => {
-      port.postMessage({ type: 'failParked', errno: EIO } satisfies DeviceMessage);
+      port.postMessage({ type: 'failParked', errno: abi.EIO } satisfies DeviceMessage);
       addon().eventfdWrite(this.wakeFds[q]);
     });
     return teardown(this.control, this.devId, this.cdevFd, this.pool, this.tasks, this.ctl, this.wakeFds, true);
@@ -289,12 +290,10 @@ async function openCharDevice(path: string, timeoutMs = 5000): Promise<number> {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if ((code !== 'ENOENT' && code !== 'EBUSY') || Date.now() > deadline) throw VdiskError.from(err, `open ${path}`);
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
   }
 }
-
-const EIO = 5;
 
 /**
  * Routes faults from the queue workers to the device's handler: one handler call per segment however
@@ -316,10 +315,10 @@ class FaultRouter {
       return;
     }
     this.waiting.set(segment, new Set([qId]));
-    const answer = this.handler ? this.handler({ op, segment, states }) : Promise.resolve(-EIO);
+    const answer = this.handler ? this.handler({ op, segment, states }) : Promise.resolve(-abi.EIO);
     answer.catch((err: unknown) => {
       debug(`fault on segment ${segment} failed: ${(err as Error).message}`);
-      return -EIO;
+      return -abi.EIO;
     }).then((result) => {
       const waiting = this.waiting.get(segment) ?? new Set<number>();
       this.waiting.delete(segment);

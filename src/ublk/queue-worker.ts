@@ -48,7 +48,6 @@ export interface QueueTaskResult {
   lastError: number;
 }
 
-/** Messages a queue worker posts to its device. */
 /** Messages a queue worker posts to its device (a fault is one message per parked request: faults are rare). */
 export type QueueMessage =
   | { type: 'fetched'; qId: number }
@@ -59,8 +58,6 @@ export type QueueMessage =
 export type DeviceMessage =
   | { type: 'resolved'; segment: number; result: number } // 0: the table now serves it, retry; < 0: fail with -errno
   | { type: 'failParked'; errno: number }; // the device is stopping: nobody will answer the faults
-
-const EIO = 5;
 
 export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
   const native = addon();
@@ -98,11 +95,16 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     const pSector = new Float64Array(args.depth);
     let parked = 0;
     let lastWakeups = 0;
+    const track = (tag: number): void => { // the tag now has a plan that will complete
+      planned[tag] = 1;
+      stamp[tag] = epoch;
+      inflight++;
+    };
     const plan = (tag: number, opFlags: number, nrSectors: number, sector: number): void => {
       if (tr.translate(tag, opFlags, nrSectors, sector) === FAULTED) {
         result.faults++;
         if (!args.faults) {
-          tr.fail(tag, EIO); // no controller in this mode: a request the table cannot serve fails
+          tr.fail(tag, abi.EIO); // no controller in this mode: a request the table cannot serve fails
         } else {
           parkedSeg[tag] = tr.faultSegment;
           pOpFlags[tag] = opFlags;
@@ -113,9 +115,7 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
           return;
         }
       }
-      planned[tag] = 1;
-      stamp[tag] = epoch;
-      inflight++;
+      track(tag);
     };
     const answer = (segment: number, res: number): void => {
       for (let tag = 0; tag < args.depth && parked > 0; tag++) {
@@ -125,9 +125,7 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         parked--;
         if (res < 0) {
           tr.fail(tag, -res);
-          planned[tag] = 1;
-          stamp[tag] = epoch;
-          inflight++;
+          track(tag);
         } else {
           plan(tag, pOpFlags[tag], pSectors[tag], pSector[tag]);
         }

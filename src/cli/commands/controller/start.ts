@@ -8,6 +8,7 @@ import { VdiskError } from '../../../errors.js';
 import { runController } from '../../../controller/controller.js';
 import { logPath, socketPath } from '../../../controller/paths.js';
 import { connect } from '../../../protocol/client.js';
+import { sleep } from '../../../util/sleep.js';
 import { ControllerCommand } from '../../controller-command.js';
 
 export class ControllerStartCommand extends ControllerCommand {
@@ -40,7 +41,7 @@ export class ControllerStartCommand extends ControllerCommand {
       // Only our own child counts: another controller that won a race for the socket is not success.
       if ((await this.status())?.pid === child.pid) break;
       if (Date.now() > deadline) throw new VdiskError('the controller did not answer within 15 s', { code: 'ETIMEDOUT' });
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     child.unref();
     this.print(`vdisk controller started (pid ${child.pid}, ${socketPath(this.dataDir)})`);

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { Command } from 'clipanion';
 import { VdiskError } from '../../../errors.js';
 import { socketPath } from '../../../controller/paths.js';
+import { sleep } from '../../../util/sleep.js';
 import { ControllerCommand } from '../../controller-command.js';
 
 export class ControllerStopCommand extends ControllerCommand {
@@ -22,7 +23,7 @@ export class ControllerStopCommand extends ControllerCommand {
     const deadline = Date.now() + 10_000;
     while (fs.existsSync(socketPath(this.dataDir))) {
       if (Date.now() > deadline) throw new VdiskError('the controller did not stop within 10 s', { code: 'ETIMEDOUT' });
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     this.print('vdisk controller stopped');
     return 0;
