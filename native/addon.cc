@@ -1,6 +1,7 @@
 // Module entry: exports the control device, the queue, the error-class hook, the eventfd wake helper and
 // the batch ABI constants (checked against src/native/abi.ts at load). Context-aware: loads in every worker.
 #include <napi.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -31,6 +32,22 @@ Napi::Value MakeEventfd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fd);
 }
 
+// fallocate(fd, mode, offset, length): the controller zeroes a segment before it hands it out. Synchronous:
+// ZERO_RANGE and PUNCH_HOLE are extent operations (no data written) on the file systems and block devices
+// vdisk supports, so they do not hold the event loop long.
+Napi::Value Fallocate(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int mode = info[1].As<Napi::Number>().Int32Value();
+  int64_t offset = info[2].As<Napi::Number>().Int64Value();
+  int64_t length = info[3].As<Napi::Number>().Int64Value();
+  int rc;
+  do {
+    rc = fallocate(fd, mode, offset, length);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) ThrowSysError(info.Env(), errno, "fallocate");
+  return info.Env().Undefined();
+}
+
 Napi::Object Constants(Napi::Env env) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("READY_STRIDE", kReadyStride);
@@ -55,6 +72,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("eventfd", Napi::Function::New(env, MakeEventfd));
   exports.Set("eventfdWrite", Napi::Function::New(env, EventfdWrite));
+  exports.Set("fallocate", Napi::Function::New(env, Fallocate));
   exports.Set("constants", Constants(env));
   return exports;
 }

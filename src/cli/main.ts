@@ -14,6 +14,11 @@ import { CreateCommand } from './commands/create.js';
 import { InfoCommand } from './commands/info.js';
 import { LsCommand } from './commands/ls.js';
 import { RmCommand } from './commands/rm.js';
+import { AgentLsCommand } from './commands/agent/ls.js';
+import { AgentStartCommand } from './commands/agent/start.js';
+import { AgentStopCommand } from './commands/agent/stop.js';
+import { AttachCommand } from './commands/attach.js';
+import { DetachCommand } from './commands/detach.js';
 
 const cli = new Cli({ binaryLabel: 'vdisk', binaryName: 'vdisk', binaryVersion: '0.1.0' });
 cli.register(Builtins.HelpCommand);
@@ -21,5 +26,6 @@ cli.register(Builtins.VersionCommand);
 cli.register(LoopCommand);
 cli.register(FeaturesCommand);
 for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ContainerAddCommand, ContainerLsCommand,
-  ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand]) cli.register(c);
+  ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand,
+  AgentStartCommand, AgentStopCommand, AgentLsCommand, AttachCommand, DetachCommand]) cli.register(c);
 void cli.runExit(process.argv.slice(2));

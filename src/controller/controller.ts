@@ -1,28 +1,45 @@
-// The controller process: owns the Store, listens on <data dir>/controller.sock and answers management
-// requests (and, with the agent work, faults). Each mutating request awaits its SQLite commit before the
-// reply goes out, so an acknowledged change survives a crash of the controller.
+// The controller process: owns the Store, listens on <data dir>/controller.sock, answers management
+// requests from the CLI and registrations and map faults from agents. Each mutating request awaits its
+// SQLite commit before the reply goes out, so an acknowledged change survives a crash of the controller.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
 import type { Hello } from '../protocol/messages.js';
 import { startServer, type ProtocolServer } from '../protocol/server.js';
-import { bool, int, optInt, optStr, str } from './args.js';
+import { bool, int, optInt, optStr, str } from '../protocol/args.js';
+import { STATE_MASK } from '../table/mapping-table.js';
+import { AgentRegistry, DEFAULT_AGENT_LEASE_MS } from './agents.js';
+import { Attachments } from './attachments.js';
+import { answerFault, SegmentZeroer } from './faults.js';
 import { prepareContainer } from './container-files.js';
 import { socketPath } from './paths.js';
 import { Store } from './store.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
 
-type Handler = (args: Record<string, unknown>) => Promise<unknown>;
+interface Caller { conn: Connection; hello: Hello }
+type Handler = (args: Record<string, unknown>, caller: Caller) => Promise<unknown>;
+
+const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+
+function agentOf(caller: Caller): string {
+  if (caller.hello.role !== 'agent' || !caller.hello.hostId) throw new VdiskError('only an agent (with a host id) may send this', { code: 'EPERM' });
+  return caller.hello.hostId;
+}
 
 export class Controller {
   private server: ProtocolServer | undefined;
   private stopping: (() => void) | undefined;
   readonly stopped: Promise<void>;
   readonly serverId = crypto.randomUUID();
+  readonly agents = new AgentRegistry();
+  readonly attachments: Attachments;
+  private readonly zeroer: SegmentZeroer;
 
   private constructor(readonly dataDir: string, readonly store: Store) {
+    this.attachments = new Attachments(store, this.agents, log);
+    this.zeroer = new SegmentZeroer(store);
     this.stopped = new Promise((resolve) => { this.stopping = resolve; });
   }
 
@@ -44,15 +61,16 @@ export class Controller {
   async stop(): Promise<void> {
     await this.server?.close();
     this.server = undefined;
+    this.zeroer.close();
     await this.store.close();
     this.stopping?.();
   }
 
-  private accept(conn: Connection, _hello: Hello): void {
+  private accept(conn: Connection, hello: Hello): void {
     conn.onRequest(async (op, args) => {
       const handler = this.handlers[op];
       if (!handler) throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
-      return handler(args);
+      return handler(args, { conn, hello });
     });
   }
 
@@ -69,7 +87,9 @@ export class Controller {
     'container.add': async (a) => {
       const name = str(a, 'name');
       const file = prepareContainer(str(a, 'path'), optInt(a, 'size'));
-      return this.store.addContainer(name, file.path, file.size);
+      const c = await this.store.addContainer(name, file.path, file.size);
+      await this.attachments.broadcastContainers();
+      return c;
     },
     'container.ls': async () => this.store.listContainers(),
     'container.rm': async (a) => {
@@ -79,6 +99,11 @@ export class Controller {
     'container.fail': async (a) => {
       const touched = await this.store.failContainer(str(a, 'name'));
       const disks = await this.store.listDisks();
+      // Committed first; then every agent mapping a touched disk installs the Error entries (blocking).
+      for (const id of touched.keys()) {
+        const disk = disks.find((d) => d.id === id);
+        if (disk) await this.attachments.pushTable(disk);
+      }
       return { disks: [...touched].map(([id, entries]) => ({ disk: disks.find((d) => d.id === id)?.name, entries: entries.length })) };
     },
     'disk.create': async (a) => this.store.createDisk({
@@ -87,6 +112,50 @@ export class Controller {
     }),
     'disk.ls': async () => this.store.listDisks(),
     'disk.info': async (a) => this.store.diskInfo(str(a, 'name')),
+    'disk.attach': async (a) => this.attachments.attach(str(a, 'name'), str(a, 'hostId'), { queues: optInt(a, 'queues'), depth: optInt(a, 'depth') }),
+    'disk.detach': async (a) => this.attachments.detach(str(a, 'name'), optStr(a, 'hostId'), bool(a, 'force')),
+    'disk.states': async (a) => {
+      const bits = int(a, 'bits');
+      if (bits === 0 || (bits & ~STATE_MASK) !== 0) throw new VdiskError(`argument bits must be a non-empty set of state bits (mask ${STATE_MASK})`, { code: 'EINVAL' });
+      const disk = await this.store.disk(str(a, 'name'));
+      await this.attachments.changeStates(disk, int(a, 'first'), int(a, 'count'), bits, bool(a, 'set'));
+      return {};
+    },
+    'attachment.ls': async () => this.store.attachments(),
+    'agent.ls': async () => {
+      const atts = await this.store.attachments();
+      return this.agents.list().map((l) => ({ hostId: l.hostId, pid: l.pid, leaseMs: l.leaseMs, since: new Date(l.since).toISOString(),
+        disks: atts.filter((x) => x.hostId === l.hostId).map((x) => x.disk) }));
+    },
+    'agent.stop': async (a) => {
+      const hostId = str(a, 'hostId');
+      const link = this.agents.get(hostId);
+      if (!link) throw new VdiskError(`no agent for host ${hostId} is connected`, { code: 'ENOENT' });
+      await link.conn.request('agent.exit', {});
+      return { pid: link.pid };
+    },
+    'agent.register': async (a, caller) => {
+      const hostId = agentOf(caller);
+      const leaseMs = optInt(a, 'leaseMs') ?? DEFAULT_AGENT_LEASE_MS;
+      const held = Array.isArray(a.disks) ? (a.disks as Array<Record<string, unknown>>).map((d) => ({ diskId: int(d, 'diskId'), devId: d.devId === null ? null : int(d, 'devId') })) : [];
+      const link = { hostId, conn: caller.conn, pid: optInt(a, 'pid') ?? 0, leaseMs, since: Date.now() };
+      this.agents.add(link);
+      await this.store.touchAgent(hostId);
+      log(`agent ${hostId} (pid ${link.pid}) registered with ${held.length} disk(s)`);
+      // After the reply: the agent serves our commands while its registration completes.
+      setImmediate(() => { void this.attachments.reconcile(link, held).catch((err: Error) => log(`reconcile ${hostId}: ${err.message}`)); });
+      return {};
+    },
+    'agent.ping': async (_a, caller) => {
+      agentOf(caller);
+      return {};
+    },
+    'fault': async (a, caller) => {
+      agentOf(caller);
+      const disk = await this.store.diskById(int(a, 'diskId'));
+      if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
+      return this.attachments.locks.run(disk.id, () => answerFault(this.store, this.zeroer, disk, int(a, 'op'), int(a, 'segment')));
+    },
     'disk.rm': async (a) => {
       await this.store.removeDisk(str(a, 'name'));
       return {};

@@ -11,3 +11,4 @@ export function defaultDataDir(): string {
 
 export const socketPath = (dataDir: string) => path.join(dataDir, 'controller.sock');
 export const logPath = (dataDir: string) => path.join(dataDir, 'controller.log');
+export const agentLogPath = (dataDir: string, hostId: string) => path.join(dataDir, `agent-${hostId}.log`);

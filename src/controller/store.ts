@@ -21,6 +21,10 @@ export interface DiskInfo extends Disk {
   perContainer: Record<string, number>;
 }
 
+/** Called with a newly allocated segment before its mapping commits (the controller zeroes it there). */
+export type Prepare = (entry: Entry, length: number) => Promise<void>;
+export interface Attachment { diskId: number; disk: string; hostId: string; devId: number | null }
+
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ZERO_ENTRY: Entry = { states: STATE_ZERO, container: 0, offset: 0, alt: 0 };
 
@@ -217,7 +221,7 @@ export class Store {
    * Thin provisioning: gives Zero segment `segment` of the disk its own storage and returns the new entry.
    * Idempotent: if the segment was allocated meanwhile (two faults racing), the existing entry is returned.
    */
-  async allocateSegment(disk: Disk, segment: number): Promise<Entry> {
+  async allocateSegment(disk: Disk, segment: number, prepare?: Prepare): Promise<Entry> {
     checkRange(disk, segment, 1);
     return this.db.transaction(async () => {
       const chunk = Math.floor(segment / CHUNK_ENTRIES);
@@ -225,6 +229,8 @@ export class Store {
       const current = decodeEntry(data, segment - chunk * CHUNK_ENTRIES);
       if ((current.states & STATE_ZERO) === 0) return current;
       const entry = await this.allocateUnits(disk);
+      // Inside the transaction: a crash before the segment is zeroed must not leave it mapped.
+      if (prepare) await prepare(entry, disk.segmentSize);
       encodeEntry(data, segment - chunk * CHUNK_ENTRIES, entry);
       await this.putChunk(disk.id, chunk, data);
       return entry;
@@ -255,6 +261,46 @@ export class Store {
       allocated += bytes;
     }
     return { ...disk, entriesByState: byState, allocatedBytes: allocated, perContainer: per };
+  }
+
+  async containerById(id: number): Promise<Container | undefined> {
+    return (await this.listContainers()).find((c) => c.id === id);
+  }
+
+  async diskById(id: number): Promise<Disk | undefined> {
+    const row = await this.db.get<DiskRow>('SELECT * FROM disks WHERE id = ?', [id]);
+    return row ? toDisk(row) : undefined;
+  }
+
+  // ---- agents and attachments
+
+  async touchAgent(hostId: string): Promise<void> {
+    await this.db.transaction(async () => {
+      await this.db.run(`INSERT INTO agents (host_id, last_seen) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ'))
+        ON CONFLICT (host_id) DO UPDATE SET last_seen = excluded.last_seen`, [hostId]);
+    });
+  }
+
+  async attachments(filter: { hostId?: string; diskId?: number } = {}): Promise<Attachment[]> {
+    const rows = await this.db.all<{ disk_id: number; name: string; host_id: string; dev_id: number | null }>(
+      `SELECT a.disk_id, d.name, a.host_id, a.dev_id FROM attachments a JOIN disks d ON d.id = a.disk_id
+       WHERE (? IS NULL OR a.host_id = ?) AND (? IS NULL OR a.disk_id = ?) ORDER BY d.name, a.host_id`,
+      [filter.hostId ?? null, filter.hostId ?? null, filter.diskId ?? null, filter.diskId ?? null]);
+    return rows.map((r) => ({ diskId: r.disk_id, disk: r.name, hostId: r.host_id, devId: r.dev_id }));
+  }
+
+  /** Records (durably) that hostId serves the disk, before the device exists: a crash then leaves a record to redo. */
+  async putAttachment(diskId: number, hostId: string, devId: number | null): Promise<void> {
+    await this.db.transaction(async () => {
+      await this.db.run('INSERT OR IGNORE INTO agents (host_id) VALUES (?)', [hostId]);
+      await this.db.run('INSERT OR REPLACE INTO attachments (disk_id, host_id, dev_id) VALUES (?, ?, ?)', [diskId, hostId, devId]);
+    });
+  }
+
+  async removeAttachment(diskId: number, hostId: string): Promise<void> {
+    await this.db.transaction(async () => {
+      await this.db.run('DELETE FROM attachments WHERE disk_id = ? AND host_id = ?', [diskId, hostId]);
+    });
   }
 
   // ---- allocation internals (callers hold a transaction)

@@ -8,7 +8,16 @@ import { errorCode, errorText, unwrapReply, type HandlerReply } from './reply.js
 
 export type { HandlerReply } from './reply.js';
 
-export interface RequestOptions { timeoutMs?: number; payload?: Uint8Array }
+export interface RequestOptions {
+  timeoutMs?: number;
+  payload?: Uint8Array;
+  /**
+   * Runs synchronously when the ok reply is decoded, before any later frame of the connection is dispatched.
+   * The agent installs fault answers here so that they and the controller's table commands take effect in
+   * the order they travelled (a promise continuation would run after a command that followed in the same chunk).
+   */
+  onReply?: (r: Reply) => void;
+}
 export interface Reply { result: unknown; payload?: Buffer }
 export type RequestHandler =
   (op: string, args: Record<string, unknown>, payload: Buffer | undefined) => Promise<HandlerReply | unknown>;
@@ -20,7 +29,7 @@ const LINGER_MS = 1000;
 /** Requests or events held for a handler not yet installed; beyond this, requests are refused, events dropped. */
 const MAX_HELD = 256;
 
-interface Pending { resolve(r: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout | undefined }
+interface Pending { resolve(r: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout | undefined; onReply?: (r: Reply) => void }
 type Phase = 'handshake' | 'open' | 'closing' | 'closed';
 
 export class Connection {
@@ -80,7 +89,7 @@ export class Connection {
           reject(new VdiskError(`request ${op} timed out after ${timeoutMs} ms`, { code: 'ETIMEDOUT' }));
         }, timeoutMs)
         : undefined;
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, onReply: opts.onReply });
       this.write(frames);
     });
   }
@@ -189,8 +198,15 @@ export class Connection {
         if (!p) return;
         this.pending.delete(msg.id);
         clearTimeout(p.timer);
-        if (msg.ok) p.resolve(payload ? { result: msg.result, payload } : { result: msg.result });
-        else p.reject(new VdiskError(msg.error.message, { code: msg.error.code }));
+        if (msg.ok) {
+          const reply = payload ? { result: msg.result, payload } : { result: msg.result };
+          try {
+            p.onReply?.(reply);
+            p.resolve(reply);
+          } catch (err) {
+            p.reject(err as Error);
+          }
+        } else p.reject(new VdiskError(msg.error.message, { code: msg.error.code }));
         return;
       }
       case 'req':

@@ -9,7 +9,7 @@ export const STATE_NO_WRITE = 2;
 export const STATE_ZERO = 4;
 export const STATE_ERROR = 8;
 export const STATE_ALTERNATE = 16;
-const STATE_MASK = 0xff;
+export const STATE_MASK = 0xff;
 
 /** Locations are stored in units of the smallest segment size, so one u32 addresses 256 TiB per container. */
 export const LOCATION_UNIT = 64 * 1024;

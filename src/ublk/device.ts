@@ -229,6 +229,17 @@ export class UblkDevice {
     }
   }
 
+  /**
+   * Changes the fds a FLUSH fdatasyncs. Posted on the same port as fault answers and before them, so a
+   * request retried onto a new container finds the container in its queue's flush set.
+   */
+  setFlushFds(fds: number[]): void {
+    this.ports.forEach((port, q) => {
+      port.postMessage({ type: 'flushFds', fds } satisfies DeviceMessage);
+      addon().eventfdWrite(this.wakeFds[q]);
+    });
+  }
+
   /** Stops and deletes the device; resolves with each queue's counters. Idempotent. */
   async stop(): Promise<QueueTaskResult[]> {
     if (this.stopped) return [];

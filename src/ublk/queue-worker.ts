@@ -57,7 +57,8 @@ export type QueueMessage =
 /** Messages the device posts to a worker; each is followed by a wake of the worker's eventfd. */
 export type DeviceMessage =
   | { type: 'resolved'; segment: number; result: number } // 0: the table now serves it, retry; < 0: fail with -errno
-  | { type: 'failParked'; errno: number }; // the device is stopping: nobody will answer the faults
+  | { type: 'failParked'; errno: number } // the device is stopping: nobody will answer the faults
+  | { type: 'flushFds'; fds: number[] }; // the containers a FLUSH must reach changed (a container was added)
 
 export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
   const native = addon();
@@ -159,6 +160,7 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         for (let m = receiveMessageOnPort(args.port); m !== undefined; m = receiveMessageOnPort(args.port)) {
           const msg = m.message as DeviceMessage;
           if (msg.type === 'resolved') answer(msg.segment, msg.result);
+          else if (msg.type === 'flushFds') tr.flushFds = Int32Array.from(msg.fds);
           else answer(-1, -msg.errno);
         }
       }

@@ -1,4 +1,4 @@
-// Validation of request arguments on the controller side: a client (or a malformed peer) gets a clear
+// Validation of request arguments (controller and agent side): a client (or a malformed peer) gets a clear
 // EINVAL naming the argument, never a crash or a half-done change.
 import { VdiskError } from '../errors.js';
 

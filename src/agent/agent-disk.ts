@@ -1,0 +1,116 @@
+// One disk as an agent holds it: the volatile table (a SharedArrayBuffer shared with the queue workers), the
+// ublk device serving it once started, and the forwarding of its map faults to the controller. Runs on the
+// agent's main thread. Table changes are applied synchronously where the command or answer is received
+// (see Agent), never after an await, so they take effect in the order the controller sent them.
+import * as abi from '../native/abi.js';
+import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE } from '../io/translator.js';
+import { VdiskError } from '../errors.js';
+import { MappingTable, STATE_ERROR, STATE_INVALID, type Entry } from '../table/mapping-table.js';
+import { UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE, type UblkControlDevice } from '../ublk/control.js';
+import { UblkDevice, type DeviceOptions, type Fault } from '../ublk/device.js';
+import type { AgentContainers } from './containers.js';
+
+export interface DiskShape { diskId: number; name: string; size: number; segmentSize: number; readOnly?: boolean }
+
+/** The controller's answer to a fault (see DESIGN.md, "The mapping table"). */
+export type FaultAnswer =
+  | { action: 'entry'; entry: Entry }
+  | { action: 'error'; errno: number; setError?: boolean }
+  | { action: 'delay'; ms: number };
+
+/** Sends one fault to the controller, waiting for a connection as long as it takes; installs via onAnswer. */
+export type FaultSender = (disk: AgentDisk, f: Fault, onAnswer: (a: FaultAnswer) => void) => Promise<FaultAnswer>;
+
+const OP_NAMES: Record<number, string> = { [FAULT_READ]: 'read', [FAULT_WRITE]: 'write', [FAULT_DISCARD]: 'discard' };
+
+export class AgentDisk {
+  readonly table: MappingTable;
+  device: UblkDevice | undefined;
+
+  constructor(
+    readonly shape: DiskShape,
+    private readonly containers: AgentContainers,
+    private readonly sendFault: FaultSender,
+  ) {
+    this.table = MappingTable.create({ segments: Math.ceil(shape.size / shape.segmentSize), segmentSize: shape.segmentSize });
+  }
+
+  get id(): number {
+    return this.shape.diskId;
+  }
+
+  private options(queues: number, depth: number): DeviceOptions {
+    return {
+      queues, depth, sizeBytes: this.shape.size, table: this.table,
+      containerFds: this.containers.fds.buffer as SharedArrayBuffer, flushFds: this.containers.flushFds(),
+      flags: UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE, readOnly: this.shape.readOnly,
+      onFault: (f) => this.fault(f),
+    };
+  }
+
+  async start(control: UblkControlDevice, queues: number, depth: number): Promise<UblkDevice> {
+    if (this.device) throw new VdiskError(`disk ${this.shape.name} is already served by ${this.device.path}`, { code: 'EBUSY' });
+    this.device = await UblkDevice.start(control, this.options(queues, depth));
+    return this.device;
+  }
+
+  /** Takes over the quiesced device a previous agent left (ublk user recovery). */
+  async recover(control: UblkControlDevice, devId: number): Promise<UblkDevice> {
+    if (this.device) throw new VdiskError(`disk ${this.shape.name} is already served by ${this.device.path}`, { code: 'EBUSY' });
+    const info = await control.getDevInfo(devId);
+    this.device = await UblkDevice.recover(control, devId, this.options(info.nrHwQueues, info.queueDepth));
+    return this.device;
+  }
+
+  async stop(): Promise<void> {
+    const dev = this.device;
+    this.device = undefined;
+    await dev?.stop();
+  }
+
+  /** The controller's set entries: bytes in the stored layout (16 bytes per entry). */
+  setEntries(first: number, bytes: Uint8Array): void {
+    this.table.loadBytes(first, bytes);
+  }
+
+  /** Lease expired: nothing cached may be used until the controller reloads the table. */
+  suspend(): void {
+    this.table.changeStates(0, this.table.segments, STATE_INVALID, true);
+  }
+
+  /** Completes once every request started before the change just applied has completed (blocking flag). */
+  async barrier(): Promise<void> {
+    await this.device?.barrier();
+  }
+
+  private async fault(f: Fault): Promise<number> {
+    const answer = await this.sendFault(this, f, (a) => this.install(f, a));
+    if (answer.action === 'entry') return 0;
+    if (answer.action === 'error') return -answer.errno;
+    await new Promise((resolve) => setTimeout(resolve, answer.ms));
+    return 0; // retried: if the table still cannot serve it, it faults again
+  }
+
+  /** Applies an answer; runs synchronously as the reply is decoded. */
+  private install(f: Fault, a: FaultAnswer): void {
+    if (a.action === 'entry') this.table.setRange(f.segment, 1, a.entry);
+    else if (a.action === 'error' && a.setError) this.table.changeStates(f.segment, 1, STATE_ERROR, true);
+  }
+
+  describe(f: Fault): string {
+    return `${OP_NAMES[f.op] ?? f.op} fault on ${this.shape.name} segment ${f.segment}`;
+  }
+}
+
+export function parseAnswer(v: unknown): FaultAnswer {
+  const a = v as Record<string, unknown> | null;
+  if (a && a.action === 'entry' && typeof a.entry === 'object' && a.entry !== null) {
+    const e = a.entry as Record<string, unknown>;
+    if ([e.states, e.container, e.offset].every((x) => Number.isInteger(x))) {
+      return { action: 'entry', entry: { states: e.states as number, container: e.container as number, offset: e.offset as number, alt: Number(e.alt ?? 0) | 0 } };
+    }
+  }
+  if (a && a.action === 'error' && Number.isInteger(a.errno) && (a.errno as number) > 0) return { action: 'error', errno: a.errno as number, setError: a.setError === true };
+  if (a && a.action === 'delay' && typeof a.ms === 'number' && a.ms >= 0) return { action: 'delay', ms: Math.min(a.ms, 60_000) };
+  return { action: 'error', errno: abi.EIO };
+}

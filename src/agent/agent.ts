@@ -1,0 +1,248 @@
+// The agent: one per host. Keeps one connection to the controller (reconnecting forever), executes its table
+// and device commands, forwards map faults, and enforces the lease: if it cannot reach the controller for
+// longer than leaseMs it makes every table Invalid, so I/O waits (suspends) until the controller reloads it.
+// Ordering rule: every table change, from a command or from a fault answer, is applied synchronously in the
+// frame's dispatch (request handlers change the table before their first await; fault answers go through
+// RequestOptions.onReply), so changes apply in the order the controller sent them.
+import { VdiskError } from '../errors.js';
+import { connect } from '../protocol/client.js';
+import type { Connection } from '../protocol/connection.js';
+import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
+import { UblkControlDevice } from '../ublk/control.js';
+import type { Fault } from '../ublk/device.js';
+import { sleep } from '../util/sleep.js';
+import { AgentDisk, parseAnswer, type DiskShape, type FaultAnswer } from './agent-disk.js';
+import { AgentContainers, type ContainerRef } from './containers.js';
+import { int, str } from '../protocol/args.js';
+
+export const DEFAULT_LEASE_MS = 10_000;
+
+export interface AgentOptions {
+  socketPath: string;
+  hostId: string;
+  leaseMs?: number;
+  log?: (msg: string) => void;
+}
+
+export class Agent {
+  readonly hostId: string;
+  readonly leaseMs: number;
+  readonly disks = new Map<number, AgentDisk>();
+  private readonly containers = new AgentContainers();
+  private control: UblkControlDevice | undefined;
+  private conn: Connection | undefined;
+  private ready: Promise<Connection>;
+  private readyResolve!: (c: Connection) => void;
+  /** When the last successful exchange with the controller started (a send time, so the lease errs early). */
+  private lastContact = Date.now();
+  private suspended = false;
+  private stopping = false;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly log: (msg: string) => void;
+  readonly exited: Promise<void>;
+  private exit!: () => void;
+
+  constructor(private readonly o: AgentOptions) {
+    this.hostId = o.hostId;
+    this.leaseMs = o.leaseMs ?? DEFAULT_LEASE_MS;
+    this.log = o.log ?? ((m) => process.stderr.write(`vdisk agent ${o.hostId}: ${m}\n`));
+    this.ready = new Promise((resolve) => { this.readyResolve = resolve; });
+    this.exited = new Promise((resolve) => { this.exit = resolve; });
+  }
+
+  /** Connects (retrying until the controller answers) and keeps the link and the lease alive. */
+  async start(): Promise<void> {
+    this.control = UblkControlDevice.open();
+    this.timers.push(setInterval(() => this.checkLease(), Math.max(50, Math.floor(this.leaseMs / 10))));
+    this.timers.push(setInterval(() => { void this.ping(); }, Math.max(100, Math.floor(this.leaseMs / 4))));
+    void this.linkLoop();
+  }
+
+  /** Exits leaving every device quiesced: a new agent for this host recovers them. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    await this.conn?.close();
+    this.exit();
+  }
+
+  private async linkLoop(): Promise<void> {
+    let announced = false;
+    while (!this.stopping) {
+      let conn: Connection;
+      try {
+        conn = (await connect(this.o.socketPath, { role: 'agent', hostId: this.hostId, timeoutMs: 2000 })).conn;
+      } catch (err) {
+        if (!announced) this.log(`waiting for the controller: ${(err as Error).message}`);
+        announced = true;
+        await sleep(200);
+        continue;
+      }
+      announced = false;
+      conn.onRequest((op, args, payload) => this.serve(op, args, payload));
+      const sent = Date.now();
+      try {
+        await conn.request('agent.register', {
+          pid: process.pid, leaseMs: this.leaseMs,
+          disks: [...this.disks.values()].map((d) => ({ diskId: d.id, devId: d.device?.devId ?? null })),
+        });
+      } catch (err) {
+        this.log(`registration failed: ${(err as Error).message}`);
+        conn.socket.destroy();
+        await sleep(200);
+        continue;
+      }
+      this.lastContact = sent;
+      // Suspended tables stay Invalid; the controller reloads them now, and faults are answered meanwhile.
+      this.suspended = false;
+      this.conn = conn;
+      this.log('connected to the controller');
+      this.readyResolve(conn);
+      await conn.closed;
+      this.conn = undefined;
+      this.ready = new Promise((resolve) => { this.readyResolve = resolve; });
+      if (!this.stopping) this.log('lost the controller; reconnecting');
+    }
+  }
+
+  private async ping(): Promise<void> {
+    const conn = this.conn;
+    if (!conn) return;
+    const sent = Date.now();
+    try {
+      await conn.request('agent.ping', {}, { timeoutMs: this.leaseMs });
+      if (sent > this.lastContact) this.lastContact = sent;
+    } catch {
+      // the lease check decides
+    }
+  }
+
+  private checkLease(): void {
+    if (this.suspended || Date.now() - this.lastContact <= this.leaseMs) return;
+    // The controller may now change mappings it believes we no longer cache: drop them all.
+    this.suspended = true;
+    for (const d of this.disks.values()) d.suspend();
+    this.log(`lease of ${this.leaseMs} ms expired: I/O suspended until the controller reloads the tables`);
+  }
+
+  private async sendFault(disk: AgentDisk, f: Fault, onAnswer: (a: FaultAnswer) => void): Promise<FaultAnswer> {
+    for (;;) {
+      const conn = this.conn ?? await this.ready;
+      let answer: FaultAnswer | undefined;
+      try {
+        await conn.request('fault', { diskId: disk.id, op: f.op, segment: f.segment, states: f.states }, {
+          timeoutMs: 0,
+          onReply: (r) => {
+            answer = parseAnswer(r.result);
+            if (disk.table.segments > f.segment) onAnswer(answer);
+          },
+        });
+      } catch (err) {
+        const code = (err as VdiskError).code;
+        if (code === 'ECONNRESET' || code === 'ETIMEDOUT' || !conn.isOpen) {
+          await sleep(50);
+          continue; // the controller's fault handling is idempotent: ask again once reconnected
+        }
+        this.log(`${disk.describe(f)}: ${(err as Error).message}`);
+        return { action: 'error', errno: 5 };
+      }
+      return answer ?? { action: 'error', errno: 5 };
+    }
+  }
+
+  /** Controller -> agent commands. Table changes happen before the first await (see the ordering rule). */
+  private async serve(op: string, args: Record<string, unknown>, payload: Buffer | undefined): Promise<unknown> {
+    switch (op) {
+      case 'containers.set': {
+        const list = containerList(args);
+        if (this.containers.update(list, this.log)) {
+          const fds = this.containers.flushFds();
+          for (const d of this.disks.values()) d.device?.setFlushFds(fds);
+        }
+        return {};
+      }
+      case 'table.create': {
+        const shape: DiskShape = { diskId: int(args, 'diskId'), name: str(args, 'name'), size: int(args, 'size'), segmentSize: int(args, 'segmentSize'), readOnly: args.readOnly === true };
+        const cur = this.disks.get(shape.diskId);
+        if (cur?.device) throw new VdiskError(`disk ${shape.name} is being served by ${cur.device.path}: stop it first`, { code: 'EBUSY' });
+        this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on)));
+        return {};
+      }
+      case 'table.delete': {
+        const d = this.disk(args);
+        if (d.device) throw new VdiskError(`disk ${d.shape.name} is being served by ${d.device.path}: stop it first`, { code: 'EBUSY' });
+        this.disks.delete(d.id);
+        return {};
+      }
+      case 'table.get': {
+        const d = this.disk(args);
+        const first = int(args, 'first');
+        const count = int(args, 'count');
+        const out = Buffer.alloc(count * ENTRY_BYTES);
+        for (let k = 0; k < count; k++) encodeEntry(out, k, d.table.get(first + k));
+        return { payload: out, result: { first, count } };
+      }
+      case 'table.set': {
+        const d = this.disk(args);
+        if (!payload) throw new VdiskError('table.set needs the entries as a binary payload', { code: 'EINVAL' });
+        d.setEntries(int(args, 'first'), payload);
+        if (args.blocking === true) await d.barrier();
+        return {};
+      }
+      case 'table.states': {
+        const d = this.disk(args);
+        d.table.changeStates(int(args, 'first'), int(args, 'count'), int(args, 'bits'), args.set === true);
+        if (args.blocking === true) await d.barrier();
+        return {};
+      }
+      case 'device.start': {
+        const d = this.disk(args);
+        const dev = await d.start(this.ctl(), int(args, 'queues'), int(args, 'depth'));
+        return { devId: dev.devId, path: dev.path, queues: dev.queues };
+      }
+      case 'device.recover': {
+        const d = this.disk(args);
+        const dev = await d.recover(this.ctl(), int(args, 'devId'));
+        return { devId: dev.devId, path: dev.path, queues: dev.queues };
+      }
+      case 'device.stop': {
+        const d = this.disk(args);
+        await d.stop();
+        this.disks.delete(d.id);
+        return {};
+      }
+      case 'agent.status':
+        return {
+          pid: process.pid, hostId: this.hostId, leaseMs: this.leaseMs, suspended: this.suspended,
+          disks: [...this.disks.values()].map((d) => ({ diskId: d.id, name: d.shape.name, device: d.device?.path ?? null })),
+        };
+      case 'agent.exit':
+        setImmediate(() => { void this.stop(); });
+        return {};
+      default:
+        throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
+    }
+  }
+
+  private disk(args: Record<string, unknown>): AgentDisk {
+    const id = int(args, 'diskId');
+    const d = this.disks.get(id);
+    if (!d) throw new VdiskError(`this agent holds no table for disk ${id}`, { code: 'ENOENT' });
+    return d;
+  }
+
+  private ctl(): UblkControlDevice {
+    if (!this.control) throw new VdiskError('the agent is not started', { code: 'EINVAL' });
+    return this.control;
+  }
+}
+
+function containerList(args: Record<string, unknown>): ContainerRef[] {
+  const list = args.containers;
+  if (!Array.isArray(list)) throw new VdiskError('containers must be an array', { code: 'EINVAL' });
+  return list.map((c: unknown) => {
+    const o = c as Record<string, unknown>;
+    return { id: int(o, 'id'), path: str(o, 'path') };
+  });
+}

@@ -1,0 +1,179 @@
+// Attaching disks to agents and keeping the agents' tables in step with the store: attach (create the table,
+// load it in bulk, start the device), detach, reconcile an agent that (re)connects (reload what it holds,
+// recover the quiesced devices of one that restarted), and push changes with the blocking flag.
+// Every table flow of a disk runs under that disk's lock (see util/mutex.ts for why).
+import { VdiskError } from '../errors.js';
+import type { Connection } from '../protocol/connection.js';
+import { KeyedMutex } from '../util/mutex.js';
+import type { AgentLink, AgentRegistry } from './agents.js';
+import type { Attachment, Disk, Store } from './store.js';
+
+/** Starting or recovering a device under emulation can take a while; a table command should not. */
+const DEVICE_TIMEOUT_MS = 120_000;
+const TABLE_TIMEOUT_MS = 60_000;
+export const DEFAULT_QUEUES = 1;
+export const DEFAULT_DEPTH = 128;
+
+export interface AttachOptions { queues?: number; depth?: number }
+
+export class Attachments {
+  readonly locks = new KeyedMutex<number>();
+
+  constructor(private readonly store: Store, private readonly agents: AgentRegistry, private readonly log: (m: string) => void) {}
+
+  /**
+   * Runs fn under the disk's lock. The yield first lets replies whose handlers already finished (fault answers
+   * computed under this lock) reach the socket, so they never travel after a change that follows them.
+   */
+  withDisk<T>(diskId: number, fn: () => Promise<T>): Promise<T> {
+    return this.locks.run(diskId, async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      return fn();
+    });
+  }
+
+  async attach(name: string, hostId: string, o: AttachOptions): Promise<{ device: string; devId: number; hostId: string; queues: number }> {
+    const disk = await this.store.disk(name);
+    const link = this.agents.get(hostId);
+    if (!link) throw new VdiskError(`no agent for host ${hostId} is connected (start one: vdisk agent start --host-id ${hostId})`, { code: 'ENOAGENT' });
+    const [existing] = await this.store.attachments({ diskId: disk.id, hostId });
+    if (existing && existing.devId !== null) {
+      throw new VdiskError(`disk ${name} is already attached on ${hostId} as /dev/ublkb${existing.devId}`, { code: 'EEXIST' });
+    }
+    // Recorded before the device exists: a crash in between leaves a record that reconciliation completes.
+    await this.store.putAttachment(disk.id, hostId, null);
+    try {
+      const r = await this.open(link, disk, o);
+      await this.store.putAttachment(disk.id, hostId, r.devId);
+      return { device: `/dev/ublkb${r.devId}`, devId: r.devId, hostId, queues: r.queues };
+    } catch (err) {
+      await link.conn.request('table.delete', { diskId: disk.id }).catch(() => {});
+      await this.store.removeAttachment(disk.id, hostId);
+      throw err;
+    }
+  }
+
+  async detach(name: string, hostId: string | undefined, force: boolean): Promise<{ detached: string[] }> {
+    const disk = await this.store.disk(name);
+    const atts = await this.store.attachments({ diskId: disk.id, hostId });
+    if (!atts.length) throw new VdiskError(`disk ${name} is not attached${hostId ? ` on ${hostId}` : ''}`, { code: 'ENOENT' });
+    const done: string[] = [];
+    for (const a of atts) {
+      const link = this.agents.get(a.hostId);
+      if (link) {
+        await link.conn.request('device.stop', { diskId: disk.id }, { timeoutMs: DEVICE_TIMEOUT_MS }).catch((err: VdiskError) => {
+          if (err.code !== 'ENOENT') throw err; // ENOENT: the agent no longer holds it
+        });
+      } else if (!force) {
+        throw new VdiskError(`the agent of ${a.hostId} is not connected, so its device cannot be stopped; ` +
+          'start it (it recovers the device) or use --force to forget the attachment', { code: 'EAGAIN' });
+      }
+      await this.store.removeAttachment(disk.id, a.hostId);
+      done.push(a.hostId);
+    }
+    return { detached: done };
+  }
+
+  /** An agent registered: reload what it holds, recover or start what it should hold, stop what it should not. */
+  async reconcile(link: AgentLink, held: Array<{ diskId: number; devId: number | null }>): Promise<void> {
+    await this.sendContainers(link.conn);
+    const atts = await this.store.attachments({ hostId: link.hostId });
+    for (const a of atts) {
+      try {
+        await this.reconcileOne(link, a, held.find((h) => h.diskId === a.diskId));
+      } catch (err) {
+        this.log(`reconciling ${a.disk} on ${a.hostId}: ${(err as Error).message}`);
+      }
+    }
+    for (const h of held) {
+      if (atts.some((a) => a.diskId === h.diskId)) continue;
+      this.log(`${link.hostId} serves disk ${h.diskId}, which is not attached there: stopping it`);
+      await link.conn.request('device.stop', { diskId: h.diskId }, { timeoutMs: DEVICE_TIMEOUT_MS }).catch(() => {});
+    }
+  }
+
+  private async reconcileOne(link: AgentLink, a: Attachment, held: { devId: number | null } | undefined): Promise<void> {
+    const disk = await this.store.diskById(a.diskId);
+    if (!disk) return;
+    if (held && held.devId !== null) {
+      await this.withDisk(disk.id, () => this.loadTable(link.conn, disk, false));
+      return;
+    }
+    if (a.devId !== null) {
+      try {
+        await this.withDisk(disk.id, () => this.createTable(link.conn, disk));
+        await link.conn.request('device.recover', { diskId: disk.id, devId: a.devId }, { timeoutMs: DEVICE_TIMEOUT_MS });
+        this.log(`${link.hostId}: recovered ${a.disk} on /dev/ublkb${a.devId}`);
+        return;
+      } catch (err) {
+        // The device is gone (host reboot): serve the disk on a new one.
+        this.log(`${link.hostId}: cannot recover /dev/ublkb${a.devId} for ${a.disk} (${(err as Error).message}); starting a new device`);
+        await link.conn.request('table.delete', { diskId: disk.id }).catch(() => {});
+      }
+    }
+    const r = await this.open(link, disk, {});
+    await this.store.putAttachment(disk.id, a.hostId, r.devId);
+  }
+
+  /** Table in bulk, then the device. START_DEV reads the partition table, so the lock is not held across it. */
+  private async open(link: AgentLink, disk: Disk, o: AttachOptions): Promise<{ devId: number; queues: number }> {
+    await this.sendContainers(link.conn);
+    await this.withDisk(disk.id, () => this.createTable(link.conn, disk));
+    const r = await link.conn.request('device.start',
+      { diskId: disk.id, queues: o.queues ?? DEFAULT_QUEUES, depth: o.depth ?? DEFAULT_DEPTH }, { timeoutMs: DEVICE_TIMEOUT_MS });
+    return r.result as { devId: number; queues: number };
+  }
+
+  private async createTable(conn: Connection, disk: Disk): Promise<void> {
+    await conn.request('table.create', { diskId: disk.id, name: disk.name, size: disk.size, segmentSize: disk.segmentSize }, { timeoutMs: TABLE_TIMEOUT_MS });
+    await this.loadTable(conn, disk, false);
+  }
+
+  private async loadTable(conn: Connection, disk: Disk, blocking: boolean): Promise<void> {
+    const bytes = await this.store.readTable(disk);
+    await conn.request('table.set', { diskId: disk.id, first: 0, blocking }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS });
+  }
+
+  async sendContainers(conn: Connection): Promise<void> {
+    const containers = (await this.store.listContainers()).filter((c) => !c.failed).map((c) => ({ id: c.id, path: c.path }));
+    await conn.request('containers.set', { containers }, { timeoutMs: TABLE_TIMEOUT_MS });
+  }
+
+  async broadcastContainers(): Promise<void> {
+    await Promise.all(this.agents.list().map((l) => this.sendContainers(l.conn).catch((err: Error) => this.log(`containers to ${l.hostId}: ${err.message}`))));
+  }
+
+  /**
+   * Sends a change to every agent that may map the disk; resolves once each has applied it (and, blocking,
+   * drained older I/O) or has certainly lost its lease. The caller holds the disk's lock.
+   */
+  async toHolders(disk: Disk, send: (conn: Connection) => Promise<unknown>): Promise<void> {
+    const atts = await this.store.attachments({ diskId: disk.id });
+    await Promise.all(atts.map(async (a) => {
+      for (;;) {
+        const link = await this.agents.reachableOrExpired(a.hostId);
+        if (!link) return; // its lease ran out: it reloads everything when it comes back
+        try {
+          await send(link.conn);
+          return;
+        } catch (err) {
+          if (link.conn.isOpen) throw err;
+        }
+      }
+    }));
+  }
+
+  /** Reloads the whole table on every holder, with the blocking flag (after container failure, for instance). */
+  async pushTable(disk: Disk): Promise<void> {
+    await this.withDisk(disk.id, () => this.toHolders(disk, (conn) => this.loadTable(conn, disk, true)));
+  }
+
+  /** Sets or clears state bits over a range, persistently and then on every holder with the blocking flag. */
+  async changeStates(disk: Disk, first: number, count: number, bits: number, set: boolean): Promise<void> {
+    await this.withDisk(disk.id, async () => {
+      const entries = await this.store.getEntries(disk, first, count);
+      await this.store.setEntries(disk, first, entries.map((e) => ({ ...e, states: set ? e.states | bits : e.states & ~bits })));
+      await this.toHolders(disk, (conn) => conn.request('table.states', { diskId: disk.id, first, count, bits, set, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
+    });
+  }
+}

@@ -1,0 +1,21 @@
+// Per-key mutual exclusion for async work. The controller runs every table-changing flow of one disk (fault
+// answers, reloads, pushes to agents) under that disk's lock, so the order in which answers leave on a
+// connection is the order of the changes in the store: an agent never installs an older entry over a newer.
+export class KeyedMutex<K> {
+  private readonly tails = new Map<K, Promise<void>>();
+
+  async run<T>(key: K, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => { release = resolve; });
+    const tail = prev.then(() => mine);
+    this.tails.set(key, tail);
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+}
