@@ -1,17 +1,22 @@
 // The benchmark body, run where ublk exists (inside the VM for `npm run bench`): builds one backing file,
 // then alternates fio runs on `vdisk loop` and on a kernel loop device over it, so drift hits both alike.
-// Usage: bench-run.mjs OUT.json [--runtime S] [--rounds N]
+// Then the controller benchmarks (bench-controller.mjs), which reuse that file as a thick disk's container.
+// Usage: bench-run.mjs OUT.json [--runtime S] [--rounds N] [--faults N] [--no-controller]
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { controllerBench, printController } from './bench-controller.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const [outFile, ...rest] = process.argv.slice(2);
 const opt = (name, def) => { const i = rest.indexOf(name); return i >= 0 ? Number(rest[i + 1]) : def; };
 const runtime = opt('--runtime', 20);
 const rounds = opt('--rounds', 2);
+// Map faults to take at each queue depth: 256, fewer for a quick check with a short --runtime.
+const faults = opt('--faults', Math.min(256, Math.max(32, runtime * 16)));
+const withController = !rest.includes('--no-controller');
 const dir = process.env.VDISK_TEST_DIR ?? os.tmpdir();
 const file = path.join(dir, 'bench-backing.img');
 const SIZE_MB = 1024;
@@ -62,6 +67,17 @@ for (let round = 0; round < rounds; round++) {
       `kernel loop ${results.kernelLoop[rw].at(-1).iops.toFixed(0)} IOPS`);
   }
 }
+
+let controller;
+let controllerError;
+if (withController) {
+  try {
+    controller = await controllerBench({ root, dir, file, runtime, rounds, faults, fio, sh, log: (m) => console.error(`bench: ${m}`) });
+  } catch (err) {
+    controllerError = err;
+    console.error(`bench: the controller part failed: ${err.stack ?? err}`);
+  }
+}
 fs.rmSync(file, { force: true });
 
 const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -75,6 +91,7 @@ const report = {
   date: new Date().toISOString(), kernel: os.release(), cpus: os.cpus().length, inVm: process.env.VDISK_IN_VM === '1',
   fio: { bs: '4k', iodepth: 32, numjobs: 1, ioengine: 'libaio', direct: 1, runtime, rounds },
   vdisk: { queues: vdiskInfo.queues, depth: vdiskInfo.depth, direct: vdiskInfo.direct }, summary, runs: results,
+  controller: controller ?? (controllerError ? { error: String(controllerError.message ?? controllerError) } : undefined),
 };
 fs.writeFileSync(outFile, JSON.stringify(report, null, 2) + '\n');
 const targets = { randread: 0.7, randwrite: 0.5 };
@@ -83,4 +100,6 @@ for (const rw of ['randread', 'randwrite']) {
   const s = summary[rw];
   console.log(`${rw.padEnd(10)}  ${String(s.vdiskIops).padStart(15)}   ${String(s.kernelLoopIops).padStart(16)}   ${s.ratio.toFixed(2).padStart(5)}   >= ${targets[rw]}`);
 }
+if (controller) printController(controller);
 console.log(`\n(${report.inVm ? 'QEMU TCG VM: absolute IOPS mean nothing, the ratios do' : 'native kernel'}; JSON: ${outFile})`);
+if (controllerError) process.exit(1);

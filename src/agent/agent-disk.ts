@@ -14,7 +14,7 @@ export interface DiskShape { diskId: number; name: string; size: number; segment
 
 /** The controller's answer to a fault (see DESIGN.md, "The mapping table"). */
 export type FaultAnswer =
-  | { action: 'entry'; entry: Entry }
+  | { action: 'entry'; entry: Entry; allocated?: boolean }
   | { action: 'error'; errno: number; setError?: boolean }
   | { action: 'delay'; ms: number };
 

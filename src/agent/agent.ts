@@ -52,7 +52,6 @@ export class Agent {
 
   /** Connects (retrying until the controller answers) and keeps the link and the lease alive. */
   async start(): Promise<void> {
-    this.control = UblkControlDevice.open();
     this.timers.push(setInterval(() => this.checkLease(), Math.max(50, Math.floor(this.leaseMs / 10))));
     this.timers.push(setInterval(() => { void this.ping(); }, Math.max(100, Math.floor(this.leaseMs / 4))));
     void this.linkLoop();
@@ -80,7 +79,7 @@ export class Agent {
         continue;
       }
       announced = false;
-      conn.onRequest((op, args, payload) => this.serve(op, args, payload));
+      conn.onRequest((op, args, payload) => this.serve(op, args, payload).catch(toVdiskError));
       const sent = Date.now();
       try {
         await conn.request('agent.register', {
@@ -232,10 +231,17 @@ export class Agent {
     return d;
   }
 
+  /** Opened on first use, so an agent without devices (and the host's unit tests) needs no ublk. */
   private ctl(): UblkControlDevice {
-    if (!this.control) throw new VdiskError('the agent is not started', { code: 'EINVAL' });
+    this.control ??= UblkControlDevice.open();
     return this.control;
   }
+}
+
+/** Table range and entry checks throw RangeError: the controller gets ERANGE rather than a code-less failure. */
+function toVdiskError(err: unknown): never {
+  if (err instanceof RangeError) throw new VdiskError(err.message, { code: 'ERANGE' });
+  throw err;
 }
 
 function containerList(args: Record<string, unknown>): ContainerRef[] {

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { VdiskError } from '../errors.js';
 import { sleep } from '../util/sleep.js';
 
-export async function spawnDaemon(what: string, args: string[], log: string, isOurs: (pid: number) => Promise<boolean>, timeoutMs = 15_000): Promise<number> {
+export async function spawnDaemon(what: string, args: string[], log: string, isOurs: (pid: number) => Promise<boolean>, timeoutMs = 45_000): Promise<number> {
   const out = fs.openSync(log, 'a');
   const main = fileURLToPath(new URL('./main.js', import.meta.url));
   const child = spawn(process.execPath, [main, ...args, '--foreground'], { detached: true, stdio: ['ignore', out, out] });

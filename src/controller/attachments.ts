@@ -4,7 +4,10 @@
 // Every table flow of a disk runs under that disk's lock (see util/mutex.ts for why).
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
+import type { FaultAnswer } from '../agent/agent-disk.js';
+import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
 import { KeyedMutex } from '../util/mutex.js';
+import { answerFault, type SegmentZeroer } from './faults.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
 import type { Attachment, Disk, Store } from './store.js';
 
@@ -18,6 +21,8 @@ export interface AttachOptions { queues?: number; depth?: number }
 
 export class Attachments {
   readonly locks = new KeyedMutex<number>();
+  /** Attaches in progress ("diskId/hostId"): their devId-less records are not reconciliation's to complete. */
+  private readonly attaching = new Set<string>();
 
   constructor(private readonly store: Store, private readonly agents: AgentRegistry, private readonly log: (m: string) => void) {}
 
@@ -40,16 +45,23 @@ export class Attachments {
     if (existing && existing.devId !== null) {
       throw new VdiskError(`disk ${name} is already attached on ${hostId} as /dev/ublkb${existing.devId}`, { code: 'EEXIST' });
     }
-    // Recorded before the device exists: a crash in between leaves a record that reconciliation completes.
-    await this.store.putAttachment(disk.id, hostId, null);
+    const key = `${disk.id}/${hostId}`;
+    if (this.attaching.has(key)) throw new VdiskError(`disk ${name} is being attached on ${hostId}`, { code: 'EBUSY' });
+    this.attaching.add(key);
     try {
-      const r = await this.open(link, disk, o);
-      await this.store.putAttachment(disk.id, hostId, r.devId);
-      return { device: `/dev/ublkb${r.devId}`, devId: r.devId, hostId, queues: r.queues };
-    } catch (err) {
-      await link.conn.request('table.delete', { diskId: disk.id }).catch(() => {});
-      await this.store.removeAttachment(disk.id, hostId);
-      throw err;
+      // Recorded before the device exists: a crash in between leaves a record that reconciliation completes.
+      await this.store.putAttachment(disk.id, hostId, null);
+      try {
+        const r = await this.open(link, disk, o);
+        await this.store.putAttachment(disk.id, hostId, r.devId);
+        return { device: `/dev/ublkb${r.devId}`, devId: r.devId, hostId, queues: r.queues };
+      } catch (err) {
+        await link.conn.request('table.delete', { diskId: disk.id }).catch(() => {});
+        await this.store.removeAttachment(disk.id, hostId);
+        throw err;
+      }
+    } finally {
+      this.attaching.delete(key);
     }
   }
 
@@ -79,6 +91,7 @@ export class Attachments {
     await this.sendContainers(link.conn);
     const atts = await this.store.attachments({ hostId: link.hostId });
     for (const a of atts) {
+      if (this.attaching.has(`${a.diskId}/${a.hostId}`)) continue;
       try {
         await this.reconcileOne(link, a, held.find((h) => h.diskId === a.diskId));
       } catch (err) {
@@ -161,6 +174,25 @@ export class Attachments {
         }
       }
     }));
+  }
+
+  /**
+   * A map fault from the agent on `from`. A new allocation is pushed to every other holder before the answer
+   * goes out: once the writer's write completes, a read on any host must find the segment, not a stale Zero.
+   */
+  async fault(from: Connection, disk: Disk, op: number, segment: number, zeroer: SegmentZeroer): Promise<FaultAnswer> {
+    return this.locks.run(disk.id, async () => {
+      const answer = await answerFault(this.store, zeroer, disk, op, segment);
+      if (answer.action === 'entry' && answer.allocated) {
+        const bytes = Buffer.alloc(ENTRY_BYTES);
+        encodeEntry(bytes, 0, answer.entry);
+        await new Promise((resolve) => setImmediate(resolve)); // earlier replies first (see withDisk)
+        await this.toHolders(disk, async (conn) => {
+          if (conn !== from) await conn.request('table.set', { diskId: disk.id, first: segment }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS });
+        });
+      }
+      return answer;
+    });
   }
 
   /** Reloads the whole table on every holder, with the blocking flag (after container failure, for instance). */

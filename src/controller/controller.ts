@@ -11,7 +11,7 @@ import { bool, int, optInt, optStr, str } from '../protocol/args.js';
 import { STATE_MASK } from '../table/mapping-table.js';
 import { AgentRegistry, DEFAULT_AGENT_LEASE_MS } from './agents.js';
 import { Attachments } from './attachments.js';
-import { answerFault, SegmentZeroer } from './faults.js';
+import { SegmentZeroer } from './faults.js';
 import { prepareContainer } from './container-files.js';
 import { socketPath } from './paths.js';
 import { Store } from './store.js';
@@ -154,7 +154,7 @@ export class Controller {
       agentOf(caller);
       const disk = await this.store.diskById(int(a, 'diskId'));
       if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
-      return this.attachments.locks.run(disk.id, () => answerFault(this.store, this.zeroer, disk, int(a, 'op'), int(a, 'segment')));
+      return this.attachments.fault(caller.conn, disk, int(a, 'op'), int(a, 'segment'), this.zeroer);
     },
     'disk.rm': async (a) => {
       await this.store.removeDisk(str(a, 'name'));

@@ -78,7 +78,7 @@ export async function answerFault(store: Store, zeroer: SegmentZeroer, disk: Dis
       if ((err as VdiskError).code === 'ENOSPC') return { action: 'error', errno: 28 };
       throw err;
     }
-    return { action: 'entry', entry };
+    return { action: 'entry', entry, allocated: true };
   }
   if (op === FAULT_WRITE && entry.states & STATE_NO_WRITE) {
     // Nw is held while a snapshot or migration is in progress: the writer waits, then asks again.

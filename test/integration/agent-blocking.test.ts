@@ -1,0 +1,75 @@
+// The blocking flag through the controller: a state change on a disk is answered only after every I/O that
+// started before it completed on every agent. A write is held in a suspended device-mapper container; the
+// controller's reply must wait for its resume. No-write then holds new writes until it is cleared.
+import t from 'tap';
+import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import { connect } from '../../src/protocol/client.js';
+import { socketPath } from '../../src/controller/paths.js';
+import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
+import { Cluster } from './cluster.js';
+import { makeFile, readDirect, run, ublkAvailable } from './helpers.js';
+
+const missing = ublkAvailable();
+if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
+const MB = 1 << 20;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const dm = (args: string[]) => spawnSync('dmsetup', args, { encoding: 'utf8', env: { ...process.env, DM_DISABLE_UDEV: '1' } });
+
+function ddWrite(dev: string, offset: number, data: Buffer): { done: () => boolean; code: Promise<number | null> } {
+  const w = spawn('dd', [`of=${dev}`, 'bs=64K', `seek=${offset / 65536}`, 'count=1', 'oflag=direct', 'status=none'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  w.stdin.end(data);
+  let finished = false;
+  const code = new Promise<number | null>((r) => w.once('exit', (c) => { finished = true; r(c); }));
+  return { done: () => finished, code };
+}
+
+t.test('a blocking state change waits for in-flight I/O on the agent', async (t) => {
+  const file = makeFile('blocking', 64 * MB);
+  const loop = run('losetup', ['-f', '--show', file]).trim();
+  const name = `vdisk-block-${process.pid}`;
+  t.equal(dm(['create', name, '--table', `0 ${(64 * MB) / 512} linear ${loop} 0`]).status, 0, 'dm container created');
+  const c = Cluster.start('vd-blocking');
+  t.teardown(async () => {
+    dm(['resume', name]);
+    await c.stop();
+    dm(['remove', name]);
+    run('losetup', ['-d', loop]);
+  });
+  c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
+  c.ok('create', 'd1', '--size', '16M', '--thick');
+  const dev = c.attach('d1');
+  const { conn } = await connect(socketPath(c.dir), { role: 'cli' });
+  t.teardown(() => conn.close());
+
+  t.equal(dm(['suspend', name]).status, 0, 'container suspended');
+  const data = crypto.randomBytes(64 * 1024);
+  const w = ddWrite(dev, 3 * MB, data);
+  await sleep(1500);
+  t.notOk(w.done(), 'a write is stalled in the container');
+
+  let repliedAt = 0;
+  const started = Date.now();
+  const change = conn.request('disk.states', { name: 'd1', first: 0, count: 16, bits: STATE_NO_WRITE, set: true }, { timeoutMs: 120_000 })
+    .then(() => { repliedAt = Date.now(); });
+  await sleep(3000);
+  t.equal(repliedAt, 0, 'the controller has not answered while a write from before the change is in flight');
+  t.equal(dm(['resume', name]).status, 0, 'container resumed');
+  await change;
+  t.ok(repliedAt - started >= 3000, `the answer came after the resume (${repliedAt - started} ms)`);
+  t.equal(await w.code, 0, 'the stalled write completed');
+  t.ok(readDirect(dev, 3 * MB, data.length).equals(data), 'with its data');
+  const info = c.json<{ entriesByState: Record<string, number> }>('info', 'd1');
+  t.equal(info.entriesByState.noWrite, 16, 'No-write is recorded in the store');
+
+  const held = ddWrite(dev, 5 * MB, crypto.randomBytes(64 * 1024));
+  await sleep(2000);
+  t.notOk(held.done(), 'a write to a No-write segment is held');
+  t.ok(readDirect(dev, 3 * MB, data.length).equals(data), 'while reads are served');
+  await conn.request('disk.states', { name: 'd1', first: 0, count: 16, bits: STATE_NO_WRITE, set: false });
+  t.equal(await held.code, 0, 'clearing No-write lets the held write complete');
+
+  const bad = await conn.request('disk.states', { name: 'd1', first: 10, count: 10, bits: STATE_NO_WRITE, set: true }).catch((e: Error & { code: string }) => e);
+  t.match(bad, { code: 'ERANGE' }, 'an out-of-range change is refused');
+  t.equal((await conn.request('controller.status')).result !== undefined, true, 'and the controller is still healthy');
+});
