@@ -3,10 +3,14 @@
 //  1. a 1 TiB thin disk with 1 MiB segments (1,048,576 entries): create and attach (bulk table load) times,
 //     as CLI wall times (node start included), as requests timed on the controller's socket from here, and
 //     with a stand-in agent in this process that loads the table but starts no device;
-//  2. map faults per second: the first 4 KiB write into each of N thin segments, at QD 1 and QD 16;
+//  2. map faults per second: the first 4 KiB write into each of N thin segments, at QD 1 and QD 16, then the
+//     controller's share alone (the same faults sent by the stand-in agent);
 //  3. 4k randread/randwrite on a thick controller-mapped disk against `vdisk loop` over the same container file.
-import { spawn } from 'node:child_process';
+// hostTableBench() is the ublk-free part (1 and the controller's share of 2), which bench.mjs also runs natively
+// on the host before the VM, since under TCG absolute times (node start: seconds) say little.
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
@@ -24,15 +28,15 @@ const ms = (t0) => Number((performance.now() - t0).toFixed(1));
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /**
- * o: { root, dir, file (the 1 GiB backing file, already full of data), runtime, rounds, faults, fio(dev, rw),
- * sh(cmd, args), log(msg) }. Returns the report's `controller` section.
+ * The CLI, requests and a stand-in agent against the controller of dataDir (started by the caller with
+ * `cli('controller', 'start')`). Needs no ublk, so the table part also runs natively on a host without it.
  */
-export async function controllerBench(o) {
-  const dist = (p) => import(pathToFileURL(path.join(o.root, 'dist', p)).href);
+async function session(root, dataDir) {
+  const dist = (p) => import(pathToFileURL(path.join(root, 'dist', p)).href);
   const { connect } = await dist('protocol/client.js');
   const { MappingTable } = await dist('table/mapping-table.js');
-  const main = path.join(o.root, 'dist', 'cli', 'main.js');
-  const dataDir = path.join(o.dir, 'bench-vdisk-data');
+  const { FAULT_WRITE } = await dist('io/translator.js');
+  const main = path.join(root, 'dist', 'cli', 'main.js');
   fs.rmSync(dataDir, { recursive: true, force: true });
   const sock = path.join(dataDir, 'controller.sock');
   // A clean environment, so that nothing inherited (NODE_OPTIONS...) reaches the controller and agent daemons.
@@ -69,12 +73,8 @@ export async function controllerBench(o) {
     }
   }
 
-  /**
-   * Attach through a stand-in agent in this process: the controller's whole attach flow (attachment records,
-   * containers, table create, bulk table.set) with the agent's real table code, but START_DEV replaced by an
-   * immediate answer. What remains is the table part of attach, without node start and device start.
-   */
-  async function attachWithoutDevice(name) {
+  /** A stand-in agent in this process: the agent's real table code, but no device. */
+  async function standIn() {
     const { conn } = await connect(sock, { role: 'agent', hostId: NO_DEVICE_HOST });
     const marks = {};
     let table;
@@ -108,9 +108,19 @@ export async function controllerBench(o) {
           throw Object.assign(new Error(`the bench's stand-in agent does not do ${op}`), { code: 'EUNKNOWNOP' });
       }
     });
+    await conn.request('agent.register', { pid: process.pid, leaseMs: 10_000, disks: [] });
+    await ready; // the controller reconciles a new agent right after registering it
+    return { conn, marks };
+  }
+
+  /**
+   * Attach through a stand-in agent in this process: the controller's whole attach flow (attachment records,
+   * containers, table create, bulk table.set) with the agent's real table code, but START_DEV replaced by an
+   * immediate answer. What remains is the table part of attach, without node start and device start.
+   */
+  async function attachWithoutDevice(name) {
+    const { conn, marks } = await standIn();
     try {
-      await conn.request('agent.register', { pid: process.pid, leaseMs: 10_000, disks: [] });
-      await ready; // the controller reconciles a new agent right after registering it
       const t0 = performance.now();
       const r = await rpc('disk.attach', { name, hostId: NO_DEVICE_HOST, queues: QUEUES, depth: DEPTH });
       const total = ms(t0);
@@ -127,6 +137,41 @@ export async function controllerBench(o) {
       await conn.close();
     }
   }
+
+  /**
+   * The controller's side of N map faults, sent by the stand-in agent `concurrency` at a time as first writes
+   * to distinct Zero segments from `first` on: allocation, zeroing + fdatasync of the segment, SQLite commit.
+   */
+  async function faultsWithoutDevice(disk, first, count, concurrency) {
+    const { conn } = await standIn();
+    try {
+      const { id } = (await rpc('disk.info', { name: disk })).result;
+      let next = first;
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: concurrency }, async () => {
+        while (next < first + count) {
+          const segment = next++;
+          const r = await conn.request('fault', { diskId: id, op: FAULT_WRITE, segment, states: 4 }, { timeoutMs: 0 });
+          if (r.result?.action !== 'entry') throw new Error(`fault on segment ${segment}: ${JSON.stringify(r.result)}`);
+        }
+      }));
+      const elapsed = performance.now() - t0;
+      return { concurrency, faults: count, elapsedMs: Number(elapsed.toFixed(1)), faultsPerSec: Math.round(count / (elapsed / 1000)) };
+    } finally {
+      await conn.close();
+    }
+  }
+
+  return { main, env, cli, cliJson, rpc, attachWithoutDevice, faultsWithoutDevice };
+}
+
+/**
+ * o: { root, dir, file (the 1 GiB backing file, already full of data), runtime, rounds, faults, fio(dev, rw),
+ * sh(cmd, args), log(msg) }. Returns the report's `controller` section.
+ */
+export async function controllerBench(o) {
+  const dataDir = path.join(o.dir, 'bench-vdisk-data');
+  const { main, env, cli, cliJson, rpc, attachWithoutDevice, faultsWithoutDevice } = await session(o.root, dataDir);
 
   /** `vdisk loop FILE` with the attach defaults; resolves once the device is live. */
   async function startLoop(file) {
@@ -160,7 +205,7 @@ export async function controllerBench(o) {
     }
   }
 
-  const out = { dataDir, host: HOST, queues: QUEUES, depth: DEPTH };
+  const out = { dataDir, fsType: fsType(o.dir), inVm: process.env.VDISK_IN_VM === '1', host: HOST, queues: QUEUES, depth: DEPTH };
   const attached = new Set();
   let agentStarted = false;
   await cli('controller', 'start');
@@ -226,6 +271,9 @@ export async function controllerBench(o) {
     }
     await cli('detach', 'faults');
     attached.delete('faults');
+    // The controller's share: the same faults sent straight from a stand-in agent, no device or data path.
+    faults.controllerOnly = [];
+    for (const [i, c] of [1, 16].entries()) faults.controllerOnly.push(await faultsWithoutDevice('faults', (2 + i) * o.faults, o.faults, c));
     await cli('rm', 'faults');
     out.mapFaults = faults;
 
@@ -284,6 +332,73 @@ export async function controllerBench(o) {
   return out;
 }
 
+/**
+ * The part that needs no ublk, run natively on the host before the VM (the TCG VM makes absolute times
+ * meaningless): the 1 TiB thin disk's create and its attach without device start, and the controller's side
+ * of map faults. o: { root, faults, log }.
+ */
+export async function hostTableBench(o) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-bench-'));
+  const dataDir = path.join(dir, 'data');
+  const { cli, cliJson, rpc, attachWithoutDevice, faultsWithoutDevice } = await session(o.root, dataDir);
+  const out = { dir, fsType: fsType(dir) };
+  await cli('controller', 'start');
+  try {
+    const status = [];
+    for (let i = 0; i < 3; i++) status.push((await cli('controller', 'status', '--json')).ms);
+    out.cliStartupMs = { median: median(status), runs: status };
+    await cli('container', 'add', 'big', '--path', path.join(dir, 'big.img'), '--size', '2G');
+    out.createCliMs = (await cli('create', 'big1', '--size', '1T', '--segment-size', '1M', '--container', 'big')).ms;
+    out.createRequestMs = (await rpc('disk.create', { name: 'big2', size: BIG_SIZE, segmentSize: MiB, container: 'big', thick: false })).ms;
+    const runs = [];
+    for (let i = 0; i < 3; i++) runs.push(await attachWithoutDevice('big1'));
+    out.attachWithoutDevice = { ...[...runs].sort((a, b) => a.ms - b.ms)[1], runsMs: runs.map((r) => r.ms) };
+    out.rmRequestMs = (await rpc('disk.rm', { name: 'big2' })).ms;
+    await cli('rm', 'big1');
+    await cli('container', 'add', 'thin', '--path', path.join(dir, 'thin.img'), '--size', String(THIN_SIZE));
+    await cli('create', 'faults', '--size', String(THIN_SIZE), '--segment-size', '1M', '--container', 'thin');
+    out.faults = [];
+    for (const [i, c] of [1, 16].entries()) out.faults.push(await faultsWithoutDevice('faults', i * o.faults, o.faults, c));
+    const info = await cliJson('info', 'faults');
+    out.faultsAllocatedOk = info.allocatedBytes === 2 * o.faults * MiB;
+    await cli('rm', 'faults');
+    o.log(`host: attach without device start ${out.attachWithoutDevice.ms} ms (median of 3), create ${out.createRequestMs} ms request; ` +
+      `controller-side faults ${out.faults.map((f) => `${f.faultsPerSec}/s at ${f.concurrency}`).join(', ')}`);
+  } finally {
+    await cli('controller', 'stop').catch((e) => o.log(`cleanup: ${e.message}`));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+function fsType(dir) {
+  const r = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : 'unknown';
+}
+
+/** The host rows of the printed table. */
+export function printHost(h) {
+  const s = (x) => `${(x / 1000).toFixed(3)} s`;
+  const met = h.attachWithoutDevice.ms < 500;
+  const rows = [
+    ['CLI start-up (vdisk controller status, median of 3)', s(h.cliStartupMs.median), '', ''],
+    ['1 TiB thin create, CLI wall (node start included)', s(h.createCliMs), '', ''],
+    ['1 TiB thin create, request on the socket', s(h.createRequestMs), '', ''],
+    ['1 TiB attach, request without device start (median)', s(h.attachWithoutDevice.ms), '< 0.5 s', met ? 'yes' : 'NO'],
+    ['  of which the agent creating its all-Invalid table', s(h.attachWithoutDevice.tableCreateMs), '', ''],
+    ['  of which the agent loading 1,048,576 entries', s(h.attachWithoutDevice.tableLoadMs), '', ''],
+    ...h.faults.map((f) => [`controller-side map faults, ${f.concurrency} at a time (${f.faults})`, `${f.faultsPerSec} /s`, '-',
+      h.faultsAllocatedOk ? '(alloc ok)' : 'ALLOC WRONG']),
+  ];
+  table(`host, natively (no ublk needed; ${h.fsType})`, rows);
+}
+
+function table(title, rows) {
+  const w = Math.max(title.length, ...rows.map((r) => r[0].length));
+  console.log(`\n${title.padEnd(w)}  ${'value'.padStart(10)}   target    met`);
+  for (const r of rows) console.log(`${r[0].padEnd(w)}  ${r[1].padStart(10)}   ${r[2].padEnd(8)}  ${r[3]}`);
+}
+
 /** The controller rows of the printed table. */
 export function printController(c) {
   const s = (x) => `${(x / 1000).toFixed(3)} s`;
@@ -296,13 +411,15 @@ export function printController(c) {
   rows.push(['1 TiB attach, request (device start included)', s(b.attachRequestMs), '', '']);
   const met = b.attachWithoutDevice.ms < 500;
   rows.push(['1 TiB attach, request without device start', s(b.attachWithoutDevice.ms), '< 0.5 s', met ? 'yes' : 'NO']);
+  rows.push(['  of which the agent creating its all-Invalid table', s(b.attachWithoutDevice.tableCreateMs), '', '']);
   rows.push(['  of which the agent loading 1,048,576 entries', s(b.attachWithoutDevice.tableLoadMs), '', '']);
   for (const r of c.mapFaults.runs) {
     rows.push([`map faults, first 4k writes, QD ${r.iodepth} (${r.ios} segments)`, `${r.faultsPerSec} /s`, '-', r.allocatedOk ? '(alloc ok)' : 'ALLOC WRONG']);
   }
-  const w = Math.max(...rows.map((r) => r[0].length));
-  console.log(`\ncontroller${' '.repeat(w - 10)}  ${'value'.padStart(10)}   target    met`);
-  for (const r of rows) console.log(`${r[0].padEnd(w)}  ${r[1].padStart(10)}   ${r[2].padEnd(8)}  ${r[3]}`);
+  for (const f of c.mapFaults.controllerOnly ?? []) {
+    rows.push([`  controller side only, ${f.concurrency} at a time (${f.faults})`, `${f.faultsPerSec} /s`, '-', '']);
+  }
+  table(`controller (in the ${c.inVm ? 'VM' : 'native run'})`, rows);
   const m = c.mappedVsLoop;
   console.log(`\nworkload    mapped disk IOPS   vdisk loop IOPS   ratio   target   met   (thick, ${m.mappedQueues} queue x ${c.depth}, same file${m.sameDataAsFile ? '' : ', DATA DIFFERS'})`);
   for (const rw of ['randread', 'randwrite']) {

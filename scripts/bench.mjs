@@ -1,10 +1,14 @@
 // `npm run bench`: fio 4k randread/randwrite (QD 32, 1 job, libaio, direct) on `vdisk loop` and on the
 // kernel's loop device (losetup --direct-io=on) over the same backing file, in one VM run (or natively on
-// a ublk host). Prints a table with the ratios and writes the JSON to bench-results/.
+// a ublk host). Prints a table with the ratios and writes the JSON to bench-results/. Then the controller
+// benchmarks (scripts/bench-controller.mjs); when they run in the VM, their ublk-free part (create, attach
+// without device start, controller-side faults) also runs natively here first, where times mean something.
+// Options: --runtime S, --rounds N (fio), --faults N (map faults per queue depth), --no-controller.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { hostTableBench, printHost } from './bench-controller.mjs';
 import { ensureTools } from './ensure-tools.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -17,5 +21,24 @@ const inner = [process.execPath, path.join(root, 'scripts', 'bench-run.mjs'), ou
 const native = fs.existsSync('/dev/ublk-control') && process.getuid?.() === 0 && !process.env.VDISK_FORCE_VM;
 const cmd = native ? inner : [path.join(root, 'scripts', 'vm', 'run'), '--scratch', '4G', '--smp', '2', '--timeout', '3000',
   '--out', outDir, '--', path.join(root, 'scripts', 'in-vm.sh'), ...inner];
+const args = process.argv.slice(2);
+let host;
+if (!native && !args.includes('--no-controller')) {
+  const i = args.indexOf('--faults');
+  try {
+    host = await hostTableBench({ root, faults: i >= 0 ? Number(args[i + 1]) : 256, log: (m) => console.error(`bench: ${m}`) });
+  } catch (err) {
+    host = { error: String(err.message ?? err) };
+    console.error(`bench: the host part of the controller benchmarks failed: ${err.stack ?? err}`);
+  }
+}
 const r = spawnSync(cmd[0], cmd.slice(1), { stdio: 'inherit', cwd: root });
-process.exit(r.status ?? 1);
+if (host) {
+  if (fs.existsSync(outFile)) {
+    const report = JSON.parse(fs.readFileSync(outFile, 'utf8'));
+    report.controller = { ...report.controller, hostNative: host };
+    fs.writeFileSync(outFile, JSON.stringify(report, null, 2) + '\n');
+  }
+  if (!host.error) printHost(host);
+}
+process.exit(r.status !== 0 ? (r.status ?? 1) : host?.error ? 1 : 0);

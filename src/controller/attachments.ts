@@ -14,6 +14,8 @@ import type { Attachment, Disk, Store } from './store.js';
 /** Starting or recovering a device under emulation can take a while; a table command should not. */
 const DEVICE_TIMEOUT_MS = 120_000;
 const TABLE_TIMEOUT_MS = 60_000;
+/** 16 MiB per table.set: a 1 TiB disk of 1 MiB segments is one message. */
+const LOAD_ENTRIES = 1 << 20;
 export const DEFAULT_QUEUES = 1;
 export const DEFAULT_DEPTH = 128;
 
@@ -142,9 +144,15 @@ export class Attachments {
     await this.loadTable(conn, disk, false);
   }
 
+  /** The whole table in bulk, in messages of LOAD_ENTRIES entries (frames are capped at 64 MiB). */
   private async loadTable(conn: Connection, disk: Disk, blocking: boolean): Promise<void> {
     const bytes = await this.store.readTable(disk);
-    await conn.request('table.set', { diskId: disk.id, first: 0, blocking }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS });
+    for (let first = 0; first < disk.segments; first += LOAD_ENTRIES) {
+      const end = Math.min(disk.segments, first + LOAD_ENTRIES);
+      // The blocking flag on the last piece: the barrier then covers every piece before it too.
+      await conn.request('table.set', { diskId: disk.id, first, blocking: blocking && end === disk.segments },
+        { payload: bytes.subarray(first * ENTRY_BYTES, end * ENTRY_BYTES), timeoutMs: TABLE_TIMEOUT_MS });
+    }
   }
 
   async sendContainers(conn: Connection): Promise<void> {

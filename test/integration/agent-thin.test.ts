@@ -40,9 +40,10 @@ t.test('thin disks, ext4, two disks on two containers', async (t) => {
 
   // Both disks under fio verify at once: each allocates on its own container.
   const d2 = c.attach('d2');
-  run('fio', ['--name=d1', `--filename=${d1}`, '--offset=64M', '--size=32M', '--name=d2', `--filename=${d2}`, '--size=32M',
-    '--rw=randwrite', '--bs=4k', '--iodepth=16', '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1',
-    '--verify_fatal=1', '--randrepeat=0']);
+  // Global options first: fio applies options after a --name to that job only.
+  run('fio', ['--rw=randwrite', '--bs=4k', '--iodepth=16', '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1',
+    '--verify_fatal=1', '--randrepeat=0', '--name=d1', `--filename=${d1}`, '--offset=64M', '--size=32M',
+    '--name=d2', `--filename=${d2}`, '--size=32M']);
   t.pass('fio verify passed on two disks at once');
   info = c.json<Info>('info', 'd1');
   t.same(info.perContainer, { c1: 33 * MB }, 'd1 allocated exactly the 32 segments fio wrote (+1) on c1');
