@@ -59,6 +59,7 @@ Napi::Object Constants(Napi::Env env) {
   c.Set("OP_FALLOCATE", static_cast<int>(kOpFallocate));
   c.Set("OP_ZERO", static_cast<int>(kOpZero));
   c.Set("OP_COMMIT", static_cast<int>(kOpCommit));
+  c.Set("COMPLETED_IO_ERROR", static_cast<double>(kCompletedIoError));
   c.Set("UBLK_MAX_QUEUE_DEPTH", UBLK_MAX_QUEUE_DEPTH);
   c.Set("UBLK_F_CMD_IOCTL_ENCODE", Napi::BigInt::New(env, static_cast<uint64_t>(UBLK_F_CMD_IOCTL_ENCODE)));
   return c;

@@ -200,14 +200,18 @@ void UblkQueue::OpDone(int tag, int res) {
   if (--pending_[tag] == 0 && commit_wait_[tag]) {
     commit_wait_[tag] = 0;
     int result = err_[tag] ? err_[tag] : commit_res_[tag];
+    bool io_error = err_[tag] != 0;
     err_[tag] = 0;
-    Commit(tag, result);
+    Commit(tag, result, io_error);
   }
 }
 
-void UblkQueue::Commit(int tag, int result) {
+void UblkQueue::Commit(int tag, int result, bool io_error) {
   PrepIoCmd(tag, true, result);
-  completed_[ncompleted_++] = static_cast<uint32_t>(tag);  // at most once per tag per run(): a tag needs a new plan
+  // at most once per tag per run(): a tag needs a new plan
+  completed_[ncompleted_++] = static_cast<uint32_t>(tag) | (io_error ? kCompletedIoError : 0u);
+  // The worker reports I/O errors to the agent at once, not whenever the next request happens to arrive.
+  if (io_error) io_error_seen_ = true;
 }
 
 // Handles every available completion; returns true if any were seen.
@@ -311,6 +315,7 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
 
   int nready = 0;
   ncompleted_ = 0;
+  io_error_seen_ = false;
   for (uint32_t k = 0; k < n_ops; k++) {
     const int32_t* rec = plan_ + static_cast<size_t>(k) * kPlanStride;
     int op = rec[kPlanOp], tag = rec[kPlanTag];
@@ -319,8 +324,9 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
     if (op == kOpCommit) {
       if (pending_[tag] == 0) {
         int result = err_[tag] ? err_[tag] : rec[kPlanFd];
+        bool io_error = err_[tag] != 0;
         err_[tag] = 0;
-        Commit(tag, result);
+        Commit(tag, result, io_error);
       } else {
         commit_wait_[tag] = 1;
         commit_res_[tag] = rec[kPlanFd];
@@ -360,7 +366,7 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
   clock_gettime(CLOCK_MONOTONIC, &now);
   double deadline = now.tv_sec * 1e3 + now.tv_nsec / 1e6 + timeout_ms;
   Reap(&nready);
-  while (wait && nready == 0 && !woke_ && !(return_on_commit && ncompleted_ > 0) && (counts_[kInKernel] > 0 || inflight_ > 0 || counts_[kOwned] > 0)) {
+  while (wait && nready == 0 && !woke_ && !(return_on_commit && ncompleted_ > 0) && !io_error_seen_ && (counts_[kInKernel] > 0 || inflight_ > 0 || counts_[kOwned] > 0)) {
     struct __kernel_timespec ts, *tsp = nullptr;
     if (timeout_ms >= 0) {
       clock_gettime(CLOCK_MONOTONIC, &now);

@@ -39,7 +39,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   void PrepSlot(int slot);
   void ArmWake();
   void OpDone(int tag, int res);
-  void Commit(int tag, int result);
+  void Commit(int tag, int result, bool io_error = false);
   bool Reap(int* nready);
   void PublishStatus();
   void SetState(int tag, uint8_t s);
@@ -79,6 +79,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   Napi::Reference<Napi::Uint32Array> completed_ref_;
   uint32_t* completed_ = nullptr;
   int ncompleted_ = 0;
+  bool io_error_seen_ = false;  // a tag committed in this run() failed in its backing I/O
   uint32_t* ready_ = nullptr;
   size_t ready_cap_ = 0;
   int32_t* plan_ = nullptr;

@@ -3,6 +3,8 @@
 // values and the TypeScript side checks them at load, so the two cannot drift apart silently.
 #pragma once
 
+#include <cstdint>
+
 // ready: Uint32Array, one record per request the kernel handed us.
 constexpr int kReadyStride = 8;
 constexpr int kReadyTag = 0, kReadyOpFlags = 1, kReadyNrSectors = 2, kReadySectorLo = 3, kReadySectorHi = 4;
@@ -21,7 +23,10 @@ enum PlanOp : int {
 };
 
 // completed: Uint32Array of depth entries; run() lists there the tags it committed during that call, so the
-// worker can tell when requests it planned have finished (the blocking flag waits for exactly that).
+// worker can tell when requests it planned have finished (the blocking flag waits for exactly that). A tag
+// whose backing I/O failed (not one the plan failed on purpose) carries kCompletedIoError: the agent turns
+// the segments of such a request to Error.
+constexpr uint32_t kCompletedIoError = 0x80000000u;
 
 // status: Int32Array written by run()/fetchAll().
 constexpr int kStatusLen = 8;

@@ -23,6 +23,9 @@ export type FaultSender = (disk: AgentDisk, f: Fault, onAnswer: (a: FaultAnswer)
 
 const OP_NAMES: Record<number, string> = { [FAULT_READ]: 'read', [FAULT_WRITE]: 'write', [FAULT_DISCARD]: 'discard' };
 
+/** Tells the controller a container failed under segments [first, first + count) of a disk. */
+export type IoErrorSender = (disk: AgentDisk, first: number, count: number) => void;
+
 export class AgentDisk {
   readonly table: MappingTable;
   device: UblkDevice | undefined;
@@ -31,6 +34,7 @@ export class AgentDisk {
     readonly shape: DiskShape,
     private readonly containers: AgentContainers,
     private readonly sendFault: FaultSender,
+    private readonly sendIoError: IoErrorSender = () => {},
   ) {
     this.table = MappingTable.create({ segments: Math.ceil(shape.size / shape.segmentSize), segmentSize: shape.segmentSize });
   }
@@ -45,6 +49,7 @@ export class AgentDisk {
       containerFds: this.containers.fds.buffer as SharedArrayBuffer, flushFds: this.containers.flushFds(),
       flags: UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE, readOnly: this.shape.readOnly,
       onFault: (f) => this.fault(f),
+      onIoError: (first, count) => this.reportIoError(first, count),
     };
   }
 
@@ -89,6 +94,10 @@ export class AgentDisk {
     if (answer.action === 'error') return -answer.errno;
     await new Promise((resolve) => setTimeout(resolve, answer.ms));
     return 0; // retried: if the table still cannot serve it, it faults again
+  }
+
+  private reportIoError(first: number, count: number): void {
+    this.sendIoError(this, first, count);
   }
 
   /** Applies an answer; runs synchronously as the reply is decoded. */

@@ -150,6 +150,24 @@ export class Agent {
     }
   }
 
+  /** The controller records Error for the mapped entries in the range and pushes it to every holder. */
+  private async sendIoError(disk: AgentDisk, first: number, count: number): Promise<void> {
+    this.log(`I/O error from a container under ${disk.shape.name} segments ${first}..${first + count - 1}`);
+    for (;;) {
+      const conn = this.conn ?? await this.ready;
+      try {
+        await conn.request('disk.ioerror', { diskId: disk.id, first, count }, { timeoutMs: 0 });
+        return;
+      } catch (err) {
+        if (conn.isOpen) {
+          this.log(`reporting the I/O error failed: ${(err as Error).message}`);
+          return;
+        }
+        await sleep(50);
+      }
+    }
+  }
+
   /** Controller -> agent commands. Table changes happen before the first await (see the ordering rule). */
   private async serve(op: string, args: Record<string, unknown>, payload: Buffer | undefined): Promise<unknown> {
     switch (op) {
@@ -165,7 +183,8 @@ export class Agent {
         const shape: DiskShape = { diskId: int(args, 'diskId'), name: str(args, 'name'), size: int(args, 'size'), segmentSize: int(args, 'segmentSize'), readOnly: args.readOnly === true };
         const cur = this.disks.get(shape.diskId);
         if (cur?.device) throw new VdiskError(`disk ${shape.name} is being served by ${cur.device.path}: stop it first`, { code: 'EBUSY' });
-        this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on)));
+        this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on),
+          (d, first, count) => { void this.sendIoError(d, first, count); }));
         return {};
       }
       case 'table.delete': {

@@ -6,6 +6,7 @@ import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../agent/agent-disk.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
+import { STATE_ERROR, STATE_INVALID, STATE_ZERO } from '../table/mapping-table.js';
 import { KeyedMutex } from '../util/mutex.js';
 import { answerFault, type SegmentZeroer } from './faults.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
@@ -200,6 +201,28 @@ export class Attachments {
         });
       }
       return answer;
+    });
+  }
+
+  /**
+   * A container failed under entries [first, first + count): the mapped ones turn to Error, durably, then on
+   * every holder (blocking: no request still uses the old entry when this returns). Returns how many changed.
+   */
+  async markIoError(disk: Disk, first: number, count: number): Promise<number> {
+    return this.withDisk(disk.id, async () => {
+      const entries = await this.store.getEntries(disk, first, count);
+      let changed = 0;
+      const next = entries.map((e) => {
+        if (e.states & (STATE_INVALID | STATE_ZERO | STATE_ERROR)) return e;
+        changed++;
+        return { ...e, states: e.states | STATE_ERROR };
+      });
+      if (!changed) return 0;
+      await this.store.setEntries(disk, first, next);
+      const bytes = Buffer.alloc(count * ENTRY_BYTES);
+      next.forEach((e, k) => encodeEntry(bytes, k, e));
+      await this.toHolders(disk, (conn) => conn.request('table.set', { diskId: disk.id, first, blocking: true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS }));
+      return changed;
     });
   }
 

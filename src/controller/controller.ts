@@ -150,6 +150,14 @@ export class Controller {
       agentOf(caller);
       return {};
     },
+    'disk.ioerror': async (a, caller) => {
+      const hostId = agentOf(caller);
+      const disk = await this.store.diskById(int(a, 'diskId'));
+      if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
+      const n = await this.attachments.markIoError(disk, int(a, 'first'), int(a, 'count'));
+      log(`agent ${hostId}: container I/O error under ${disk.name} segments ${String(a.first)}+${String(a.count)}: ${n} entries now Error`);
+      return { entries: n };
+    },
     'fault': async (a, caller) => {
       agentOf(caller);
       const disk = await this.store.diskById(int(a, 'diskId'));

@@ -24,6 +24,9 @@ export const OP_FALLOCATE = 4;
 export const OP_ZERO = 5;
 export const OP_COMMIT = 6;
 
+/** Flag on a completed-tags entry: the request failed in its backing I/O (not on purpose). */
+export const COMPLETED_IO_ERROR = 0x80000000;
+
 /** Backing operations one request may need at most (native reserves this many slots per tag). */
 export const MAX_OPS_PER_TAG = 16;
 

@@ -26,6 +26,7 @@ export function addon(): NativeAddon {
     ['OP_FALLOCATE', c.OP_FALLOCATE, abi.OP_FALLOCATE],
     ['OP_ZERO', c.OP_ZERO, abi.OP_ZERO],
     ['OP_COMMIT', c.OP_COMMIT, abi.OP_COMMIT],
+    ['COMPLETED_IO_ERROR', c.COMPLETED_IO_ERROR, abi.COMPLETED_IO_ERROR],
   ];
   for (const [name, native, ts] of expected) {
     if (native !== ts) throw new VdiskError(`addon ABI mismatch: ${name} is ${native} in C++, ${ts} in TypeScript`, { code: 'EABI' });

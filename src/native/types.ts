@@ -106,6 +106,7 @@ export interface NativeConstants {
   OP_FALLOCATE: number;
   OP_ZERO: number;
   OP_COMMIT: number;
+  COMPLETED_IO_ERROR: number;
   UBLK_MAX_QUEUE_DEPTH: number;
   UBLK_F_CMD_IOCTL_ENCODE: bigint;
 }

@@ -44,6 +44,8 @@ export interface DeviceOptions {
    */
   onFault?: (f: Fault) => Promise<number>;
   startTimeoutMs?: number;
+  /** A request failed in its container: segments [first, first + count) hold data that could not be read or written. */
+  onIoError?: (first: number, count: number) => void;
 }
 
 export function deviceParams(o: DeviceOptions): UblkParams {
@@ -185,6 +187,7 @@ export class UblkDevice {
           port1.on('message', (m: QueueMessage) => {
             if (m.type === 'fetched') resolve();
             else if (m.type === 'error') reject(new VdiskError(`queue ${m.qId}: ${m.message}`, { code: 'EQUEUE' }));
+            else if (m.type === 'ioerror') reportIoError(o, m.sector, m.sectors);
             else faults.report(m.qId, m.op, m.segment, m.states);
           });
           task.then(() => reject(new VdiskError(`queue ${q} ended before it was ready`, { code: 'EQUEUE' })), reject);
@@ -290,6 +293,14 @@ async function teardown(
   }
   if (firstError !== undefined && started) throw VdiskError.from(firstError, `stopping /dev/ublkb${devId}`);
   return results;
+}
+
+function reportIoError(o: DeviceOptions, sector: number, sectors: number): void {
+  const size = o.table.segmentSize;
+  const first = Math.floor((sector * 512) / size);
+  const last = Math.floor(((sector + Math.max(1, sectors)) * 512 - 1) / size);
+  debug(`I/O error on sectors ${sector}+${sectors}: segments ${first}..${last}`);
+  o.onIoError?.(first, Math.min(last, o.table.segments - 1) - first + 1);
 }
 
 /** /dev/ublkcN appears shortly after ADD_DEV (udev or devtmpfs): retry for a few seconds. */

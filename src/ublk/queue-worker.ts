@@ -52,7 +52,9 @@ export interface QueueTaskResult {
 export type QueueMessage =
   | { type: 'fetched'; qId: number }
   | { type: 'error'; qId: number; message: string }
-  | { type: 'fault'; qId: number; tag: number; op: number; segment: number; states: number };
+  | { type: 'fault'; qId: number; tag: number; op: number; segment: number; states: number }
+  // A request failed in its container (one message per failed request: failures are rare).
+  | { type: 'ioerror'; qId: number; sector: number; sectors: number; errno: number };
 
 /** Messages the device posts to a worker; each is followed by a wake of the worker's eventfd. */
 export type DeviceMessage =
@@ -91,6 +93,8 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     let old = 0; // in-flight requests planned under an epoch before `epoch`
     // Parked requests wait for the device's answer to their fault; everything else keeps flowing.
     const parkedSeg = new Int32Array(args.depth).fill(-1);
+    const reqSector = new Float64Array(args.depth); // of each planned request, to name an I/O error's segments
+    const reqSectors = new Uint32Array(args.depth);
     const pOpFlags = new Uint32Array(args.depth);
     const pSectors = new Uint32Array(args.depth);
     const pSector = new Float64Array(args.depth);
@@ -102,6 +106,8 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
       inflight++;
     };
     const plan = (tag: number, opFlags: number, nrSectors: number, sector: number): void => {
+      reqSector[tag] = sector;
+      reqSectors[tag] = nrSectors;
       if (tr.translate(tag, opFlags, nrSectors, sector) === FAULTED) {
         result.faults++;
         if (!args.faults) {
@@ -140,7 +146,10 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
       result.requests += n;
       const nDone = status[abi.STATUS_COMPLETED];
       for (let k = 0; k < nDone; k++) {
-        const tag = completed[k];
+        const tag = completed[k] & ~abi.COMPLETED_IO_ERROR;
+        if (completed[k] & abi.COMPLETED_IO_ERROR) {
+          args.port.postMessage({ type: 'ioerror', qId: args.qId, sector: reqSector[tag], sectors: reqSectors[tag], errno: abi.EIO } satisfies QueueMessage);
+        }
         if (planned[tag] === 0) continue;
         planned[tag] = 0;
         inflight--;

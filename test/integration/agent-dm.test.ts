@@ -1,6 +1,7 @@
-// The blocking flag through the controller: a state change on a disk is answered only after every I/O that
-// started before it completed on every agent. A write is held in a suspended device-mapper container; the
-// controller's reply must wait for its resume. No-write then holds new writes until it is cleared.
+// Device-mapper containers on the real kernel. The blocking flag through the controller: a state change is
+// answered only after every I/O that started before it completed on every agent (a write held in a suspended
+// container keeps the reply back); No-write holds new writes until cleared. And real container I/O errors
+// (a dm error target) turn exactly the affected entries to Error.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -72,4 +73,40 @@ t.test('a blocking state change waits for in-flight I/O on the agent', async (t)
   const bad = await conn.request('disk.states', { name: 'd1', first: 10, count: 10, bits: STATE_NO_WRITE, set: true }).catch((e: Error & { code: string }) => e);
   t.match(bad, { code: 'ERANGE' }, 'an out-of-range change is refused');
   t.equal((await conn.request('controller.status')).result !== undefined, true, 'and the controller is still healthy');
+});
+
+function ddRead(dev: string, offset: number): { status: number | null; err: string } {
+  const r = spawnSync('dd', [`if=${dev}`, 'bs=4096', `skip=${offset / 4096}`, 'count=1', 'iflag=direct', 'status=none'], { encoding: 'utf8' });
+  return { status: r.status, err: r.stderr };
+}
+
+t.test('an I/O error from the container turns the affected entry to Error', async (t) => {
+  const file = makeFile('ioerror', 32 * MB);
+  const loop = run('losetup', ['-f', '--show', file]).trim();
+  const name = `vdisk-err-${process.pid}`;
+  const half = (16 * MB) / 512;
+  t.equal(dm(['create', name, '--table', `0 ${half} linear ${loop} 0\n${half} ${half} error`]).status, 0, 'dm container: 16 MiB good, 16 MiB failing');
+  const c = Cluster.start('vd-ioerr');
+  t.teardown(async () => {
+    await c.stop();
+    dm(['remove', name]);
+    run('losetup', ['-d', loop]);
+  });
+  c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
+  c.ok('create', 'd1', '--size', '32M', '--thick'); // segment i is container MiB i
+  const dev = c.attach('d1');
+  t.equal(ddRead(dev, 3 * MB).status, 0, 'a segment on the good half reads');
+  const bad = ddRead(dev, 20 * MB);
+  t.match(bad.err, /Input\/output error/, 'a segment on the failing half gives EIO');
+  const errors = () => c.json<{ entriesByState: Record<string, number> }>('info', 'd1').entriesByState.error;
+  await c.until('the Error entry to be recorded', () => errors() === 1);
+  t.equal(errors(), 1, 'exactly the one entry the failed read touched is Error');
+
+  // Repair the container: the recorded Error stays (the data there is unknown); other entries read again.
+  t.equal(dm(['reload', name, '--table', `0 ${2 * half} linear ${loop} 0`]).status, 0, 'new table loaded');
+  t.equal(dm(['resume', name]).status, 0, 'container repaired');
+  t.match(ddRead(dev, 20 * MB + 8192).err, /Input\/output error/, 'the Error segment still fails, now without touching the container');
+  t.equal(ddRead(dev, 22 * MB).status, 0, 'a segment on the repaired half that never failed reads');
+  t.equal(ddRead(dev, 3 * MB).status, 0, 'and the good half still reads');
+  t.equal(errors(), 1, 'no other entry turned to Error');
 });
