@@ -15,6 +15,8 @@ export class AgentRegistry {
   private readonly links = new Map<string, AgentLink>();
   private readonly lost = new Map<string, { at: number; leaseMs: number }>();
   private readonly startedAt = Date.now();
+  /** Leases agents registered with before this controller started (from the store). */
+  knownLeases = new Map<string, number>();
 
   add(link: AgentLink): void {
     const old = this.links.get(link.hostId);
@@ -42,7 +44,7 @@ export class AgentRegistry {
     for (;;) {
       const link = this.get(hostId);
       if (link) return link;
-      const lost = this.lost.get(hostId) ?? { at: this.startedAt, leaseMs: DEFAULT_AGENT_LEASE_MS };
+      const lost = this.lost.get(hostId) ?? { at: this.startedAt, leaseMs: this.knownLeases.get(hostId) ?? DEFAULT_AGENT_LEASE_MS };
       const left = lost.at + lost.leaseMs + LEASE_SLACK_MS - Date.now();
       if (left <= 0) return undefined;
       await sleep(Math.min(left, 100));

@@ -46,6 +46,7 @@ export class Controller {
   static async start(dataDir: string): Promise<Controller> {
     const store = await Store.open(dataDir);
     const c = new Controller(dataDir, store);
+    c.agents.knownLeases = await store.agentLeases();
     try {
       c.server = await startServer(socketPath(dataDir), {
         serverId: c.serverId,
@@ -140,7 +141,7 @@ export class Controller {
       const held = Array.isArray(a.disks) ? (a.disks as Array<Record<string, unknown>>).map((d) => ({ diskId: int(d, 'diskId'), devId: d.devId === null ? null : int(d, 'devId') })) : [];
       const link = { hostId, conn: caller.conn, pid: optInt(a, 'pid') ?? 0, leaseMs, since: Date.now() };
       this.agents.add(link);
-      await this.store.touchAgent(hostId);
+      await this.store.touchAgent(hostId, leaseMs);
       log(`agent ${hostId} (pid ${link.pid}) registered with ${held.length} disk(s)`);
       // After the reply: the agent serves our commands while its registration completes.
       setImmediate(() => { void this.attachments.reconcile(link, held).catch((err: Error) => log(`reconcile ${hostId}: ${err.message}`)); });

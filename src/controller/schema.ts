@@ -52,6 +52,8 @@ const MIGRATIONS: string[] = [
      dev_id INTEGER,
      PRIMARY KEY (disk_id, host_id)
    ) WITHOUT ROWID;`,
+  // 2: each agent's lease, so a restarted controller knows how long an agent it has not seen may still cache.
+  'ALTER TABLE agents ADD COLUMN lease_ms INTEGER;',
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -274,11 +274,17 @@ export class Store {
 
   // ---- agents and attachments
 
-  async touchAgent(hostId: string): Promise<void> {
+  async touchAgent(hostId: string, leaseMs: number): Promise<void> {
     await this.db.transaction(async () => {
-      await this.db.run(`INSERT INTO agents (host_id, last_seen) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ'))
-        ON CONFLICT (host_id) DO UPDATE SET last_seen = excluded.last_seen`, [hostId]);
+      await this.db.run(`INSERT INTO agents (host_id, last_seen, lease_ms) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ'), ?)
+        ON CONFLICT (host_id) DO UPDATE SET last_seen = excluded.last_seen, lease_ms = excluded.lease_ms`, [hostId, leaseMs]);
     });
+  }
+
+  /** The last lease each known agent registered with. */
+  async agentLeases(): Promise<Map<string, number>> {
+    const rows = await this.db.all<{ host_id: string; lease_ms: number | null }>('SELECT host_id, lease_ms FROM agents');
+    return new Map(rows.filter((r) => r.lease_ms !== null).map((r) => [r.host_id, r.lease_ms as number]));
   }
 
   async attachments(filter: { hostId?: string; diskId?: number } = {}): Promise<Attachment[]> {

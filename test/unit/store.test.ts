@@ -121,3 +121,19 @@ t.test('everything committed survives a reopen', async (t) => {
   t.same((await again.getEntries(d2, 17, 1))[0], e);
   t.equal((await again.listContainers()).length, 1);
 });
+
+t.test('schema 1 databases migrate to 2: agents keep their lease across controller restarts', async (t) => {
+  const { store, dir } = await fresh(t);
+  const disk = await store.createDisk({ name: 'd', size: 8 * MB, segmentSize: MB });
+  await store.putAttachment(disk.id, 'h1', 3);
+  // Make it a schema-1 database again (before the lease column existed).
+  await store.db.exec('ALTER TABLE agents DROP COLUMN lease_ms; PRAGMA user_version = 1');
+  await store.close();
+  const again = await Store.open(dir);
+  t.teardown(() => again.close());
+  t.equal((await again.db.get<{ user_version: number }>('PRAGMA user_version'))?.user_version, 2, 'migrated to version 2');
+  t.same(await again.attachments(), [{ diskId: disk.id, disk: 'd', hostId: 'h1', devId: 3 }], 'attachments kept');
+  t.same([...(await again.agentLeases())], [], 'no lease known yet');
+  await again.touchAgent('h1', 30_000);
+  t.same([...(await again.agentLeases())], [['h1', 30_000]], 'the registered lease is recorded');
+});
