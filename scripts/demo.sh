@@ -1,60 +1,67 @@
 #!/bin/sh
-# The quick-start demo, run where ublk exists (scripts/demo.mjs starts it natively or in the VM): serve a
-# file as /dev/ublkbN with `vdisk loop`, put ext4 on it, write, stop; serve it again and read the data back.
+# The quick-start demo, run where ublk exists (scripts/demo.mjs starts it natively or in the VM): a controller
+# and an agent, a thin disk with ext4 on it, storage allocated only where written, the agent killed with
+# kill -9 and recovered without the file system noticing, detach and re-attach with the data intact.
 set -eu
 cd "$(dirname "$0")/.."
 vdisk() { node dist/cli/main.js "$@"; }
 dir=${VDISK_TEST_DIR:-/tmp}/vdisk-demo
 rm -rf "$dir" && mkdir -p "$dir/mnt"
-img="$dir/disk.img"
-
-serve() {
-  rm -f "$dir/loop.json"  # else the wait below can read the previous run's line
-  # node itself in the background (not the vdisk function): $! must be the pid that gets SIGTERM.
-  node dist/cli/main.js loop "$img" --json > "$dir/loop.json" &
-  pid=$!
-  i=0
-  while [ ! -s "$dir/loop.json" ]; do
-    i=$((i + 1)); [ $i -lt 600 ] || { echo "demo: vdisk loop did not start" >&2; exit 1; }
-    kill -0 $pid 2>/dev/null || { echo "demo: vdisk loop failed" >&2; exit 1; }
-    sleep 0.1
-  done
-  dev=$(sed 's/.*"device":"\([^"]*\)".*/\1/' "$dir/loop.json")
-}
-
+export VDISK_DATA_DIR="$dir/data"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+cleanup() {
+  mountpoint -q "$dir/mnt" && umount "$dir/mnt"
+  vdisk detach demo >/dev/null 2>&1 || true
+  for pid in $(vdisk agent ls --json 2>/dev/null | sed -n 's/.*"pid":\([0-9]*\).*/\1/p'); do kill "$pid" 2>/dev/null || true; done
+  vdisk controller stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 
-step "vdisk features (what this kernel's ublk can do)"
-vdisk features
+step "start the controller (SQLite tables in $VDISK_DATA_DIR)"
+vdisk controller start
 
-step "create a 256 MiB backing file and serve it: vdisk loop $img"
-truncate -s 256M "$img"
-serve
-echo "serving $img as $dev (vdisk pid $pid)"
+step "add a 1 GiB storage container (a sparse file) and create a thin 512 MiB disk"
+vdisk container add pool --path "$dir/pool.img" --size 1G
+vdisk create demo --size 512M
+
+step "attach it: the agent of this host starts on demand and serves /dev/ublkbN"
+dev=$(vdisk attach demo --host-id demo-host)
+echo "demo is $dev"
 
 step "mkfs.ext4 $dev, mount it, write some files"
-mkfs.ext4 -q "$dev"
+mkfs.ext4 -q -E nodiscard "$dev"
 mount "$dev" "$dir/mnt"
-echo "hello from a TypeScript block device" > "$dir/mnt/hello.txt"
+echo "hello from a table-driven TypeScript block device" > "$dir/mnt/hello.txt"
 dd if=/dev/urandom of="$dir/mnt/random.bin" bs=1M count=16 status=none
+sync
 sum=$(sha256sum "$dir/mnt/random.bin" | cut -d' ' -f1)
 df -h "$dir/mnt" | tail -1
-umount "$dir/mnt"
 
-step "stop the device (SIGTERM): it is deleted cleanly"
-kill -TERM $pid && wait $pid
-ls /dev/ublkb* 2>/dev/null || echo "no /dev/ublkb* left"
+step "thin provisioning: only the segments ext4 wrote have storage"
+vdisk info demo
 
-step "serve the same file again: the data is still there"
-serve
-mount -o ro "$dev" "$dir/mnt"
+step "kill -9 the agent while the file system is mounted, then start a new one"
+pid=$(vdisk agent ls --json | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+kill -9 "$pid"
+echo "agent $pid killed; $dev is quiesced (I/O waits, nothing fails)"
+vdisk agent start --host-id demo-host
 cat "$dir/mnt/hello.txt"
+echo 3 > /proc/sys/vm/drop_caches
 if [ "$(sha256sum "$dir/mnt/random.bin" | cut -d' ' -f1)" = "$sum" ]; then
-  echo "random.bin: checksum matches ($sum)"
+  echo "random.bin: checksum matches after the recovery ($sum)"
 else
   echo "demo: random.bin came back different" >&2; exit 1
 fi
 umount "$dir/mnt"
-kill -TERM $pid && wait $pid
-rm -rf "$dir"
+
+step "detach (the device goes away), attach again: the data is still there"
+vdisk detach demo
+dev=$(vdisk attach demo --host-id demo-host)
+mount -o ro "$dev" "$dir/mnt"
+cat "$dir/mnt/hello.txt"
+[ "$(sha256sum "$dir/mnt/random.bin" | cut -d' ' -f1)" = "$sum" ] && echo "random.bin: checksum matches ($sum)"
+umount "$dir/mnt"
+vdisk detach demo
+vdisk rm demo
+vdisk container ls
 step "demo done"
