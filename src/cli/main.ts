@@ -19,6 +19,9 @@ import { AgentStartCommand } from './commands/agent/start.js';
 import { AgentStopCommand } from './commands/agent/stop.js';
 import { AttachCommand } from './commands/attach.js';
 import { DetachCommand } from './commands/detach.js';
+import { CheckCommand } from './commands/check.js';
+import { CloneCommand } from './commands/clone.js';
+import { SnapshotCommand } from './commands/snapshot.js';
 
 const cli = new Cli({ binaryLabel: 'vdisk', binaryName: 'vdisk', binaryVersion: '0.1.0' });
 cli.register(Builtins.HelpCommand);
@@ -27,5 +30,6 @@ cli.register(LoopCommand);
 cli.register(FeaturesCommand);
 for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ContainerAddCommand, ContainerLsCommand,
   ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand,
-  AgentStartCommand, AgentStopCommand, AgentLsCommand, AttachCommand, DetachCommand]) cli.register(c);
+  AgentStartCommand, AgentStopCommand, AgentLsCommand, AttachCommand, DetachCommand,
+  SnapshotCommand, CloneCommand, CheckCommand]) cli.register(c);
 void cli.runExit(process.argv.slice(2));

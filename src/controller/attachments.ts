@@ -6,9 +6,9 @@ import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../agent/agent-disk.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
-import { STATE_ERROR, STATE_INVALID, STATE_ZERO } from '../table/mapping-table.js';
+import { STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO } from '../table/mapping-table.js';
 import { KeyedMutex } from '../util/mutex.js';
-import { answerFault, type SegmentZeroer } from './faults.js';
+import { answerFault, type SegmentIo } from './faults.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
 import type { Attachment, Disk, Store } from './store.js';
 
@@ -24,6 +24,8 @@ export interface AttachOptions { queues?: number; depth?: number }
 
 export class Attachments {
   readonly locks = new KeyedMutex<number>();
+  /** Ranges whose writes wait (operator No-write through disk.states; migration): diskId -> [first, count][]. */
+  private readonly holds = new Map<number, Array<[number, number]>>();
   /** Attaches in progress ("diskId/hostId"): their devId-less records are not reconciliation's to complete. */
   private readonly attaching = new Set<string>();
 
@@ -141,7 +143,8 @@ export class Attachments {
   }
 
   private async createTable(conn: Connection, disk: Disk): Promise<void> {
-    await conn.request('table.create', { diskId: disk.id, name: disk.name, size: disk.size, segmentSize: disk.segmentSize }, { timeoutMs: TABLE_TIMEOUT_MS });
+    await conn.request('table.create', { diskId: disk.id, name: disk.name, size: disk.size, segmentSize: disk.segmentSize, readOnly: disk.readOnly },
+      { timeoutMs: TABLE_TIMEOUT_MS });
     await this.loadTable(conn, disk, false);
   }
 
@@ -189,9 +192,9 @@ export class Attachments {
    * A map fault from the agent on `from`. A new allocation is pushed to every other holder before the answer
    * goes out: once the writer's write completes, a read on any host must find the segment, not a stale Zero.
    */
-  async fault(from: Connection, disk: Disk, op: number, segment: number, zeroer: SegmentZeroer): Promise<FaultAnswer> {
+  async fault(from: Connection, disk: Disk, op: number, segment: number, io: SegmentIo): Promise<FaultAnswer> {
     return this.locks.run(disk.id, async () => {
-      const answer = await answerFault(this.store, zeroer, disk, op, segment);
+      const answer = await answerFault(this.store, io, disk, op, segment, this.isHeld(disk.id, segment));
       if (answer.action === 'entry' && answer.allocated) {
         const bytes = Buffer.alloc(ENTRY_BYTES);
         encodeEntry(bytes, 0, answer.entry);
@@ -231,9 +234,33 @@ export class Attachments {
     await this.withDisk(disk.id, () => this.toHolders(disk, (conn) => this.loadTable(conn, disk, true)));
   }
 
+  isHeld(diskId: number, segment: number): boolean {
+    return (this.holds.get(diskId) ?? []).some(([f, n]) => segment >= f && segment < f + n);
+  }
+
+  /**
+   * Snapshot: No-write on every entry on every agent mapping the disk, with the blocking flag (no write is in
+   * flight afterwards and new ones fault, waiting for this lock), then the store's copy in one transaction.
+   */
+  async snapshot(diskName: string, snapName: string): Promise<Disk> {
+    const disk = await this.store.disk(diskName);
+    if (await this.store.disk(snapName).then(() => true, () => false)) throw new VdiskError(`disk ${snapName} already exists`, { code: 'EEXIST' });
+    return this.withDisk(disk.id, async () => {
+      await this.toHolders(disk, (conn) => conn.request('table.states',
+        { diskId: disk.id, first: 0, count: disk.segments, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
+      return this.store.snapshot(diskName, snapName);
+    });
+  }
+
   /** Sets or clears state bits over a range, persistently and then on every holder with the blocking flag. */
   async changeStates(disk: Disk, first: number, count: number, bits: number, set: boolean): Promise<void> {
     await this.withDisk(disk.id, async () => {
+      if (bits & STATE_NO_WRITE) {
+        // An operator's No-write holds writes (rather than copying them away) until it is cleared.
+        // Clearing drops every hold the cleared range overlaps.
+        const list = this.holds.get(disk.id) ?? [];
+        this.holds.set(disk.id, set ? [...list, [first, count]] : list.filter(([f, n]) => f + n <= first || f >= first + count));
+      }
       const entries = await this.store.getEntries(disk, first, count);
       await this.store.setEntries(disk, first, entries.map((e) => ({ ...e, states: set ? e.states | bits : e.states & ~bits })));
       await this.toHolders(disk, (conn) => conn.request('table.states', { diskId: disk.id, first, count, bits, set, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));

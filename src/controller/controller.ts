@@ -11,7 +11,8 @@ import { bool, int, optInt, optStr, str } from '../protocol/args.js';
 import { STATE_MASK } from '../table/mapping-table.js';
 import { AgentRegistry, DEFAULT_AGENT_LEASE_MS } from './agents.js';
 import { Attachments } from './attachments.js';
-import { SegmentZeroer } from './faults.js';
+import { checkStore } from './check.js';
+import { SegmentIo } from './faults.js';
 import { prepareContainer } from './container-files.js';
 import { socketPath } from './paths.js';
 import { Store } from './store.js';
@@ -35,11 +36,11 @@ export class Controller {
   readonly serverId = crypto.randomUUID();
   readonly agents = new AgentRegistry();
   readonly attachments: Attachments;
-  private readonly zeroer: SegmentZeroer;
+  private readonly io: SegmentIo;
 
   private constructor(readonly dataDir: string, readonly store: Store) {
     this.attachments = new Attachments(store, this.agents, log);
-    this.zeroer = new SegmentZeroer(store);
+    this.io = new SegmentIo(store);
     this.stopped = new Promise((resolve) => { this.stopping = resolve; });
   }
 
@@ -62,7 +63,7 @@ export class Controller {
   async stop(): Promise<void> {
     await this.server?.close();
     this.server = undefined;
-    this.zeroer.close();
+    this.io.close();
     await this.store.close();
     this.stopping?.();
   }
@@ -113,6 +114,9 @@ export class Controller {
     }),
     'disk.ls': async () => this.store.listDisks(),
     'disk.info': async (a) => this.store.diskInfo(str(a, 'name')),
+    'disk.snapshot': async (a) => this.attachments.snapshot(str(a, 'name'), str(a, 'snapshot')),
+    'disk.clone': async (a) => this.store.clone(str(a, 'snapshot'), str(a, 'name')),
+    'check': async () => checkStore(this.store),
     'disk.attach': async (a) => this.attachments.attach(str(a, 'name'), str(a, 'hostId'), { queues: optInt(a, 'queues'), depth: optInt(a, 'depth') }),
     'disk.detach': async (a) => this.attachments.detach(str(a, 'name'), optStr(a, 'hostId'), bool(a, 'force')),
     'disk.states': async (a) => {
@@ -163,7 +167,7 @@ export class Controller {
       agentOf(caller);
       const disk = await this.store.diskById(int(a, 'diskId'));
       if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
-      return this.attachments.fault(caller.conn, disk, int(a, 'op'), int(a, 'segment'), this.zeroer);
+      return this.attachments.fault(caller.conn, disk, int(a, 'op'), int(a, 'segment'), this.io);
     },
     'disk.rm': async (a) => {
       await this.store.removeDisk(str(a, 'name'));

@@ -1,23 +1,41 @@
 // Answers map faults. The answer is computed from the store under the disk's lock: a thin (Zero) segment
 // that is written gets a new segment, zeroed and fdatasync'ed inside the allocating transaction, so the mapping
-// commits only once the segment reads as zeros; the answer goes out after the commit. Everything else is
-// answered with the stored entry (an agent that restarted or lost its lease reloads this way).
+// commits only once the segment reads as zeros; a write to a shared (No-write) segment gets a private copy
+// (redirect-on-write) the same way. The answer goes out after the commit. Everything else is answered with
+// the stored entry (an agent that restarted or lost its lease reloads this way).
 import fs from 'node:fs';
 import { VdiskError } from '../errors.js';
-import { FAULT_WRITE } from '../io/translator.js';
+import { FAULT_DISCARD, FAULT_WRITE } from '../io/translator.js';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import { STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../table/mapping-table.js';
 import type { FaultAnswer } from '../agent/agent-disk.js';
 import type { Disk, Store } from './store.js';
 
-/** How long an agent holds a write to a No-write segment before asking again (no copy-on-write yet). */
-const NO_WRITE_DELAY_MS = 50;
+/** How long an agent holds a write to a held segment before asking again. */
+const HOLD_DELAY_MS = 50;
+const ENOSPC = 28;
+const EROFS = 30;
 
-export class SegmentZeroer {
+export class SegmentIo {
   private readonly fds = new Map<number, number>();
 
   constructor(private readonly store: Store) {}
+
+  /** Copies one segment between containers, durably, before the remap that points at the copy commits. */
+  async copy(from: Entry, to: Entry, length: number): Promise<void> {
+    const src = await this.fd(from.container);
+    const dst = await this.fd(to.container);
+    const buf = Buffer.allocUnsafe(Math.min(length, 4 << 20));
+    for (let done = 0; done < length;) {
+      const n = Math.min(buf.length, length - done);
+      const got = await new Promise<number>((resolve, reject) => fs.read(src, buf, 0, n, from.offset + done, (err, r) => (err ? reject(VdiskError.from(err, 'read container')) : resolve(r))));
+      if (got < n) buf.fill(0, got, n); // past the end of a sparse file: zeros
+      await new Promise<void>((resolve, reject) => fs.write(dst, buf, 0, n, to.offset + done, (err) => (err ? reject(VdiskError.from(err, 'write container')) : resolve())));
+      done += n;
+    }
+    await new Promise<void>((resolve, reject) => fs.fdatasync(dst, (err) => (err ? reject(VdiskError.from(err, 'fdatasync container')) : resolve())));
+  }
 
   /** Makes [offset, offset + length) of the container read as zeros, durably. */
   async zero(containerId: number, offset: number, length: number): Promise<void> {
@@ -65,25 +83,33 @@ async function writeZeros(fd: number, offset: number, length: number): Promise<v
 }
 
 /** The answer to one fault; the caller holds the disk's lock and sends the answer before releasing it. */
-export async function answerFault(store: Store, zeroer: SegmentZeroer, disk: Disk, op: number, segment: number): Promise<FaultAnswer> {
+export async function answerFault(store: Store, io: SegmentIo, disk: Disk, op: number, segment: number, held: boolean): Promise<FaultAnswer> {
   if (!Number.isInteger(segment) || segment < 0 || segment >= disk.segments) {
     throw new VdiskError(`segment ${segment} is outside disk ${disk.name} (${disk.segments} segments)`, { code: 'ERANGE' });
   }
   let [entry] = await store.getEntries(disk, segment, 1);
   if (entry.states & STATE_ERROR) return { action: 'entry', entry }; // the agent installs E: the I/O fails with EIO
+  if (entry.states & STATE_INVALID) return { action: 'error', errno: abi.EIO };
+  const writing = op === FAULT_WRITE || op === FAULT_DISCARD;
+  if (writing && held) return { action: 'delay', ms: HOLD_DELAY_MS }; // held No-write (operator, migration)
   if (op === FAULT_WRITE && entry.states & STATE_ZERO) {
     try {
-      entry = await store.allocateSegment(disk, segment, (e: Entry, length: number) => zeroer.zero(e.container, e.offset, length));
+      entry = await store.allocateSegment(disk, segment, (e: Entry, length: number) => io.zero(e.container, e.offset, length));
     } catch (err) {
-      if ((err as VdiskError).code === 'ENOSPC') return { action: 'error', errno: 28 };
+      if ((err as VdiskError).code === 'ENOSPC') return { action: 'error', errno: ENOSPC };
       throw err;
     }
     return { action: 'entry', entry, allocated: true };
   }
-  if (op === FAULT_WRITE && entry.states & STATE_NO_WRITE) {
-    // Nw is held while a snapshot or migration is in progress: the writer waits, then asks again.
-    return { action: 'delay', ms: NO_WRITE_DELAY_MS };
+  if (writing && entry.states & STATE_NO_WRITE) {
+    if (disk.readOnly) return { action: 'error', errno: EROFS };
+    try {
+      const r = await store.copyOnWrite(disk, segment, (from, to, length) => io.copy(from, to, length));
+      return { action: 'entry', entry: r.entry, allocated: r.remapped };
+    } catch (err) {
+      if ((err as VdiskError).code === 'ENOSPC') return { action: 'error', errno: ENOSPC };
+      throw err;
+    }
   }
-  if (entry.states & STATE_INVALID) return { action: 'error', errno: abi.EIO, setError: false };
   return { action: 'entry', entry };
 }

@@ -54,6 +54,10 @@ const MIGRATIONS: string[] = [
    ) WITHOUT ROWID;`,
   // 2: each agent's lease, so a restarted controller knows how long an agent it has not seen may still cache.
   'ALTER TABLE agents ADD COLUMN lease_ms INTEGER;',
+  // 3: snapshots and clones. A snapshot is a read-only disk whose parent is its origin; a clone is a writable
+  // disk whose parent is the snapshot it was made from. Shared segments carry No-write in every sharer's table.
+  `ALTER TABLE disks ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE disks ADD COLUMN parent_id INTEGER;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

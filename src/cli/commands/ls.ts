@@ -13,8 +13,10 @@ export class LsCommand extends ControllerCommand {
   async run(): Promise<number> {
     const disks = await this.call<Disk[]>('disk.ls');
     if (this.json) this.print(JSON.stringify(disks));
-    else this.context.stdout.write(formatTable(['NAME', 'SIZE', 'SEGMENT', 'SEGMENTS'],
-      disks.map((d) => [d.name, formatSize(d.size), formatSize(d.segmentSize), d.segments])));
+    const names = new Map(disks.map((d) => [d.id, d.name]));
+    if (!this.json) this.context.stdout.write(formatTable(['NAME', 'SIZE', 'SEGMENT', 'SEGMENTS', 'TYPE', 'PARENT'],
+      disks.map((d) => [d.name, formatSize(d.size), formatSize(d.segmentSize), d.segments, d.readOnly ? 'snapshot' : d.parent !== null ? 'clone' : 'disk',
+        d.parent === null ? '-' : names.get(d.parent) ?? '-'])));
     return 0;
   }
 }

@@ -1,0 +1,106 @@
+// Snapshots, clones and copy-on-write in the controller store, and `check`'s invariants: sharing sets No-write
+// and counts references, a write to a shared segment gets a private copy, removals return exactly the
+// unshared segments, chains stay flat, and check notices a broken reference count.
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { checkStore } from '../../src/controller/check.js';
+import { Store } from '../../src/controller/store.js';
+import { STATE_NO_WRITE, type Entry } from '../../src/table/mapping-table.js';
+
+const MB = 1 << 20;
+
+async function setup(t: { teardown: (fn: () => unknown) => void }) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-snap-'));
+  const store = await Store.open(dir);
+  t.teardown(async () => { await store.close(); fs.rmSync(dir, { recursive: true, force: true }); });
+  await store.addContainer('c', '/tmp/never-opened.img', 256 * MB);
+  const d = await store.createDisk({ name: 'd', size: 16 * MB, segmentSize: MB });
+  for (const seg of [0, 1, 2, 3]) await store.allocateSegment(d, seg);
+  return { store, d };
+}
+
+const refcount = async (store: Store, e: Entry) =>
+  (await store.db.get<{ refcount: number }>('SELECT refcount FROM allocations WHERE container_id = ? AND unit = ?', [e.container, e.offset / 65536]))?.refcount ?? 0;
+
+t.test('snapshot, copy-on-write, clone, removal', async (t) => {
+  const { store, d } = await setup(t);
+  const before = await store.getEntries(d, 0, 4);
+  const s = await store.snapshot('d', 's1');
+  t.ok(s.readOnly, 'a snapshot is read-only');
+  t.equal(s.parent, d.id, 'its parent is the origin');
+  const se = await store.getEntries(s, 0, 16);
+  const de = await store.getEntries(d, 0, 16);
+  for (let i = 0; i < 4; i++) {
+    t.same({ ...se[i], states: 0 }, before[i], `segment ${i}: the snapshot maps the same storage`);
+    t.ok(se[i].states & STATE_NO_WRITE && de[i].states & STATE_NO_WRITE, `segment ${i}: No-write on both sides`);
+    t.equal(await refcount(store, before[i]), 2, `segment ${i}: two references`);
+  }
+  t.same(se.slice(4), de.slice(4), 'unwritten segments stay Zero on both');
+  t.ok((await checkStore(store)).ok, 'check: consistent after the snapshot');
+
+  const copies: Array<[Entry, Entry]> = [];
+  const copy = async (from: Entry, to: Entry) => { copies.push([from, to]); };
+  const r = await store.copyOnWrite(d, 1, copy);
+  t.ok(r.remapped, 'a write to a shared segment is redirected');
+  t.equal(copies.length, 1, 'after one copy');
+  t.same(copies[0][0], se[1], 'from the shared segment');
+  t.equal(r.entry.states, 0, 'the new entry is writable');
+  t.equal(await refcount(store, before[1]), 1, 'the old segment is now the snapshot\'s alone');
+  t.equal(await refcount(store, r.entry), 1, 'the new one the disk\'s');
+  t.same((await store.getEntries(s, 1, 1))[0], se[1], 'the snapshot still maps the old segment');
+  t.notOk((await store.copyOnWrite(d, 1, copy)).remapped, 'a second write finds a private segment');
+  t.equal(copies.length, 1, 'and copies nothing');
+  await t.rejects(store.copyOnWrite(s, 0, copy), { code: 'EROFS' }, 'a snapshot is never written');
+
+  await t.rejects(store.clone('d', 'x'), { code: 'EINVAL' }, 'only snapshots are cloned');
+  const c = await store.clone('s1', 'c1');
+  t.notOk(c.readOnly, 'a clone is writable');
+  t.equal(await refcount(store, before[0]), 3, 'segment 0: origin, snapshot and clone');
+  t.equal(await refcount(store, before[1]), 2, 'segment 1 (origin rewrote it): snapshot and clone');
+  t.ok((await store.copyOnWrite(c, 0, copy)).remapped, 'the clone copies on write too');
+  t.equal(await refcount(store, before[0]), 2);
+  t.ok((await checkStore(store)).ok, 'check: consistent after clone writes');
+
+  const used = async () => (await store.listContainers())[0].usedBytes / MB;
+  t.equal(await used(), 6, '4 original + 2 copies');
+  await store.removeDisk('d');
+  t.equal(await used(), 5, 'removing the origin frees only its private copy');
+  await store.removeDisk('s1');
+  t.equal(await used(), 4, 'removing the snapshot frees the segment only it still held');
+  t.equal((await store.disk('c1')).parent, null, 'the clone outlives its snapshot');
+  t.ok((await checkStore(store)).ok, 'check: consistent after removals');
+  await store.removeDisk('c1');
+  t.equal(await used(), 0, 'removing the last sharer frees everything');
+  t.same((await checkStore(store)).problems, [], 'check: consistent when empty');
+});
+
+t.test('chains of 10 snapshots and clones stay flat', async (t) => {
+  const { store } = await setup(t);
+  let name = 'd';
+  for (let i = 0; i < 10; i++) {
+    await store.snapshot(name, `s${i}`);
+    await store.clone(`s${i}`, `c${i}`);
+    const c = await store.disk(`c${i}`);
+    await store.copyOnWrite(c, i % 4, async () => {});
+    name = `c${i}`;
+  }
+  const last = await store.disk('c9');
+  const e = await store.getEntries(last, 0, 4);
+  t.equal(e.length, 4, 'the deepest clone has its own full table: lookups do not walk the chain');
+  const report = await checkStore(store);
+  t.ok(report.ok, `check: consistent (${report.references} references to ${report.allocations} segments)`);
+  t.equal(report.disks, 21);
+});
+
+t.test('check reports broken invariants', async (t) => {
+  const { store, d } = await setup(t);
+  const [e] = await store.getEntries(d, 0, 1);
+  await store.db.run('UPDATE allocations SET refcount = 5 WHERE container_id = ? AND unit = ?', [e.container, e.offset / 65536]);
+  await store.db.run('INSERT INTO allocations (container_id, unit, units, refcount) VALUES (?, 1000, 16, 1)', [e.container]);
+  const r = await checkStore(store);
+  t.notOk(r.ok);
+  t.match(r.problems.join('\n'), /refcount 5 but 1 table entries/, 'a wrong refcount');
+  t.match(r.problems.join('\n'), /allocated \(refcount 1\) but no table references it/, 'a leaked segment');
+});
