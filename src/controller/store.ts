@@ -23,6 +23,11 @@ export interface DiskInfo extends Disk {
   entriesByState: Record<string, number>;
   allocatedBytes: number;
   perContainer: Record<string, number>;
+  /** Of allocatedBytes: segments only this disk references, and segments it shares (snapshots, clones). */
+  exclusiveBytes: number;
+  sharedBytes: number;
+  /** Room for new segments of this disk in the containers it may allocate from; 0 means writes to unallocated segments fail with ENOSPC. */
+  freeBytes: number;
 }
 
 /** Called with a newly allocated segment before its mapping commits (the controller zeroes it there). */
@@ -338,6 +343,9 @@ export class Store {
     const table = await this.readTable(disk);
     const byState: Record<string, number> = { mapped: 0, zero: 0, invalid: 0, error: 0, noWrite: 0 };
     const perContainer = new Map<number, number>();
+    const shared = new Set((await this.db.all<{ container_id: number; unit: number }>('SELECT container_id, unit FROM allocations WHERE refcount > 1'))
+      .map((a) => `${a.container_id}/${a.unit}`));
+    let sharedBytes = 0;
     for (let i = 0; i < disk.segments; i++) {
       const e = decodeEntry(table, i);
       if (e.states & 1) byState.invalid++;
@@ -347,6 +355,7 @@ export class Store {
         else byState.mapped++;
         if (e.states & 2) byState.noWrite++;
         perContainer.set(e.container, (perContainer.get(e.container) ?? 0) + disk.segmentSize);
+        if (shared.has(`${e.container}/${e.offset / LOCATION_UNIT}`)) sharedBytes += disk.segmentSize;
       }
     }
     const names = new Map((await this.listContainers()).map((c) => [c.id, c.name]));
@@ -356,7 +365,24 @@ export class Store {
       per[names.get(id) ?? `#${id}`] = bytes;
       allocated += bytes;
     }
-    return { ...disk, entriesByState: byState, allocatedBytes: allocated, perContainer: per };
+    return {
+      ...disk, entriesByState: byState, allocatedBytes: allocated, perContainer: per,
+      exclusiveBytes: allocated - sharedBytes, sharedBytes, freeBytes: await this.freeFor(disk),
+    };
+  }
+
+  /** Bytes of new segments the disk could still get: free extents of its size plus room above each bump pointer. */
+  private async freeFor(disk: Disk): Promise<number> {
+    const units = disk.segmentSize / LOCATION_UNIT;
+    const cs = await this.db.all<ContainerRow & { free: number }>(
+      'SELECT c.*, (SELECT COUNT(*) FROM free_extents f WHERE f.container_id = c.id AND f.units = ?) AS free FROM containers c WHERE failed = 0', [units]);
+    let segments = 0;
+    for (const c of cs) {
+      if (disk.containerId !== null && c.id !== disk.containerId) continue;
+      const next = Math.ceil(c.next_unit / units) * units;
+      segments += c.free + Math.max(0, Math.floor((c.size / LOCATION_UNIT - next) / units));
+    }
+    return segments * disk.segmentSize;
   }
 
   async containerById(id: number): Promise<Container | undefined> {

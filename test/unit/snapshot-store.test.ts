@@ -53,6 +53,9 @@ t.test('snapshot, copy-on-write, clone, removal', async (t) => {
   t.notOk((await store.copyOnWrite(d, 1, copy)).remapped, 'a second write finds a private segment');
   t.equal(copies.length, 1, 'and copies nothing');
   await t.rejects(store.copyOnWrite(s, 0, copy), { code: 'EROFS' }, 'a snapshot is never written');
+  const info = await store.diskInfo('d');
+  t.same([info.exclusiveBytes, info.sharedBytes], [MB, 3 * MB], 'info: 1 MiB exclusive (the copy), 3 MiB shared with the snapshot');
+  t.equal(info.freeBytes, 251 * MB, 'info: room left for 251 more segments');
 
   await t.rejects(store.clone('d', 'x'), { code: 'EINVAL' }, 'only snapshots are cloned');
   const c = await store.clone('s1', 'c1');
@@ -103,4 +106,15 @@ t.test('check reports broken invariants', async (t) => {
   t.notOk(r.ok);
   t.match(r.problems.join('\n'), /refcount 5 but 1 table entries/, 'a wrong refcount');
   t.match(r.problems.join('\n'), /allocated \(refcount 1\) but no table references it/, 'a leaked segment');
+});
+
+t.test('out of space: info says so, and a new container makes room again', async (t) => {
+  const { store } = await setup(t);
+  const full = await store.createDisk({ name: 'full', size: 512 * MB, segmentSize: MB });
+  for (let i = 0; i < 252; i++) await store.allocateSegment(full, i);
+  t.equal((await store.diskInfo('full')).freeBytes, 0, 'no room left');
+  await t.rejects(store.allocateSegment(full, 300), { code: 'ENOSPC' }, 'the next allocation fails with ENOSPC');
+  await store.addContainer('more', '/tmp/never-opened-2.img', 8 * MB);
+  t.equal((await store.diskInfo('full')).freeBytes, 8 * MB, 'a new container brings room');
+  t.ok(await store.allocateSegment(full, 300), 'and allocations proceed');
 });

@@ -4,6 +4,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { SCHEMA_VERSION } from '../../src/controller/schema.js';
 import { Store } from '../../src/controller/store.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry } from '../../src/table/entry-codec.js';
 import { STATE_ERROR, STATE_NO_WRITE, STATE_ZERO } from '../../src/table/mapping-table.js';
@@ -122,16 +123,17 @@ t.test('everything committed survives a reopen', async (t) => {
   t.equal((await again.listContainers()).length, 1);
 });
 
-t.test('schema 1 databases migrate to 2: agents keep their lease across controller restarts', async (t) => {
+t.test('schema 1 databases migrate to the current schema; agents keep their lease across controller restarts', async (t) => {
   const { store, dir } = await fresh(t);
   const disk = await store.createDisk({ name: 'd', size: 8 * MB, segmentSize: MB });
   await store.putAttachment(disk.id, 'h1', 3);
   // Make it a schema-1 database again (before the lease column existed).
-  await store.db.exec('ALTER TABLE agents DROP COLUMN lease_ms; PRAGMA user_version = 1');
+  await store.db.exec('ALTER TABLE agents DROP COLUMN lease_ms; ALTER TABLE disks DROP COLUMN read_only; ALTER TABLE disks DROP COLUMN parent_id; PRAGMA user_version = 1');
   await store.close();
   const again = await Store.open(dir);
   t.teardown(() => again.close());
-  t.equal((await again.db.get<{ user_version: number }>('PRAGMA user_version'))?.user_version, 2, 'migrated to version 2');
+  t.equal((await again.db.get<{ user_version: number }>('PRAGMA user_version'))?.user_version, SCHEMA_VERSION, `migrated to version ${SCHEMA_VERSION}`);
+  t.equal((await again.disk('d')).readOnly, false, 'disks from before snapshots are writable');
   t.same(await again.attachments(), [{ diskId: disk.id, disk: 'd', hostId: 'h1', devId: 3 }], 'attachments kept');
   t.same([...(await again.agentLeases())], [], 'no lease known yet');
   await again.touchAgent('h1', 30_000);

@@ -25,6 +25,8 @@ export class InfoCommand extends ControllerCommand {
       `  segment size  ${formatSize(d.segmentSize)}, ${d.segments} segment(s)`,
       `  entries       ${states}`,
       `  allocated     ${formatSize(d.allocatedBytes)}${per ? ` (${per})` : ''}`,
+      `  exclusive     ${formatSize(d.exclusiveBytes)}, shared ${formatSize(d.sharedBytes)}`,
+      `  free          ${formatSize(d.freeBytes)}${d.freeBytes === 0 ? ' (out of space: writes to unallocated segments fail with ENOSPC)' : ''}`,
     ].join('\n'));
     return 0;
   }

@@ -1,0 +1,119 @@
+// Snapshots and clones on the real kernel, modelled on dm's snapshot tests: pattern-stomp on origin, snapshot
+// and clone; a snapshot taken while a sequential writer runs is one instant (the writer's blocks form a
+// prefix); a chain of 10 snapshots and clones, each reading its own data; `vdisk check` after each.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Cluster } from './cluster.js';
+import { readDirect, ublkAvailable, writeDirect } from './helpers.js';
+
+const missing = ublkAvailable();
+if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
+const MB = 1 << 20;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Arguments for t.equal: `vdisk check`'s exit status, the expected 0, its output as the message. */
+function check(c: Cluster): [number | null, number, string] {
+  const r = c.vdisk('check');
+  return [r.status, 0, `vdisk check: ${r.out.trim()} ${r.err}`];
+}
+
+t.test('pattern stomp on origin, snapshot and clone', async (t) => {
+  const c = Cluster.start('vd-snap');
+  t.teardown(() => c.stop());
+  c.container('c1', '256M');
+  c.ok('create', 'origin', '--size', '32M');
+  const o = c.attach('origin');
+  const A = crypto.randomBytes(4 * MB);
+  writeDirect(o, 2 * MB, A);
+  c.ok('snapshot', 'origin', 'snap');
+  const B = crypto.randomBytes(MB);
+  writeDirect(o, 3 * MB, B); // stomps segment 3 of the origin only
+  const s = c.attach('snap');
+  t.ok(readDirect(s, 2 * MB, 4 * MB).equals(A), 'the snapshot still reads A everywhere');
+  t.ok(readDirect(o, 3 * MB, MB).equals(B), 'the origin reads B where it wrote');
+  t.ok(readDirect(o, 2 * MB, MB).equals(A.subarray(0, MB)), 'and A elsewhere');
+  t.ok(readDirect(s, 20 * MB, MB).equals(Buffer.alloc(MB)), 'unwritten segments read zeros on the snapshot');
+  const ro = spawnWrite(s, 0);
+  t.not(await ro, 0, 'the snapshot device refuses writes');
+
+  c.ok('clone', 'snap', 'clone');
+  const k = c.attach('clone');
+  const C = crypto.randomBytes(64 * 1024);
+  writeDirect(k, 2 * MB + 128 * 1024, C); // partial write to a shared segment: copy-on-write
+  const expect = Buffer.from(A.subarray(0, MB));
+  C.copy(expect, 128 * 1024);
+  t.ok(readDirect(k, 2 * MB, MB).equals(expect), 'the clone reads C over A in the segment it wrote');
+  t.ok(readDirect(s, 2 * MB, MB).equals(A.subarray(0, MB)), 'the snapshot still reads A there');
+  t.ok(readDirect(o, 2 * MB, MB).equals(A.subarray(0, MB)), 'and so does the origin');
+  t.ok(readDirect(k, 3 * MB, MB).equals(A.subarray(MB, 2 * MB)), 'the clone is the snapshot, not the later origin');
+  const ls = c.json<Array<{ name: string; readOnly: boolean }>>('ls');
+  t.same(ls.map((d) => [d.name, d.readOnly]), [['origin', false], ['snap', true], ['clone', false]], 'ls shows the three disks');
+  t.equal(...check(c));
+});
+
+function spawnWrite(dev: string, off: number): Promise<number | null> {
+  const w = spawn('dd', [`of=${dev}`, 'bs=4096', `seek=${off / 4096}`, 'count=1', 'oflag=direct', 'status=none'], { stdio: ['pipe', 'ignore', 'ignore'] });
+  w.stdin.end(Buffer.alloc(4096, 1));
+  return new Promise((r) => w.once('exit', r));
+}
+
+t.test('a snapshot during a running writer is one instant', async (t) => {
+  const c = Cluster.start('vd-snap-pit');
+  t.teardown(() => c.stop());
+  c.container('c1', '256M');
+  c.ok('create', 'd', '--size', '32M');
+  const dev = c.attach('d', 'h1', '--queues', '2');
+  const blocks = 4096; // 16 MiB of 4 KiB blocks, each stamped with its number, written in order one at a time
+  const file = path.join(c.dir, 'stamped');
+  const data = Buffer.alloc(blocks * 4096);
+  for (let i = 0; i < blocks; i++) data.fill(`block ${i} `, i * 4096, (i + 1) * 4096);
+  fs.writeFileSync(file, data);
+  const writer = spawn('dd', [`if=${file}`, `of=${dev}`, 'bs=4096', 'oflag=direct', 'status=none']);
+  const done = new Promise<number | null>((r) => writer.once('exit', r));
+  await sleep(3000);
+  const r = await c.vdiskAsync('snapshot', 'd', 'pit');
+  t.equal(r.status, 0, `snapshot taken while the writer runs ${r.err}`);
+  t.equal(await done, 0, 'the writer finished without error');
+  const snap = c.attach('pit');
+  const got = readDirect(snap, 0, blocks * 4096);
+  let k = 0;
+  while (k < blocks && got.subarray(k * 4096, (k + 1) * 4096).equals(data.subarray(k * 4096, (k + 1) * 4096))) k++;
+  let rest = true;
+  for (let i = k; i < blocks && rest; i++) rest = got.subarray(i * 4096, (i + 1) * 4096).equals(Buffer.alloc(4096));
+  t.ok(k > 0 && k < blocks, `the snapshot caught the writer midway (${k} of ${blocks} blocks)`);
+  t.ok(rest, 'every block after the first missing one is missing too: the snapshot is one point in time');
+  t.ok(readDirect(dev, 0, blocks * 4096).equals(data), 'the origin has every block');
+  t.equal(...check(c));
+});
+
+t.test('a chain of 10 snapshots and clones', async (t) => {
+  const c = Cluster.start('vd-chain');
+  t.teardown(() => c.stop());
+  c.container('c1', '256M');
+  c.ok('create', 'g0', '--size', '16M');
+  let dev = c.attach('g0');
+  const stamps: Buffer[] = [];
+  for (let i = 0; i < 10; i++) {
+    stamps.push(crypto.randomBytes(64 * 1024));
+    writeDirect(dev, i * MB, stamps[i]); // each generation writes its own segment
+    c.ok('snapshot', `g${i}`, `s${i}`);
+    c.ok('clone', `s${i}`, `g${i + 1}`);
+    c.ok('detach', `g${i}`);
+    dev = c.attach(`g${i + 1}`);
+  }
+  for (let i = 0; i < 10; i++) t.ok(readDirect(dev, i * MB, 64 * 1024).equals(stamps[i]), `g10 reads generation ${i}'s data`);
+  const s4 = c.attach('s4');
+  t.ok(readDirect(s4, 4 * MB, 64 * 1024).equals(stamps[4]), 's4 reads what g4 wrote');
+  t.ok(readDirect(s4, 5 * MB, 64 * 1024).equals(Buffer.alloc(64 * 1024)), 'and not what g5 wrote later');
+  t.equal(...check(c));
+  c.ok('detach', 's4');
+  c.ok('detach', 'g10');
+  for (let i = 0; i < 10; i++) c.ok('rm', `s${i}`);
+  for (let i = 0; i <= 9; i++) c.ok('rm', `g${i}`);
+  const used = c.json<Array<{ usedBytes: number }>>('container', 'ls')[0].usedBytes;
+  t.equal(used, 10 * MB, 'after removing everything but g10, exactly its 10 segments remain');
+  t.equal(...check(c));
+});
