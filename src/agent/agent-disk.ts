@@ -14,7 +14,9 @@ export interface DiskShape { diskId: number; name: string; size: number; segment
 
 /** The controller's answer to a fault (see DESIGN.md, "The mapping table"). */
 export type FaultAnswer =
-  | { action: 'entry'; entry: Entry; allocated?: boolean }
+  // allocated: the mapping changed (allocation, copy-on-write, reclaim), so other holders got it first;
+  // reclaimed: storage was released, so they drained their I/O to it (blocking) before the answer.
+  | { action: 'entry'; entry: Entry; allocated?: boolean; reclaimed?: boolean }
   | { action: 'error'; errno: number; setError?: boolean }
   | { action: 'delay'; ms: number };
 

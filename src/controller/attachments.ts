@@ -200,7 +200,9 @@ export class Attachments {
         encodeEntry(bytes, 0, answer.entry);
         await new Promise((resolve) => setImmediate(resolve)); // earlier replies first (see withDisk)
         await this.toHolders(disk, async (conn) => {
-          if (conn !== from) await conn.request('table.set', { diskId: disk.id, first: segment }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS });
+          if (conn !== from) {
+            await conn.request('table.set', { diskId: disk.id, first: segment, blocking: answer.reclaimed === true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS });
+          }
         });
       }
       return answer;

@@ -5,7 +5,7 @@
 // the stored entry (an agent that restarted or lost its lease reloads this way).
 import fs from 'node:fs';
 import { VdiskError } from '../errors.js';
-import { FAULT_DISCARD, FAULT_WRITE } from '../io/translator.js';
+import { FAULT_DISCARD, FAULT_RECLAIM, FAULT_WRITE } from '../io/translator.js';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import { STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../table/mapping-table.js';
@@ -90,8 +90,13 @@ export async function answerFault(store: Store, io: SegmentIo, disk: Disk, op: n
   let [entry] = await store.getEntries(disk, segment, 1);
   if (entry.states & STATE_ERROR) return { action: 'entry', entry }; // the agent installs E: the I/O fails with EIO
   if (entry.states & STATE_INVALID) return { action: 'error', errno: abi.EIO };
-  const writing = op === FAULT_WRITE || op === FAULT_DISCARD;
+  const writing = op === FAULT_WRITE || op === FAULT_DISCARD || op === FAULT_RECLAIM;
+  if (writing && disk.readOnly) return { action: 'error', errno: EROFS }; // the device refuses writes first; never allocate for one
   if (writing && held) return { action: 'delay', ms: HOLD_DELAY_MS }; // held No-write (operator, migration)
+  if (op === FAULT_RECLAIM) {
+    if (entry.states & STATE_ZERO) return { action: 'entry', entry };
+    return { action: 'entry', entry: await store.reclaimSegment(disk, segment), allocated: true, reclaimed: true };
+  }
   if (op === FAULT_WRITE && entry.states & STATE_ZERO) {
     try {
       entry = await store.allocateSegment(disk, segment, (e: Entry, length: number) => io.zero(e.container, e.offset, length));
@@ -102,7 +107,6 @@ export async function answerFault(store: Store, io: SegmentIo, disk: Disk, op: n
     return { action: 'entry', entry, allocated: true };
   }
   if (writing && entry.states & STATE_NO_WRITE) {
-    if (disk.readOnly) return { action: 'error', errno: EROFS };
     try {
       const r = await store.copyOnWrite(disk, segment, (from, to, length) => io.copy(from, to, length));
       return { action: 'entry', entry: r.entry, allocated: r.remapped };

@@ -281,6 +281,22 @@ export class Store {
     });
   }
 
+  /** A whole segment was discarded: the entry turns Zero and drops its reference (freed if it was the last). */
+  async reclaimSegment(disk: Disk, segment: number): Promise<Entry> {
+    checkRange(disk, segment, 1);
+    return this.db.transaction(async () => {
+      const chunk = Math.floor(segment / CHUNK_ENTRIES);
+      const data = await this.chunk(disk, chunk);
+      const k = segment - chunk * CHUNK_ENTRIES;
+      const e = decodeEntry(data, k);
+      if (!isMapped(e)) return e;
+      encodeEntry(data, k, ZERO_ENTRY);
+      await this.putChunk(disk.id, chunk, data);
+      await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
+      return ZERO_ENTRY;
+    });
+  }
+
   // ---- tables
 
   /** The whole table in the agents' layout (segments x 16 bytes). */

@@ -15,6 +15,8 @@ export const FAULTED = 1;
 export const FAULT_READ = 0;
 export const FAULT_WRITE = 1;
 export const FAULT_DISCARD = 2;
+/** A discard or write-zeroes covering a whole mapped segment: the controller may turn it to Zero and free it. */
+export const FAULT_RECLAIM = 3;
 
 export class Translator {
   readonly plan: Int32Array;
@@ -24,6 +26,9 @@ export class Translator {
   faultOp = 0;
   faultSegment = 0;
   faultStates = 0;
+
+  /** Fault whole-segment discards of mapped segments as FAULT_RECLAIM (a controller is there to answer). */
+  reclaimWholeSegments = false;
 
   private readonly capacity: number;
 
@@ -90,12 +95,13 @@ export class Translator {
       const states = t.load(seg);
       if (states & STATE_ERROR) return this.commit(tag, start, -abi.EIO);
       // Zero segments read as zeros and need nothing for discard; everything else not plainly mapped faults.
-      const blocked = kind === FAULT_READ
+      const reclaim = kind === FAULT_DISCARD && this.reclaimWholeSegments && len === segSize && (states & (STATE_ZERO | STATE_INVALID)) === 0;
+      const blocked = reclaim ? 1 : kind === FAULT_READ
         ? states & (STATE_INVALID | STATE_ALTERNATE)
         : states & (STATE_INVALID | STATE_NO_WRITE | STATE_ALTERNATE | (kind === FAULT_WRITE ? STATE_ZERO : 0));
       if (blocked) {
         this.n = start;
-        this.faultOp = kind;
+        this.faultOp = reclaim ? FAULT_RECLAIM : kind;
         this.faultSegment = seg;
         this.faultStates = states;
         return FAULTED;

@@ -67,6 +67,7 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
   const table = new MappingTable(args.table, { segments: args.segments, segmentSize: args.segmentSize });
   const tr = new Translator(table, new Int32Array(args.containerFds), Int32Array.from(args.flushFds), args.sectors,
     args.depth * abi.MAX_OPS_PER_TAG);
+  tr.reclaimWholeSegments = args.faults;
   const ready = new Uint32Array(args.depth * abi.READY_STRIDE);
   const completed = new Uint32Array(args.depth);
   const status = new Int32Array(abi.STATUS_LEN);

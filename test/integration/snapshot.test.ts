@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Cluster } from './cluster.js';
-import { readDirect, ublkAvailable, writeDirect } from './helpers.js';
+import { readDirect, run, ublkAvailable, writeDirect } from './helpers.js';
 
 const missing = ublkAvailable();
 if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
@@ -115,5 +115,32 @@ t.test('a chain of 10 snapshots and clones', async (t) => {
   for (let i = 0; i <= 9; i++) c.ok('rm', `g${i}`);
   const used = c.json<Array<{ usedBytes: number }>>('container', 'ls')[0].usedBytes;
   t.equal(used, 10 * MB, 'after removing everything but g10, exactly its 10 segments remain');
+  t.equal(...check(c));
+});
+
+t.test('discard frees whole segments, but never one a snapshot shares', async (t) => {
+  const c = Cluster.start('vd-discard');
+  t.teardown(() => c.stop());
+  c.container('c1', '256M');
+  c.ok('create', 'd', '--size', '32M');
+  const dev = c.attach('d');
+  const data = crypto.randomBytes(8 * MB);
+  writeDirect(dev, 0, data);
+  const used = () => c.json<Array<{ usedBytes: number }>>('container', 'ls')[0].usedBytes / MB;
+  t.equal(used(), 8, '8 segments written');
+  run('blkdiscard', ['-o', '0', '-l', String(2 * MB), dev]);
+  t.equal(used(), 6, 'discarding 2 whole segments frees them');
+  t.ok(readDirect(dev, 0, 2 * MB).equals(Buffer.alloc(2 * MB)), 'and they read zeros');
+  c.ok('snapshot', 'd', 's');
+  run('blkdiscard', ['-o', String(2 * MB), '-l', String(2 * MB), dev]);
+  t.equal(used(), 6, 'discarding segments a snapshot shares frees nothing');
+  t.ok(readDirect(dev, 2 * MB, 2 * MB).equals(Buffer.alloc(2 * MB)), 'the origin reads zeros there');
+  const s = c.attach('s');
+  t.ok(readDirect(s, 2 * MB, 2 * MB).equals(data.subarray(2 * MB, 4 * MB)), 'the snapshot still has the data');
+  const info = c.json<{ exclusiveBytes: number; sharedBytes: number }>('info', 'd');
+  t.same([info.exclusiveBytes / MB, info.sharedBytes / MB], [0, 4], 'info: the origin\'s 4 remaining segments are all shared');
+  c.ok('detach', 's');
+  c.ok('rm', 's');
+  t.equal(used(), 4, 'removing the snapshot frees exactly the 2 segments only it still held');
   t.equal(...check(c));
 });

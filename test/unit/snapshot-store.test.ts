@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { checkStore } from '../../src/controller/check.js';
 import { Store } from '../../src/controller/store.js';
-import { STATE_NO_WRITE, type Entry } from '../../src/table/mapping-table.js';
+import { STATE_NO_WRITE, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 
 const MB = 1 << 20;
 
@@ -117,4 +117,23 @@ t.test('out of space: info says so, and a new container makes room again', async
   await store.addContainer('more', '/tmp/never-opened-2.img', 8 * MB);
   t.equal((await store.diskInfo('full')).freeBytes, 8 * MB, 'a new container brings room');
   t.ok(await store.allocateSegment(full, 300), 'and allocations proceed');
+});
+
+t.test('reclaiming a whole segment frees it only when nobody else shares it', async (t) => {
+  const { store, d } = await setup(t);
+  const used = async () => (await store.listContainers())[0].usedBytes / MB;
+  const [e0] = await store.getEntries(d, 0, 1);
+  t.equal((await store.reclaimSegment(d, 0)).states, STATE_ZERO, 'the entry turns Zero');
+  t.equal(await used(), 3, 'an unshared segment is freed');
+  await store.snapshot('d', 's');
+  const [e1] = await store.getEntries(d, 1, 1);
+  await store.reclaimSegment(d, 1);
+  t.equal(await used(), 3, 'a shared one is not');
+  t.equal(await refcount(store, e1), 1, 'it just loses the origin\'s reference');
+  t.same({ ...(await store.getEntries(await store.disk('s'), 1, 1))[0], states: 0 }, { ...e1, states: 0 }, 'the snapshot still maps it');
+  await store.removeDisk('s');
+  t.equal(await used(), 2, 'removing the snapshot frees it');
+  const again = await store.allocateSegment(d, 5);
+  t.same([again.container, again.offset], [e0.container, e0.offset], 'freed space is reused');
+  t.ok((await checkStore(store)).ok, 'check: consistent');
 });

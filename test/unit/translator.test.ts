@@ -1,7 +1,7 @@
 // Translator: how ublk requests become plan records through the table (states, boundaries, merging).
 import t from 'tap';
 import * as abi from '../../src/native/abi.js';
-import { FAULTED, FAULT_DISCARD, FAULT_READ, FAULT_WRITE, PLANNED, Translator } from '../../src/io/translator.js';
+import { FAULTED, FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE, PLANNED, Translator } from '../../src/io/translator.js';
 import {
   MappingTable, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO,
 } from '../../src/table/mapping-table.js';
@@ -178,4 +178,20 @@ t.test('a request spread over too many segments fails instead of overrunning the
   tr.n = 0;
   tr.translate(1, abi.UBLK_IO_OP_READ, sectors(8 * 65536), 0);
   t.equal(tr.n, 9, '8 pieces and a commit fit');
+});
+
+t.test('with a controller, whole-segment discards of mapped segments fault as reclaims', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(6, 1, { states: STATE_NO_WRITE, container: 0, offset: 6 * SEG, alt: 0 });
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_DISCARD, sectors(SEG), sectors(2 * SEG)), PLANNED, 'without a controller a whole segment is punched');
+  tr.n = 0;
+  tr.reclaimWholeSegments = true;
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_DISCARD, sectors(SEG), sectors(2 * SEG)), FAULTED);
+  t.same([tr.faultOp, tr.faultSegment], [FAULT_RECLAIM, 2], 'a mapped segment: reclaim');
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_WRITE_ZEROES, sectors(SEG), sectors(6 * SEG)), FAULTED);
+  t.same([tr.faultOp, tr.faultSegment], [FAULT_RECLAIM, 6], 'a shared (No-write) one too: no copy for data about to go');
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_DISCARD, sectors(SEG / 2), sectors(3 * SEG)), PLANNED, 'half a segment is still punched');
+  tr.n = 0;
+  table.setRange(4, 1, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_DISCARD, sectors(SEG), sectors(4 * SEG)), PLANNED, 'a Zero segment needs nothing');
 });

@@ -1,7 +1,7 @@
 // `vdisk agent stop`: asks a host's agent to exit. Its devices stay (quiesced: I/O waits, nothing fails)
 // until an agent for that host id starts again and recovers them; detach first to remove them.
-import { Command, Option } from 'clipanion';
-import { defaultHostId } from '../../../agent/run.js';
+import { Command, Option, UsageError } from 'clipanion';
+import { checkHostId, defaultHostId } from '../../../agent/run.js';
 import { ControllerCommand } from '../../controller-command.js';
 
 export class AgentStopCommand extends ControllerCommand {
@@ -12,6 +12,11 @@ export class AgentStopCommand extends ControllerCommand {
 
   async run(): Promise<number> {
     const hostId = this.hostId ?? defaultHostId();
+    try {
+      checkHostId(hostId);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
     const r = await this.call<{ pid: number }>('agent.stop', { hostId });
     this.print(`vdisk agent ${hostId} (pid ${r.pid}) stopping`);
     return 0;

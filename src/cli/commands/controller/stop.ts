@@ -8,7 +8,7 @@ import { ControllerCommand } from '../../controller-command.js';
 
 export class ControllerStopCommand extends ControllerCommand {
   static override paths = [['controller', 'stop']];
-  static override usage = Command.Usage({ description: 'stop the controller (attached disks keep serving plain I/O)' });
+  static override usage = Command.Usage({ description: 'stop the controller (disks keep serving mapped I/O until the agents\' lease runs out)' });
 
   async run(): Promise<number> {
     try {
