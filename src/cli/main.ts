@@ -22,6 +22,7 @@ import { DetachCommand } from './commands/detach.js';
 import { CheckCommand } from './commands/check.js';
 import { CloneCommand } from './commands/clone.js';
 import { SnapshotCommand } from './commands/snapshot.js';
+import { MigrateCommand } from './commands/migrate.js';
 
 const cli = new Cli({ binaryLabel: 'vdisk', binaryName: 'vdisk', binaryVersion: '0.1.0' });
 cli.register(Builtins.HelpCommand);
@@ -31,5 +32,5 @@ cli.register(FeaturesCommand);
 for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ContainerAddCommand, ContainerLsCommand,
   ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand,
   AgentStartCommand, AgentStopCommand, AgentLsCommand, AttachCommand, DetachCommand,
-  SnapshotCommand, CloneCommand, CheckCommand]) cli.register(c);
+  SnapshotCommand, CloneCommand, CheckCommand, MigrateCommand]) cli.register(c);
 void cli.runExit(process.argv.slice(2));

@@ -13,6 +13,7 @@ import { AgentRegistry, DEFAULT_AGENT_LEASE_MS } from './agents.js';
 import { Attachments } from './attachments.js';
 import { checkStore } from './check.js';
 import { SegmentIo } from './faults.js';
+import { Migrator } from './migrate.js';
 import { prepareContainer } from './container-files.js';
 import { socketPath } from './paths.js';
 import { Store } from './store.js';
@@ -37,10 +38,12 @@ export class Controller {
   readonly agents = new AgentRegistry();
   readonly attachments: Attachments;
   private readonly io: SegmentIo;
+  readonly migrator: Migrator;
 
   private constructor(readonly dataDir: string, readonly store: Store) {
     this.attachments = new Attachments(store, this.agents, log);
     this.io = new SegmentIo(store);
+    this.migrator = new Migrator(store, this.attachments, this.io, log);
     this.stopped = new Promise((resolve) => { this.stopping = resolve; });
   }
 
@@ -57,6 +60,7 @@ export class Controller {
       await store.close();
       throw err;
     }
+    void c.migrator.resumeAll();
     return c;
   }
 
@@ -114,6 +118,16 @@ export class Controller {
     }),
     'disk.ls': async () => this.store.listDisks(),
     'disk.info': async (a) => this.store.diskInfo(str(a, 'name')),
+    'disk.migrate': async (a, caller) => {
+      let last = 0;
+      return this.migrator.migrate(str(a, 'name'), str(a, 'to'), (p) => {
+        // At most ~10 events a second, and always the last one.
+        if (p.done === p.total || Date.now() - last >= 100) {
+          last = Date.now();
+          caller.conn.sendEvent('migrate.progress', p);
+        }
+      });
+    },
     'disk.snapshot': async (a) => this.attachments.snapshot(str(a, 'name'), str(a, 'snapshot')),
     'disk.clone': async (a) => this.store.clone(str(a, 'snapshot'), str(a, 'name')),
     'check': async () => checkStore(this.store),

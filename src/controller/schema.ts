@@ -58,6 +58,12 @@ const MIGRATIONS: string[] = [
   // disk whose parent is the snapshot it was made from. Shared segments carry No-write in every sharer's table.
   `ALTER TABLE disks ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE disks ADD COLUMN parent_id INTEGER;`,
+  // 4: migrations in progress, resumed when the controller restarts.
+  `CREATE TABLE migrations (
+     disk_id INTEGER PRIMARY KEY REFERENCES disks(id) ON DELETE CASCADE,
+     to_container INTEGER NOT NULL REFERENCES containers(id),
+     started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ'))
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

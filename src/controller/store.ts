@@ -297,6 +297,53 @@ export class Store {
     });
   }
 
+  // ---- migration
+
+  /** Records a migration of the disk to a container (resumed after a controller restart); new allocations go there. */
+  async startMigration(name: string, to: string): Promise<{ disk: Disk; to: Container }> {
+    return this.db.transaction(async () => {
+      const disk = await this.disk(name);
+      if (disk.readOnly) throw new VdiskError(`${name} is a snapshot: its segments move with its origin's copies, not on their own`, { code: 'EROFS' });
+      const c = (await this.listContainers()).find((x) => x.name === to);
+      if (!c) throw new VdiskError(`no container named ${to}`, { code: 'ENOENT' });
+      if (c.failed) throw new VdiskError(`container ${to} has failed`, { code: 'EIO' });
+      await this.db.run('INSERT OR REPLACE INTO migrations (disk_id, to_container) VALUES (?, ?)', [disk.id, c.id]);
+      await this.db.run('UPDATE disks SET container_id = ? WHERE id = ?', [c.id, disk.id]);
+      return { disk: { ...disk, containerId: c.id }, to: c };
+    });
+  }
+
+  async migrations(): Promise<Array<{ diskId: number; to: number }>> {
+    return (await this.db.all<{ disk_id: number; to_container: number }>('SELECT * FROM migrations')).map((m) => ({ diskId: m.disk_id, to: m.to_container }));
+  }
+
+  async finishMigration(diskId: number): Promise<void> {
+    await this.db.transaction(async () => { await this.db.run('DELETE FROM migrations WHERE disk_id = ?', [diskId]); });
+  }
+
+  /**
+   * Moves one segment of the disk to container `to`: a new segment there receives a copy (inside the
+   * transaction), the entry is remapped and the old segment loses this disk's reference, all in one commit.
+   * Returns the new entry, or null when there was nothing to move.
+   */
+  async migrateSegment(disk: Disk, segment: number, to: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<Entry | null> {
+    checkRange(disk, segment, 1);
+    return this.db.transaction(async () => {
+      const chunk = Math.floor(segment / CHUNK_ENTRIES);
+      const data = await this.chunk(disk, chunk);
+      const k = segment - chunk * CHUNK_ENTRIES;
+      const e = decodeEntry(data, k);
+      if (!isMapped(e) || e.container === to || e.states & STATE_ERROR) return null;
+      const fresh = await this.allocateUnits(disk, to);
+      await copy(e, fresh, disk.segmentSize);
+      const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE }; // the copy is this disk's alone
+      encodeEntry(data, k, entry);
+      await this.putChunk(disk.id, chunk, data);
+      await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
+      return entry;
+    });
+  }
+
   // ---- tables
 
   /** The whole table in the agents' layout (segments x 16 bytes). */
@@ -460,11 +507,11 @@ export class Store {
   }
 
   /** One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. */
-  private async allocateUnits(disk: Disk): Promise<Entry> {
+  private async allocateUnits(disk: Disk, only: number | null = disk.containerId): Promise<Entry> {
     const units = disk.segmentSize / LOCATION_UNIT;
     const candidates = await this.db.all<ContainerRow>(
-      'SELECT * FROM containers WHERE failed = 0 ORDER BY (id = ?) DESC, id', [disk.containerId ?? -1]);
-    const usable = disk.containerId === null ? candidates : candidates.filter((c) => c.id === disk.containerId);
+      'SELECT * FROM containers WHERE failed = 0 ORDER BY (id = ?) DESC, id', [only ?? -1]);
+    const usable = only === null ? candidates : candidates.filter((c) => c.id === only);
     for (const c of usable) {
       const free = await this.db.get<{ unit: number }>('SELECT unit FROM free_extents WHERE container_id = ? AND units = ? LIMIT 1', [c.id, units]);
       let unit: number;

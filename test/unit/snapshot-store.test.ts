@@ -137,3 +137,25 @@ t.test('reclaiming a whole segment frees it only when nobody else shares it', as
   t.same([again.container, again.offset], [e0.container, e0.offset], 'freed space is reused');
   t.ok((await checkStore(store)).ok, 'check: consistent');
 });
+
+t.test('migration moves segments one transaction at a time and is resumable', async (t) => {
+  const { store, d } = await setup(t);
+  await store.addContainer('fast', '/tmp/never-opened-3.img', 64 * MB);
+  await store.snapshot('d', 's');
+  const { disk, to } = await store.startMigration('d', 'fast');
+  t.equal(disk.containerId, to.id, 'new allocations prefer the target');
+  t.same(await store.migrations(), [{ diskId: d.id, to: to.id }], 'the job is recorded');
+  await t.rejects(store.startMigration('s', 'fast'), { code: 'EROFS' }, 'a snapshot does not migrate on its own');
+  const copies: Entry[] = [];
+  for (let i = 0; i < d.segments; i++) await store.migrateSegment(disk, i, to.id, async (_from, dst) => { copies.push(dst); });
+  t.equal(copies.length, 4, 'the 4 mapped segments were copied (Zero ones need nothing)');
+  const e = await store.getEntries(disk, 0, 4);
+  t.ok(e.every((x) => x.container === to.id && x.states === 0), 'all on the target, writable (the copies are private)');
+  t.equal(await store.migrateSegment(disk, 0, to.id, async () => { t.fail('no second copy'); }), null, 'moving again is a no-op');
+  const info = await store.diskInfo('d');
+  t.same(info.perContainer, { fast: 4 * MB }, 'info: all on fast');
+  t.same((await store.diskInfo('s')).perContainer, { c: 4 * MB }, 'the snapshot keeps the originals');
+  await store.finishMigration(d.id);
+  t.same(await store.migrations(), [], 'job done');
+  t.ok((await checkStore(store)).ok, 'check: consistent');
+});
