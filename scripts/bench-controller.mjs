@@ -18,7 +18,7 @@ import { pathToFileURL } from 'node:url';
 const MiB = 1 << 20;
 const HOST = 'bench';
 /** The stand-in agent: answers table commands, starts no device. */
-const NO_DEVICE_HOST = 'bench-nodevice';
+export const NO_DEVICE_HOST = 'bench-nodevice';
 const BIG_SIZE = 2 ** 40;
 const THIN_SIZE = 2 * 1024 * MiB;
 const QUEUES = 1;
@@ -31,7 +31,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
  * The CLI, requests and a stand-in agent against the controller of dataDir (started by the caller with
  * `cli('controller', 'start')`). Needs no ublk, so the table part also runs natively on a host without it.
  */
-async function session(root, dataDir) {
+export async function session(root, dataDir) {
   const dist = (p) => import(pathToFileURL(path.join(root, 'dist', p)).href);
   const { connect } = await dist('protocol/client.js');
   const { MappingTable } = await dist('table/mapping-table.js');
@@ -73,11 +73,14 @@ async function session(root, dataDir) {
     }
   }
 
-  /** A stand-in agent in this process: the agent's real table code, but no device. */
+  /**
+   * A stand-in agent in this process: the agent's real table code (one table per disk), but no device. With no
+   * device there is no I/O in flight, so the blocking flag costs nothing: what remains is the table work.
+   */
   async function standIn() {
     const { conn } = await connect(sock, { role: 'agent', hostId: NO_DEVICE_HOST });
     const marks = {};
-    let table;
+    const tables = new Map();
     let reconciled;
     const ready = new Promise((resolve) => { reconciled = resolve; });
     conn.onRequest(async (op, args, payload) => {
@@ -88,21 +91,26 @@ async function session(root, dataDir) {
           return {};
         case 'table.create':
           marks.tableCreate = t;
-          table = MappingTable.create({ segments: Math.ceil(args.size / args.segmentSize), segmentSize: args.segmentSize });
+          tables.set(args.diskId, MappingTable.create({ segments: Math.ceil(args.size / args.segmentSize), segmentSize: args.segmentSize }));
           marks.tableCreated = performance.now();
           return {};
         case 'table.set':
           marks.tableSet = t;
-          table.loadBytes(args.first, payload);
+          tables.get(args.diskId).loadBytes(args.first, payload);
           marks.tableLoaded = performance.now();
           marks.entries = payload.byteLength / 16;
+          return {};
+        case 'table.states':
+          // A snapshot's No-write over the whole table, for instance.
+          tables.get(args.diskId).changeStates(args.first, args.count, args.bits, args.set === true);
+          marks.tableStates = { count: args.count, blocking: args.blocking === true, ms: Number((performance.now() - t).toFixed(2)) };
           return {};
         case 'device.start':
           marks.deviceStart = t;
           return { devId: 999_999, path: '/dev/null', queues: args.queues };
         case 'device.stop':
         case 'table.delete':
-          table = undefined;
+          tables.delete(args.diskId);
           return {};
         default:
           throw Object.assign(new Error(`the bench's stand-in agent does not do ${op}`), { code: 'EUNKNOWNOP' });
@@ -110,7 +118,7 @@ async function session(root, dataDir) {
     });
     await conn.request('agent.register', { pid: process.pid, leaseMs: 10_000, disks: [] });
     await ready; // the controller reconciles a new agent right after registering it
-    return { conn, marks };
+    return { conn, marks, tables };
   }
 
   /**
@@ -162,7 +170,7 @@ async function session(root, dataDir) {
     }
   }
 
-  return { main, env, cli, cliJson, rpc, attachWithoutDevice, faultsWithoutDevice };
+  return { main, env, cli, cliJson, rpc, standIn, attachWithoutDevice, faultsWithoutDevice };
 }
 
 /**

@@ -144,3 +144,31 @@ t.test('discard frees whole segments, but never one a snapshot shares', async (t
   t.equal(used(), 4, 'removing the snapshot frees exactly the 2 segments only it still held');
   t.equal(...check(c));
 });
+
+t.test('out of space: ENOSPC for new segments only, until a container is added', async (t) => {
+  const c = Cluster.start('vd-nospc');
+  t.teardown(() => c.stop());
+  c.container('small', '4M');
+  c.ok('create', 'd', '--size', '16M');
+  const dev = c.attach('d');
+  const data = crypto.randomBytes(4 * MB);
+  writeDirect(dev, 0, data);
+  const info = () => c.json<{ freeBytes: number; allocatedBytes: number }>('info', 'd');
+  t.equal(info().freeBytes, 0, 'info: no room left');
+  t.match(c.ok('info', 'd'), /out of space/, 'and says so');
+  const w = spawn('dd', [`of=${dev}`, 'bs=4096', `seek=${(8 * MB) / 4096}`, 'count=1', 'oflag=direct', 'status=none'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  let err = '';
+  w.stderr.on('data', (d) => { err += d; });
+  w.stdin.end(Buffer.alloc(4096, 7));
+  t.not(await new Promise((r) => w.once('exit', r)), 0, 'a write needing a new segment fails');
+  t.match(err, /No space left on device/, 'with ENOSPC');
+  const more = crypto.randomBytes(4096);
+  writeDirect(dev, MB, more);
+  t.ok(readDirect(dev, MB, 4096).equals(more), 'allocated segments keep taking writes');
+  t.ok(readDirect(dev, 2 * MB, 2 * MB).equals(data.subarray(2 * MB)), 'and reads');
+  c.container('big', '64M');
+  writeDirect(dev, 8 * MB, more);
+  t.ok(readDirect(dev, 8 * MB, 4096).equals(more), 'after adding a container, the write succeeds');
+  t.equal(info().allocatedBytes, 5 * MB, 'on one new segment');
+  t.equal(...check(c));
+});

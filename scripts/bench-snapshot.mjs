@@ -1,0 +1,334 @@
+// The snapshot part of `npm run bench` (the issue's item 9), through the real CLI and controller:
+//  1. snapshot of a 1 TiB disk (1,048,576 entries of 1 MiB) while it is attached: every agent holding it sets
+//     No-write on all entries with the blocking flag, then the store copies the table (target < 200 ms). Once
+//     for an empty thin disk, once for a thick 64 GiB disk (65,536 mapped entries), whose snapshot also adds a
+//     reference to each mapped segment: that part grows with the mapped entries, not with the data;
+//  2. the first write after a snapshot: 4k writes at random offsets, one per segment, to shared segments of an
+//     attached, fully written disk, at QD 1 and QD 16 (each one faults; the controller allocates a segment,
+//     copies 1 MiB, remaps: `--partial copy`), with the space amplification (container usedBytes growth per
+//     byte written). `--partial bitmap` (Alternate) is not implemented yet and is reported as such;
+//  3. 4k randread (the fio parameters of bench-run.mjs) on the 10th clone of a chain (each generation snapshotted
+//     and cloned from the previous, the data written at generation 0) against the plain origin, alternating.
+// hostSnapshotBench() is the ublk-free part, run natively on the host by bench.mjs (requests timed on the
+// controller's socket, a stand-in agent from bench-controller.mjs attached); snapshotBench() runs where ublk
+// exists (the VM of `npm run bench`), with the real agent and devices.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import { NO_DEVICE_HOST, session } from './bench-controller.mjs';
+
+const MiB = 1 << 20;
+const GiB = 1024 * MiB;
+const BIG_SIZE = 2 ** 40;
+const THICK_SIZE = 64 * GiB;
+const CHAIN = 10;
+const QUEUES = 1;
+const DEPTH = 128;
+/** The real agent's host id in snapshotBench (its own controller, so distinct from bench-controller's). */
+const HOST = 'bench-snap';
+const SNAPSHOT_TARGET_MS = 200;
+
+const ms = (t0) => Number((performance.now() - t0).toFixed(1));
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const round = (x, d = 3) => Number(x.toFixed(d));
+
+async function stateBits(root) {
+  const { STATE_NO_WRITE } = await import(pathToFileURL(path.join(root, 'dist', 'table', 'mapping-table.js')).href);
+  const { FAULT_WRITE } = await import(pathToFileURL(path.join(root, 'dist', 'io', 'translator.js')).href);
+  return { STATE_NO_WRITE, FAULT_WRITE };
+}
+
+/** Sum of usedBytes over all containers. */
+async function usedBytes(cliJson) {
+  return (await cliJson('container', 'ls')).reduce((a, c) => a + c.usedBytes, 0);
+}
+
+/** Writes `bytes` of random data at the start of a file (so that copies move real data, not holes). */
+function fillRandom(file, bytes) {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const buf = Buffer.alloc(4 * MiB);
+    for (let off = 0; off < bytes; off += buf.length) {
+      for (let k = 0; k < buf.length; k += 65536) buf.fill(Math.random() * 256, k, k + 65536);
+      buf.writeUInt32LE(off / MiB, 0);
+      fs.writeSync(fd, buf, 0, Math.min(buf.length, bytes - off), off);
+    }
+    fs.fdatasyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * The ublk-free part, natively on the host: snapshot requests with a stand-in agent holding the disk (its
+ * table.states over all entries is the agent's share), the controller's side of copy-on-write faults sent by
+ * the stand-in agent, and the cost of building the clone chain. o: { root, cows, log }.
+ */
+export async function hostSnapshotBench(o) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-bench-snap-'));
+  const dataDir = path.join(dir, 'data');
+  const { cli, cliJson, rpc, standIn } = await session(o.root, dataDir);
+  const { STATE_NO_WRITE, FAULT_WRITE } = await stateBits(o.root);
+  const out = { dir, fsType: fsType(dir) };
+  await cli('controller', 'start');
+  const agent = await standIn();
+  const attached = new Set();
+  const attach = async (name) => {
+    const r = await rpc('disk.attach', { name, hostId: NO_DEVICE_HOST, queues: QUEUES, depth: DEPTH });
+    attached.add(name);
+    return r.ms;
+  };
+  const detach = async (name) => {
+    await rpc('disk.detach', { name, hostId: NO_DEVICE_HOST, force: false });
+    attached.delete(name);
+  };
+  /** n snapshots of an attached disk as requests; the stand-in agent's table.states time of each. */
+  async function snapshots(disk, n, prefix) {
+    const runs = [];
+    for (let i = 0; i < n; i++) {
+      agent.marks.tableStates = undefined;
+      const r = await rpc('disk.snapshot', { name: disk, snapshot: `${prefix}${i}` });
+      const st = agent.marks.tableStates;
+      if (!st || st.count !== r.result.segments || st.blocking !== true) throw new Error(`snapshot of ${disk}: the agent got ${JSON.stringify(st)}`);
+      runs.push({ ms: r.ms, agentStatesMs: st.ms });
+    }
+    return { ms: median(runs.map((r) => r.ms)), agentStatesMs: median(runs.map((r) => r.agentStatesMs)), runsMs: runs.map((r) => r.ms) };
+  }
+  try {
+    const status = [];
+    for (let i = 0; i < 3; i++) status.push((await cli('controller', 'status', '--json')).ms);
+    out.cliStartupMs = median(status);
+
+    // ---- 1a. an empty thin 1 TiB disk, attached
+    await cli('container', 'add', 'big', '--path', path.join(dir, 'big.img'), '--size', '2G');
+    await cli('create', 'thin', '--size', '1T', '--segment-size', '1M', '--container', 'big');
+    const thin = { size: BIG_SIZE, entries: BIG_SIZE / MiB, mappedEntries: 0 };
+    thin.attachMs = await attach('thin');
+    thin.snapshotAttached = await snapshots('thin', 3, 'thin-s');
+    thin.snapshotCliMs = (await cli('snapshot', 'thin', 'thin-cli')).ms;
+    await detach('thin');
+    thin.snapshotDetachedMs = (await rpc('disk.snapshot', { name: 'thin', snapshot: 'thin-d' })).ms;
+    thin.cloneMs = (await rpc('disk.clone', { snapshot: 'thin-d', name: 'thin-c' })).ms;
+    for (const n of ['thin-c', 'thin-d', 'thin-cli', 'thin-s0', 'thin-s1', 'thin-s2', 'thin']) await rpc('disk.rm', { name: n });
+    out.thin1TiB = thin;
+    o.log(`host snapshot: 1 TiB thin attached ${thin.snapshotAttached.ms} ms (agent's table.states ${thin.snapshotAttached.agentStatesMs} ms), ` +
+      `detached ${thin.snapshotDetachedMs} ms, CLI ${thin.snapshotCliMs} ms`);
+
+    // ---- 1b. a thick 64 GiB disk (65,536 mapped entries) on a sparse container, attached
+    const cows = o.cows;
+    const thickFile = path.join(dir, 'thick.img');
+    // Room for the disk and for the copies of 2 x cows segments (a disk with --container allocates only there).
+    await cli('container', 'add', 'thick', '--path', thickFile, '--size', String(THICK_SIZE + 2 * cows * MiB));
+    const thick = { size: THICK_SIZE, entries: THICK_SIZE / MiB, mappedEntries: THICK_SIZE / MiB };
+    thick.createRequestMs = (await rpc('disk.create', { name: 'thick', size: THICK_SIZE, segmentSize: MiB, container: 'thick', thick: true })).ms;
+    thick.attachMs = await attach('thick');
+    thick.snapshotAttached = await snapshots('thick', 3, 'thick-s');
+    thick.perMappedEntryUs = round((thick.snapshotAttached.ms - out.thin1TiB.snapshotAttached.ms) * 1000 / thick.mappedEntries, 2);
+    o.log(`host snapshot: thick 64 GiB (65,536 mapped) created in ${thick.createRequestMs} ms, snapshot attached ${thick.snapshotAttached.ms} ms`);
+
+    // ---- 2. the controller's side of the first write after a snapshot: the stand-in agent sends write faults
+    // on No-write segments (refcount 4 after 3 snapshots): allocation, 1 MiB copy + fdatasync, commit.
+    fillRandom(thickFile, 2 * cows * MiB); // thick allocation starts at offset 0: segment i is the file's MiB i
+    const { id } = (await rpc('disk.info', { name: 'thick' })).result;
+    thick.cow = [];
+    for (const [i, c] of [1, 16].entries()) {
+      const before = await usedBytes(cliJson);
+      let next = i * cows;
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: c }, async () => {
+        while (next < (i + 1) * cows) {
+          const segment = next++;
+          const r = await agent.conn.request('fault', { diskId: id, op: FAULT_WRITE, segment, states: STATE_NO_WRITE }, { timeoutMs: 0 });
+          if (r.result?.action !== 'entry' || r.result.entry.states & STATE_NO_WRITE) throw new Error(`COW fault on segment ${segment}: ${JSON.stringify(r.result)}`);
+        }
+      }));
+      const elapsed = performance.now() - t0;
+      const growth = (await usedBytes(cliJson)) - before;
+      thick.cow.push({ concurrency: c, faults: cows, elapsedMs: round(elapsed, 1), faultsPerSec: Math.round(cows / (elapsed / 1000)),
+        meanMs: round(elapsed / cows * c, 2), usedGrowthBytes: growth, growthOk: growth === cows * MiB });
+    }
+    o.log(`host snapshot: controller-side COW faults ${thick.cow.map((f) => `${f.faultsPerSec}/s at ${f.concurrency}`).join(', ')}`);
+    await detach('thick');
+
+    // ---- 3. building a 10-deep clone chain (each generation: snapshot of the previous, then a clone of it)
+    thick.chain = [];
+    let prev = 'thick';
+    for (let g = 1; g <= CHAIN; g++) {
+      const s = (await rpc('disk.snapshot', { name: prev, snapshot: `g${g}s` })).ms;
+      const c = (await rpc('disk.clone', { snapshot: `g${g}s`, name: `g${g}` })).ms;
+      thick.chain.push({ generation: g, snapshotMs: s, cloneMs: c });
+      prev = `g${g}`;
+    }
+    const cr = await cli('check');
+    thick.checkOk = true;
+    thick.checkCliMs = cr.ms;
+    // Removing a snapshot drops a reference per mapped entry.
+    thick.rmSnapshotRequestMs = (await rpc('disk.rm', { name: 'thick-s0' })).ms;
+    out.thick64GiB = thick;
+    o.log(`host snapshot: chain of ${CHAIN} (snapshot + clone) ${thick.chain.map((x) => round(x.snapshotMs + x.cloneMs, 0)).join(', ')} ms; vdisk check ok`);
+  } finally {
+    for (const name of attached) await detach(name).catch((e) => o.log(`cleanup: ${e.message}`));
+    await agent.conn.close().catch(() => {});
+    await cli('controller', 'stop').catch((e) => o.log(`cleanup: ${e.message}`));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+/**
+ * Where ublk exists (the VM): the real agent. o: { root, dir, file (the bench's 1 GiB file of random data),
+ * runtime, rounds, cows, fio, sh, log, cliStartupMs }. Returns the report's `snapshot` section.
+ */
+export async function snapshotBench(o) {
+  const dataDir = path.join(o.dir, 'bench-snap-data');
+  const spare = path.join(o.dir, 'bench-snap-spare.img');
+  const { cli, cliJson, rpc } = await session(o.root, dataDir);
+  const out = { inVm: process.env.VDISK_IN_VM === '1', host: HOST, queues: QUEUES, depth: DEPTH };
+  const attached = new Set();
+  let agentStarted = false;
+  const attach = async (name) => {
+    const r = await cliJson('attach', name, '--host-id', HOST, '--queues', String(QUEUES), '--depth', String(DEPTH));
+    attached.add(name);
+    return r.device;
+  };
+  const detach = async (name) => {
+    await cli('detach', name);
+    attached.delete(name);
+  };
+  await cli('controller', 'start');
+  try {
+    await cli('agent', 'start', '--host-id', HOST);
+    agentStarted = true;
+
+    // ---- 1. snapshot of an attached 1 TiB thin disk, the real agent holding it with its device started
+    o.log('snapshot: 1 TiB thin disk, attached, snapshot requests');
+    await cli('container', 'add', 'big', '--path', path.join(o.dir, 'bench-snap-big.img'), '--size', '2G');
+    await cli('create', 'thin', '--size', '1T', '--segment-size', '1M', '--container', 'big');
+    await attach('thin');
+    const thin = { size: BIG_SIZE, entries: BIG_SIZE / MiB, runsMs: [] };
+    for (let i = 0; i < 2; i++) thin.runsMs.push((await rpc('disk.snapshot', { name: 'thin', snapshot: `thin-s${i}` })).ms);
+    thin.ms = Math.min(...thin.runsMs);
+    thin.cliMs = (await cli('snapshot', 'thin', 'thin-cli')).ms;
+    if (o.cliStartupMs) thin.cliMinusStartupMs = round(thin.cliMs - o.cliStartupMs, 1);
+    await detach('thin');
+    for (const n of ['thin-s0', 'thin-s1', 'thin-cli', 'thin']) await cli('rm', n);
+    out.thin1TiB = thin;
+    o.log(`snapshot: 1 TiB thin attached ${thin.runsMs.join(', ')} ms as requests, CLI ${thin.cliMs} ms`);
+
+    // ---- the origin: a thick disk on the bench file, full of random data (thick allocation starts at offset 0
+    // of a fresh container, so segment i is the file's MiB i). Copies go to a second, sparse container.
+    const size = fs.statSync(o.file).size;
+    await cli('container', 'add', 'data', '--path', o.file);
+    await cli('container', 'add', 'spare', '--path', spare, '--size', '2G');
+    await cli('create', 'origin', '--size', String(size), '--segment-size', '1M', '--thick');
+    const oinfo = await cliJson('info', 'origin');
+    if (oinfo.perContainer.data !== size || Object.keys(oinfo.perContainer).length !== 1) {
+      throw new Error(`the origin is not all on the bench file: ${JSON.stringify(oinfo.perContainer)}`);
+    }
+
+    // ---- 3. a chain of 10 clones, read against the origin
+    o.log(`snapshot: a chain of ${CHAIN} clones, 4k randread on the last one vs the origin`);
+    const chain = { depth: CHAIN, build: [] };
+    let prev = 'origin';
+    for (let g = 1; g <= CHAIN; g++) {
+      const s = (await rpc('disk.snapshot', { name: prev, snapshot: `g${g}s` })).ms;
+      const c = (await rpc('disk.clone', { snapshot: `g${g}s`, name: `g${g}` })).ms;
+      chain.build.push({ generation: g, snapshotMs: s, cloneMs: c });
+      prev = `g${g}`;
+    }
+    const originDev = await attach('origin');
+    const lastDev = await attach(prev);
+    chain.lastSameDataAsFile = sameData(lastDev, o.file, size);
+    chain.runs = { origin: [], clone: [] };
+    for (let r = 0; r < o.rounds; r++) {
+      const order = r % 2 === 0 ? ['origin', 'clone'] : ['clone', 'origin'];
+      for (const which of order) chain.runs[which].push(o.fio(which === 'origin' ? originDev : lastDev, 'randread'));
+      o.log(`snapshot: round ${r + 1} randread: origin ${chain.runs.origin.at(-1).iops.toFixed(0)} IOPS, ` +
+        `clone ${CHAIN} ${chain.runs.clone.at(-1).iops.toFixed(0)} IOPS`);
+    }
+    const oi = mean(chain.runs.origin.map((x) => x.iops));
+    const ci = mean(chain.runs.clone.map((x) => x.iops));
+    chain.summary = { originIops: Math.round(oi), cloneIops: Math.round(ci), ratio: round(ci / oi) };
+    out.cloneChain = chain; // the last clone stays attached: it must still read the file's data after the writes below
+
+    // ---- 2. first writes after a snapshot of the attached origin (its segments are shared with g1s too)
+    const cow = { segments: o.cows, segmentSize: MiB, partial: 'copy', runs: [] };
+    const t0 = performance.now();
+    cow.snapshotRequestMs = (await rpc('disk.snapshot', { name: 'origin', snapshot: 'cow-snap' })).ms;
+    cow.snapshotWithConnectMs = ms(t0);
+    cow.snapshotEntries = size / MiB;
+    o.log(`snapshot: first 4k writes after a snapshot, ${o.cows} segments at QD 1 and QD 16`);
+    const fioWrite = (offsetMiB, qd) => {
+      // One 4 KiB write at a random offset in each 1 MiB segment of [offset, offset + cows MiB), in order.
+      const w = fioJson(o.sh, ['--name=cow', `--filename=${originDev}`, '--rw=randwrite', '--bs=4k', '--zonemode=strided', '--zonesize=4k',
+        '--zonerange=1M', `--offset=${offsetMiB}M`, `--size=${o.cows}M`, `--number_ios=${o.cows}`, `--iodepth=${qd}`, '--numjobs=1',
+        '--ioengine=libaio', '--direct=1', '--randrepeat=0']).write;
+      return {
+        iodepth: qd, ios: w.total_ios, elapsedMs: w.runtime, iops: Math.round(w.total_ios / (w.runtime / 1000)), kibPerSec: w.bw,
+        clatMeanMs: round(w.clat_ns.mean / 1e6, 2), clatP99Ms: round(w.clat_ns.percentile['99.000000'] / 1e6, 2),
+      };
+    };
+    for (const [i, qd] of [1, 16].entries()) {
+      const before = await usedBytes(cliJson);
+      const run = fioWrite(i * o.cows, qd);
+      run.usedGrowthBytes = (await usedBytes(cliJson)) - before;
+      run.bytesWritten = run.ios * 4096;
+      run.spaceAmplification = round(run.usedGrowthBytes / run.bytesWritten, 1);
+      run.growthOk = run.usedGrowthBytes === o.cows * MiB && run.ios === o.cows;
+      cow.runs.push(run);
+      o.log(`snapshot: COW writes at QD ${qd}: ${run.ios} in ${run.elapsedMs} ms = ${run.iops}/s, clat mean ${run.clatMeanMs} ms, ` +
+        `p99 ${run.clatP99Ms} ms; used +${run.usedGrowthBytes / MiB} MiB`);
+    }
+    // The same writes again: the segments are the origin's own now, so no fault. The reference for the above.
+    cow.rewrite = fioWrite(0, 1);
+    // The writes went to copies: the shared segments (the bench file) are unchanged, as the last clone reads them.
+    cow.sharedUnchanged = sameData(lastDev, o.file, size);
+    const after = await cliJson('info', 'origin');
+    cow.originAfter = { allocatedBytes: after.allocatedBytes, exclusiveBytes: after.exclusiveBytes, sharedBytes: after.sharedBytes, perContainer: after.perContainer };
+    cow.bitmap = 'not implemented yet';
+    out.firstWriteAfterSnapshot = cow;
+    await detach(prev);
+    await detach('origin');
+    await cli('check');
+    out.checkOk = true;
+  } finally {
+    for (const name of attached) await cli('detach', name).catch((e) => o.log(`cleanup: ${e.message}`));
+    if (agentStarted) await cli('agent', 'stop', '--host-id', HOST).catch((e) => o.log(`cleanup: ${e.message}`));
+    await cli('controller', 'stop').catch((e) => o.log(`cleanup: ${e.message}`));
+    for (const f of [spare, path.join(o.dir, 'bench-snap-big.img')]) fs.rmSync(f, { force: true });
+  }
+  return out;
+}
+
+/** Compares a few 4 KiB blocks read through the device with the file at the same offsets. */
+function sameData(dev, file, size) {
+  const offsets = [0, Math.floor(size / 2 / MiB) * MiB + 4096, size - 4096];
+  const a = Buffer.alloc(4096);
+  const b = Buffer.alloc(4096);
+  const fa = fs.openSync(dev, 'r');
+  const fb = fs.openSync(file, 'r');
+  try {
+    return offsets.every((off) => {
+      fs.readSync(fa, a, 0, 4096, off);
+      fs.readSync(fb, b, 0, 4096, off);
+      return a.equals(b);
+    });
+  } finally {
+    fs.closeSync(fa);
+    fs.closeSync(fb);
+  }
+}
+
+function fsType(dir) {
+  const r = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : 'unknown';
+}
+
+function fioJson(sh, args) {
+  const out = sh('fio', [...args, '--output-format=json']);
+  return JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+}
