@@ -77,8 +77,8 @@ export async function session(root, dataDir) {
    * A stand-in agent in this process: the agent's real table code (one table per disk), but no device. With no
    * device there is no I/O in flight, so the blocking flag costs nothing: what remains is the table work.
    */
-  async function standIn() {
-    const { conn } = await connect(sock, { role: 'agent', hostId: NO_DEVICE_HOST });
+  async function standIn(hostId = NO_DEVICE_HOST) {
+    const { conn } = await connect(sock, { role: 'agent', hostId });
     const marks = {};
     const tables = new Map();
     let reconciled;
@@ -107,7 +107,7 @@ export async function session(root, dataDir) {
           return {};
         case 'device.start':
           marks.deviceStart = t;
-          return { devId: 999_999, path: '/dev/null', queues: args.queues };
+          return { devId: 900_000 + args.diskId, path: '/dev/null', queues: args.queues };
         case 'device.stop':
         case 'table.delete':
           tables.delete(args.diskId);

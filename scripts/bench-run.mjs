@@ -1,13 +1,15 @@
 // The benchmark body, run where ublk exists (inside the VM for `npm run bench`): builds one backing file,
 // then alternates fio runs on `vdisk loop` and on a kernel loop device over it, so drift hits both alike.
-// Then the controller benchmarks (bench-controller.mjs), which reuse that file as a thick disk's container.
-// Usage: bench-run.mjs OUT.json [--runtime S] [--rounds N] [--faults N] [--no-controller]
+// Then the controller benchmarks (bench-controller.mjs), which reuse that file as a thick disk's container, and
+// the snapshot benchmarks (bench-snapshot.mjs), which use it as the data of a snapshotted and cloned disk.
+// Usage: bench-run.mjs OUT.json [--runtime S] [--rounds N] [--faults N] [--cows N] [--no-controller] [--no-snapshot]
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { controllerBench, printController } from './bench-controller.mjs';
+import { printSnapshot, snapshotBench } from './bench-snapshot.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const [outFile, ...rest] = process.argv.slice(2);
@@ -17,6 +19,9 @@ const rounds = opt('--rounds', 2);
 // Map faults to take at each queue depth: 256, fewer for a quick check with a short --runtime.
 const faults = opt('--faults', Math.min(256, Math.max(32, runtime * 16)));
 const withController = !rest.includes('--no-controller');
+// First writes after a snapshot (copy-on-write faults) at each queue depth.
+const cows = opt('--cows', faults);
+const withSnapshot = !rest.includes('--no-snapshot');
 const dir = process.env.VDISK_TEST_DIR ?? os.tmpdir();
 const file = path.join(dir, 'bench-backing.img');
 const SIZE_MB = 1024;
@@ -78,6 +83,17 @@ if (withController) {
     console.error(`bench: the controller part failed: ${err.stack ?? err}`);
   }
 }
+let snapshot;
+let snapshotError;
+if (withSnapshot) {
+  try {
+    snapshot = await snapshotBench({ root, dir, file, runtime, rounds, cows, fio, sh, log: (m) => console.error(`bench: ${m}`),
+      cliStartupMs: controller?.cliStartupMs?.median });
+  } catch (err) {
+    snapshotError = err;
+    console.error(`bench: the snapshot part failed: ${err.stack ?? err}`);
+  }
+}
 fs.rmSync(file, { force: true });
 
 const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -92,6 +108,7 @@ const report = {
   fio: { bs: '4k', iodepth: 32, numjobs: 1, ioengine: 'libaio', direct: 1, runtime, rounds },
   vdisk: { queues: vdiskInfo.queues, depth: vdiskInfo.depth, direct: vdiskInfo.direct }, summary, runs: results,
   controller: controller ?? (controllerError ? { error: String(controllerError.message ?? controllerError) } : undefined),
+  snapshot: snapshot ?? (snapshotError ? { error: String(snapshotError.message ?? snapshotError) } : undefined),
 };
 fs.writeFileSync(outFile, JSON.stringify(report, null, 2) + '\n');
 const targets = { randread: 0.7, randwrite: 0.5 };
@@ -101,5 +118,6 @@ for (const rw of ['randread', 'randwrite']) {
   console.log(`${rw.padEnd(10)}  ${String(s.vdiskIops).padStart(15)}   ${String(s.kernelLoopIops).padStart(16)}   ${s.ratio.toFixed(2).padStart(5)}   >= ${targets[rw]}`);
 }
 if (controller) printController(controller);
+if (snapshot) printSnapshot(snapshot);
 console.log(`\n(${report.inVm ? 'QEMU TCG VM: absolute IOPS mean nothing, the ratios do' : 'native kernel'}; JSON: ${outFile})`);
-if (controllerError) process.exit(1);
+if (controllerError || snapshotError) process.exit(1);

@@ -1,8 +1,9 @@
 // The snapshot part of `npm run bench` (the issue's item 9), through the real CLI and controller:
 //  1. snapshot of a 1 TiB disk (1,048,576 entries of 1 MiB) while it is attached: every agent holding it sets
 //     No-write on all entries with the blocking flag, then the store copies the table (target < 200 ms). Once
-//     for an empty thin disk, once for a thick 64 GiB disk (65,536 mapped entries), whose snapshot also adds a
-//     reference to each mapped segment: that part grows with the mapped entries, not with the data;
+//     for an empty thin disk, once for a thick 64 GiB disk (65,536 mapped entries; bench.mjs --snapshot-thick GiB),
+//     whose snapshot also adds a reference to each mapped segment: that part grows with the mapped entries, which
+//     for a thin disk means with the data written;
 //  2. the first write after a snapshot: 4k writes at random offsets, one per segment, to shared segments of an
 //     attached, fully written disk, at QD 1 and QD 16 (each one faults; the controller allocates a segment,
 //     copies 1 MiB, remaps: `--partial copy`), with the space amplification (container usedBytes growth per
@@ -23,12 +24,13 @@ import { NO_DEVICE_HOST, session } from './bench-controller.mjs';
 const MiB = 1 << 20;
 const GiB = 1024 * MiB;
 const BIG_SIZE = 2 ** 40;
+/** The thick disk of the host part: 65,536 mapped entries (a fully mapped 1 TiB disk takes minutes to create). */
 const THICK_SIZE = 64 * GiB;
 const CHAIN = 10;
 const QUEUES = 1;
 const DEPTH = 128;
 /** The real agent's host id in snapshotBench (its own controller, so distinct from bench-controller's). */
-const HOST = 'bench-snap';
+const DEFAULT_HOST = 'bench-snap';
 const SNAPSHOT_TARGET_MS = 200;
 
 const ms = (t0) => Number((performance.now() - t0).toFixed(1));
@@ -75,6 +77,7 @@ export async function hostSnapshotBench(o) {
   const { STATE_NO_WRITE, FAULT_WRITE } = await stateBits(o.root);
   const out = { dir, fsType: fsType(dir) };
   await cli('controller', 'start');
+  const ctlPid = (await cliJson('controller', 'status')).pid;
   const agent = await standIn();
   const attached = new Set();
   const attach = async (name) => {
@@ -118,17 +121,18 @@ export async function hostSnapshotBench(o) {
     o.log(`host snapshot: 1 TiB thin attached ${thin.snapshotAttached.ms} ms (agent's table.states ${thin.snapshotAttached.agentStatesMs} ms), ` +
       `detached ${thin.snapshotDetachedMs} ms, CLI ${thin.snapshotCliMs} ms`);
 
-    // ---- 1b. a thick 64 GiB disk (65,536 mapped entries) on a sparse container, attached
+    // ---- 1b. a thick 64 GiB disk (65,536 mapped entries; o.thickGiB to change) on a sparse container, attached
     const cows = o.cows;
+    const thickSize = (o.thickGiB ?? THICK_SIZE / GiB) * GiB;
     const thickFile = path.join(dir, 'thick.img');
     // Room for the disk and for the copies of 2 x cows segments (a disk with --container allocates only there).
-    await cli('container', 'add', 'thick', '--path', thickFile, '--size', String(THICK_SIZE + 2 * cows * MiB));
-    const thick = { size: THICK_SIZE, entries: THICK_SIZE / MiB, mappedEntries: THICK_SIZE / MiB };
-    thick.createRequestMs = (await rpc('disk.create', { name: 'thick', size: THICK_SIZE, segmentSize: MiB, container: 'thick', thick: true })).ms;
+    await cli('container', 'add', 'thick', '--path', thickFile, '--size', String(thickSize + 2 * cows * MiB));
+    const thick = { size: thickSize, entries: thickSize / MiB, mappedEntries: thickSize / MiB };
+    thick.createRequestMs = (await rpc('disk.create', { name: 'thick', size: thickSize, segmentSize: MiB, container: 'thick', thick: true })).ms;
     thick.attachMs = await attach('thick');
     thick.snapshotAttached = await snapshots('thick', 3, 'thick-s');
     thick.perMappedEntryUs = round((thick.snapshotAttached.ms - out.thin1TiB.snapshotAttached.ms) * 1000 / thick.mappedEntries, 2);
-    o.log(`host snapshot: thick 64 GiB (65,536 mapped) created in ${thick.createRequestMs} ms, snapshot attached ${thick.snapshotAttached.ms} ms`);
+    o.log(`host snapshot: thick ${thickSize / GiB} GiB (${thick.mappedEntries} mapped) created in ${thick.createRequestMs} ms, snapshot attached ${thick.snapshotAttached.ms} ms`);
 
     // ---- 2. the controller's side of the first write after a snapshot: the stand-in agent sends write faults
     // on No-write segments (refcount 4 after 3 snapshots): allocation, 1 MiB copy + fdatasync, commit.
@@ -138,18 +142,23 @@ export async function hostSnapshotBench(o) {
     for (const [i, c] of [1, 16].entries()) {
       const before = await usedBytes(cliJson);
       let next = i * cows;
+      const lat = [];
       const t0 = performance.now();
       await Promise.all(Array.from({ length: c }, async () => {
         while (next < (i + 1) * cows) {
           const segment = next++;
+          const t1 = performance.now();
           const r = await agent.conn.request('fault', { diskId: id, op: FAULT_WRITE, segment, states: STATE_NO_WRITE }, { timeoutMs: 0 });
+          lat.push(performance.now() - t1);
           if (r.result?.action !== 'entry' || r.result.entry.states & STATE_NO_WRITE) throw new Error(`COW fault on segment ${segment}: ${JSON.stringify(r.result)}`);
         }
       }));
       const elapsed = performance.now() - t0;
       const growth = (await usedBytes(cliJson)) - before;
+      lat.sort((x, y) => x - y);
       thick.cow.push({ concurrency: c, faults: cows, elapsedMs: round(elapsed, 1), faultsPerSec: Math.round(cows / (elapsed / 1000)),
-        meanMs: round(elapsed / cows * c, 2), usedGrowthBytes: growth, growthOk: growth === cows * MiB });
+        meanMs: round(mean(lat), 2), p99Ms: round(lat[Math.min(lat.length - 1, Math.ceil(lat.length * 0.99) - 1)], 2),
+        usedGrowthBytes: growth, growthOk: growth === cows * MiB });
     }
     o.log(`host snapshot: controller-side COW faults ${thick.cow.map((f) => `${f.faultsPerSec}/s at ${f.concurrency}`).join(', ')}`);
     await detach('thick');
@@ -168,12 +177,12 @@ export async function hostSnapshotBench(o) {
     thick.checkCliMs = cr.ms;
     // Removing a snapshot drops a reference per mapped entry.
     thick.rmSnapshotRequestMs = (await rpc('disk.rm', { name: 'thick-s0' })).ms;
-    out.thick64GiB = thick;
+    out.thick = thick;
     o.log(`host snapshot: chain of ${CHAIN} (snapshot + clone) ${thick.chain.map((x) => round(x.snapshotMs + x.cloneMs, 0)).join(', ')} ms; vdisk check ok`);
   } finally {
     for (const name of attached) await detach(name).catch((e) => o.log(`cleanup: ${e.message}`));
     await agent.conn.close().catch(() => {});
-    await cli('controller', 'stop').catch((e) => o.log(`cleanup: ${e.message}`));
+    await stopController(cli, ctlPid, o.log);
     fs.rmSync(dir, { recursive: true, force: true });
   }
   return out;
@@ -182,14 +191,17 @@ export async function hostSnapshotBench(o) {
 /**
  * Where ublk exists (the VM): the real agent. o: { root, dir, file (the bench's 1 GiB file of random data),
  * runtime, rounds, cows, fio, sh, log, cliStartupMs }. Returns the report's `snapshot` section.
+ * o.hostId with o.agentRunning: an agent of that host id is already connected (a dry run of the control flow).
  */
 export async function snapshotBench(o) {
+  const HOST = o.hostId ?? DEFAULT_HOST;
   const dataDir = path.join(o.dir, 'bench-snap-data');
   const spare = path.join(o.dir, 'bench-snap-spare.img');
   const { cli, cliJson, rpc } = await session(o.root, dataDir);
   const out = { inVm: process.env.VDISK_IN_VM === '1', host: HOST, queues: QUEUES, depth: DEPTH };
   const attached = new Set();
   let agentStarted = false;
+  let ok = false;
   const attach = async (name) => {
     const r = await cliJson('attach', name, '--host-id', HOST, '--queues', String(QUEUES), '--depth', String(DEPTH));
     attached.add(name);
@@ -200,9 +212,12 @@ export async function snapshotBench(o) {
     attached.delete(name);
   };
   await cli('controller', 'start');
+  const ctlPid = (await cliJson('controller', 'status')).pid;
   try {
-    await cli('agent', 'start', '--host-id', HOST);
-    agentStarted = true;
+    if (!o.agentRunning) {
+      await cli('agent', 'start', '--host-id', HOST);
+      agentStarted = true;
+    }
 
     // ---- 1. snapshot of an attached 1 TiB thin disk, the real agent holding it with its device started
     o.log('snapshot: 1 TiB thin disk, attached, snapshot requests');
@@ -216,6 +231,8 @@ export async function snapshotBench(o) {
     if (o.cliStartupMs) thin.cliMinusStartupMs = round(thin.cliMs - o.cliStartupMs, 1);
     await detach('thin');
     for (const n of ['thin-s0', 'thin-s1', 'thin-cli', 'thin']) await cli('rm', n);
+    // Gone, so that the origin below (no --container: containers in id order) fills the bench file first.
+    await cli('container', 'rm', 'big');
     out.thin1TiB = thin;
     o.log(`snapshot: 1 TiB thin attached ${thin.runsMs.join(', ')} ms as requests, CLI ${thin.cliMs} ms`);
 
@@ -285,8 +302,11 @@ export async function snapshotBench(o) {
     }
     // The same writes again: the segments are the origin's own now, so no fault. The reference for the above.
     cow.rewrite = fioWrite(0, 1);
-    // The writes went to copies: the shared segments (the bench file) are unchanged, as the last clone reads them.
-    cow.sharedUnchanged = sameData(lastDev, o.file, size);
+    // Redirect-on-write: the origin reads its new data, the last clone still reads the shared segments of the
+    // bench file (read with O_DIRECT, past the page cache), and the file itself was not written.
+    const written = [[0, Math.min(4, o.cows)], [o.cows, Math.min(4, o.cows)]];
+    cow.sharedUnchanged = written.every(([first, n]) => readDirect(lastDev, first, n).equals(readFile(o.file, first, n)));
+    cow.originChanged = written.every(([first, n]) => !readDirect(originDev, first, n).equals(readFile(o.file, first, n)));
     const after = await cliJson('info', 'origin');
     cow.originAfter = { allocatedBytes: after.allocatedBytes, exclusiveBytes: after.exclusiveBytes, sharedBytes: after.sharedBytes, perContainer: after.perContainer };
     cow.bitmap = 'not implemented yet';
@@ -295,13 +315,48 @@ export async function snapshotBench(o) {
     await detach('origin');
     await cli('check');
     out.checkOk = true;
+    ok = true;
   } finally {
     for (const name of attached) await cli('detach', name).catch((e) => o.log(`cleanup: ${e.message}`));
     if (agentStarted) await cli('agent', 'stop', '--host-id', HOST).catch((e) => o.log(`cleanup: ${e.message}`));
-    await cli('controller', 'stop').catch((e) => o.log(`cleanup: ${e.message}`));
+    await stopController(cli, ctlPid, o.log);
     for (const f of [spare, path.join(o.dir, 'bench-snap-big.img')]) fs.rmSync(f, { force: true });
+    if (ok) fs.rmSync(dataDir, { recursive: true, force: true });
+    else o.log(`snapshot: the controller's data and logs stay in ${dataDir}`);
   }
   return out;
+}
+
+/**
+ * `vdisk controller stop`, then makes sure that the controller we started is gone: after a failure (a request
+ * that never got its answer) it may hang in its own shutdown, and it must not outlive the bench.
+ */
+async function stopController(cli, pid, log) {
+  await cli('controller', 'stop').catch((e) => log(`cleanup: ${e.message}`));
+  const alive = () => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
+  if (alive()) {
+    log(`cleanup: controller ${pid} still running 5 s after controller stop: killing it`);
+    process.kill(pid, 'SIGKILL');
+  }
+}
+
+/** Segments [first, first + n) of a device (1 MiB segments), read with O_DIRECT. */
+function readDirect(dev, first, n) {
+  const r = spawnSync('dd', [`if=${dev}`, 'iflag=direct', 'bs=1M', `skip=${first}`, `count=${n}`, 'status=none'], { maxBuffer: (n + 1) * MiB });
+  if (r.status !== 0) throw new Error(`dd from ${dev}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function readFile(file, first, n) {
+  const buf = Buffer.alloc(n * MiB);
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.readSync(fd, buf, 0, buf.length, first * MiB);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return buf;
 }
 
 /** Compares a few 4 KiB blocks read through the device with the file at the same offsets. */
@@ -331,4 +386,67 @@ function fsType(dir) {
 function fioJson(sh, args) {
   const out = sh('fio', [...args, '--output-format=json']);
   return JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+}
+
+function table(title, rows) {
+  const w = Math.max(title.length, ...rows.map((r) => r[0].length));
+  const v = Math.max(10, ...rows.map((r) => r[1].length));
+  console.log(`\n${title.padEnd(w)}  ${'value'.padStart(v)}   target      met`);
+  for (const r of rows) console.log(`${r[0].padEnd(w)}  ${r[1].padStart(v)}   ${r[2].padEnd(10)}  ${r[3]}`);
+}
+
+const sec = (x) => `${(x / 1000).toFixed(3)} s`;
+const yes = (ok) => (ok ? 'yes' : 'NO');
+const snapRow = (label, x) => [label, sec(x), `< ${SNAPSHOT_TARGET_MS / 1000} s`, yes(x < SNAPSHOT_TARGET_MS)];
+
+/** The host rows (the ublk-free part). */
+export function printSnapshotHost(h) {
+  const t = h.thin1TiB;
+  const k = h.thick;
+  const g = `${k.size / GiB} GiB`;
+  const n = k.mappedEntries.toLocaleString('en-US');
+  const fullyMapped = t.snapshotAttached.ms + (k.perMappedEntryUs * BIG_SIZE / MiB) / 1000;
+  const chain = k.chain.map((g) => g.snapshotMs + g.cloneMs);
+  table(`snapshots, host natively (stand-in agent attached, no ublk; ${h.fsType})`, [
+    snapRow('1 TiB thin, empty: snapshot, attached (request, median of 3)', t.snapshotAttached.ms),
+    ['  of which the agent: No-write on 1,048,576 entries, blocking', sec(t.snapshotAttached.agentStatesMs), '', ''],
+    ['  the same disk detached (store only, request)', sec(t.snapshotDetachedMs), '', ''],
+    [`  CLI wall ${sec(t.snapshotCliMs)}, minus CLI start-up`, sec(t.snapshotCliMs - h.cliStartupMs), '', ''],
+    [`${g} thick (${n} mapped entries): create (request)`, sec(k.createRequestMs), '', ''],
+    snapRow(`${g} thick: snapshot, attached (request, median of 3)`, k.snapshotAttached.ms),
+    [`  of which the agent: No-write on ${n} entries, blocking`, sec(k.snapshotAttached.agentStatesMs), '', ''],
+    ['  cost per mapped entry (reference counts, over the thin one)', `${k.perMappedEntryUs} us`, '', ''],
+    ...(k.size < BIG_SIZE ? [snapRow('  fully mapped 1 TiB, EXTRAPOLATED from that (not measured)', fullyMapped)] : []),
+    ...k.cow.map((f) => [`controller-side COW faults (1 MiB copy), ${f.concurrency} at a time (${f.faults}): rate, mean/p99`,
+      `${f.faultsPerSec} /s, ${f.meanMs}/${f.p99Ms} ms`, '-',
+      f.growthOk ? '(used +1 MiB each)' : 'USED GROWTH WRONG']),
+    [`${g} chain of ${CHAIN}: snapshot + clone per generation (median)`, sec(median(chain)), '', ''],
+    [`${g}: rm of a snapshot (drops ${n} references)`, sec(k.rmSnapshotRequestMs), '', ''],
+    ['vdisk check after all that', k.checkOk ? 'consistent' : 'FAILED', 'exit 0', yes(k.checkOk)],
+  ]);
+}
+
+/** The rows of the part with the real agent and devices (the VM of `npm run bench`). */
+export function printSnapshot(v) {
+  const t = v.thin1TiB;
+  const c = v.firstWriteAfterSnapshot;
+  const ch = v.cloneChain;
+  const lat = (r) => `${r.iops} /s, ${r.clatMeanMs}/${r.clatP99Ms} ms`;
+  table(`snapshots (in the ${v.inVm ? 'VM: absolute times are TCG times' : 'native run'}; real agent, devices started)`, [
+    v.inVm ? ['1 TiB thin, empty: snapshot, attached (request, best of 2)', sec(t.ms), `< ${SNAPSHOT_TARGET_MS / 1000} s`, 'n/a (TCG)']
+      : snapRow('1 TiB thin, empty: snapshot, attached (request, best of 2)', t.ms),
+    [`  CLI wall ${sec(t.cliMs)}, minus CLI start-up`, t.cliMinusStartupMs === undefined ? '-' : sec(t.cliMinusStartupMs), '', ''],
+    [`${c.snapshotEntries} MiB thick origin (${c.snapshotEntries} mapped entries): snapshot, attached`, sec(c.snapshotRequestMs), '', ''],
+    ...c.runs.map((r) => [`first 4k write after snapshot, --partial copy, QD ${r.iodepth} (${r.ios}): IOPS, clat mean/p99`, lat(r), '-',
+      r.growthOk ? '(used ok)' : 'USED GROWTH WRONG']),
+    ...c.runs.map((r) => [`  space amplification at QD ${r.iodepth} (used growth / bytes written)`, `${r.spaceAmplification}x`, '-', '']),
+    ['  the same 4k writes again, no fault (reference), QD 1', lat(c.rewrite), '', ''],
+    ['first 4k write after snapshot, --partial bitmap', 'not implemented yet', '-', '-'],
+    ['written segments: origin changed, clone 10 still reads the old data', `${yes(c.originChanged)}, ${yes(c.sharedUnchanged)}`, 'yes, yes',
+      yes(c.originChanged && c.sharedUnchanged)],
+    ['clone 10 reads the same data as the origin\'s file before the writes', yes(ch.lastSameDataAsFile), 'yes', yes(ch.lastSameDataAsFile)],
+    [`4k randread QD 32: clone ${ch.depth} deep / plain origin (${ch.summary.cloneIops} / ${ch.summary.originIops} IOPS)`,
+      ch.summary.ratio.toFixed(2), '~1.0', yes(ch.summary.ratio >= 0.95 && ch.summary.ratio <= 1.05)],
+    ['vdisk check at the end', v.checkOk ? 'consistent' : 'FAILED', 'exit 0', yes(v.checkOk)],
+  ]);
 }

@@ -3,12 +3,16 @@
 // a ublk host). Prints a table with the ratios and writes the JSON to bench-results/. Then the controller
 // benchmarks (scripts/bench-controller.mjs); when they run in the VM, their ublk-free part (create, attach
 // without device start, controller-side faults) also runs natively here first, where times mean something.
-// Options: --runtime S, --rounds N (fio), --faults N (map faults per queue depth), --no-controller.
+// The snapshot benchmarks (scripts/bench-snapshot.mjs) likewise: their ublk-free part (snapshot requests with a
+// stand-in agent attached, controller-side copy-on-write, clone chains) always runs natively here first.
+// Options: --runtime S, --rounds N (fio), --faults N (map faults per queue depth), --cows N (first writes after a
+// snapshot per queue depth), --snapshot-thick GiB (the host part's thick disk, default 64), --no-controller, --no-snapshot.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostTableBench, printHost } from './bench-controller.mjs';
+import { hostSnapshotBench, printSnapshotHost } from './bench-snapshot.mjs';
 import { ensureTools } from './ensure-tools.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -32,13 +36,23 @@ if (!native && !args.includes('--no-controller')) {
     console.error(`bench: the host part of the controller benchmarks failed: ${err.stack ?? err}`);
   }
 }
-const r = spawnSync(cmd[0], cmd.slice(1), { stdio: 'inherit', cwd: root });
-if (host) {
-  if (fs.existsSync(outFile)) {
-    const report = JSON.parse(fs.readFileSync(outFile, 'utf8'));
-    report.controller = { ...report.controller, hostNative: host };
-    fs.writeFileSync(outFile, JSON.stringify(report, null, 2) + '\n');
+let snap;
+if (!args.includes('--no-snapshot')) {
+  const opt = (name, def) => { const i = args.indexOf(name); return i >= 0 ? Number(args[i + 1]) : def; };
+  try {
+    snap = await hostSnapshotBench({ root, cows: opt('--cows', 64), thickGiB: opt('--snapshot-thick', undefined), log: (m) => console.error(`bench: ${m}`) });
+  } catch (err) {
+    snap = { error: String(err.message ?? err) };
+    console.error(`bench: the host part of the snapshot benchmarks failed: ${err.stack ?? err}`);
   }
-  if (!host.error) printHost(host);
 }
-process.exit(r.status !== 0 ? (r.status ?? 1) : host?.error ? 1 : 0);
+const r = spawnSync(cmd[0], cmd.slice(1), { stdio: 'inherit', cwd: root });
+if ((host || snap) && fs.existsSync(outFile)) {
+  const report = JSON.parse(fs.readFileSync(outFile, 'utf8'));
+  if (host) report.controller = { ...report.controller, hostNative: host };
+  if (snap) report.snapshot = { ...report.snapshot, hostNative: snap };
+  fs.writeFileSync(outFile, JSON.stringify(report, null, 2) + '\n');
+}
+if (host && !host.error) printHost(host);
+if (snap && !snap.error) printSnapshotHost(snap);
+process.exit(r.status !== 0 ? (r.status ?? 1) : host?.error || snap?.error ? 1 : 0);

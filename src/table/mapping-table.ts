@@ -121,14 +121,18 @@ export class MappingTable {
     for (let k = 0; k < count; k++) this.store(first + k, entry.states, entry.container, unit0 + k * step, entry.alt);
   }
 
-  /** Sets (set=true) or clears state bits over a range, keeping each entry's location. */
+  /**
+   * Sets (set=true) or clears state bits over a range, keeping each entry's location. Only the state word
+   * changes, in one atomic operation, so no reader can pair it with another location: the seqlock is not
+   * needed (and a million entries take a few milliseconds, not a hundred). Only the owning thread writes.
+   */
   changeStates(first: number, count: number, bits: number, set: boolean): void {
     this.checkRange(first, count);
     if ((bits & ~STATE_MASK) !== 0) throw new RangeError(`unknown state bits ${bits}`);
+    const w = this.words;
     for (let i = first; i < first + count; i++) {
-      const states = this.load(i);
-      const next = set ? states | bits : states & ~bits;
-      this.store(i, next, this.container, this.offset / LOCATION_UNIT, this.alt);
+      if (set) Atomics.or(w, i * WORDS + W_STATE, bits);
+      else Atomics.and(w, i * WORDS + W_STATE, ~bits);
     }
   }
 
