@@ -1,17 +1,18 @@
 #!/bin/sh
 # The quick-start demo, run where ublk exists (scripts/demo.mjs starts it natively or in the VM): a controller
-# and an agent, a thin disk with ext4 on it, storage allocated only where written, the agent killed with
-# kill -9 and recovered without the file system noticing, detach and re-attach with the data intact.
+# and an agent, a thin disk with ext4 on it, storage allocated only where written, a snapshot, a change, a
+# clone that still reads the old data, the agent killed with kill -9 and recovered without the file system
+# noticing, detach and re-attach with the data intact.
 set -eu
 cd "$(dirname "$0")/.."
 vdisk() { node dist/cli/main.js "$@"; }
 dir=${VDISK_TEST_DIR:-/tmp}/vdisk-demo
-rm -rf "$dir" && mkdir -p "$dir/mnt"
+rm -rf "$dir" && mkdir -p "$dir/mnt" "$dir/clone"
 export VDISK_DATA_DIR="$dir/data"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() {
-  mountpoint -q "$dir/mnt" && umount "$dir/mnt"
-  vdisk detach demo >/dev/null 2>&1 || true
+  for m in "$dir/mnt" "$dir/clone"; do mountpoint -q "$m" && umount "$m"; done
+  for d in demo demo-clone; do vdisk detach "$d" >/dev/null 2>&1 || true; done
   for pid in $(vdisk agent ls --json 2>/dev/null | sed -n 's/.*"pid":\([0-9]*\).*/\1/p'); do kill "$pid" 2>/dev/null || true; done
   vdisk controller stop >/dev/null 2>&1 || true
 }
@@ -40,6 +41,25 @@ df -h "$dir/mnt" | tail -1
 step "thin provisioning: only the segments ext4 wrote have storage"
 vdisk info demo
 
+step "snapshot it (file system frozen for a clean point in time), then change the origin"
+fsfreeze -f "$dir/mnt"
+vdisk snapshot demo demo-monday
+fsfreeze -u "$dir/mnt"
+echo "changed after the snapshot" > "$dir/mnt/hello.txt"
+sync
+cat "$dir/mnt/hello.txt"
+
+step "clone the snapshot and attach the clone: it reads the old data (copy-on-write keeps both)"
+vdisk clone demo-monday demo-clone
+clone=$(vdisk attach demo-clone --host-id demo-host)
+mount "$clone" "$dir/clone"
+cat "$dir/clone/hello.txt"
+[ "$(sha256sum "$dir/clone/random.bin" | cut -d' ' -f1)" = "$sum" ] && echo "random.bin on the clone: checksum matches"
+umount "$dir/clone"
+vdisk detach demo-clone
+vdisk ls
+vdisk info demo
+
 step "kill -9 the agent while the file system is mounted, then start a new one"
 pid=$(vdisk agent ls --json | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
 kill -9 "$pid"
@@ -62,6 +82,9 @@ cat "$dir/mnt/hello.txt"
 [ "$(sha256sum "$dir/mnt/random.bin" | cut -d' ' -f1)" = "$sum" ] && echo "random.bin: checksum matches ($sum)"
 umount "$dir/mnt"
 vdisk detach demo
+vdisk rm demo-clone
+vdisk rm demo-monday
 vdisk rm demo
+vdisk check
 vdisk container ls
 step "demo done"
