@@ -21,7 +21,7 @@ if (!fs.existsSync(path.join(root, 'dist', 'cli', 'main.js')) || !fs.existsSync(
 const native = fs.existsSync('/dev/ublk-control') && process.getuid?.() === 0 && !process.env.VDISK_FORCE_VM;
 const cmd = native
   ? tap
-  : [path.join(root, 'scripts', 'vm', 'run'), '--scratch', process.env.VDISK_VM_SCRATCH_SIZE ?? '4G', '--timeout', '3000',
+  : [path.join(root, 'scripts', 'vm', 'run'), '--scratch', process.env.VDISK_VM_SCRATCH_SIZE ?? '4G', '--timeout', '4800',
     // 4 vCPUs so that 4-queue devices really get 4 queues (ublk grants one per CPU at most).
     '--smp', '4', '--',
     path.join(root, 'scripts', 'in-vm.sh'), ...tap];

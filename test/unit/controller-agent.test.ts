@@ -76,7 +76,7 @@ t.test('attach: table.create, then the whole table in bulk (all Zero), then devi
   t.same(r, { device: '/dev/ublkb7', devId: 7, hostId: 'hx', queues: 1 });
   t.same(hx.ops(), ['table.create', 'table.set', 'device.start']);
   const [create, set, start] = hx.got.filter((g) => g.op !== 'containers.set');
-  t.same(create.args, { diskId: disk.id, name: 'd1', size: SEGMENTS * SEG, segmentSize: SEG });
+  t.same(create.args, { diskId: disk.id, name: 'd1', size: SEGMENTS * SEG, segmentSize: SEG, readOnly: false });
   t.match(set.args, { diskId: disk.id, first: 0 });
   t.equal(set.payload?.length, SEGMENTS * ENTRY_BYTES, 'one 16-byte entry per segment');
   t.ok(entriesOf(set.payload).every((e) => e.states === STATE_ZERO), 'a thin disk is all Zero');
