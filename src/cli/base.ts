@@ -1,6 +1,7 @@
 // Shared behaviour of every vdisk command: user mistakes are clipanion UsageErrors (exit 1, with usage);
 // failures of the system print one line "vdisk: ..." and exit 2, never a stack trace.
 import { Command, UsageError } from 'clipanion';
+import { checkHostId, defaultHostId } from '../agent/run.js';
 import { parseSize } from '../util/size.js';
 
 export abstract class VdiskCommand extends Command {
@@ -26,6 +27,17 @@ export function intOption(name: string, text: string | undefined, def: number, m
     throw new UsageError(`${name} must be a whole number from ${min} to ${max}, not "${text}"`);
   }
   return v;
+}
+
+/** --host-id, defaulting to this host's name; a malformed id is a usage error. */
+export function hostIdOption(text: string | undefined): string {
+  const hostId = text ?? defaultHostId();
+  try {
+    checkHostId(hostId);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return hostId;
 }
 
 export function sizeOption(name: string, text: string | undefined, def: number): number {

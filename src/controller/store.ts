@@ -255,27 +255,20 @@ export class Store {
    * the old one; if nobody else references it any more, No-write is simply cleared.
    */
   async copyOnWrite(disk: Disk, segment: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<{ entry: Entry; remapped: boolean }> {
-    checkRange(disk, segment, 1);
-    return this.db.transaction(async () => {
-      const chunk = Math.floor(segment / CHUNK_ENTRIES);
-      const data = await this.chunk(disk, chunk);
-      const k = segment - chunk * CHUNK_ENTRIES;
-      const e = decodeEntry(data, k);
+    return this.updateEntry(disk, segment, async (e, put) => {
       if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return { entry: e, remapped: false };
       if (disk.readOnly) throw new VdiskError(`${disk.name} is a read-only snapshot`, { code: 'EROFS' });
       const unit = e.offset / LOCATION_UNIT;
       const a = await this.db.get<{ refcount: number }>('SELECT refcount FROM allocations WHERE container_id = ? AND unit = ?', [e.container, unit]);
       if (!a || a.refcount <= 1) {
         const entry = { ...e, states: e.states & ~STATE_NO_WRITE };
-        encodeEntry(data, k, entry);
-        await this.putChunk(disk.id, chunk, data);
+        await put(entry);
         return { entry, remapped: false };
       }
       const fresh = await this.allocateUnits(disk);
       await copy(e, fresh, disk.segmentSize);
       const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE };
-      encodeEntry(data, k, entry);
-      await this.putChunk(disk.id, chunk, data);
+      await put(entry);
       await this.release(e.container, unit, disk.segmentSize / LOCATION_UNIT);
       return { entry, remapped: true };
     });
@@ -283,15 +276,9 @@ export class Store {
 
   /** A whole segment was discarded: the entry turns Zero and drops its reference (freed if it was the last). */
   async reclaimSegment(disk: Disk, segment: number): Promise<Entry> {
-    checkRange(disk, segment, 1);
-    return this.db.transaction(async () => {
-      const chunk = Math.floor(segment / CHUNK_ENTRIES);
-      const data = await this.chunk(disk, chunk);
-      const k = segment - chunk * CHUNK_ENTRIES;
-      const e = decodeEntry(data, k);
+    return this.updateEntry(disk, segment, async (e, put) => {
       if (!isMapped(e)) return e;
-      encodeEntry(data, k, ZERO_ENTRY);
-      await this.putChunk(disk.id, chunk, data);
+      await put(ZERO_ENTRY);
       await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
       return ZERO_ENTRY;
     });
@@ -327,18 +314,12 @@ export class Store {
    * Returns the new entry, or null when there was nothing to move.
    */
   async migrateSegment(disk: Disk, segment: number, to: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<Entry | null> {
-    checkRange(disk, segment, 1);
-    return this.db.transaction(async () => {
-      const chunk = Math.floor(segment / CHUNK_ENTRIES);
-      const data = await this.chunk(disk, chunk);
-      const k = segment - chunk * CHUNK_ENTRIES;
-      const e = decodeEntry(data, k);
+    return this.updateEntry(disk, segment, async (e, put) => {
       if (!isMapped(e) || e.container === to || e.states & STATE_ERROR) return null;
       const fresh = await this.allocateUnits(disk, to);
       await copy(e, fresh, disk.segmentSize);
       const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE }; // the copy is this disk's alone
-      encodeEntry(data, k, entry);
-      await this.putChunk(disk.id, chunk, data);
+      await put(entry);
       await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
       return entry;
     });
@@ -386,17 +367,12 @@ export class Store {
    * Idempotent: if the segment was allocated meanwhile (two faults racing), the existing entry is returned.
    */
   async allocateSegment(disk: Disk, segment: number, prepare?: Prepare): Promise<Entry> {
-    checkRange(disk, segment, 1);
-    return this.db.transaction(async () => {
-      const chunk = Math.floor(segment / CHUNK_ENTRIES);
-      const data = await this.chunk(disk, chunk);
-      const current = decodeEntry(data, segment - chunk * CHUNK_ENTRIES);
+    return this.updateEntry(disk, segment, async (current, put) => {
       if ((current.states & STATE_ZERO) === 0) return current;
       const entry = await this.allocateUnits(disk);
       // Inside the transaction: a crash before the segment is zeroed must not leave it mapped.
       if (prepare) await prepare(entry, disk.segmentSize);
-      encodeEntry(data, segment - chunk * CHUNK_ENTRIES, entry);
-      await this.putChunk(disk.id, chunk, data);
+      await put(entry);
       return entry;
     });
   }
@@ -495,6 +471,20 @@ export class Store {
   }
 
   // ---- allocation internals (callers hold a transaction)
+
+  /** One transaction over entry `segment`: fn sees it and may replace it with put() (the chunk is rewritten). */
+  private updateEntry<T>(disk: Disk, segment: number, fn: (e: Entry, put: (e: Entry) => Promise<void>) => Promise<T>): Promise<T> {
+    checkRange(disk, segment, 1);
+    return this.db.transaction(async () => {
+      const chunk = Math.floor(segment / CHUNK_ENTRIES);
+      const data = await this.chunk(disk, chunk);
+      const k = segment - chunk * CHUNK_ENTRIES;
+      return fn(decodeEntry(data, k), async (e) => {
+        encodeEntry(data, k, e);
+        await this.putChunk(disk.id, chunk, data);
+      });
+    });
+  }
 
   private async putChunk(diskId: number, chunk: number, data: Buffer): Promise<void> {
     await this.db.run('INSERT OR REPLACE INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [diskId, chunk, data]);

@@ -1,10 +1,9 @@
 // `vdisk attach DISK`: serve the disk on this host (or --host-id's) as /dev/ublkbN and print the path.
 // Starts the host's agent when none is connected.
-import { Command, Option, UsageError } from 'clipanion';
-import { checkHostId, defaultHostId } from '../../agent/run.js';
+import { Command, Option } from 'clipanion';
 import type { VdiskError } from '../../errors.js';
 import { startAgent } from '../agent-starter.js';
-import { intOption } from '../base.js';
+import { hostIdOption, intOption } from '../base.js';
 import { ControllerCommand } from '../controller-command.js';
 
 interface Attached { device: string; devId: number; hostId: string; queues: number }
@@ -23,12 +22,7 @@ export class AttachCommand extends ControllerCommand {
   json = Option.Boolean('--json', false, { description: 'print as JSON' });
 
   async run(): Promise<number> {
-    const hostId = this.hostId ?? defaultHostId();
-    try {
-      checkHostId(hostId);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    const hostId = hostIdOption(this.hostId);
     const args = { name: this.name, hostId, queues: intOption('--queues', this.queues, 1, 1, 16), depth: intOption('--depth', this.depth, 128, 1, 4096) };
     let r: Attached;
     try {

@@ -3,7 +3,8 @@
 import { Command, Option, UsageError } from 'clipanion';
 import { VdiskError } from '../../../errors.js';
 import { agentLogPath, socketPath } from '../../../controller/paths.js';
-import { checkHostId, defaultHostId, runAgent } from '../../../agent/run.js';
+import { runAgent } from '../../../agent/run.js';
+import { hostIdOption } from '../../base.js';
 import { ControllerCommand } from '../../controller-command.js';
 import { startAgent } from '../../agent-starter.js';
 
@@ -19,12 +20,7 @@ export class AgentStartCommand extends ControllerCommand {
   foreground = Option.Boolean('--foreground', false, { description: 'run in this process instead of in the background' });
 
   async run(): Promise<number> {
-    const hostId = this.hostId ?? defaultHostId();
-    try {
-      checkHostId(hostId);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    const hostId = hostIdOption(this.hostId);
     const leaseS = this.lease === undefined ? 10 : Number(this.lease);
     if (!Number.isFinite(leaseS) || leaseS < 0.5 || leaseS > 3600) throw new UsageError(`--lease must be a number of seconds from 0.5 to 3600, not "${this.lease}"`);
     const leaseMs = Math.round(leaseS * 1000);
