@@ -16,9 +16,12 @@ export interface DiskShape { diskId: number; name: string; size: number; segment
 export type FaultAnswer =
   // allocated: the mapping changed (allocation, copy-on-write, reclaim), so other holders got it first;
   // reclaimed: storage was released, so they drained their I/O to it (blocking) before the answer.
-  | { action: 'entry'; entry: Entry; allocated?: boolean; reclaimed?: boolean }
+  | { action: 'entry'; entry: Entry; allocated?: boolean; reclaimed?: boolean; alternate?: Alternate }
   | { action: 'error'; errno: number; setError?: boolean }
   | { action: 'delay'; ms: number };
+
+/** An alternate location record (the entry names its slot); installed before the entry that names it. */
+export interface Alternate { slot: number; container: number; offset: number; bitmap: Buffer }
 
 /** Sends one fault to the controller, waiting for a connection as long as it takes; installs via onAnswer. */
 export type FaultSender = (disk: AgentDisk, f: Fault, onAnswer: (a: FaultAnswer) => void) => Promise<FaultAnswer>;
@@ -80,6 +83,12 @@ export class AgentDisk {
     this.table.loadBytes(first, bytes);
   }
 
+  /** The controller's alternate location for a slot (before any entry naming it, or more bits for it). */
+  setAlternate(a: Alternate): void {
+    if (!this.table.alternates) throw new RangeError('this table has no alternate locations');
+    this.table.alternates.set(a.slot, a.container, a.offset, a.bitmap);
+  }
+
   /** Lease expired: nothing cached may be used until the controller reloads the table. */
   suspend(): void {
     this.table.changeStates(0, this.table.segments, STATE_INVALID, true);
@@ -104,7 +113,10 @@ export class AgentDisk {
 
   /** Applies an answer; runs synchronously as the reply is decoded. */
   private install(f: Fault, a: FaultAnswer): void {
-    if (a.action === 'entry') this.table.setRange(f.segment, 1, a.entry);
+    if (a.action === 'entry') {
+      if (a.alternate) this.setAlternate(a.alternate);
+      this.table.setRange(f.segment, 1, a.entry);
+    }
     else if (a.action === 'error' && a.setError) this.table.changeStates(f.segment, 1, STATE_ERROR, true);
   }
 
@@ -118,7 +130,12 @@ export function parseAnswer(v: unknown): FaultAnswer {
   if (a && a.action === 'entry' && typeof a.entry === 'object' && a.entry !== null) {
     const e = a.entry as Record<string, unknown>;
     if ([e.states, e.container, e.offset].every((x) => Number.isInteger(x))) {
-      return { action: 'entry', entry: { states: e.states as number, container: e.container as number, offset: e.offset as number, alt: Number(e.alt ?? 0) | 0 } };
+      const entry = { states: e.states as number, container: e.container as number, offset: e.offset as number, alt: Number(e.alt ?? 0) | 0 };
+      const alt = a.alternate as Record<string, unknown> | undefined;
+      if (alt && [alt.slot, alt.container, alt.offset].every((x) => Number.isInteger(x)) && typeof alt.bitmap === 'string') {
+        return { action: 'entry', entry, alternate: { slot: alt.slot as number, container: alt.container as number, offset: alt.offset as number, bitmap: Buffer.from(alt.bitmap, 'base64') } };
+      }
+      return { action: 'entry', entry };
     }
   }
   if (a && a.action === 'error' && Number.isInteger(a.errno) && (a.errno as number) > 0) return { action: 'error', errno: a.errno as number, setError: a.setError === true };

@@ -130,7 +130,7 @@ export class Agent {
       const conn = this.conn ?? await this.ready;
       let answer: FaultAnswer | undefined;
       try {
-        await conn.request('fault', { diskId: disk.id, op: f.op, segment: f.segment, states: f.states }, {
+        await conn.request('fault', { diskId: disk.id, op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length }, {
           timeoutMs: 0,
           onReply: (r) => {
             answer = parseAnswer(r.result);
@@ -206,6 +206,12 @@ export class Agent {
         if (!payload) throw new VdiskError('table.set needs the entries as a binary payload', { code: 'EINVAL' });
         d.setEntries(int(args, 'first'), payload);
         if (args.blocking === true) await d.barrier();
+        return {};
+      }
+      case 'table.alt': {
+        const d = this.disk(args);
+        if (!payload) throw new VdiskError('table.alt needs the bitmap as a binary payload', { code: 'EINVAL' });
+        d.setAlternate({ slot: int(args, 'slot'), container: int(args, 'container'), offset: int(args, 'offset'), bitmap: payload });
         return {};
       }
       case 'table.states': {

@@ -3,6 +3,7 @@
 import { Command, UsageError } from 'clipanion';
 import { checkHostId, defaultHostId } from '../agent/run.js';
 import { parseSize } from '../util/size.js';
+import { COW_MODES, PARTIAL_MODES, type Modes } from '../controller/modes.js';
 
 export abstract class VdiskCommand extends Command {
   abstract run(): Promise<number>;
@@ -39,6 +40,16 @@ export function hostIdOption(text: string | undefined): string {
   }
   return hostId;
 }
+
+/** --cow and --partial of create and clone, checked here so a typo is a usage error, not a controller one. */
+export function modesOption(cow: string | undefined, partial: string | undefined): Modes {
+  if (cow !== undefined && !(COW_MODES as readonly string[]).includes(cow)) throw new UsageError(`--cow must be ${COW_MODES.join(' or ')}, not ${cow}`);
+  if (partial !== undefined && !(PARTIAL_MODES as readonly string[]).includes(partial)) throw new UsageError(`--partial must be ${PARTIAL_MODES.join(' or ')}, not ${partial}`);
+  return { cow: cow as Modes['cow'], partial: partial as Modes['partial'] };
+}
+
+export const COW_HELP = 'copy-on-write: the writer gets a new segment (redirect, default) or the other sharers do (copy-out)';
+export const PARTIAL_HELP = 'partial writes to a shared segment: only their 4 KiB blocks to an alternate location (bitmap, default) or a whole-segment copy (copy)';
 
 export function sizeOption(name: string, text: string | undefined, def: number): number {
   if (text === undefined) return def;

@@ -21,6 +21,7 @@ import { AttachCommand } from './commands/attach.js';
 import { DetachCommand } from './commands/detach.js';
 import { CheckCommand } from './commands/check.js';
 import { CloneCommand } from './commands/clone.js';
+import { FoldCommand } from './commands/fold.js';
 import { SnapshotCommand } from './commands/snapshot.js';
 import { MigrateCommand } from './commands/migrate.js';
 
@@ -32,5 +33,5 @@ cli.register(FeaturesCommand);
 for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ContainerAddCommand, ContainerLsCommand,
   ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand,
   AgentStartCommand, AgentStopCommand, AgentLsCommand, AttachCommand, DetachCommand,
-  SnapshotCommand, CloneCommand, CheckCommand, MigrateCommand]) cli.register(c);
+  SnapshotCommand, CloneCommand, FoldCommand, CheckCommand, MigrateCommand]) cli.register(c);
 void cli.runExit(process.argv.slice(2));

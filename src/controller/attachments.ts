@@ -4,11 +4,15 @@
 // Every table flow of a disk runs under that disk's lock (see util/mutex.ts for why).
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
-import type { FaultAnswer } from '../agent/agent-disk.js';
+import type { Alternate, FaultAnswer } from '../agent/agent-disk.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
-import { STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO } from '../table/mapping-table.js';
+import {
+  STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry,
+} from '../table/mapping-table.js';
 import { KeyedMutex } from '../util/mutex.js';
-import { answerFault, type SegmentIo } from './faults.js';
+import { answerFault, type FaultRequest, type SegmentIo } from './faults.js';
+import { copyOutDone } from './copy-out.js';
+import { alternateOf, fold, listAlternates } from './partial.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
 import type { Attachment, Disk, Store } from './store.js';
 
@@ -151,6 +155,8 @@ export class Attachments {
   /** The whole table in bulk, in messages of LOAD_ENTRIES entries (frames are capped at 64 MiB). */
   private async loadTable(conn: Connection, disk: Disk, blocking: boolean): Promise<void> {
     const bytes = await this.store.readTable(disk);
+    // Alternate records before the entries naming them (see alternates.ts).
+    for (const a of await listAlternates(this.store, disk.id)) await this.sendAlternate(conn, disk, a);
     for (let first = 0; first < disk.segments; first += LOAD_ENTRIES) {
       const end = Math.min(disk.segments, first + LOAD_ENTRIES);
       // The blocking flag on the last piece: the barrier then covers every piece before it too.
@@ -189,24 +195,89 @@ export class Attachments {
   }
 
   /**
-   * A map fault from the agent on `from`. A new allocation is pushed to every other holder before the answer
-   * goes out: once the writer's write completes, a read on any host must find the segment, not a stale Zero.
+   * A map fault from the agent on `from`. A changed mapping is pushed to every other holder before the answer
+   * goes out: once the writer's write completes, a read on any host must find it, not a stale entry. A
+   * copy-out first moves every other sharer's agents to the copy (outside this disk's lock: it takes theirs).
    */
-  async fault(from: Connection, disk: Disk, op: number, segment: number, io: SegmentIo): Promise<FaultAnswer> {
-    return this.locks.run(disk.id, async () => {
-      const answer = await answerFault(this.store, io, disk, op, segment, this.isHeld(disk.id, segment));
-      if (answer.action === 'entry' && answer.allocated) {
-        const bytes = Buffer.alloc(ENTRY_BYTES);
-        encodeEntry(bytes, 0, answer.entry);
-        await new Promise((resolve) => setImmediate(resolve)); // earlier replies first (see withDisk)
-        await this.toHolders(disk, async (conn) => {
-          if (conn !== from) {
-            await conn.request('table.set', { diskId: disk.id, first: segment, blocking: answer.reclaimed === true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS });
-          }
-        });
-      }
-      return answer;
+  async fault(from: Connection, disk: Disk, f: FaultRequest, io: SegmentIo): Promise<FaultAnswer> {
+    let outcome = await this.locks.run(disk.id, async () => {
+      const o = await answerFault(this.store, io, disk, f, this.isHeld(disk.id, f.segment));
+      if (!o.copyOut) await this.pushAnswer(from, disk, f.segment, o.answer);
+      return o;
     });
+    if (outcome.copyOut) {
+      for (const id of outcome.copyOut) {
+        const other = await this.store.diskById(id);
+        if (other) await this.withDisk(other.id, () => this.pushStored(other, f.segment, true));
+      }
+      outcome = await this.locks.run(disk.id, async () => {
+        await copyOutDone(this.store, disk.id, f.segment);
+        const o = await answerFault(this.store, io, disk, f, this.isHeld(disk.id, f.segment));
+        if (!o.copyOut) await this.pushAnswer(from, disk, f.segment, { ...o.answer, allocated: true } as FaultAnswer);
+        return o;
+      });
+    }
+    if (outcome.foldSoon) {
+      setImmediate(() => {
+        this.fold(disk, f.segment, io).catch((err: Error) => this.log(`fold of ${disk.name} segment ${f.segment}: ${err.message}`));
+      });
+    }
+    return outcome.answer;
+  }
+
+  /** The answer's new mapping to every holder but the one that faulted (blocking when storage was released). */
+  private async pushAnswer(from: Connection, disk: Disk, segment: number, answer: FaultAnswer): Promise<void> {
+    if (answer.action !== 'entry' || !answer.allocated) return;
+    await new Promise((resolve) => setImmediate(resolve)); // earlier replies first (see withDisk)
+    await this.toHolders(disk, async (conn) => {
+      if (conn !== from) await this.sendEntry(conn, disk, segment, answer.entry, answer.alternate, answer.reclaimed === true);
+    });
+  }
+
+  /** Sends the stored entry (and its alternate) to every holder of the disk; the caller holds its lock. */
+  private async pushStored(disk: Disk, segment: number, blocking: boolean): Promise<void> {
+    const [entry] = await this.store.getEntries(disk, segment, 1);
+    const alternate = entry.states & STATE_ALTERNATE ? await alternateOf(this.store, disk.id, segment) : undefined;
+    await this.toHolders(disk, (conn) => this.sendEntry(conn, disk, segment, entry, alternate, blocking));
+  }
+
+  private async sendEntry(conn: Connection, disk: Disk, segment: number, entry: Entry, alternate: Alternate | undefined, blocking: boolean): Promise<void> {
+    if (alternate) await this.sendAlternate(conn, disk, alternate);
+    const bytes = Buffer.alloc(ENTRY_BYTES);
+    encodeEntry(bytes, 0, entry);
+    await conn.request('table.set', { diskId: disk.id, first: segment, blocking }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS });
+  }
+
+  private async sendAlternate(conn: Connection, disk: Disk, a: Alternate): Promise<void> {
+    await conn.request('table.alt', { diskId: disk.id, slot: a.slot, container: a.container, offset: a.offset }, { payload: a.bitmap, timeoutMs: TABLE_TIMEOUT_MS });
+  }
+
+  /**
+   * Folds an Alternate segment into a plain private one and pushes it with the blocking flag: afterwards no
+   * request planned with the old entry is in flight, so its slot and the shared segment may be reused.
+   */
+  async fold(disk: Disk, segment: number, io: SegmentIo): Promise<boolean> {
+    return this.withDisk(disk.id, () => this.foldLocked(disk, segment, io));
+  }
+
+  async foldLocked(disk: Disk, segment: number, io: SegmentIo): Promise<boolean> {
+    const entry = await fold(this.store, disk, segment, (from, to, ranges) => io.copyRanges(from, to, ranges));
+    if (!entry) return false;
+    const bytes = Buffer.alloc(ENTRY_BYTES);
+    encodeEntry(bytes, 0, entry);
+    await this.toHolders(disk, (conn) => conn.request('table.set', { diskId: disk.id, first: segment, blocking: true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS }));
+    return true;
+  }
+
+  /** Folds every Alternate segment of the disk (on request, and before a snapshot shares its table). */
+  async foldAll(disk: Disk, io: SegmentIo): Promise<number> {
+    return this.withDisk(disk.id, () => this.foldAllLocked(disk, io));
+  }
+
+  private async foldAllLocked(disk: Disk, io: SegmentIo): Promise<number> {
+    let n = 0;
+    for (const a of await listAlternates(this.store, disk.id)) if (await this.foldLocked(disk, a.segment, io)) n++;
+    return n;
   }
 
   /**
@@ -244,10 +315,12 @@ export class Attachments {
    * Snapshot: No-write on every entry on every agent mapping the disk, with the blocking flag (no write is in
    * flight afterwards and new ones fault, waiting for this lock), then the store's copy in one transaction.
    */
-  async snapshot(diskName: string, snapName: string): Promise<Disk> {
+  async snapshot(diskName: string, snapName: string, io: SegmentIo): Promise<Disk> {
     const disk = await this.store.disk(diskName);
     if (await this.store.disk(snapName).then(() => true, () => false)) throw new VdiskError(`disk ${snapName} already exists`, { code: 'EEXIST' });
     return this.withDisk(disk.id, async () => {
+      // Tables are shared whole segment by segment: alternates fold first (new ones need a fault, i.e. this lock).
+      await this.foldAllLocked(disk, io);
       await this.toHolders(disk, (conn) => conn.request('table.states',
         { diskId: disk.id, first: 0, count: disk.segments, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
       return this.store.snapshot(diskName, snapName);

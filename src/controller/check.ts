@@ -1,29 +1,51 @@
 // `vdisk check`: the controller's invariants, recomputed from the tables. Every allocated segment is
 // referenced, every reference has an allocation, reference counts equal the number of entries naming the
-// segment, a shared segment has no exclusive (writable, not No-write) owner, and no free extent is in use.
-import { LOCATION_UNIT, STATE_NO_WRITE } from '../table/mapping-table.js';
+// segment, a shared segment has no exclusive (writable, not No-write) owner and is shared at one index only
+// (copy-out relies on it), every Alternate entry has its alternate and no alternate lacks its entry, and
+// no free extent is in use.
+import { LOCATION_UNIT, STATE_ALTERNATE, STATE_NO_WRITE } from '../table/mapping-table.js';
 import { decodeEntry } from '../table/entry-codec.js';
 import { isMapped, type Store } from './store.js';
+import { listAlternates } from './partial.js';
 
 export interface CheckReport { ok: boolean; disks: number; allocations: number; references: number; problems: string[] }
 
 export async function checkStore(store: Store): Promise<CheckReport> {
   const problems: string[] = [];
-  const refs = new Map<string, { count: number; exclusive: string[]; units: number }>();
+  const refs = new Map<string, { count: number; exclusive: string[]; indexes: Set<number> }>();
+  const reference = (container: number, offset: number, index: number, writer: string | null) => {
+    references++;
+    const key = `${container}/${offset / LOCATION_UNIT}`;
+    const r = refs.get(key) ?? { count: 0, exclusive: [], indexes: new Set<number>() };
+    r.count++;
+    r.indexes.add(index);
+    if (writer !== null) r.exclusive.push(writer);
+    refs.set(key, r);
+  };
   const disks = await store.listDisks();
   let references = 0;
   for (const d of disks) {
     const table = await store.readTable(d);
+    const alts = new Map((await listAlternates(store, d.id)).map((a) => [a.segment, a]));
     for (let i = 0; i < d.segments; i++) {
       const e = decodeEntry(table, i);
-      if (!isMapped(e)) continue;
-      references++;
-      const key = `${e.container}/${e.offset / LOCATION_UNIT}`;
-      const r = refs.get(key) ?? { count: 0, exclusive: [], units: d.segmentSize / LOCATION_UNIT };
-      r.count++;
-      if (!(e.states & STATE_NO_WRITE)) r.exclusive.push(`${d.name}[${i}]`);
-      refs.set(key, r);
+      const alt = alts.get(i);
+      alts.delete(i);
+      if (!isMapped(e)) {
+        if (alt) problems.push(`${d.name}[${i}] has an alternate location but no mapping`);
+        continue;
+      }
+      // An Alternate entry writes only to its alternate: its own location is read-only to it, like No-write.
+      reference(e.container, e.offset, i, e.states & (STATE_NO_WRITE | STATE_ALTERNATE) ? null : `${d.name}[${i}]`);
+      if (e.states & STATE_ALTERNATE) {
+        if (!alt) problems.push(`${d.name}[${i}] is Alternate but has no alternate location`);
+        else if (alt.slot !== e.alt) problems.push(`${d.name}[${i}] names alternate slot ${e.alt}, the store has ${alt.slot}`);
+        if (alt) reference(alt.container, alt.offset, i, `${d.name}[${i}] (alternate)`);
+      } else if (alt) {
+        problems.push(`${d.name}[${i}] has an alternate location but is not Alternate`);
+      }
     }
+    for (const i of alts.keys()) problems.push(`${d.name} has an alternate location for segment ${i}, outside the disk`);
   }
   const allocs = await store.db.all<{ container_id: number; unit: number; units: number; refcount: number }>('SELECT * FROM allocations');
   const seen = new Set<string>();
@@ -37,6 +59,7 @@ export async function checkStore(store: Store): Promise<CheckReport> {
   for (const [key, r] of refs) {
     if (!seen.has(key)) problems.push(`segment ${key} is referenced ${r.count} time(s) but not allocated`);
     if (r.count > 1 && r.exclusive.length > 0) problems.push(`segment ${key} is shared ${r.count} ways but ${r.exclusive.join(', ')} may write it (no No-write)`);
+    if (r.indexes.size > 1) problems.push(`segment ${key} is referenced at different indexes (${[...r.indexes].join(', ')})`);
   }
   const free = await store.db.all<{ container_id: number; unit: number; units: number }>('SELECT * FROM free_extents');
   for (const f of free) {

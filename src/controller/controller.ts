@@ -16,7 +16,7 @@ import { SegmentIo } from './faults.js';
 import { Migrator } from './migrate.js';
 import { prepareContainer } from './container-files.js';
 import { socketPath } from './paths.js';
-import { Store } from './store.js';
+import { Store, type CowMode, type Modes, type PartialMode } from './store.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
 
@@ -114,7 +114,7 @@ export class Controller {
     },
     'disk.create': async (a) => this.store.createDisk({
       name: str(a, 'name'), size: int(a, 'size'), segmentSize: optInt(a, 'segmentSize') ?? 1 << 20,
-      container: optStr(a, 'container'), thick: bool(a, 'thick'),
+      container: optStr(a, 'container'), thick: bool(a, 'thick'), ...modes(a),
     }),
     'disk.ls': async () => this.store.listDisks(),
     'disk.info': async (a) => this.store.diskInfo(str(a, 'name')),
@@ -128,8 +128,9 @@ export class Controller {
         }
       });
     },
-    'disk.snapshot': async (a) => this.attachments.snapshot(str(a, 'name'), str(a, 'snapshot')),
-    'disk.clone': async (a) => this.store.clone(str(a, 'snapshot'), str(a, 'name')),
+    'disk.snapshot': async (a) => this.attachments.snapshot(str(a, 'name'), str(a, 'snapshot'), this.io),
+    'disk.clone': async (a) => this.store.clone(str(a, 'snapshot'), str(a, 'name'), modes(a)),
+    'disk.fold': async (a) => ({ folded: await this.attachments.foldAll(await this.store.disk(str(a, 'name')), this.io) }),
     'check': async () => checkStore(this.store),
     'disk.attach': async (a) => this.attachments.attach(str(a, 'name'), str(a, 'hostId'), { queues: optInt(a, 'queues'), depth: optInt(a, 'depth') }),
     'disk.detach': async (a) => this.attachments.detach(str(a, 'name'), optStr(a, 'hostId'), bool(a, 'force')),
@@ -181,7 +182,12 @@ export class Controller {
       agentOf(caller);
       const disk = await this.store.diskById(int(a, 'diskId'));
       if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
-      return this.attachments.fault(caller.conn, disk, int(a, 'op'), int(a, 'segment'), this.io);
+      const answer = await this.attachments.fault(caller.conn, disk, {
+        op: int(a, 'op'), segment: int(a, 'segment'), states: optInt(a, 'states') ?? 0,
+        offset: optInt(a, 'offset') ?? 0, length: optInt(a, 'length') ?? disk.segmentSize,
+      }, this.io);
+      // Bitmaps travel as base64 in the JSON reply.
+      return answer.action === 'entry' && answer.alternate ? { ...answer, alternate: { ...answer.alternate, bitmap: answer.alternate.bitmap.toString('base64') } } : answer;
     },
     'disk.rm': async (a) => {
       await this.store.removeDisk(str(a, 'name'));
@@ -201,4 +207,9 @@ export async function runController(dataDir: string): Promise<void> {
   await c.stopped;
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
+}
+
+/** The optional --cow / --partial choices of create and clone (the store validates them). */
+function modes(a: Record<string, unknown>): Modes {
+  return { cow: optStr(a, 'cow') as CowMode | undefined, partial: optStr(a, 'partial') as PartialMode | undefined };
 }

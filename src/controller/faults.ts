@@ -8,9 +8,13 @@ import { VdiskError } from '../errors.js';
 import { FAULT_DISCARD, FAULT_RECLAIM, FAULT_WRITE } from '../io/translator.js';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
-import { STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../table/mapping-table.js';
+import {
+  STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry,
+} from '../table/mapping-table.js';
 import type { FaultAnswer } from '../agent/agent-disk.js';
 import type { Disk, Store } from './store.js';
+import { copyOut, copyOutPending } from './copy-out.js';
+import { FOLD_FRACTION, alternateOf, fold, writeToAlternate, type Location } from './partial.js';
 
 /** How long an agent holds a write to a held segment before asking again. */
 const HOLD_DELAY_MS = 50;
@@ -23,16 +27,23 @@ export class SegmentIo {
   constructor(private readonly store: Store) {}
 
   /** Copies one segment between containers, durably, before the remap that points at the copy commits. */
-  async copy(from: Entry, to: Entry, length: number): Promise<void> {
+  async copy(from: Location, to: Location, length: number): Promise<void> {
+    await this.copyRanges(from, to, [[0, length]]);
+  }
+
+  /** Copies byte ranges of a segment (offsets within it) between two locations, then one fdatasync. */
+  async copyRanges(from: Location, to: Location, ranges: Array<[number, number]>): Promise<void> {
     const src = await this.fd(from.container);
     const dst = await this.fd(to.container);
-    const buf = Buffer.allocUnsafe(Math.min(length, 4 << 20));
-    for (let done = 0; done < length;) {
-      const n = Math.min(buf.length, length - done);
-      const got = await new Promise<number>((resolve, reject) => fs.read(src, buf, 0, n, from.offset + done, (err, r) => (err ? reject(VdiskError.from(err, 'read container')) : resolve(r))));
-      if (got < n) buf.fill(0, got, n); // past the end of a sparse file: zeros
-      await new Promise<void>((resolve, reject) => fs.write(dst, buf, 0, n, to.offset + done, (err) => (err ? reject(VdiskError.from(err, 'write container')) : resolve())));
-      done += n;
+    const buf = Buffer.allocUnsafe(Math.min(Math.max(...ranges.map((r) => r[1])), 4 << 20));
+    for (const [offset, length] of ranges) {
+      for (let done = 0; done < length;) {
+        const n = Math.min(buf.length, length - done);
+        const got = await new Promise<number>((resolve, reject) => fs.read(src, buf, 0, n, from.offset + offset + done, (err, r) => (err ? reject(VdiskError.from(err, 'read container')) : resolve(r))));
+        if (got < n) buf.fill(0, got, n); // past the end of a sparse file: zeros
+        await new Promise<void>((resolve, reject) => fs.write(dst, buf, 0, n, to.offset + offset + done, (err) => (err ? reject(VdiskError.from(err, 'write container')) : resolve())));
+        done += n;
+      }
     }
     await new Promise<void>((resolve, reject) => fs.fdatasync(dst, (err) => (err ? reject(VdiskError.from(err, 'fdatasync container')) : resolve())));
   }
@@ -82,38 +93,98 @@ async function writeZeros(fd: number, offset: number, length: number): Promise<v
   }
 }
 
+/** A fault as the agent reports it: the operation, the segment, the states that stopped it, and the piece. */
+export interface FaultRequest { op: number; segment: number; states: number; offset: number; length: number }
+
+/** The answer, and what the controller must do around it (see Attachments.fault). */
+export interface Outcome {
+  answer: FaultAnswer;
+  /** The segment's alternate holds enough blocks to fold it in the background. */
+  foldSoon?: boolean;
+  /** A copy-out is pending: these disks' agents must map the copy before the writer gets its answer. */
+  copyOut?: number[];
+}
+
 /** The answer to one fault; the caller holds the disk's lock and sends the answer before releasing it. */
-export async function answerFault(store: Store, io: SegmentIo, disk: Disk, op: number, segment: number, held: boolean): Promise<FaultAnswer> {
+export async function answerFault(store: Store, io: SegmentIo, disk: Disk, f: FaultRequest, held: boolean): Promise<Outcome> {
+  const { op, segment } = f;
   if (!Number.isInteger(segment) || segment < 0 || segment >= disk.segments) {
     throw new VdiskError(`segment ${segment} is outside disk ${disk.name} (${disk.segments} segments)`, { code: 'ERANGE' });
   }
+  const offset = Number.isInteger(f.offset) && f.offset >= 0 && f.offset < disk.segmentSize ? f.offset : 0;
+  const length = Number.isInteger(f.length) && f.length > 0 && offset + f.length <= disk.segmentSize ? f.length : disk.segmentSize - offset;
   let [entry] = await store.getEntries(disk, segment, 1);
-  if (entry.states & STATE_ERROR) return { action: 'entry', entry }; // the agent installs E: the I/O fails with EIO
-  if (entry.states & STATE_INVALID) return { action: 'error', errno: abi.EIO };
+  const plain = (e: Entry): Promise<Outcome> => withAlternate(store, disk, segment, e);
+  if (entry.states & STATE_ERROR) return plain(entry); // the agent installs E: the I/O fails with EIO
+  if (entry.states & STATE_INVALID) return { answer: { action: 'error', errno: abi.EIO } };
   const writing = op === FAULT_WRITE || op === FAULT_DISCARD || op === FAULT_RECLAIM;
-  if (writing && disk.readOnly) return { action: 'error', errno: EROFS }; // the device refuses writes first; never allocate for one
-  if (writing && held) return { action: 'delay', ms: HOLD_DELAY_MS }; // held No-write (operator, migration)
-  if (op === FAULT_RECLAIM) {
-    if (entry.states & STATE_ZERO) return { action: 'entry', entry };
-    return { action: 'entry', entry: await store.reclaimSegment(disk, segment), allocated: true, reclaimed: true };
-  }
-  if (op === FAULT_WRITE && entry.states & STATE_ZERO) {
-    try {
-      entry = await store.allocateSegment(disk, segment, (e: Entry, length: number) => io.zero(e.container, e.offset, length));
-    } catch (err) {
-      if ((err as VdiskError).code === 'ENOSPC') return { action: 'error', errno: ENOSPC };
-      throw err;
+  if (writing && disk.readOnly) return { answer: { action: 'error', errno: EROFS } }; // the device refuses writes first; never allocate for one
+  if (writing && held) return { answer: { action: 'delay', ms: HOLD_DELAY_MS } }; // held No-write (operator, migration)
+  const pending = await copyOutPending(store, disk.id, segment);
+  if (pending) return { ...(await plain(entry)), copyOut: pending }; // not known to be pushed yet (a crash, or a racing fault)
+  return guardSpace(async () => {
+    if (op === FAULT_RECLAIM) {
+      if (entry.states & STATE_ZERO) return plain(entry);
+      return { answer: { action: 'entry', entry: await store.reclaimSegment(disk, segment), allocated: true, reclaimed: true } };
     }
-    return { action: 'entry', entry, allocated: true };
-  }
-  if (writing && entry.states & STATE_NO_WRITE) {
-    try {
-      const r = await store.copyOnWrite(disk, segment, (from, to, length) => io.copy(from, to, length));
-      return { action: 'entry', entry: r.entry, allocated: r.remapped };
-    } catch (err) {
-      if ((err as VdiskError).code === 'ENOSPC') return { action: 'error', errno: ENOSPC };
-      throw err;
+    if (op === FAULT_WRITE && entry.states & STATE_ZERO) {
+      entry = await store.allocateSegment(disk, segment, (e: Entry, len: number) => io.zero(e.container, e.offset, len));
+      return { answer: { action: 'entry', entry, allocated: true } };
     }
+    if (entry.states & STATE_ALTERNATE && f.states & STATE_ALTERNATE && (op !== FAULT_WRITE || entry.states & STATE_NO_WRITE)) {
+      // A read too fragmented for one request, or a partial discard: the segment becomes plain and private.
+      // Storage was released (the shared segment's reference), so other holders drain first ("reclaimed").
+      const folded = await fold(store, disk, segment, (from, to, ranges) => io.copyRanges(from, to, ranges));
+      return { answer: { action: 'entry', entry: folded ?? entry, allocated: folded !== null, reclaimed: folded !== null } };
+    }
+    if (op === FAULT_WRITE && (entry.states & (STATE_NO_WRITE | STATE_ALTERNATE))) return copyOnWrite(store, io, disk, segment, entry, offset, length);
+    if (writing && entry.states & STATE_NO_WRITE) {
+      // A discard of part of a shared segment: the disk needs its own copy first (then it discards in it).
+      const r = await store.copyOnWrite(disk, segment, (from, to, len) => io.copy(from, to, len));
+      return { answer: { action: 'entry', entry: r.entry, allocated: r.remapped } };
+    }
+    return plain(entry);
+  });
+}
+
+/**
+ * A write to a shared or Alternate segment. Copy-out moves the other sharers; otherwise a write of the
+ * whole segment gets a fresh (zeroed) one with no copy, a partial write of a `--partial bitmap` disk moves
+ * just its blocks to the alternate, and anything else copies the segment (redirect-on-write).
+ */
+async function copyOnWrite(store: Store, io: SegmentIo, disk: Disk, segment: number, entry: Entry, offset: number, length: number): Promise<Outcome> {
+  const copyRanges = (from: Location, to: Location, ranges: Array<[number, number]>) => io.copyRanges(from, to, ranges);
+  if (entry.states & STATE_ALTERNATE || (disk.partial === 'bitmap' && disk.cow === 'redirect' && length < disk.segmentSize)) {
+    const w = await writeToAlternate(store, disk, segment, offset, length, copyRanges);
+    if (w) {
+      return { answer: { action: 'entry', entry: w.entry, allocated: true, alternate: w.alternate }, foldSoon: w.blocks >= w.total * FOLD_FRACTION };
+    }
+    // Every alternate slot is taken: copy the whole segment instead.
   }
-  return { action: 'entry', entry };
+  if (disk.cow === 'copy-out') {
+    const r = await copyOut(store, disk, segment, (from, to, len) => io.copy(from, to, len));
+    return { answer: { action: 'entry', entry: r?.entry ?? entry, allocated: true }, copyOut: r?.moved.length ? r.moved : undefined };
+  }
+  const whole = length === disk.segmentSize;
+  const r = await store.copyOnWrite(disk, segment, whole
+    ? (_from, to, len) => io.zero(to.container, to.offset, len) // overwritten entirely: nothing to keep
+    : (from, to, len) => io.copy(from, to, len));
+  return { answer: { action: 'entry', entry: r.entry, allocated: r.remapped } };
+}
+
+/** The stored entry as an answer, with its alternate location when it has one. */
+async function withAlternate(store: Store, disk: Disk, segment: number, entry: Entry): Promise<Outcome> {
+  if (!(entry.states & STATE_ALTERNATE)) return { answer: { action: 'entry', entry } };
+  const a = await alternateOf(store, disk.id, segment);
+  return { answer: { action: 'entry', entry, alternate: a } };
+}
+
+/** Out of space is an answer for this write (ENOSPC to the host), not a controller failure. */
+async function guardSpace(fn: () => Promise<Outcome>): Promise<Outcome> {
+  try {
+    return await fn();
+  } catch (err) {
+    if ((err as VdiskError).code === 'ENOSPC') return { answer: { action: 'error', errno: ENOSPC } };
+    throw err;
+  }
 }

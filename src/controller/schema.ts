@@ -64,6 +64,27 @@ const MIGRATIONS: string[] = [
      to_container INTEGER NOT NULL REFERENCES containers(id),
      started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ'))
    );`,
+  // 5: how each disk copies on write (redirect or copy-out; partial writes to an alternate location with a
+  // block bitmap, or whole-segment copies), the alternates themselves, and copy-outs whose pushes to the
+  // other sharers' agents are not yet known to be done (the writer must not proceed before they are).
+  `ALTER TABLE disks ADD COLUMN cow_mode TEXT NOT NULL DEFAULT 'redirect';
+   ALTER TABLE disks ADD COLUMN partial_mode TEXT NOT NULL DEFAULT 'bitmap';
+   CREATE TABLE alternates (
+     disk_id INTEGER NOT NULL REFERENCES disks(id) ON DELETE CASCADE,
+     segment INTEGER NOT NULL,
+     slot INTEGER NOT NULL,
+     container_id INTEGER NOT NULL REFERENCES containers(id),
+     unit INTEGER NOT NULL,
+     bitmap BLOB NOT NULL,
+     PRIMARY KEY (disk_id, segment),
+     UNIQUE (disk_id, slot)
+   ) WITHOUT ROWID;
+   CREATE TABLE copyouts (
+     disk_id INTEGER NOT NULL REFERENCES disks(id) ON DELETE CASCADE,
+     segment INTEGER NOT NULL,
+     disks TEXT NOT NULL,                  -- JSON array of the disks whose entry moved to the copy
+     PRIMARY KEY (disk_id, segment)
+   ) WITHOUT ROWID;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

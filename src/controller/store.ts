@@ -7,22 +7,30 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import {
-  LOCATION_UNIT, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, type Entry,
+  LOCATION_UNIT, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, type Entry,
 } from '../table/mapping-table.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry, filledChunk } from '../table/entry-codec.js';
 import { Db } from './db.js';
 import { migrate } from './schema.js';
+import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
 
 export interface Container { id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number }
 export interface Disk {
   id: number; name: string; size: number; segmentSize: number; segments: number; fillStates: number; containerId: number | null;
   /** Snapshots are read-only; parent is a snapshot's origin or a clone's snapshot (null when gone or none). */
   readOnly: boolean; parent: number | null;
+  /** Copy-on-write: the writer gets a new segment (redirect) or the other sharers do (copy-out). */
+  cow: CowMode;
+  /** Partial writes to a shared segment: blocks to an alternate location (bitmap), or a whole-segment copy. */
+  partial: PartialMode;
 }
+export type { CowMode, Modes, PartialMode } from './modes.js';
 export interface DiskInfo extends Disk {
   entriesByState: Record<string, number>;
   allocatedBytes: number;
   perContainer: Record<string, number>;
+  /** Entries with an alternate location, and the bytes those alternates hold. */
+  alternates: number;
   /** Of allocatedBytes: segments only this disk references, and segments it shares (snapshots, clones). */
   exclusiveBytes: number;
   sharedBytes: number;
@@ -37,7 +45,7 @@ export interface Attachment { diskId: number; disk: string; hostId: string; devI
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ZERO_ENTRY: Entry = { states: STATE_ZERO, container: 0, offset: 0, alt: 0 };
 
-interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null }
+interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null; cow_mode: string; partial_mode: string }
 interface ContainerRow { id: number; name: string; path: string; size: number; next_unit: number; failed: number }
 
 function checkName(kind: string, name: string): void {
@@ -48,6 +56,7 @@ function toDisk(r: DiskRow): Disk {
   return {
     id: r.id, name: r.name, size: r.size, segmentSize: r.segment_size, segments: Math.ceil(r.size / r.segment_size),
     fillStates: r.fill_states, containerId: r.container_id, readOnly: r.read_only !== 0, parent: r.parent_id,
+    cow: r.cow_mode as CowMode, partial: r.partial_mode as PartialMode,
   };
 }
 
@@ -113,15 +122,19 @@ export class Store {
       if (!c) throw new VdiskError(`no container named ${name}`, { code: 'ENOENT' });
       await this.db.run('UPDATE containers SET failed = 1 WHERE id = ?', [c.id]);
       const touched = new Map<number, number[]>();
+      // Entries whose alternate location is there fail too: some of their blocks live only there.
+      const altIn = new Set((await this.db.all<{ disk_id: number; segment: number }>('SELECT disk_id, segment FROM alternates WHERE container_id = ?', [c.id]))
+        .map((a) => `${a.disk_id}/${a.segment}`));
       const chunks = await this.db.all<{ disk_id: number; chunk: number; data: Buffer }>('SELECT disk_id, chunk, data FROM table_chunks');
       for (const row of chunks) {
         let changed = false;
         for (let k = 0; k < row.data.length / ENTRY_BYTES; k++) {
           const e = decodeEntry(row.data, k);
-          if (e.container !== c.id || (e.states & (STATE_ZERO | STATE_ERROR | 1)) !== 0) continue;
+          const i = row.chunk * CHUNK_ENTRIES + k;
+          if ((e.container !== c.id && !altIn.has(`${row.disk_id}/${i}`)) || (e.states & (STATE_ZERO | STATE_ERROR | 1)) !== 0) continue;
           encodeEntry(row.data, k, { ...e, states: e.states | STATE_ERROR });
           const list = touched.get(row.disk_id) ?? [];
-          list.push(row.chunk * CHUNK_ENTRIES + k);
+          list.push(i);
           touched.set(row.disk_id, list);
           changed = true;
         }
@@ -133,8 +146,9 @@ export class Store {
 
   // ---- disks
 
-  async createDisk(o: { name: string; size: number; segmentSize: number; container?: string; thick?: boolean }): Promise<Disk> {
+  async createDisk(o: { name: string; size: number; segmentSize: number; container?: string; thick?: boolean } & Modes): Promise<Disk> {
     checkName('disk', o.name);
+    checkModes(o);
     try {
       checkSegmentSize(o.segmentSize);
     } catch (err) {
@@ -149,11 +163,11 @@ export class Store {
         if (!c) throw new VdiskError(`no container named ${o.container}`, { code: 'ENOENT' });
         containerId = c.id;
       }
-      const { lastID } = await this.db.run('INSERT INTO disks (name, size, segment_size, fill_states, container_id) VALUES (?, ?, ?, ?, ?)',
-        [o.name, o.size, o.segmentSize, STATE_ZERO, containerId]);
+      const { lastID } = await this.db.run('INSERT INTO disks (name, size, segment_size, fill_states, container_id, cow_mode, partial_mode) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        [o.name, o.size, o.segmentSize, STATE_ZERO, containerId, o.cow ?? 'redirect', o.partial ?? 'bitmap']);
       const disk: Disk = {
         id: lastID, name: o.name, size: o.size, segmentSize: o.segmentSize, segments: Math.ceil(o.size / o.segmentSize),
-        fillStates: STATE_ZERO, containerId, readOnly: false, parent: null,
+        fillStates: STATE_ZERO, containerId, readOnly: false, parent: null, cow: o.cow ?? 'redirect', partial: o.partial ?? 'bitmap',
       };
       if (o.thick) {
         for (let first = 0; first < disk.segments; first += CHUNK_ENTRIES) {
@@ -190,6 +204,10 @@ export class Store {
           if ((e.states & (STATE_ZERO | 1)) === 0) await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
         }
       }
+      for (const a of await this.db.all<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ?', [disk.id])) {
+        await this.release(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT);
+      }
+      await this.db.run('DELETE FROM alternates WHERE disk_id = ?', [disk.id]);
       await this.db.run('DELETE FROM table_chunks WHERE disk_id = ?', [disk.id]);
       await this.db.run('UPDATE disks SET parent_id = NULL WHERE parent_id = ?', [disk.id]);
       await this.db.run('DELETE FROM disks WHERE id = ?', [disk.id]);
@@ -212,20 +230,24 @@ export class Store {
   }
 
   /** A writable disk sharing every segment of a snapshot; writes copy on write. */
-  async clone(snapName: string, name: string): Promise<Disk> {
+  async clone(snapName: string, name: string, modes: Modes = {}): Promise<Disk> {
     checkName('disk', name);
+    checkModes(modes);
     return this.db.transaction(async () => {
       const from = await this.disk(snapName);
       if (!from.readOnly) throw new VdiskError(`${snapName} is not a snapshot: clone a snapshot of it (vdisk snapshot ${snapName} SNAP)`, { code: 'EINVAL' });
-      return this.share(from, name, false);
+      return this.share(from, name, false, modes);
     });
   }
 
-  private async share(from: Disk, name: string, readOnly: boolean): Promise<Disk> {
+  private async share(from: Disk, name: string, readOnly: boolean, modes: Modes = {}): Promise<Disk> {
     if (await this.db.get('SELECT 1 FROM disks WHERE name = ?', [name])) throw new VdiskError(`disk ${name} already exists`, { code: 'EEXIST' });
+    // Alternates are per disk: the caller folds them first (a shared table must name only whole segments).
+    const alts = await this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM alternates WHERE disk_id = ?', [from.id]);
+    if ((alts?.n ?? 0) > 0) throw new VdiskError(`${from.name} has ${alts?.n} alternate location(s): fold them before sharing`, { code: 'EBUSY' });
     const { lastID } = await this.db.run(
-      'INSERT INTO disks (name, size, segment_size, fill_states, container_id, read_only, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      [name, from.size, from.segmentSize, from.fillStates, from.containerId, readOnly ? 1 : 0, from.id]);
+      'INSERT INTO disks (name, size, segment_size, fill_states, container_id, read_only, parent_id, cow_mode, partial_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      [name, from.size, from.segmentSize, from.fillStates, from.containerId, readOnly ? 1 : 0, from.id, modes.cow ?? from.cow, modes.partial ?? from.partial]);
     const rows = await this.db.all<{ chunk: number; data: Buffer }>('SELECT chunk, data FROM table_chunks WHERE disk_id = ?', [from.id]);
     const refs: Array<[number, number]> = [];
     for (const r of rows) {
@@ -280,6 +302,11 @@ export class Store {
       if (!isMapped(e)) return e;
       await put(ZERO_ENTRY);
       await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
+      if (e.states & STATE_ALTERNATE) {
+        const a = await this.db.get<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
+        if (a) await this.release(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT);
+        await this.db.run('DELETE FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
+      }
       return ZERO_ENTRY;
     });
   }
@@ -316,6 +343,7 @@ export class Store {
   async migrateSegment(disk: Disk, segment: number, to: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<Entry | null> {
     return this.updateEntry(disk, segment, async (e, put) => {
       if (!isMapped(e) || e.container === to || e.states & STATE_ERROR) return null;
+      if (e.states & STATE_ALTERNATE) throw new VdiskError(`${disk.name} segment ${segment} has an alternate location: fold it before moving it`, { code: 'EBUSY' });
       const fresh = await this.allocateUnits(disk, to);
       await copy(e, fresh, disk.segmentSize);
       const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE }; // the copy is this disk's alone
@@ -397,6 +425,8 @@ export class Store {
         if (shared.has(`${e.container}/${e.offset / LOCATION_UNIT}`)) sharedBytes += disk.segmentSize;
       }
     }
+    const alts = await this.db.all<{ container_id: number }>('SELECT container_id FROM alternates WHERE disk_id = ?', [disk.id]);
+    for (const a of alts) perContainer.set(a.container_id, (perContainer.get(a.container_id) ?? 0) + disk.segmentSize);
     const names = new Map((await this.listContainers()).map((c) => [c.id, c.name]));
     const per: Record<string, number> = {};
     let allocated = 0;
@@ -405,7 +435,7 @@ export class Store {
       allocated += bytes;
     }
     return {
-      ...disk, entriesByState: byState, allocatedBytes: allocated, perContainer: per,
+      ...disk, entriesByState: byState, allocatedBytes: allocated, perContainer: per, alternates: alts.length,
       exclusiveBytes: allocated - sharedBytes, sharedBytes, freeBytes: await this.freeFor(disk),
     };
   }
@@ -473,7 +503,7 @@ export class Store {
   // ---- allocation internals (callers hold a transaction)
 
   /** One transaction over entry `segment`: fn sees it and may replace it with put() (the chunk is rewritten). */
-  private updateEntry<T>(disk: Disk, segment: number, fn: (e: Entry, put: (e: Entry) => Promise<void>) => Promise<T>): Promise<T> {
+  updateEntry<T>(disk: Disk, segment: number, fn: (e: Entry, put: (e: Entry) => Promise<void>) => Promise<T>): Promise<T> {
     checkRange(disk, segment, 1);
     return this.db.transaction(async () => {
       const chunk = Math.floor(segment / CHUNK_ENTRIES);
@@ -486,18 +516,18 @@ export class Store {
     });
   }
 
-  private async putChunk(diskId: number, chunk: number, data: Buffer): Promise<void> {
+  async putChunk(diskId: number, chunk: number, data: Buffer): Promise<void> {
     await this.db.run('INSERT OR REPLACE INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [diskId, chunk, data]);
   }
 
-  private async chunk(disk: Disk, chunk: number): Promise<Buffer> {
+  async chunk(disk: Disk, chunk: number): Promise<Buffer> {
     const row = await this.db.get<{ data: Buffer }>('SELECT data FROM table_chunks WHERE disk_id = ? AND chunk = ?', [disk.id, chunk]);
     if (row) return row.data;
     return filledChunk(Math.min(CHUNK_ENTRIES, disk.segments - chunk * CHUNK_ENTRIES), { ...ZERO_ENTRY, states: disk.fillStates });
   }
 
   /** One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. */
-  private async allocateUnits(disk: Disk, only: number | null = disk.containerId): Promise<Entry> {
+  async allocateUnits(disk: Disk, only: number | null = disk.containerId): Promise<Entry> {
     const units = disk.segmentSize / LOCATION_UNIT;
     const candidates = await this.db.all<ContainerRow>(
       'SELECT * FROM containers WHERE failed = 0 ORDER BY (id = ?) DESC, id', [only ?? -1]);
@@ -520,7 +550,7 @@ export class Store {
     throw new VdiskError(`no space left: no ${disk.containerId === null ? '' : 'preferred '}container can hold another ${disk.segmentSize}-byte segment`, { code: 'ENOSPC' });
   }
 
-  private async release(containerId: number, unit: number, units: number): Promise<void> {
+  async release(containerId: number, unit: number, units: number): Promise<void> {
     const a = await this.db.get<{ refcount: number }>('SELECT refcount FROM allocations WHERE container_id = ? AND unit = ?', [containerId, unit]);
     if (!a) return;
     if (a.refcount > 1) {
@@ -535,6 +565,11 @@ export class Store {
 /** The entry references storage (Invalid and Zero entries reference nothing; Error ones still own theirs). */
 export function isMapped(e: Entry): boolean {
   return (e.states & (STATE_INVALID | STATE_ZERO)) === 0;
+}
+
+function checkModes(m: Modes): void {
+  if (m.cow !== undefined && !COW_MODES.includes(m.cow)) throw new VdiskError(`--cow must be ${COW_MODES.join(' or ')}, not ${String(m.cow)}`, { code: 'EINVAL' });
+  if (m.partial !== undefined && !PARTIAL_MODES.includes(m.partial)) throw new VdiskError(`--partial must be ${PARTIAL_MODES.join(' or ')}, not ${String(m.partial)}`, { code: 'EINVAL' });
 }
 
 function checkRange(disk: Disk, first: number, count: number): void {

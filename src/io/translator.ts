@@ -3,6 +3,7 @@
 // Int32Array and, for a fault, into the fault* fields. Adjacent pieces that stay contiguous in one container
 // merge into one operation, so a loop disk costs one backing I/O per request whatever its segment size.
 import * as abi from '../native/abi.js';
+import { ALT_BLOCK_SHIFT, type AltTable } from '../table/alternates.js';
 import {
   MappingTable, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO,
 } from '../table/mapping-table.js';
@@ -26,11 +27,15 @@ export class Translator {
   faultOp = 0;
   faultSegment = 0;
   faultStates = 0;
+  /** The faulting piece within its segment: lets the controller copy only what a write touches. */
+  faultOffset = 0;
+  faultLength = 0;
 
   /** Fault whole-segment discards of mapped segments as FAULT_RECLAIM (a controller is there to answer). */
   reclaimWholeSegments = false;
 
   private readonly capacity: number;
+  private readonly alt: AltTable | undefined;
 
   /**
    * @param table the disk's mapping table
@@ -47,6 +52,7 @@ export class Translator {
   ) {
     this.plan = new Int32Array(planRecords * abi.PLAN_STRIDE);
     this.capacity = planRecords;
+    this.alt = table.alternates;
   }
 
   /**
@@ -95,33 +101,71 @@ export class Translator {
       const states = t.load(seg);
       if (states & STATE_ERROR) return this.commit(tag, start, -abi.EIO);
       // Zero segments read as zeros and need nothing for discard; everything else not plainly mapped faults.
+      // Alternate entries serve reads block by block and writes whose blocks all live at the alternate.
       const reclaim = kind === FAULT_DISCARD && this.reclaimWholeSegments && len === segSize && (states & (STATE_ZERO | STATE_INVALID)) === 0;
-      const blocked = reclaim ? 1 : kind === FAULT_READ
-        ? states & (STATE_INVALID | STATE_ALTERNATE)
-        : states & (STATE_INVALID | STATE_NO_WRITE | STATE_ALTERNATE | (kind === FAULT_WRITE ? STATE_ZERO : 0));
+      let blocked = reclaim ? 1 : kind === FAULT_READ
+        ? states & STATE_INVALID
+        : states & (STATE_INVALID | STATE_NO_WRITE | (kind === FAULT_WRITE ? STATE_ZERO : STATE_ALTERNATE));
+      if (!blocked && states & STATE_ALTERNATE) {
+        blocked = this.alt === undefined || !this.mapAlternate(tag, start, kind, t.container, t.offset, t.alt, inSeg, len, bufOff, flags) ? 1 : 0;
+      } else if (!blocked) {
+        if (states & STATE_ZERO) {
+          if (kind === FAULT_READ) this.push(abi.OP_ZERO, tag, 0, 0, bufOff, len, 0);
+        } else {
+          const fd = this.containerFds[t.container];
+          if (fd === undefined || fd < 0) return this.commit(tag, start, -abi.EIO);
+          const bop = kind === FAULT_READ ? abi.OP_READ : kind === FAULT_WRITE ? abi.OP_WRITE : abi.OP_FALLOCATE;
+          if (!this.piece(bop, tag, start, fd, flags, kind === FAULT_DISCARD ? 0 : bufOff, t.offset + inSeg, len)) return this.commit(tag, start, -abi.EIO);
+        }
+      }
       if (blocked) {
         this.n = start;
         this.faultOp = reclaim ? FAULT_RECLAIM : kind;
         this.faultSegment = seg;
         this.faultStates = states;
+        this.faultOffset = inSeg;
+        this.faultLength = len;
         return FAULTED;
-      }
-      if (states & STATE_ZERO) {
-        if (kind === FAULT_READ) this.push(abi.OP_ZERO, tag, 0, 0, bufOff, len, 0);
-      } else {
-        const fd = this.containerFds[t.container];
-        if (fd === undefined || fd < 0) return this.commit(tag, start, -abi.EIO);
-        const off = t.offset + inSeg;
-        const bop = kind === FAULT_READ ? abi.OP_READ : kind === FAULT_WRITE ? abi.OP_WRITE : abi.OP_FALLOCATE;
-        if (!this.extend(bop, tag, fd, flags, bufOff, off, len)) {
-          if (this.n - start >= abi.MAX_OPS_PER_TAG - 1) return this.commit(tag, start, -abi.EIO);
-          this.push(bop, tag, fd, flags, kind === FAULT_DISCARD ? 0 : bufOff, len, off);
-        }
       }
       pos += len;
       if (kind !== FAULT_DISCARD) bufOff += len;
     }
     return this.commit(tag, start, kind === FAULT_DISCARD ? 0 : nrSectors * 512);
+  }
+
+  /**
+   * One piece of an Alternate entry: reads take each block from where it lives, writes go to the alternate
+   * when every block they touch is there. Returns false to fault (blocks not yet there, a closed container,
+   * or a read too fragmented for the request's records: the controller then folds the segment).
+   */
+  private mapAlternate(tag: number, start: number, kind: number, container: number, offset: number, slot: number,
+    inSeg: number, len: number, bufOff: number, flags: number): boolean {
+    const alt = this.alt!;
+    const altFd = this.containerFds[alt.container(slot)];
+    const altOff = alt.offset(slot);
+    if (altFd === undefined || altFd < 0) return false;
+    if (kind === FAULT_WRITE) {
+      return alt.covers(slot, inSeg, len) && this.piece(abi.OP_WRITE, tag, start, altFd, flags, bufOff, altOff + inSeg, len);
+    }
+    const fd = this.containerFds[container];
+    if (fd === undefined || fd < 0) return false;
+    for (let p = inSeg, end = inSeg + len; p < end;) {
+      const b = p >>> ALT_BLOCK_SHIFT;
+      const there = alt.has(slot, b);
+      let q = Math.min(end, (b + 1) << ALT_BLOCK_SHIFT);
+      while (q < end && alt.has(slot, q >>> ALT_BLOCK_SHIFT) === there) q = Math.min(end, q + (1 << ALT_BLOCK_SHIFT));
+      if (!this.piece(abi.OP_READ, tag, start, there ? altFd : fd, 0, bufOff + p - inSeg, (there ? altOff : offset) + p, q - p)) return false;
+      p = q;
+    }
+    return true;
+  }
+
+  /** Appends (or merges) one backing operation; false when the request would need too many records. */
+  private piece(op: number, tag: number, start: number, fd: number, flags: number, bufOff: number, off: number, len: number): boolean {
+    if (this.extend(op, tag, fd, flags, bufOff, off, len)) return true;
+    if (this.n - start >= abi.MAX_OPS_PER_TAG - 1) return false;
+    this.push(op, tag, fd, flags, bufOff, len, off);
+    return true;
   }
 
   /** Grows the previous record when this piece continues it in the same file and buffer. */

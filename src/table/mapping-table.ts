@@ -3,11 +3,14 @@
 // with the container id, the location in 64 KiB units, and the alternate-location index. Writers make the
 // counter odd, store, then make it even again; readers retry on an odd or changed counter, so no reader ever
 // sees a torn location/state pair. JS Atomics are sequentially consistent, which orders the word accesses.
+// The alternate-location records (alternates.ts) follow the entries in the same buffer.
+import { AltTable } from './alternates.js';
 
 export const STATE_INVALID = 1;
 export const STATE_NO_WRITE = 2;
 export const STATE_ZERO = 4;
 export const STATE_ERROR = 8;
+/** Some blocks of the segment live at an alternate location (the entry's alt word names the slot, see alternates.ts). */
 export const STATE_ALTERNATE = 16;
 export const STATE_MASK = 0xff;
 
@@ -58,6 +61,8 @@ export class MappingTable {
   readonly segments: number;
   readonly segmentSize: number;
   readonly segmentShift: number;
+  /** Alternate locations of Alternate entries; absent when the buffer holds entries only. */
+  readonly alternates: AltTable | undefined;
 
   // Result of the last load(): instance fields instead of a returned object keep the hot path allocation-free.
   // Each thread has its own MappingTable object over the shared words, so these are thread-private.
@@ -72,11 +77,13 @@ export class MappingTable {
     this.segments = shape.segments;
     this.segmentSize = shape.segmentSize;
     this.segmentShift = Math.log2(shape.segmentSize);
+    const entryBytes = shape.segments * WORDS * 4;
+    this.alternates = buffer.byteLength >= entryBytes + AltTable.byteLength(shape) ? new AltTable(buffer, entryBytes, shape) : undefined;
   }
 
-  /** A new table with every entry Invalid. */
+  /** A new table with every entry Invalid, and room for alternate locations. */
   static create(shape: TableShape): MappingTable {
-    const table = new MappingTable(new SharedArrayBuffer(shape.segments * WORDS * 4), shape);
+    const table = new MappingTable(new SharedArrayBuffer(shape.segments * WORDS * 4 + AltTable.byteLength(shape)), shape);
     for (let i = 0; i < shape.segments; i++) table.words[i * WORDS + W_STATE] = STATE_INVALID;
     return table;
   }

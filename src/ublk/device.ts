@@ -72,6 +72,9 @@ export interface Fault {
   op: number;
   segment: number;
   states: number;
+  /** The piece of the first request that faulted, within the segment (bytes). */
+  offset: number;
+  length: number;
 }
 
 function workerFile(): string {
@@ -188,7 +191,7 @@ export class UblkDevice {
             if (m.type === 'fetched') resolve();
             else if (m.type === 'error') reject(new VdiskError(`queue ${m.qId}: ${m.message}`, { code: 'EQUEUE' }));
             else if (m.type === 'ioerror') reportIoError(o, m.sector, m.sectors);
-            else faults.report(m.qId, m.op, m.segment, m.states);
+            else faults.report(m.qId, { op: m.op, segment: m.segment, states: m.states, offset: m.offset, length: m.length });
           });
           task.then(() => reject(new VdiskError(`queue ${q} ended before it was ready`, { code: 'EQUEUE' })), reject);
         }));
@@ -319,7 +322,8 @@ async function openCharDevice(path: string, timeoutMs = 5000): Promise<number> {
 
 /**
  * Routes faults from the queue workers to the device's handler: one handler call per segment however
- * many requests wait on it, and the answer goes to every queue that reported it, followed by a wake.
+ * many requests wait on it, and the answer goes to every queue that reported it, followed by a wake. The
+ * handler sees the first request's piece; the others retry and fault again if the answer did not cover them.
  */
 class FaultRouter {
   private readonly waiting = new Map<number, Set<number>>(); // segment -> queues with parked requests
@@ -330,14 +334,15 @@ class FaultRouter {
     private readonly wakeFds: number[],
   ) {}
 
-  report(qId: number, op: number, segment: number, states: number): void {
+  report(qId: number, f: Fault): void {
+    const segment = f.segment;
     const queues = this.waiting.get(segment);
     if (queues) {
       queues.add(qId);
       return;
     }
     this.waiting.set(segment, new Set([qId]));
-    const answer = this.handler ? this.handler({ op, segment, states }) : Promise.resolve(-abi.EIO);
+    const answer = this.handler ? this.handler(f) : Promise.resolve(-abi.EIO);
     answer.catch((err: unknown) => {
       debug(`fault on segment ${segment} failed: ${(err as Error).message}`);
       return -abi.EIO;

@@ -52,7 +52,7 @@ export interface QueueTaskResult {
 export type QueueMessage =
   | { type: 'fetched'; qId: number }
   | { type: 'error'; qId: number; message: string }
-  | { type: 'fault'; qId: number; tag: number; op: number; segment: number; states: number }
+  | { type: 'fault'; qId: number; tag: number; op: number; segment: number; states: number; offset: number; length: number }
   // A request failed in its container (one message per failed request: failures are rare).
   | { type: 'ioerror'; qId: number; sector: number; sectors: number; errno: number };
 
@@ -119,7 +119,7 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
           pSectors[tag] = nrSectors;
           pSector[tag] = sector;
           parked++;
-          args.port.postMessage({ type: 'fault', qId: args.qId, tag, op: tr.faultOp, segment: tr.faultSegment, states: tr.faultStates } satisfies QueueMessage);
+          args.port.postMessage({ type: 'fault', qId: args.qId, tag, op: tr.faultOp, segment: tr.faultSegment, states: tr.faultStates, offset: tr.faultOffset, length: tr.faultLength } satisfies QueueMessage);
           return;
         }
       }

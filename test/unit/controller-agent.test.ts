@@ -3,62 +3,17 @@
 // refused faults, pushes to the other holders, container failure, detach, and the refusals that protect data.
 import t from 'tap';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { Controller } from '../../src/controller/controller.js';
-import { socketPath } from '../../src/controller/paths.js';
 import type { Container, Disk } from '../../src/controller/store.js';
-import { VdiskError } from '../../src/errors.js';
 import { FAULT_READ, FAULT_WRITE } from '../../src/io/translator.js';
-import { connect } from '../../src/protocol/client.js';
-import type { Connection } from '../../src/protocol/connection.js';
-import { ENTRY_BYTES, decodeEntry } from '../../src/table/entry-codec.js';
+import { ENTRY_BYTES } from '../../src/table/entry-codec.js';
+import { entriesOf, scriptedController, type Peer } from '../support/scripted-agent.js';
 import { STATE_ERROR, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 
 const SEG = 64 * 1024;
 const SEGMENTS = 8;
 const MB = 1 << 20;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-ctlagent-'));
-const sock = socketPath(dir);
-const controller = await Controller.start(dir);
-const cli = (await connect(sock, { role: 'cli' })).conn;
-const peers: Connection[] = [cli];
-t.teardown(async () => {
-  await Promise.all(peers.map((c) => c.close()));
-  await controller.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
-
-interface Received { op: string; args: Record<string, unknown>; payload: Buffer | undefined }
-interface Peer { conn: Connection; got: Received[]; ops(): string[] }
-/** What the peers received and when their fault answers arrived, in order. */
-const events: string[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A scripted agent: registers, answers the table/device commands, records everything it is sent. */
-async function scriptedAgent(hostId: string, devId: number): Promise<Peer> {
-  const { conn } = await connect(sock, { role: 'agent', hostId });
-  peers.push(conn);
-  const got: Received[] = [];
-  conn.onRequest(async (op, args, payload) => {
-    got.push({ op, args, payload });
-    events.push(`${hostId}:${op}`);
-    switch (op) {
-      case 'containers.set': case 'table.create': case 'table.set': case 'device.stop': case 'table.delete': return {};
-      case 'device.start': return { devId, path: `/dev/ublkb${devId}`, queues: 1 };
-      default: throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
-    }
-  });
-  await conn.request('agent.register', { pid: process.pid, leaseMs: 5000, disks: [] });
-  // Let the registration's reconciliation (containers.set, then a look at the host's attachments) finish
-  // before the test attaches, so its commands are only those of the attach.
-  for (let i = 0; i < 250 && !got.some((g) => g.op === 'containers.set'); i++) await sleep(20);
-  await sleep(50);
-  return { conn, got, ops: () => got.map((r) => r.op).filter((op) => op !== 'containers.set') };
-}
-
-const ask = async <T>(op: string, args: Record<string, unknown> = {}): Promise<T> => (await cli.request(op, args)).result as T;
-const entriesOf = (p: Buffer | undefined): Entry[] => Array.from({ length: (p?.length ?? 0) / ENTRY_BYTES }, (_, k) => decodeEntry(p!, k));
+const { dir, controller, cli, events, scriptedAgent, ask } = await scriptedController(t, 'vdisk-ctlagent-');
 type Answer = { action: string; entry: Entry; allocated?: boolean };
 const fault = async (p: Peer, diskId: number, op: number, segment: number): Promise<Answer> =>
   (await p.conn.request('fault', { diskId, op, segment, states: STATE_ZERO })).result as Answer;

@@ -101,7 +101,8 @@ t.test('Invalid faults reads and writes; No-write faults only writes', async (t)
   t.equal(tr.translate(0, abi.UBLK_IO_OP_DISCARD, sectors(SEG), sectors(6 * SEG)), FAULTED);
   t.equal(tr.faultOp, FAULT_DISCARD);
   table.setRange(7, 1, { states: STATE_ALTERNATE, container: 0, offset: 7 * SEG, alt: 1 });
-  t.equal(tr.translate(0, abi.UBLK_IO_OP_READ, 8, sectors(7 * SEG)), FAULTED, 'alternate locations need the controller');
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_READ, 8, sectors(7 * SEG)), PLANNED, 'an Alternate entry reads unmarked blocks from its own location');
+  t.equal(records(tr)[0].off, 7 * SEG);
 });
 
 t.test('Error segments fail the request with EIO and drop its other records', async (t) => {
@@ -194,4 +195,38 @@ t.test('with a controller, whole-segment discards of mapped segments fault as re
   tr.n = 0;
   table.setRange(4, 1, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
   t.equal(tr.translate(0, abi.UBLK_IO_OP_DISCARD, sectors(SEG), sectors(4 * SEG)), PLANNED, 'a Zero segment needs nothing');
+});
+
+t.test('Alternate entries: reads merge block by block, covered writes go to the alternate, the rest faults', async (t) => {
+  const { table, tr } = setup();
+  const alt = table.alternates!;
+  const bits = Buffer.alloc(32);
+  bits[0] = 0b0000_0110; // blocks 1 and 2 live at the alternate (container 1, 8 MiB)
+  alt.set(5, 1, 8 * SEG, bits);
+  table.setRange(3, 1, { states: STATE_ALTERNATE, container: 0, offset: 3 * SEG, alt: 5 });
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_READ, sectors(16384), sectors(3 * SEG)), PLANNED);
+  t.same(records(tr), [
+    { op: abi.OP_READ, tag: 0, fd: 10, flags: 0, bufOff: 0, len: 4096, off: 3 * SEG },
+    { op: abi.OP_READ, tag: 0, fd: 11, flags: 0, bufOff: 4096, len: 8192, off: 8 * SEG + 4096 },
+    { op: abi.OP_READ, tag: 0, fd: 10, flags: 0, bufOff: 12288, len: 4096, off: 3 * SEG + 12288 },
+    commit(0, 16384),
+  ], 'original, alternate (two blocks in one read), original');
+  tr.n = 0;
+  t.equal(tr.translate(1, abi.UBLK_IO_OP_WRITE, 8, sectors(3 * SEG + 4096 + 512)), PLANNED, 'a write inside marked blocks');
+  t.same(records(tr), [{ op: abi.OP_WRITE, tag: 1, fd: 11, flags: 0, bufOff: 0, len: 4096, off: 8 * SEG + 4096 + 512 }, commit(1, 4096)], 'goes to the alternate');
+  tr.n = 0;
+  t.equal(tr.translate(2, abi.UBLK_IO_OP_WRITE, 16, sectors(3 * SEG + 8192)), FAULTED, 'a write reaching an unmarked block faults');
+  t.same([tr.faultOp, tr.faultSegment, tr.faultStates, tr.faultOffset, tr.faultLength], [FAULT_WRITE, 3, STATE_ALTERNATE, 8192, 8192], 'naming its piece of the segment');
+  t.equal(tr.n, 0, 'and plans nothing');
+  t.equal(tr.translate(3, abi.UBLK_IO_OP_DISCARD, 8, sectors(3 * SEG)), FAULTED, 'a discard faults (the controller folds first)');
+  alt.set(5, 1, 8 * SEG, Buffer.alloc(32, 0x55)); // every other block: a 128 KiB read would need 32 pieces
+  t.equal(tr.translate(4, abi.UBLK_IO_OP_READ, sectors(128 * 1024), sectors(3 * SEG)), FAULTED, 'a read too fragmented for its records faults');
+  t.same([tr.faultOp, tr.faultStates], [FAULT_READ, STATE_ALTERNATE], 'as a read of an Alternate entry (the controller folds it)');
+});
+
+t.test('faults name the piece of the segment: offset and length', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(1, 1, { states: STATE_NO_WRITE, container: 0, offset: SEG, alt: 0 });
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_WRITE, sectors(SEG), sectors(SEG / 2)), FAULTED);
+  t.same([tr.faultSegment, tr.faultOffset, tr.faultLength], [1, 0, SEG / 2], 'the second half of the request, in segment 1');
 });

@@ -1,6 +1,7 @@
 // `vdisk clone SNAP NEWDISK`: a writable disk that starts as the snapshot and shares its storage; its writes
-// copy the segments they change (redirect-on-write), so the snapshot never changes.
+// copy what they change (see --cow and --partial), so the snapshot never changes.
 import { Command, Option } from 'clipanion';
+import { COW_HELP, PARTIAL_HELP, modesOption } from '../base.js';
 import { ControllerCommand } from '../controller-command.js';
 
 export class CloneCommand extends ControllerCommand {
@@ -12,9 +13,11 @@ export class CloneCommand extends ControllerCommand {
 
   snapshot = Option.String({ required: true });
   name = Option.String({ required: true });
+  cow = Option.String('--cow', { description: `${COW_HELP}; default: the snapshot's` });
+  partial = Option.String('--partial', { description: `${PARTIAL_HELP}; default: the snapshot's` });
 
   async run(): Promise<number> {
-    await this.call('disk.clone', { snapshot: this.snapshot, name: this.name });
+    await this.call('disk.clone', { snapshot: this.snapshot, name: this.name, ...modesOption(this.cow, this.partial) });
     this.print(`disk ${this.name} cloned from ${this.snapshot}`);
     return 0;
   }

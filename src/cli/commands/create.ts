@@ -2,7 +2,7 @@
 import { Command, Option, UsageError } from 'clipanion';
 import { checkSegmentSize } from '../../table/mapping-table.js';
 import { formatSize } from '../../util/size.js';
-import { sizeOption } from '../base.js';
+import { COW_HELP, PARTIAL_HELP, modesOption, sizeOption } from '../base.js';
 import { ControllerCommand } from '../controller-command.js';
 
 export class CreateCommand extends ControllerCommand {
@@ -17,8 +17,11 @@ export class CreateCommand extends ControllerCommand {
   segmentSize = Option.String('--segment-size', { description: 'mapping segment size, 64K..64M (default 1M)' });
   container = Option.String('--container', { description: 'allocate from this container only' });
   thick = Option.Boolean('--thick', false, { description: 'allocate all storage now instead of on first write' });
+  cow = Option.String('--cow', { description: COW_HELP });
+  partial = Option.String('--partial', { description: PARTIAL_HELP });
 
   async run(): Promise<number> {
+    const modes = modesOption(this.cow, this.partial);
     const size = sizeOption('--size', this.size, 0);
     if (size === 0 || size % 512 !== 0) throw new UsageError(`--size must be a positive multiple of 512, not ${this.size}`);
     const segmentSize = sizeOption('--segment-size', this.segmentSize, 1 << 20);
@@ -28,7 +31,7 @@ export class CreateCommand extends ControllerCommand {
       throw new UsageError(`--segment-size: ${(err as Error).message}`);
     }
     const d = await this.call<{ name: string; segments: number }>('disk.create',
-      { name: this.name, size, segmentSize, container: this.container, thick: this.thick });
+      { name: this.name, size, segmentSize, container: this.container, thick: this.thick, ...modes });
     this.print(`disk ${d.name}: ${formatSize(size)}, ${d.segments} segment(s) of ${formatSize(segmentSize)}, ${this.thick ? 'thick' : 'thin'}`);
     return 0;
   }

@@ -26,6 +26,7 @@ export class InfoCommand extends ControllerCommand {
       `  entries       ${states}`,
       `  allocated     ${formatSize(d.allocatedBytes)}${per ? ` (${per})` : ''}`,
       `  exclusive     ${formatSize(d.exclusiveBytes)}, shared ${formatSize(d.sharedBytes)}`,
+      `  copy-on-write ${d.cow}, partial writes ${d.partial}${d.alternates ? `; ${d.alternates} segment(s) with alternate blocks (vdisk fold ${d.name})` : ''}`,
       `  free          ${formatSize(d.freeBytes)}${d.freeBytes === 0 ? ' (out of space: writes to unallocated segments fail with ENOSPC)' : ''}`,
     ].join('\n'));
     return 0;

@@ -1,0 +1,60 @@
+// A real controller in this process with scripted peers playing the agents over the real protocol (the real
+// agent is tested in the VM): each peer answers table and device commands and records what it was sent;
+// `events` keeps the order in which peers received commands and answers, across all of them.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Controller } from '../../src/controller/controller.js';
+import { socketPath } from '../../src/controller/paths.js';
+import { VdiskError } from '../../src/errors.js';
+import { connect } from '../../src/protocol/client.js';
+import type { Connection } from '../../src/protocol/connection.js';
+import { ENTRY_BYTES, decodeEntry } from '../../src/table/entry-codec.js';
+import type { Entry } from '../../src/table/mapping-table.js';
+
+export interface Received { op: string; args: Record<string, unknown>; payload: Buffer | undefined }
+export interface Peer { conn: Connection; got: Received[]; ops(): string[] }
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const entriesOf = (p: Buffer | undefined): Entry[] => Array.from({ length: (p?.length ?? 0) / ENTRY_BYTES }, (_, k) => decodeEntry(p!, k));
+
+export async function scriptedController(t: { teardown: (fn: () => unknown) => void }, prefix: string) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const sock = socketPath(dir);
+  const controller = await Controller.start(dir);
+  const cli = (await connect(sock, { role: 'cli' })).conn;
+  const peers: Connection[] = [cli];
+  const events: string[] = [];
+  t.teardown(async () => {
+    await Promise.all(peers.map((c) => c.close()));
+    await controller.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A scripted agent: registers, answers the table/device commands, records everything it is sent. */
+  async function scriptedAgent(hostId: string, devId: number): Promise<Peer> {
+    const { conn } = await connect(sock, { role: 'agent', hostId });
+    peers.push(conn);
+    const got: Received[] = [];
+    conn.onRequest(async (op, args, payload) => {
+      got.push({ op, args, payload });
+      events.push(`${hostId}:${op}`);
+      switch (op) {
+        case 'containers.set': case 'table.create': case 'table.set': case 'table.states': case 'table.alt':
+        case 'device.stop': case 'table.delete':
+          return {};
+        case 'device.start': return { devId, path: `/dev/ublkb${devId}`, queues: 1 };
+        default: throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
+      }
+    });
+    await conn.request('agent.register', { pid: process.pid, leaseMs: 5000, disks: [] });
+    // Let the registration's reconciliation (containers.set, then a look at the host's attachments) finish
+    // before the test attaches, so its commands are only those of the attach.
+    for (let i = 0; i < 250 && !got.some((g) => g.op === 'containers.set'); i++) await sleep(20);
+    await sleep(50);
+    return { conn, got, ops: () => got.map((r) => r.op).filter((op) => op !== 'containers.set') };
+  }
+
+  const ask = async <T>(op: string, args: Record<string, unknown> = {}): Promise<T> => (await cli.request(op, args)).result as T;
+  return { dir, controller, cli, events, scriptedAgent, ask };
+}
