@@ -100,6 +100,9 @@ export async function session(root, dataDir) {
           marks.tableLoaded = performance.now();
           marks.entries = payload.byteLength / 16;
           return {};
+        case 'table.alt':
+          tables.get(args.diskId).alternates.set(args.slot, args.container, args.offset, payload);
+          return {};
         case 'table.states':
           // A snapshot's No-write over the whole table, for instance.
           tables.get(args.diskId).changeStates(args.first, args.count, args.bits, args.set === true);

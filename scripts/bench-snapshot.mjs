@@ -6,8 +6,9 @@
 //     for a thin disk means with the data written;
 //  2. the first write after a snapshot: 4k writes at random offsets, one per segment, to shared segments of an
 //     attached, fully written disk, at QD 1 and QD 16 (each one faults; the controller allocates a segment,
-//     copies 1 MiB, remaps: `--partial copy`), with the space amplification (container usedBytes growth per
-//     byte written). `--partial bitmap` (Alternate) is not implemented yet and is reported as such;
+//     copies 1 MiB, remaps: `--partial copy`; or allocates an alternate and copies the 4 KiB block: `--partial
+//     bitmap`), with the space amplification (allocated bytes, and bytes the container file really gained, per
+//     byte written) and the fold of the bitmap clone's alternates afterwards;
 //  3. 4k randread (the fio parameters of bench-run.mjs) on the 10th clone of a chain (each generation snapshotted
 //     and cloned from the previous, the data written at generation 0) against the plain origin, alternating.
 // hostSnapshotBench() is the ublk-free part, run natively on the host by bench.mjs (requests timed on the
@@ -125,42 +126,52 @@ export async function hostSnapshotBench(o) {
     const cows = o.cows;
     const thickSize = (o.thickGiB ?? THICK_SIZE / GiB) * GiB;
     const thickFile = path.join(dir, 'thick.img');
-    // Room for the disk and for the copies of 2 x cows segments (a disk with --container allocates only there).
-    await cli('container', 'add', 'thick', '--path', thickFile, '--size', String(thickSize + 2 * cows * MiB));
+    // Room for the disk and for the copies and alternates of 4 x cows segments (a disk with --container allocates only there).
+    await cli('container', 'add', 'thick', '--path', thickFile, '--size', String(thickSize + 4 * cows * MiB));
     const thick = { size: thickSize, entries: thickSize / MiB, mappedEntries: thickSize / MiB };
-    thick.createRequestMs = (await rpc('disk.create', { name: 'thick', size: thickSize, segmentSize: MiB, container: 'thick', thick: true })).ms;
+    thick.createRequestMs = (await rpc('disk.create', { name: 'thick', size: thickSize, segmentSize: MiB, container: 'thick', thick: true, partial: 'copy' })).ms;
     thick.attachMs = await attach('thick');
     thick.snapshotAttached = await snapshots('thick', 3, 'thick-s');
     thick.perMappedEntryUs = round((thick.snapshotAttached.ms - out.thin1TiB.snapshotAttached.ms) * 1000 / thick.mappedEntries, 2);
     o.log(`host snapshot: thick ${thickSize / GiB} GiB (${thick.mappedEntries} mapped) created in ${thick.createRequestMs} ms, snapshot attached ${thick.snapshotAttached.ms} ms`);
 
     // ---- 2. the controller's side of the first write after a snapshot: the stand-in agent sends write faults
-    // on No-write segments (refcount 4 after 3 snapshots): allocation, 1 MiB copy + fdatasync, commit.
+    // for one 4 KiB piece of No-write segments (shared with the snapshots): --partial copy allocates, copies
+    // 1 MiB, fdatasyncs, commits; --partial bitmap allocates an alternate, copies 4 KiB, fdatasyncs, commits.
+    // The thick disk is --partial copy; a clone of its first snapshot is --partial bitmap.
     fillRandom(thickFile, 2 * cows * MiB); // thick allocation starts at offset 0: segment i is the file's MiB i
-    const { id } = (await rpc('disk.info', { name: 'thick' })).result;
+    await rpc('disk.clone', { snapshot: 'thick-s0', name: 'thick-b', partial: 'bitmap' });
+    await attach('thick-b');
     thick.cow = [];
-    for (const [i, c] of [1, 16].entries()) {
-      const before = await usedBytes(cliJson);
-      let next = i * cows;
-      const lat = [];
-      const t0 = performance.now();
-      await Promise.all(Array.from({ length: c }, async () => {
-        while (next < (i + 1) * cows) {
-          const segment = next++;
-          const t1 = performance.now();
-          const r = await agent.conn.request('fault', { diskId: id, op: FAULT_WRITE, segment, states: STATE_NO_WRITE }, { timeoutMs: 0 });
-          lat.push(performance.now() - t1);
-          if (r.result?.action !== 'entry' || r.result.entry.states & STATE_NO_WRITE) throw new Error(`COW fault on segment ${segment}: ${JSON.stringify(r.result)}`);
-        }
-      }));
-      const elapsed = performance.now() - t0;
-      const growth = (await usedBytes(cliJson)) - before;
-      lat.sort((x, y) => x - y);
-      thick.cow.push({ concurrency: c, faults: cows, elapsedMs: round(elapsed, 1), faultsPerSec: Math.round(cows / (elapsed / 1000)),
-        meanMs: round(mean(lat), 2), p99Ms: round(lat[Math.min(lat.length - 1, Math.ceil(lat.length * 0.99) - 1)], 2),
-        usedGrowthBytes: growth, growthOk: growth === cows * MiB });
+    for (const [disk, partial] of [['thick', 'copy'], ['thick-b', 'bitmap']]) {
+      const { id } = (await rpc('disk.info', { name: disk })).result;
+      for (const [i, c] of [1, 16].entries()) {
+        const before = await usedBytes(cliJson);
+        let next = i * cows;
+        const lat = [];
+        const t0 = performance.now();
+        await Promise.all(Array.from({ length: c }, async () => {
+          while (next < (i + 1) * cows) {
+            const segment = next++;
+            const offset = Math.floor(Math.random() * 256) * 4096;
+            const t1 = performance.now();
+            const r = await agent.conn.request('fault', { diskId: id, op: FAULT_WRITE, segment, states: STATE_NO_WRITE, offset, length: 4096 }, { timeoutMs: 0 });
+            lat.push(performance.now() - t1);
+            if (r.result?.action !== 'entry' || r.result.entry.states & STATE_NO_WRITE) throw new Error(`COW fault on segment ${segment}: ${JSON.stringify(r.result)}`);
+            if ((partial === 'bitmap') !== (r.result.alternate !== undefined)) throw new Error(`COW fault on ${disk} segment ${segment}: ${JSON.stringify(r.result)}`);
+          }
+        }));
+        const elapsed = performance.now() - t0;
+        const growth = (await usedBytes(cliJson)) - before;
+        lat.sort((x, y) => x - y);
+        thick.cow.push({ partial, concurrency: c, faults: cows, elapsedMs: round(elapsed, 1), faultsPerSec: Math.round(cows / (elapsed / 1000)),
+          meanMs: round(mean(lat), 2), p99Ms: round(lat[Math.min(lat.length - 1, Math.ceil(lat.length * 0.99) - 1)], 2),
+          usedGrowthBytes: growth, growthOk: growth === cows * MiB });
+      }
     }
-    o.log(`host snapshot: controller-side COW faults ${thick.cow.map((f) => `${f.faultsPerSec}/s at ${f.concurrency}`).join(', ')}`);
+    o.log(`host snapshot: controller-side COW faults ${thick.cow.map((f) => `${f.partial} ${f.faultsPerSec}/s at ${f.concurrency}`).join(', ')}`);
+    await detach('thick-b');
+    await rpc('disk.rm', { name: 'thick-b' });
     await detach('thick');
 
     // ---- 3. building a 10-deep clone chain (each generation: snapshot of the previous, then a clone of it)
@@ -272,16 +283,16 @@ export async function snapshotBench(o) {
     chain.summary = { originIops: Math.round(oi), cloneIops: Math.round(ci), ratio: round(ci / oi) };
     out.cloneChain = chain; // the last clone stays attached: it must still read the file's data after the writes below
 
-    // ---- 2. first writes after a snapshot of the attached origin (its segments are shared with g1s too)
-    const cow = { segments: o.cows, segmentSize: MiB, partial: 'copy', runs: [] };
+    // ---- 2. first writes after a snapshot: two clones of a snapshot of the origin, one per --partial mode,
+    // written the same way (their segments are shared with the snapshot, the origin and the chain)
+    const cow = { segments: o.cows, segmentSize: MiB, modes: {} };
     const t0 = performance.now();
     cow.snapshotRequestMs = (await rpc('disk.snapshot', { name: 'origin', snapshot: 'cow-snap' })).ms;
     cow.snapshotWithConnectMs = ms(t0);
     cow.snapshotEntries = size / MiB;
-    o.log(`snapshot: first 4k writes after a snapshot, ${o.cows} segments at QD 1 and QD 16`);
-    const fioWrite = (offsetMiB, qd) => {
+    const fioWrite = (dev, offsetMiB, qd) => {
       // One 4 KiB write at a random offset in each 1 MiB segment of [offset, offset + cows MiB), in order.
-      const w = fioJson(o.sh, ['--name=cow', `--filename=${originDev}`, '--rw=randwrite', '--bs=4k', '--zonemode=strided', '--zonesize=4k',
+      const w = fioJson(o.sh, ['--name=cow', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--zonemode=strided', '--zonesize=4k',
         '--zonerange=1M', `--offset=${offsetMiB}M`, `--size=${o.cows}M`, `--number_ios=${o.cows}`, `--iodepth=${qd}`, '--numjobs=1',
         '--ioengine=libaio', '--direct=1', '--randrepeat=0']).write;
       return {
@@ -289,27 +300,43 @@ export async function snapshotBench(o) {
         clatMeanMs: round(w.clat_ns.mean / 1e6, 2), clatP99Ms: round(w.clat_ns.percentile['99.000000'] / 1e6, 2),
       };
     };
-    for (const [i, qd] of [1, 16].entries()) {
-      const before = await usedBytes(cliJson);
-      const run = fioWrite(i * o.cows, qd);
-      run.usedGrowthBytes = (await usedBytes(cliJson)) - before;
-      run.bytesWritten = run.ios * 4096;
-      run.spaceAmplification = round(run.usedGrowthBytes / run.bytesWritten, 1);
-      run.growthOk = run.usedGrowthBytes === o.cows * MiB && run.ios === o.cows;
-      cow.runs.push(run);
-      o.log(`snapshot: COW writes at QD ${qd}: ${run.ios} in ${run.elapsedMs} ms = ${run.iops}/s, clat mean ${run.clatMeanMs} ms, ` +
-        `p99 ${run.clatP99Ms} ms; used +${run.usedGrowthBytes / MiB} MiB`);
+    for (const partial of ['copy', 'bitmap']) {
+      const name = `cow-${partial}`;
+      await rpc('disk.clone', { snapshot: 'cow-snap', name, partial });
+      const dev = await attach(name);
+      const m = { runs: [] };
+      o.log(`snapshot: first 4k writes after a snapshot, --partial ${partial}, ${o.cows} segments at QD 1 and QD 16`);
+      for (const [i, qd] of [1, 16].entries()) {
+        const before = await usedBytes(cliJson);
+        const physBefore = physicalBytes(spare);
+        const run = fioWrite(dev, i * o.cows, qd);
+        run.usedGrowthBytes = (await usedBytes(cliJson)) - before;
+        run.physicalGrowthBytes = physicalBytes(spare) - physBefore;
+        run.bytesWritten = run.ios * 4096;
+        run.spaceAmplification = round(run.usedGrowthBytes / run.bytesWritten, 1);
+        run.physicalAmplification = round(run.physicalGrowthBytes / run.bytesWritten, 1);
+        run.growthOk = run.usedGrowthBytes === o.cows * MiB && run.ios === o.cows;
+        m.runs.push(run);
+        o.log(`snapshot: --partial ${partial} COW writes at QD ${qd}: ${run.ios} in ${run.elapsedMs} ms = ${run.iops}/s, clat mean ${run.clatMeanMs} ms, ` +
+          `p99 ${run.clatP99Ms} ms; allocated +${run.usedGrowthBytes / MiB} MiB, written to the container +${(run.physicalGrowthBytes / MiB).toFixed(1)} MiB`);
+      }
+      // The same writes again: no fault for --partial copy (the segments are the clone's own now); for bitmap,
+      // a fault only where the new random block is not yet at the alternate.
+      m.rewrite = fioWrite(dev, 0, 1);
+      // The clone reads its new data, the last chain clone still reads the shared segments of the bench file
+      // (read with O_DIRECT, past the page cache), and the file itself was not written.
+      const written = [[0, Math.min(4, o.cows)], [o.cows, Math.min(4, o.cows)]];
+      m.sharedUnchanged = written.every(([first, n]) => readDirect(lastDev, first, n).equals(readFile(o.file, first, n)));
+      m.cloneChanged = written.every(([first, n]) => !readDirect(dev, first, n).equals(readFile(o.file, first, n)));
+      const after = await cliJson('info', name);
+      m.after = { allocatedBytes: after.allocatedBytes, exclusiveBytes: after.exclusiveBytes, sharedBytes: after.sharedBytes, alternates: after.alternates };
+      if (partial === 'bitmap') {
+        const f = await cli('fold', name, '--json');
+        m.foldAll = { folded: JSON.parse(f.out).folded, cliMs: f.ms };
+      }
+      await detach(name);
+      cow.modes[partial] = m;
     }
-    // The same writes again: the segments are the origin's own now, so no fault. The reference for the above.
-    cow.rewrite = fioWrite(0, 1);
-    // Redirect-on-write: the origin reads its new data, the last clone still reads the shared segments of the
-    // bench file (read with O_DIRECT, past the page cache), and the file itself was not written.
-    const written = [[0, Math.min(4, o.cows)], [o.cows, Math.min(4, o.cows)]];
-    cow.sharedUnchanged = written.every(([first, n]) => readDirect(lastDev, first, n).equals(readFile(o.file, first, n)));
-    cow.originChanged = written.every(([first, n]) => !readDirect(originDev, first, n).equals(readFile(o.file, first, n)));
-    const after = await cliJson('info', 'origin');
-    cow.originAfter = { allocatedBytes: after.allocatedBytes, exclusiveBytes: after.exclusiveBytes, sharedBytes: after.sharedBytes, perContainer: after.perContainer };
-    cow.bitmap = 'not implemented yet';
     out.firstWriteAfterSnapshot = cow;
     await detach(prev);
     await detach('origin');
@@ -378,6 +405,11 @@ function sameData(dev, file, size) {
   }
 }
 
+/** Bytes the file really occupies (st_blocks): what a container gave to copies and alternates. */
+function physicalBytes(file) {
+  return fs.statSync(file).blocks * 512;
+}
+
 function fsType(dir) {
   const r = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : 'unknown';
@@ -417,7 +449,7 @@ export function printSnapshotHost(h) {
     [`  of which the agent: No-write on ${n} entries, blocking`, sec(k.snapshotAttached.agentStatesMs), '', ''],
     ['  cost per mapped entry (reference counts, over the thin one)', `${k.perMappedEntryUs} us`, '', ''],
     ...(k.size < BIG_SIZE ? [snapRow('  fully mapped 1 TiB, EXTRAPOLATED from that (not measured)', fullyMapped)] : []),
-    ...k.cow.map((f) => [`controller-side COW faults (1 MiB copy), ${f.concurrency} at a time (${f.faults}): rate, mean/p99`,
+    ...k.cow.map((f) => [`controller-side COW faults, 4k piece, --partial ${f.partial} (${f.partial === 'copy' ? '1 MiB' : '4 KiB'} copied), ${f.concurrency} at a time (${f.faults}): rate, mean/p99`,
       `${f.faultsPerSec} /s, ${f.meanMs}/${f.p99Ms} ms`, '-',
       f.growthOk ? '(used +1 MiB each)' : 'USED GROWTH WRONG']),
     [`${g} chain of ${CHAIN}: snapshot + clone per generation (median)`, sec(median(chain)), '', ''],
@@ -437,13 +469,18 @@ export function printSnapshot(v) {
       : snapRow('1 TiB thin, empty: snapshot, attached (request, best of 2)', t.ms),
     [`  CLI wall ${sec(t.cliMs)}, minus CLI start-up`, t.cliMinusStartupMs === undefined ? '-' : sec(t.cliMinusStartupMs), '', ''],
     [`${c.snapshotEntries} MiB thick origin (${c.snapshotEntries} mapped entries): snapshot, attached`, sec(c.snapshotRequestMs), '', ''],
-    ...c.runs.map((r) => [`first 4k write after snapshot, --partial copy, QD ${r.iodepth} (${r.ios}): IOPS, clat mean/p99`, lat(r), '-',
-      r.growthOk ? '(used ok)' : 'USED GROWTH WRONG']),
-    ...c.runs.map((r) => [`  space amplification at QD ${r.iodepth} (used growth / bytes written)`, `${r.spaceAmplification}x`, '-', '']),
-    ['  the same 4k writes again, no fault (reference), QD 1', lat(c.rewrite), '', ''],
-    ['first 4k write after snapshot, --partial bitmap', 'not implemented yet', '-', '-'],
-    ['written segments: origin changed, clone 10 still reads the old data', `${yes(c.originChanged)}, ${yes(c.sharedUnchanged)}`, 'yes, yes',
-      yes(c.originChanged && c.sharedUnchanged)],
+    ...Object.entries(c.modes).flatMap(([mode, m]) => [
+      ...m.runs.map((r) => [`first 4k write after snapshot, --partial ${mode}, QD ${r.iodepth} (${r.ios}): IOPS, clat mean/p99`, lat(r), '-',
+        r.growthOk ? '(allocated ok)' : 'ALLOCATION WRONG']),
+      ...m.runs.map((r) => [`  --partial ${mode}, QD ${r.iodepth}: amplification, allocated / written to the container`,
+        `${r.spaceAmplification}x / ${r.physicalAmplification}x`, '-', '']),
+      [`  --partial ${mode}: the same 4k writes again, QD 1`, lat(m.rewrite), '', ''],
+      [`  --partial ${mode}: clone changed, clone 10 still reads the old data`, `${yes(m.cloneChanged)}, ${yes(m.sharedUnchanged)}`, 'yes, yes',
+        yes(m.cloneChanged && m.sharedUnchanged)],
+      ...(m.foldAll ? [[`  --partial ${mode}: vdisk fold of ${m.after.alternates} alternates (CLI wall)`, sec(m.foldAll.cliMs), '', '']] : []),
+    ]),
+    ...(c.modes.copy && c.modes.bitmap ? [['first-write latency QD 1, bitmap / copy (clat mean)',
+      (c.modes.bitmap.runs[0].clatMeanMs / c.modes.copy.runs[0].clatMeanMs).toFixed(2), '< 1', yes(c.modes.bitmap.runs[0].clatMeanMs < c.modes.copy.runs[0].clatMeanMs)]] : []),
     ['clone 10 reads the same data as the origin\'s file before the writes', yes(ch.lastSameDataAsFile), 'yes', yes(ch.lastSameDataAsFile)],
     [`4k randread QD 32: clone ${ch.depth} deep / plain origin (${ch.summary.cloneIops} / ${ch.summary.originIops} IOPS)`,
       ch.summary.ratio.toFixed(2), '~1.0', yes(ch.summary.ratio >= 0.95 && ch.summary.ratio <= 1.05)],
