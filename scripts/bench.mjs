@@ -6,7 +6,7 @@
 // The snapshot benchmarks (scripts/bench-snapshot.mjs) likewise: their ublk-free part (snapshot requests with a
 // stand-in agent attached, controller-side copy-on-write, clone chains) always runs natively here first.
 // Options: --runtime S, --rounds N (fio), --faults N (map faults per queue depth), --cows N (first writes after a
-// snapshot per queue depth), --snapshot-thick GiB (the host part's thick disk, default 64), --no-controller, --no-snapshot.
+// snapshot per queue depth), --snapshot-thick GiB (the host part's thick disk, default 1024), --no-controller, --no-snapshot.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,8 +1,7 @@
 // `vdisk check`: the controller's invariants, recomputed from the tables. Every allocated segment is
-// referenced, every reference has an allocation, reference counts equal the number of entries naming the
-// segment, a shared segment has no exclusive (writable, not No-write) owner and is shared at one index only
-// (copy-out relies on it), every Alternate entry has its alternate and no alternate lacks its entry, and
-// no free extent is in use.
+// referenced, every reference has an allocation, a shared segment has no exclusive (writable, not No-write)
+// owner and is shared at one index only, within one family (sharing.ts relies on both), every Alternate
+// entry has its alternate and no alternate lacks its entry, and no free extent is in use.
 import { LOCATION_UNIT, STATE_ALTERNATE, STATE_NO_WRITE } from '../table/mapping-table.js';
 import { decodeEntry } from '../table/entry-codec.js';
 import { isMapped, type Store } from './store.js';
@@ -12,19 +11,22 @@ export interface CheckReport { ok: boolean; disks: number; allocations: number; 
 
 export async function checkStore(store: Store): Promise<CheckReport> {
   const problems: string[] = [];
-  const refs = new Map<string, { count: number; exclusive: string[]; indexes: Set<number> }>();
+  const refs = new Map<string, { count: number; exclusive: string[]; indexes: Set<number>; families: Set<number> }>();
+  let family = 0;
   const reference = (container: number, offset: number, index: number, writer: string | null) => {
     references++;
     const key = `${container}/${offset / LOCATION_UNIT}`;
-    const r = refs.get(key) ?? { count: 0, exclusive: [], indexes: new Set<number>() };
+    const r = refs.get(key) ?? { count: 0, exclusive: [], indexes: new Set<number>(), families: new Set<number>() };
     r.count++;
     r.indexes.add(index);
+    r.families.add(family);
     if (writer !== null) r.exclusive.push(writer);
     refs.set(key, r);
   };
   const disks = await store.listDisks();
   let references = 0;
   for (const d of disks) {
+    family = d.family;
     const table = await store.readTable(d);
     const alts = new Map((await listAlternates(store, d.id)).map((a) => [a.segment, a]));
     for (let i = 0; i < d.segments; i++) {
@@ -47,19 +49,19 @@ export async function checkStore(store: Store): Promise<CheckReport> {
     }
     for (const i of alts.keys()) problems.push(`${d.name} has an alternate location for segment ${i}, outside the disk`);
   }
-  const allocs = await store.db.all<{ container_id: number; unit: number; units: number; refcount: number }>('SELECT * FROM allocations');
+  const allocs = await store.db.all<{ container_id: number; unit: number; units: number }>('SELECT * FROM allocations');
   const seen = new Set<string>();
   for (const a of allocs) {
     const key = `${a.container_id}/${a.unit}`;
     seen.add(key);
     const r = refs.get(key);
-    if (!r) problems.push(`segment ${key} is allocated (refcount ${a.refcount}) but no table references it`);
-    else if (r.count !== a.refcount) problems.push(`segment ${key} has refcount ${a.refcount} but ${r.count} table entries reference it`);
+    if (!r) problems.push(`segment ${key} is allocated but no table references it`);
   }
   for (const [key, r] of refs) {
     if (!seen.has(key)) problems.push(`segment ${key} is referenced ${r.count} time(s) but not allocated`);
     if (r.count > 1 && r.exclusive.length > 0) problems.push(`segment ${key} is shared ${r.count} ways but ${r.exclusive.join(', ')} may write it (no No-write)`);
     if (r.indexes.size > 1) problems.push(`segment ${key} is referenced at different indexes (${[...r.indexes].join(', ')})`);
+    if (r.families.size > 1) problems.push(`segment ${key} is referenced by disks of different families`);
   }
   const free = await store.db.all<{ container_id: number; unit: number; units: number }>('SELECT * FROM free_extents');
   for (const f of free) {

@@ -7,6 +7,7 @@ import { VdiskError } from '../errors.js';
 import { ALT_BLOCK, ALT_BLOCK_SHIFT, altLayout, bitmapBytes, countBits, hasBit, setBits } from '../table/alternates.js';
 import { LOCATION_UNIT, STATE_ALTERNATE, STATE_NO_WRITE, type Entry } from '../table/mapping-table.js';
 import type { Disk, Store } from './store.js';
+import { releaseUnlessShared } from './sharing.js';
 
 export interface AltRecord { slot: number; container: number; offset: number; bitmap: Buffer }
 export interface Location { container: number; offset: number }
@@ -97,7 +98,7 @@ export async function fold(store: Store, disk: Disk, segment: number, copy: Copy
     if (ranges.length) await copy(e, a, ranges);
     const entry: Entry = { states: e.states & ~(STATE_ALTERNATE | STATE_NO_WRITE), container: a.container, offset: a.offset, alt: 0 };
     await put(entry);
-    await store.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
+    await releaseUnlessShared(store, disk, segment, e);
     await store.db.run('DELETE FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
     return entry;
   });

@@ -67,7 +67,11 @@ const MIGRATIONS: string[] = [
   // 5: how each disk copies on write (redirect or copy-out; partial writes to an alternate location with a
   // block bitmap, or whole-segment copies), the alternates themselves, and copy-outs whose pushes to the
   // other sharers' agents are not yet known to be done (the writer must not proceed before they are).
-  `ALTER TABLE disks ADD COLUMN cow_mode TEXT NOT NULL DEFAULT 'redirect';
+  // Sharing is read from the tables of a disk's family (sharing.ts), so snapshots no longer count references;
+  // disks from before get one family per segment size (wider than needed, never too narrow).
+  `ALTER TABLE disks ADD COLUMN family_id INTEGER;
+   UPDATE disks SET family_id = -segment_size;
+   ALTER TABLE disks ADD COLUMN cow_mode TEXT NOT NULL DEFAULT 'redirect';
    ALTER TABLE disks ADD COLUMN partial_mode TEXT NOT NULL DEFAULT 'bitmap';
    CREATE TABLE alternates (
      disk_id INTEGER NOT NULL REFERENCES disks(id) ON DELETE CASCADE,

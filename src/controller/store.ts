@@ -12,6 +12,7 @@ import {
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry, filledChunk } from '../table/entry-codec.js';
 import { Db } from './db.js';
 import { migrate } from './schema.js';
+import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js';
 import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
 
 export interface Container { id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number }
@@ -19,6 +20,8 @@ export interface Disk {
   id: number; name: string; size: number; segmentSize: number; segments: number; fillStates: number; containerId: number | null;
   /** Snapshots are read-only; parent is a snapshot's origin or a clone's snapshot (null when gone or none). */
   readOnly: boolean; parent: number | null;
+  /** The origin a disk descends from through snapshots and clones: only disks of one family share segments. */
+  family: number;
   /** Copy-on-write: the writer gets a new segment (redirect) or the other sharers do (copy-out). */
   cow: CowMode;
   /** Partial writes to a shared segment: blocks to an alternate location (bitmap), or a whole-segment copy. */
@@ -45,7 +48,7 @@ export interface Attachment { diskId: number; disk: string; hostId: string; devI
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ZERO_ENTRY: Entry = { states: STATE_ZERO, container: 0, offset: 0, alt: 0 };
 
-interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null; cow_mode: string; partial_mode: string }
+interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null; cow_mode: string; partial_mode: string; family_id: number | null }
 interface ContainerRow { id: number; name: string; path: string; size: number; next_unit: number; failed: number }
 
 function checkName(kind: string, name: string): void {
@@ -56,7 +59,7 @@ function toDisk(r: DiskRow): Disk {
   return {
     id: r.id, name: r.name, size: r.size, segmentSize: r.segment_size, segments: Math.ceil(r.size / r.segment_size),
     fillStates: r.fill_states, containerId: r.container_id, readOnly: r.read_only !== 0, parent: r.parent_id,
-    cow: r.cow_mode as CowMode, partial: r.partial_mode as PartialMode,
+    cow: r.cow_mode as CowMode, partial: r.partial_mode as PartialMode, family: r.family_id ?? r.id,
   };
 }
 
@@ -167,13 +170,18 @@ export class Store {
         [o.name, o.size, o.segmentSize, STATE_ZERO, containerId, o.cow ?? 'redirect', o.partial ?? 'bitmap']);
       const disk: Disk = {
         id: lastID, name: o.name, size: o.size, segmentSize: o.segmentSize, segments: Math.ceil(o.size / o.segmentSize),
-        fillStates: STATE_ZERO, containerId, readOnly: false, parent: null, cow: o.cow ?? 'redirect', partial: o.partial ?? 'bitmap',
+        fillStates: STATE_ZERO, containerId, readOnly: false, parent: null, cow: o.cow ?? 'redirect', partial: o.partial ?? 'bitmap', family: lastID,
       };
       if (o.thick) {
+        // One run from a bump pointer when a container has room for all of it (a few statements for a million
+        // segments), else segment by segment wherever there is room.
+        const run = await this.allocateRun(disk, disk.segments);
         for (let first = 0; first < disk.segments; first += CHUNK_ENTRIES) {
           const count = Math.min(CHUNK_ENTRIES, disk.segments - first);
           const data = Buffer.alloc(count * ENTRY_BYTES);
-          for (let k = 0; k < count; k++) encodeEntry(data, k, await this.allocateUnits(disk));
+          for (let k = 0; k < count; k++) {
+            encodeEntry(data, k, run ? { ...run, offset: run.offset + (first + k) * disk.segmentSize } : await this.allocateUnits(disk));
+          }
           await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [disk.id, first / CHUNK_ENTRIES, data]);
         }
       }
@@ -191,21 +199,17 @@ export class Store {
     return toDisk(row);
   }
 
-  /** Drops the disk's references; segments nobody else references go back to the free pool. */
+  /** Drops the disk's references; segments no other disk of its family names go back to the free pool. */
   async removeDisk(name: string): Promise<void> {
     await this.db.transaction(async () => {
       const disk = await this.disk(name);
       const attached = await this.db.all<{ host_id: string }>('SELECT host_id FROM attachments WHERE disk_id = ?', [disk.id]);
       if (attached.length) throw new VdiskError(`disk ${name} is attached on ${attached.map((a) => a.host_id).join(', ')}: detach it first`, { code: 'EBUSY' });
-      const chunks = await this.db.all<{ data: Buffer }>('SELECT data FROM table_chunks WHERE disk_id = ?', [disk.id]);
-      for (const { data } of chunks) {
-        for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
-          const e = decodeEntry(data, k);
-          if ((e.states & (STATE_ZERO | 1)) === 0) await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
-        }
-      }
+      await eachMapped(this, disk, async (data, k, _i, shared) => {
+        if (!shared) await this.free(data.readUInt32LE(k * ENTRY_BYTES + 4) >>> 8, data.readUInt32LE(k * ENTRY_BYTES + 8), disk.segmentSize / LOCATION_UNIT);
+      });
       for (const a of await this.db.all<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ?', [disk.id])) {
-        await this.release(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT);
+        await this.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT); // alternates are never shared
       }
       await this.db.run('DELETE FROM alternates WHERE disk_id = ?', [disk.id]);
       await this.db.run('DELETE FROM table_chunks WHERE disk_id = ?', [disk.id]);
@@ -246,28 +250,22 @@ export class Store {
     const alts = await this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM alternates WHERE disk_id = ?', [from.id]);
     if ((alts?.n ?? 0) > 0) throw new VdiskError(`${from.name} has ${alts?.n} alternate location(s): fold them before sharing`, { code: 'EBUSY' });
     const { lastID } = await this.db.run(
-      'INSERT INTO disks (name, size, segment_size, fill_states, container_id, read_only, parent_id, cow_mode, partial_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      [name, from.size, from.segmentSize, from.fillStates, from.containerId, readOnly ? 1 : 0, from.id, modes.cow ?? from.cow, modes.partial ?? from.partial]);
+      'INSERT INTO disks (name, size, segment_size, fill_states, container_id, read_only, parent_id, cow_mode, partial_mode, family_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      [name, from.size, from.segmentSize, from.fillStates, from.containerId, readOnly ? 1 : 0, from.id, modes.cow ?? from.cow, modes.partial ?? from.partial, from.family]);
+    // No-write on every mapped entry of the origin, set on the stored bytes (no decoding: a million entries
+    // take milliseconds); the copy carries it too. Nothing is counted per segment (see sharing.ts).
     const rows = await this.db.all<{ chunk: number; data: Buffer }>('SELECT chunk, data FROM table_chunks WHERE disk_id = ?', [from.id]);
-    const refs: Array<[number, number]> = [];
     for (const r of rows) {
       let changed = false;
-      for (let k = 0; k < r.data.length / ENTRY_BYTES; k++) {
-        const e = decodeEntry(r.data, k);
-        if (!isMapped(e)) continue;
-        refs.push([e.container, e.offset / LOCATION_UNIT]);
-        if (e.states & STATE_NO_WRITE) continue;
-        encodeEntry(r.data, k, { ...e, states: e.states | STATE_NO_WRITE });
+      for (let o = 4; o < r.data.length; o += ENTRY_BYTES) {
+        const s = r.data[o];
+        if ((s & (STATE_INVALID | STATE_ZERO)) !== 0 || (s & STATE_NO_WRITE) !== 0) continue;
+        r.data[o] = s | STATE_NO_WRITE;
         changed = true;
       }
       if (changed) await this.putChunk(from.id, r.chunk, r.data);
-      await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [lastID, r.chunk, r.data]);
     }
-    // One statement for all references: a fully written 1 TiB disk has a million of them.
-    if (refs.length) {
-      await this.db.run(`UPDATE allocations SET refcount = refcount + 1
-        WHERE (container_id, unit) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))`, [JSON.stringify(refs)]);
-    }
+    await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) SELECT ?, chunk, data FROM table_chunks WHERE disk_id = ?', [lastID, from.id]);
     return toDisk((await this.db.get<DiskRow>('SELECT * FROM disks WHERE id = ?', [lastID]))!);
   }
 
@@ -280,9 +278,7 @@ export class Store {
     return this.updateEntry(disk, segment, async (e, put) => {
       if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return { entry: e, remapped: false };
       if (disk.readOnly) throw new VdiskError(`${disk.name} is a read-only snapshot`, { code: 'EROFS' });
-      const unit = e.offset / LOCATION_UNIT;
-      const a = await this.db.get<{ refcount: number }>('SELECT refcount FROM allocations WHERE container_id = ? AND unit = ?', [e.container, unit]);
-      if (!a || a.refcount <= 1) {
+      if ((await sharers(this, disk, segment, e)).length === 0) {
         const entry = { ...e, states: e.states & ~STATE_NO_WRITE };
         await put(entry);
         return { entry, remapped: false };
@@ -290,8 +286,7 @@ export class Store {
       const fresh = await this.allocateUnits(disk);
       await copy(e, fresh, disk.segmentSize);
       const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE };
-      await put(entry);
-      await this.release(e.container, unit, disk.segmentSize / LOCATION_UNIT);
+      await put(entry); // the old segment stays: somebody else names it
       return { entry, remapped: true };
     });
   }
@@ -301,10 +296,10 @@ export class Store {
     return this.updateEntry(disk, segment, async (e, put) => {
       if (!isMapped(e)) return e;
       await put(ZERO_ENTRY);
-      await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
+      await releaseUnlessShared(this, disk, segment, e);
       if (e.states & STATE_ALTERNATE) {
         const a = await this.db.get<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
-        if (a) await this.release(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT);
+        if (a) await this.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT);
         await this.db.run('DELETE FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
       }
       return ZERO_ENTRY;
@@ -348,7 +343,7 @@ export class Store {
       await copy(e, fresh, disk.segmentSize);
       const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE }; // the copy is this disk's alone
       await put(entry);
-      await this.release(e.container, e.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
+      await releaseUnlessShared(this, disk, segment, e);
       return entry;
     });
   }
@@ -410,9 +405,8 @@ export class Store {
     const table = await this.readTable(disk);
     const byState: Record<string, number> = { mapped: 0, zero: 0, invalid: 0, error: 0, noWrite: 0 };
     const perContainer = new Map<number, number>();
-    const shared = new Set((await this.db.all<{ container_id: number; unit: number }>('SELECT container_id, unit FROM allocations WHERE refcount > 1'))
-      .map((a) => `${a.container_id}/${a.unit}`));
     let sharedBytes = 0;
+    await eachMapped(this, disk, (_data, _k, _i, shared) => { if (shared) sharedBytes += disk.segmentSize; });
     for (let i = 0; i < disk.segments; i++) {
       const e = decodeEntry(table, i);
       if (e.states & 1) byState.invalid++;
@@ -422,7 +416,6 @@ export class Store {
         else byState.mapped++;
         if (e.states & 2) byState.noWrite++;
         perContainer.set(e.container, (perContainer.get(e.container) ?? 0) + disk.segmentSize);
-        if (shared.has(`${e.container}/${e.offset / LOCATION_UNIT}`)) sharedBytes += disk.segmentSize;
       }
     }
     const alts = await this.db.all<{ container_id: number }>('SELECT container_id FROM alternates WHERE disk_id = ?', [disk.id]);
@@ -550,22 +543,30 @@ export class Store {
     throw new VdiskError(`no space left: no ${disk.containerId === null ? '' : 'preferred '}container can hold another ${disk.segmentSize}-byte segment`, { code: 'ENOSPC' });
   }
 
-  async release(containerId: number, unit: number, units: number): Promise<void> {
-    const a = await this.db.get<{ refcount: number }>('SELECT refcount FROM allocations WHERE container_id = ? AND unit = ?', [containerId, unit]);
-    if (!a) return;
-    if (a.refcount > 1) {
-      await this.db.run('UPDATE allocations SET refcount = refcount - 1 WHERE container_id = ? AND unit = ?', [containerId, unit]);
-      return;
+  /** `count` consecutive segments above one container's bump pointer, or null if no container has the room. */
+  private async allocateRun(disk: Disk, count: number): Promise<Entry | null> {
+    const units = disk.segmentSize / LOCATION_UNIT;
+    const candidates = await this.db.all<ContainerRow>('SELECT * FROM containers WHERE failed = 0 ORDER BY id');
+    for (const c of candidates) {
+      if (disk.containerId !== null && c.id !== disk.containerId) continue;
+      const unit = Math.ceil(c.next_unit / units) * units;
+      if ((unit + count * units) * LOCATION_UNIT > c.size) continue;
+      await this.db.run('UPDATE containers SET next_unit = ? WHERE id = ?', [unit + count * units, c.id]);
+      await this.db.run(`WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?)
+        INSERT INTO allocations (container_id, unit, units, refcount) SELECT ?, ? + i * ?, ?, 1 FROM seq`, [count, c.id, unit, units, units]);
+      return { states: 0, container: c.id, offset: unit * LOCATION_UNIT, alt: 0 };
     }
+    return null;
+  }
+
+  /** Returns a segment to the free pool (the caller knows nobody names it: see sharing.ts). */
+  async free(containerId: number, unit: number, units: number): Promise<void> {
     await this.db.run('DELETE FROM allocations WHERE container_id = ? AND unit = ?', [containerId, unit]);
     await this.db.run('INSERT OR IGNORE INTO free_extents (container_id, unit, units) VALUES (?, ?, ?)', [containerId, unit, units]);
   }
 }
 
-/** The entry references storage (Invalid and Zero entries reference nothing; Error ones still own theirs). */
-export function isMapped(e: Entry): boolean {
-  return (e.states & (STATE_INVALID | STATE_ZERO)) === 0;
-}
+export { isMapped } from './sharing.js';
 
 function checkModes(m: Modes): void {
   if (m.cow !== undefined && !COW_MODES.includes(m.cow)) throw new VdiskError(`--cow must be ${COW_MODES.join(' or ')}, not ${String(m.cow)}`, { code: 'EINVAL' });

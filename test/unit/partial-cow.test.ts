@@ -9,6 +9,7 @@ import { answerFault, SegmentIo, type FaultRequest } from '../../src/controller/
 import { copyOutPending } from '../../src/controller/copy-out.js';
 import { fold, listAlternates } from '../../src/controller/partial.js';
 import { Store } from '../../src/controller/store.js';
+import { references } from '../support/references.js';
 import { FAULT_READ, FAULT_WRITE } from '../../src/io/translator.js';
 import { ALT_BLOCK, altLayout } from '../../src/table/alternates.js';
 import { STATE_ALTERNATE, STATE_NO_WRITE, type Entry } from '../../src/table/mapping-table.js';
@@ -38,8 +39,7 @@ async function setup(t: { teardown: (fn: () => unknown) => void }, modes: { cow?
 
 const fault = (segment: number, offset: number, length: number, states = STATE_NO_WRITE, op = FAULT_WRITE): FaultRequest => ({ op, segment, states, offset, length });
 const read = (fd: number, offset: number, length: number) => { const b = Buffer.alloc(length); fs.readSync(fd, b, 0, length, offset); return b; };
-const refcount = async (store: Store, e: { container: number; offset: number }) =>
-  (await store.db.get<{ refcount: number }>('SELECT refcount FROM allocations WHERE container_id = ? AND unit = ?', [e.container, e.offset / 65536]))?.refcount ?? 0;
+const refcount = references;
 
 t.test('bitmap: a partial write to a shared segment copies only its blocks, and folds later', async (t) => {
   const { store, io, d, fd } = await setup(t);

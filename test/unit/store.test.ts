@@ -128,7 +128,7 @@ t.test('schema 1 databases migrate to the current schema; agents keep their leas
   const disk = await store.createDisk({ name: 'd', size: 8 * MB, segmentSize: MB });
   await store.putAttachment(disk.id, 'h1', 3);
   // Make it a schema-1 database again (before the lease column existed).
-  await store.db.exec('ALTER TABLE agents DROP COLUMN lease_ms; ALTER TABLE disks DROP COLUMN read_only; ALTER TABLE disks DROP COLUMN parent_id; DROP TABLE migrations; ALTER TABLE disks DROP COLUMN cow_mode; ALTER TABLE disks DROP COLUMN partial_mode; DROP TABLE alternates; DROP TABLE copyouts; PRAGMA user_version = 1');
+  await store.db.exec('ALTER TABLE agents DROP COLUMN lease_ms; ALTER TABLE disks DROP COLUMN read_only; ALTER TABLE disks DROP COLUMN parent_id; DROP TABLE migrations; ALTER TABLE disks DROP COLUMN cow_mode; ALTER TABLE disks DROP COLUMN family_id; ALTER TABLE disks DROP COLUMN partial_mode; DROP TABLE alternates; DROP TABLE copyouts; PRAGMA user_version = 1');
   await store.close();
   const again = await Store.open(dir);
   t.teardown(() => again.close());
