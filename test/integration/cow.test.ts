@@ -75,6 +75,17 @@ t.test('copy-out: stomp the origin, the snapshot keeps its data; a whole-segment
   W.copy(expect, 2 * MB);
   t.ok(readDirect(dev, 0, 4 * MB).equals(expect), 'the origin reads its new data over A');
   t.ok(readDirect(s, 0, 4 * MB).equals(A), 'the attached snapshot still reads A everywhere');
+
+  // Redirect: a whole-segment overwrite gets a fresh segment (nothing copied), a partial one its blocks.
+  c.ok('create', 'r', '--size', '8M', '--segment-size', '256K');
+  const r = c.attach('r');
+  writeDirect(r, 0, A);
+  c.ok('snapshot', 'r', 'r-snap');
+  writeDirect(r, 2 * MB, W);
+  writeDirect(r, MB + 8192, B);
+  t.ok(readDirect(r, 0, 4 * MB).equals(expect), 'the redirect disk reads its new data over A');
+  t.ok(readDirect(c.attach('r-snap'), 0, 4 * MB).equals(A), 'its snapshot still reads A');
+  t.match(c.json<Info>('info', 'r'), { alternates: 1 }, 'the partial write went to alternate blocks');
   t.equal(...check(c));
 });
 
