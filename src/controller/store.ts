@@ -64,6 +64,10 @@ function toDisk(r: DiskRow): Disk {
 }
 
 export class Store {
+  /** How long a freed segment waits before reuse (see free()). */
+  quarantineMs = 10_000;
+  private readonly quarantine = new Map<string, number>();
+
   private constructor(readonly db: Db, readonly file: string) {}
 
   static async open(dataDir: string): Promise<Store> {
@@ -526,7 +530,7 @@ export class Store {
       'SELECT * FROM containers WHERE failed = 0 ORDER BY (id = ?) DESC, id', [only ?? -1]);
     const usable = only === null ? candidates : candidates.filter((c) => c.id === only);
     for (const c of usable) {
-      const free = await this.db.get<{ unit: number }>('SELECT unit FROM free_extents WHERE container_id = ? AND units = ? LIMIT 1', [c.id, units]);
+      const free = await this.reusable(c.id, units);
       let unit: number;
       if (free) {
         unit = free.unit;
@@ -559,10 +563,24 @@ export class Store {
     return null;
   }
 
-  /** Returns a segment to the free pool (the caller knows nobody names it: see sharing.ts). */
+  /**
+   * Returns a segment to the free pool (the caller knows nobody names it: see sharing.ts). It is not handed
+   * out again for quarantineMs: reads planned under the old mapping may still be in flight on the agent that
+   * faulted (other agents were drained by a blocking push), and must not see another disk's data.
+   */
   async free(containerId: number, unit: number, units: number): Promise<void> {
     await this.db.run('DELETE FROM allocations WHERE container_id = ? AND unit = ?', [containerId, unit]);
     await this.db.run('INSERT OR IGNORE INTO free_extents (container_id, unit, units) VALUES (?, ?, ?)', [containerId, unit, units]);
+    this.quarantine.set(`${containerId}/${unit}`, Date.now() + this.quarantineMs);
+  }
+
+  /** A free extent of this size in the container that is out of quarantine, if any. */
+  private async reusable(containerId: number, units: number): Promise<{ unit: number } | undefined> {
+    const now = Date.now();
+    for (const [k, until] of this.quarantine) if (until <= now) this.quarantine.delete(k);
+    const rows = await this.db.all<{ unit: number }>('SELECT unit FROM free_extents WHERE container_id = ? AND units = ? LIMIT ?',
+      [containerId, units, this.quarantine.size + 1]);
+    return rows.find((r) => !this.quarantine.has(`${containerId}/${r.unit}`));
   }
 }
 

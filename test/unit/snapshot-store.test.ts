@@ -134,8 +134,12 @@ t.test('reclaiming a whole segment frees it only when nobody else shares it', as
   t.same({ ...(await store.getEntries(await store.disk('s'), 1, 1))[0], states: 0 }, { ...e1, states: 0 }, 'the snapshot still maps it');
   await store.removeDisk('s');
   t.equal(await used(), 2, 'removing the snapshot frees it');
-  const again = await store.allocateSegment(d, 5);
-  t.same([again.container, again.offset], [e0.container, e0.offset], 'freed space is reused');
+  const fresh = await store.allocateSegment(d, 5);
+  t.notOk(fresh.offset === e0.offset || fresh.offset === e1.offset, 'freed segments are not handed out at once (in-flight reads may still use them)');
+  store.quarantineMs = 0;
+  await store.reclaimSegment(d, 5);
+  const again = await store.allocateSegment(d, 6);
+  t.same([again.container, again.offset], [fresh.container, fresh.offset], 'out of quarantine, freed space is reused');
   t.ok((await checkStore(store)).ok, 'check: consistent');
 });
 

@@ -36,6 +36,7 @@ t.test('a 1 TiB thin disk is created all-Zero and loads in full', async (t) => {
 
 t.test('allocation: aligned, idempotent, counted, reused after rm, ENOSPC when full', async (t) => {
   const { store } = await fresh(t);
+  store.quarantineMs = 0; // reuse at once (the quarantine has its own test in snapshot-store)
   await store.addContainer('small', '/tmp/s.img', 4 * MB);
   const disk = await store.createDisk({ name: 'd', size: 64 * MB, segmentSize: MB });
   const a = await store.allocateSegment(disk, 5);
