@@ -1,19 +1,10 @@
 // Running an agent in this process until SIGINT/SIGTERM or the controller's agent.exit. On exit the devices
 // stay behind, quiesced by the kernel (they were created with user recovery): the next agent for this host
 // takes them over, which is also how the agent is upgraded without unmounting anything.
-import os from 'node:os';
-import { VdiskError } from '../errors.js';
 import { Agent, DEFAULT_LEASE_MS } from './agent.js';
+import { checkHostId } from './host-id.js';
 
-const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
-export function defaultHostId(): string {
-  return os.hostname().split('.')[0] || 'localhost';
-}
-
-export function checkHostId(id: string): void {
-  if (!HOST_ID.test(id)) throw new VdiskError(`host id "${id}" must be 1-64 letters, digits, '.', '_' or '-'`, { code: 'EINVAL' });
-}
+export { checkHostId, defaultHostId } from './host-id.js';
 
 export async function runAgent(o: { socketPath: string; hostId: string; leaseMs?: number }): Promise<void> {
   checkHostId(o.hostId);

@@ -1,7 +1,7 @@
 // Shared behaviour of every vdisk command: user mistakes are clipanion UsageErrors (exit 1, with usage);
 // failures of the system print one line "vdisk: ..." and exit 2, never a stack trace.
 import { Command, UsageError } from 'clipanion';
-import { checkHostId, defaultHostId } from '../agent/run.js';
+import { checkHostId, defaultHostId } from '../agent/host-id.js';
 import { parseSize } from '../util/size.js';
 import { COW_MODES, PARTIAL_MODES, type Modes } from '../controller/modes.js';
 

@@ -1,7 +1,6 @@
 // `vdisk features`: what the running kernel's ublk driver supports (UBLK_U_CMD_GET_FEATURES, 6.5+).
 import os from 'node:os';
 import { Command, Option } from 'clipanion';
-import { UblkControlDevice, featureNames } from '../../ublk/control.js';
 import { VdiskCommand } from '../base.js';
 
 export class FeaturesCommand extends VdiskCommand {
@@ -11,6 +10,8 @@ export class FeaturesCommand extends VdiskCommand {
   json = Option.Boolean('--json', false, { description: 'print as JSON' });
 
   async run(): Promise<number> {
+    // Loaded here, not at the top: every other command would pay for loading the addon.
+    const { UblkControlDevice, featureNames } = await import('../../ublk/control.js');
     const control = UblkControlDevice.open();
     try {
       const flags = await control.getFeatures();

@@ -3,7 +3,6 @@
 import os from 'node:os';
 import { Command, Option, UsageError } from 'clipanion';
 import { checkSegmentSize } from '../../table/mapping-table.js';
-import { startLoop } from '../../loop/loop-disk.js';
 import { formatSize } from '../../util/size.js';
 import { VdiskCommand, intOption, sizeOption } from '../base.js';
 
@@ -51,6 +50,8 @@ export class LoopCommand extends VdiskCommand {
     process.on('SIGTERM', onSignal);
     try {
       {
+        // Loaded here, not at the top: every other command would pay for the device, piscina and the addon.
+        const { startLoop } = await import('../../loop/loop-disk.js');
         const disk = await startLoop({
           file: this.file, queues, depth, segmentSize, buffered: this.buffered, recoverable: this.recoverable, recover,
         });

@@ -3,7 +3,6 @@
 import { Command, Option, UsageError } from 'clipanion';
 import { VdiskError } from '../../../errors.js';
 import { agentLogPath, socketPath } from '../../../controller/paths.js';
-import { runAgent } from '../../../agent/run.js';
 import { hostIdOption } from '../../base.js';
 import { ControllerCommand } from '../../controller-command.js';
 import { startAgent } from '../../agent-starter.js';
@@ -25,6 +24,8 @@ export class AgentStartCommand extends ControllerCommand {
     if (!Number.isFinite(leaseS) || leaseS < 0.5 || leaseS > 3600) throw new UsageError(`--lease must be a number of seconds from 0.5 to 3600, not "${this.lease}"`);
     const leaseMs = Math.round(leaseS * 1000);
     if (this.foreground) {
+      // Loaded here, not at the top: every other command would pay for the agent, piscina and the addon.
+      const { runAgent } = await import('../../../agent/run.js');
       await runAgent({ socketPath: socketPath(this.dataDir), hostId, leaseMs });
       return 0;
     }

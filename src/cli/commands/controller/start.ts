@@ -3,7 +3,6 @@
 import fs from 'node:fs';
 import { Command, Option } from 'clipanion';
 import { VdiskError } from '../../../errors.js';
-import { runController } from '../../../controller/controller.js';
 import { logPath, socketPath } from '../../../controller/paths.js';
 import { connect } from '../../../protocol/client.js';
 import { ControllerCommand } from '../../controller-command.js';
@@ -17,6 +16,8 @@ export class ControllerStartCommand extends ControllerCommand {
 
   async run(): Promise<number> {
     if (this.foreground) {
+      // Loaded here, not at the top: every other command would pay for the controller and sqlite3.
+      const { runController } = await import('../../../controller/controller.js');
       await runController(this.dataDir);
       return 0;
     }
