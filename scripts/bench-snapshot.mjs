@@ -320,8 +320,8 @@ export async function snapshotBench(o) {
         o.log(`snapshot: --partial ${partial} COW writes at QD ${qd}: ${run.ios} in ${run.elapsedMs} ms = ${run.iops}/s, clat mean ${run.clatMeanMs} ms, ` +
           `p99 ${run.clatP99Ms} ms; allocated +${run.usedGrowthBytes / MiB} MiB, written to the container +${(run.physicalGrowthBytes / MiB).toFixed(1)} MiB`);
       }
-      // The same writes again: no fault for --partial copy (the segments are the clone's own now); for bitmap,
-      // a fault only where the new random block is not yet at the alternate.
+      // A second random 4k write into each of the first segments: no fault for --partial copy (the segments are
+      // the clone's own now); for bitmap, a fault wherever the new block is not yet at the alternate (almost always).
       m.rewrite = fioWrite(dev, 0, 1);
       // The clone reads its new data, the last chain clone still reads the shared segments of the bench file
       // (read with O_DIRECT, past the page cache), and the file itself was not written.
@@ -474,7 +474,7 @@ export function printSnapshot(v) {
         r.growthOk ? '(allocated ok)' : 'ALLOCATION WRONG']),
       ...m.runs.map((r) => [`  --partial ${mode}, QD ${r.iodepth}: amplification, allocated / written to the container`,
         `${r.spaceAmplification}x / ${r.physicalAmplification}x`, '-', '']),
-      [`  --partial ${mode}: the same 4k writes again, QD 1`, lat(m.rewrite), '', ''],
+      [`  --partial ${mode}: a second 4k write per segment (a new random block), QD 1`, lat(m.rewrite), '', ''],
       [`  --partial ${mode}: clone changed, clone 10 still reads the old data`, `${yes(m.cloneChanged)}, ${yes(m.sharedUnchanged)}`, 'yes, yes',
         yes(m.cloneChanged && m.sharedUnchanged)],
       ...(m.foldAll ? [[`  --partial ${mode}: vdisk fold of ${m.after.alternates} alternates (CLI wall)`, sec(m.foldAll.cliMs), '', '']] : []),
