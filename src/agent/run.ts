@@ -4,8 +4,6 @@
 import { Agent, DEFAULT_LEASE_MS } from './agent.js';
 import { checkHostId } from './host-id.js';
 
-export { checkHostId, defaultHostId } from './host-id.js';
-
 export async function runAgent(o: { socketPath: string; hostId: string; leaseMs?: number }): Promise<void> {
   checkHostId(o.hostId);
   const log = (m: string) => process.stderr.write(`${new Date().toISOString()} agent ${o.hostId}: ${m}\n`);
