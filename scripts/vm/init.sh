@@ -50,8 +50,10 @@ mount -t 9p -o trans=virtio,version=9p2000.L vmrun /mnt/run || fail "cannot moun
 RUN_OK=1
 . /mnt/run/vm.conf || fail "cannot read vm.conf"
 
-# cache=mmap, not loose: loose would cache host /proc and /sys contents in the lower layer.
-mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=512000,ro hostroot /lower ||
+# cache=loose: the host tree does not change while the guest runs (the guest's own /proc, /sys, /dev,
+# /tmp and /run are mounted over it, and its writes go to the tmpfs upper layer), so caching lookups and
+# attributes is safe, and it cuts a CLI call in the guest from ~2.4 s to ~1.7 s (cache=mmap before).
+mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,msize=512000,ro hostroot /lower ||
 	fail "cannot mount the host root (9p)"
 mount -t tmpfs -o mode=0755 rw /rw && mkdir /rw/upper /rw/work &&
 	mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work root /newroot ||
