@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'dist-check/**', 'build/**', 'node_modules/**', '.tap/**'] },
+  { ignores: ['dist/**', 'dist-test/**', 'build/**', 'node_modules/**', '.tap/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

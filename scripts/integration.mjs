@@ -1,6 +1,7 @@
-// Runs the integration tests (test/integration) against a real ublk kernel: natively when this host has
-// /dev/ublk-control and we are root, otherwise inside the throwaway QEMU VM of scripts/vm. Never skips: if
-// neither can run, it fails and says why. Arguments name the test files to run (default: all of them).
+// Runs the integration tests (test/integration, compiled to dist-test/ by `tsc -p tsconfig.json`) against a
+// real ublk kernel: natively when this host has /dev/ublk-control and we are root, otherwise inside the
+// throwaway QEMU VM of scripts/vm. Never skips: if neither can run, it fails and says why. Arguments name
+// the test files to run (default: all of them); scripts/run-tests.mjs runs them, VDISK_TEST_JOBS at a time.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -9,24 +10,33 @@ import { ensureTools } from './ensure-tools.mjs';
 import { TapResults } from './tap-results.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-// Named as tap names them: relative to the repository root.
-const files = process.argv.slice(2).length ? process.argv.slice(2).map((f) => path.relative(root, path.resolve(f)))
-  : fs.readdirSync(path.join(root, 'test', 'integration')).filter((f) => f.endsWith('.test.ts')).map((f) => `test/integration/${f}`);
-const tap = [path.join(root, 'node_modules', '.bin', 'tap'), '--disable-coverage', '--timeout=1800', '--jobs=1', '-R', 'tap'];
+// The compiled files, relative to the repository root; test/integration/x.test.ts names dist-test/test/integration/x.test.js.
+const compiled = (f) => path.relative(root, path.resolve(f)).replace(/^(dist-test\/)?test\//, 'dist-test/test/').replace(/\.ts$/, '.js');
+const files = (process.argv.slice(2).length ? process.argv.slice(2)
+  : fs.readdirSync(path.join(root, 'test', 'integration')).filter((f) => f.endsWith('.test.ts')).map((f) => `test/integration/${f}`))
+  .map(compiled).sort((a, b) => weight(b) - weight(a));
+// Longest first, so that the last file to start is a short one (the run ends when its longest file ends).
+function weight(f) {
+  return { 'snapshot': 9, 'cow': 8, 'agent-restart': 7, 'migrate': 6, 'agent-thin': 5, 'agent-dm': 4 }[path.basename(f, '.test.js')] ?? 0;
+}
+const jobs = process.env.VDISK_TEST_JOBS ?? '3';
+const runner = [process.execPath, path.join(root, 'scripts', 'run-tests.mjs'), '--isolate', '--jobs', jobs, '--timeout', '900'];
 
 ensureTools();
-if (!fs.existsSync(path.join(root, 'dist', 'cli', 'main.js')) || !fs.existsSync(path.join(root, 'build', 'Release', 'vdisk.node'))) {
-  console.error('integration: build first (npm install builds the addon, npm run build the TypeScript)');
+const missingFiles = files.filter((f) => !fs.existsSync(path.join(root, f)));
+if (missingFiles.length || !fs.existsSync(path.join(root, 'build', 'Release', 'vdisk.node'))) {
+  console.error(`integration: build first (npm install builds the addon, \`npx tsc -p tsconfig.json\` the tests${missingFiles.length ? `; missing ${missingFiles.join(', ')}` : ''})`);
   process.exit(1);
 }
 
 const native = fs.existsSync('/dev/ublk-control') && process.getuid?.() === 0 && !process.env.VDISK_FORCE_VM;
+// Each VM run may take 35 minutes: a first run and a rerun after a guest crash fit in CI's 90 with the setup.
 const vm = (list) => [path.join(root, 'scripts', 'vm', 'run'), '--scratch', process.env.VDISK_VM_SCRATCH_SIZE ?? '4G',
-  '--timeout', '4800',
+  '--timeout', '2100',
   // 4 vCPUs so that 4-queue devices really get 4 queues (ublk grants one per CPU at most).
-  '--smp', '4', '--', path.join(root, 'scripts', 'in-vm.sh'), ...tap, ...list];
+  '--smp', '4', '--', path.join(root, 'scripts', 'in-vm.sh'), ...runner, ...list];
 console.error(`integration: running on ${native ? 'this host\'s kernel' : 'the QEMU test VM (Debian 6.12 kernel)'}`);
-if (native) process.exit(await run([...tap, ...files]).then((r) => r.status));
+if (native) process.exit(await run([...runner, ...files]).then((r) => r.status));
 
 // Multi-threaded TCG has crashed the guest kernel under load (each known cause is avoided in scripts/vm/run).
 // Exit 125 means the guest ended without an exit status: scripts/vm/run has printed its kernel log. The

@@ -1,6 +1,9 @@
-// `npm test`: lint, type-check, build, unit tests on this host, then the integration tests on a real ublk
-// kernel (natively or in the QEMU VM). Ends with one plain line "tests: N passed, N failed" summing every
-// tap run; exits non-zero if any step failed.
+// `npm test`: lint, type-check (which also compiles src and test to dist-test/: the tests run as plain
+// JavaScript, with no per-file transpile), build, unit tests on this host, then the integration tests on a
+// real ublk kernel (natively or in the QEMU VM). Each step prints its time and the test steps a per-file
+// table; ends with one plain line "tests: N passed, N failed" summing every run; exits non-zero if any
+// step failed.
+import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,11 +12,19 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name) => path.join(root, 'node_modules', '.bin', name);
 const steps = [
   ['lint', bin('eslint'), ['.']],
-  ['typecheck', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']],
+  ['typecheck', bin('tsc'), ['-p', 'tsconfig.json']],
   ['build', bin('tsc'), ['-p', 'tsconfig.build.json']],
-  ['unit', bin('tap'), ['test/unit']],
+  // Listed when the step starts: the typecheck step before it writes dist-test/.
+  ['unit', process.execPath, () => [path.join(root, 'scripts', 'run-tests.mjs'), '--jobs', '2', '--timeout', '300', ...unitFiles()]],
   ['integration', process.execPath, [path.join(root, 'scripts', 'integration.mjs')]],
 ];
+
+/** The compiled unit tests (dist-test/ is written by the typecheck step) and the harness's own .mjs tests. */
+function unitFiles() {
+  const ts = fs.readdirSync(path.join(root, 'test', 'unit')).filter((f) => f.endsWith('.test.ts')).map((f) => `dist-test/test/unit/${f.replace(/\.ts$/, '.js')}`);
+  const mjs = fs.readdirSync(path.join(root, 'test', 'unit')).filter((f) => f.endsWith('.test.mjs')).map((f) => `test/unit/${f}`);
+  return [...ts, ...mjs];
+}
 
 let passed = 0;
 let failed = 0;
@@ -37,13 +48,17 @@ function runStep(name, cmd, args) {
   });
 }
 
+const times = [];
 for (const [name, cmd, args] of steps) {
-  const code = await runStep(name, cmd, args);
+  const t0 = Date.now();
+  const code = await runStep(name, cmd, typeof args === 'function' ? args() : args);
+  times.push(`${name} ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   if (code !== 0) {
     failedSteps.push(`${name} (exit ${code})`);
     if (name === 'lint' || name === 'typecheck' || name === 'build') break;
   }
 }
+console.log(`\nstep times: ${times.join(', ')}`);
 if (failedSteps.length) console.log(`\nfailed steps: ${failedSteps.join(', ')}`);
 console.log(`tests: ${passed} passed, ${failed} failed`);
 process.exit(failedSteps.length ? 1 : 0);

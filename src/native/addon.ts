@@ -1,5 +1,6 @@
 // Loads the addon once per thread (main or worker), registers VdiskError as the class of its errors and
 // checks the batch ABI constants against src/native/abi.ts.
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -9,9 +10,20 @@ import type { NativeAddon } from './types.js';
 
 let loaded: NativeAddon | undefined;
 
+/**
+ * The directory holding package.json above this module: dist/native/ when installed, dist-test/src/native/
+ * when the tests run their compiled copy. node-gyp's build/ sits there.
+ */
+function packageRoot(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
+    if (path.dirname(dir) === dir) throw new VdiskError(`no package.json above ${from}: cannot find the addon`, { code: 'ENOENT' });
+  }
+}
+
 export function addon(): NativeAddon {
   if (loaded) return loaded;
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const root = packageRoot(path.dirname(fileURLToPath(import.meta.url)));
   const require = createRequire(import.meta.url);
   const mod = require(path.join(root, 'build', 'Release', 'vdisk.node')) as NativeAddon;
   mod.setErrorClass(VdiskError);

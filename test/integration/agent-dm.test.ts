@@ -9,12 +9,12 @@ import { connect } from '../../src/protocol/client.js';
 import { socketPath } from '../../src/controller/paths.js';
 import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
 import { Cluster } from './cluster.js';
-import { makeFile, readDirect, run, ublkAvailable } from './helpers.js';
+import { inflight, makeFile, readDirect, readDirectAsync, run, ublkAvailable, waitFor } from './helpers.js';
 
 const missing = ublkAvailable();
 if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
 const MB = 1 << 20;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+interface Info { entriesByState: Record<string, number> }
 const dm = (args: string[]) => spawnSync('dmsetup', args, { encoding: 'utf8', env: { ...process.env, DM_DISABLE_UDEV: '1' } });
 
 function ddWrite(dev: string, offset: number, data: Buffer): { done: () => boolean; code: Promise<number | null> } {
@@ -30,43 +30,47 @@ t.test('a blocking state change waits for in-flight I/O on the agent', async (t)
   const loop = run('losetup', ['-f', '--show', file]).trim();
   const name = `vdisk-block-${process.pid}`;
   t.equal(dm(['create', name, '--table', `0 ${(64 * MB) / 512} linear ${loop} 0`]).status, 0, 'dm container created');
-  const c = Cluster.start('vd-blocking');
+  const c = await Cluster.start('vd-blocking');
   t.teardown(async () => {
     dm(['resume', name]);
     await c.stop();
     dm(['remove', name]);
     run('losetup', ['-d', loop]);
   });
-  c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
-  c.ok('create', 'd1', '--size', '16M', '--thick');
-  const dev = c.attach('d1');
+  await c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
+  await c.ok('create', 'd1', '--size', '16M', '--thick');
+  const dev = await c.attach('d1');
   const { conn } = await connect(socketPath(c.dir), { role: 'cli' });
   t.teardown(() => conn.close());
 
   t.equal(dm(['suspend', name]).status, 0, 'container suspended');
   const data = crypto.randomBytes(64 * 1024);
   const w = ddWrite(dev, 3 * MB, data);
-  await sleep(1500);
-  t.notOk(w.done(), 'a write is stalled in the container');
+  await waitFor('the write to be in flight on the device', () => inflight(dev).writes >= 1 || w.done());
+  t.notOk(w.done(), 'a write is stalled in the container (in flight on the device)');
 
-  let repliedAt = 0;
-  const started = Date.now();
+  const order: string[] = [];
   const change = conn.request('disk.states', { name: 'd1', first: 0, count: 16, bits: STATE_NO_WRITE, set: true }, { timeoutMs: 120_000 })
-    .then(() => { repliedAt = Date.now(); });
-  await sleep(3000);
-  t.equal(repliedAt, 0, 'the controller has not answered while a write from before the change is in flight');
+    .then(() => { order.push('reply'); });
+  // Proof that the reply is held by the stalled write: the change is recorded, a later request on the same
+  // connection is answered, and the write is still in flight. (A read would stall in the suspended container.)
+  await waitFor('No-write to be recorded', async () => (await c.json<Info>('info', 'd1')).entriesByState.noWrite === 16);
+  t.ok((await conn.request('controller.status')).result, 'the controller answers a later request on the same connection');
+  t.equal(inflight(dev).writes, 1, 'the write from before the change is still in flight');
+  t.same(order, [], 'the controller has not answered the blocking change');
+  order.push('resume');
   t.equal(dm(['resume', name]).status, 0, 'container resumed');
   await change;
-  t.ok(repliedAt - started >= 3000, `the answer came after the resume (${repliedAt - started} ms)`);
+  t.same(order, ['resume', 'reply'], 'the answer came only after the stalled write could complete');
   t.equal(await w.code, 0, 'the stalled write completed');
   t.ok(readDirect(dev, 3 * MB, data.length).equals(data), 'with its data');
-  const info = c.json<{ entriesByState: Record<string, number> }>('info', 'd1');
-  t.equal(info.entriesByState.noWrite, 16, 'No-write is recorded in the store');
+  t.equal((await c.json<Info>('info', 'd1')).entriesByState.noWrite, 16, 'No-write is recorded in the store');
 
   const held = ddWrite(dev, 5 * MB, crypto.randomBytes(64 * 1024));
-  await sleep(2000);
-  t.notOk(held.done(), 'a write to a No-write segment is held');
-  t.ok(readDirect(dev, 3 * MB, data.length).equals(data), 'while reads are served');
+  await waitFor('the write to No-write to reach the device', () => inflight(dev).writes >= 1 || held.done());
+  t.ok((await readDirectAsync(dev, 3 * MB, data.length)).equals(data), 'reads are served after it');
+  t.notOk(held.done(), 'while a write to a No-write segment is held');
+  t.equal(inflight(dev).writes, 1, 'in flight on the device');
   await conn.request('disk.states', { name: 'd1', first: 0, count: 16, bits: STATE_NO_WRITE, set: false });
   t.equal(await held.code, 0, 'clearing No-write lets the held write complete');
 
@@ -86,21 +90,21 @@ t.test('an I/O error from the container turns the affected entry to Error', asyn
   const name = `vdisk-err-${process.pid}`;
   const half = (16 * MB) / 512;
   t.equal(dm(['create', name, '--table', `0 ${half} linear ${loop} 0\n${half} ${half} error`]).status, 0, 'dm container: 16 MiB good, 16 MiB failing');
-  const c = Cluster.start('vd-ioerr');
+  const c = await Cluster.start('vd-ioerr');
   t.teardown(async () => {
     await c.stop();
     dm(['remove', name]);
     run('losetup', ['-d', loop]);
   });
-  c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
-  c.ok('create', 'd1', '--size', '32M', '--thick'); // segment i is container MiB i
-  const dev = c.attach('d1');
+  await c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
+  await c.ok('create', 'd1', '--size', '32M', '--thick'); // segment i is container MiB i
+  const dev = await c.attach('d1');
   t.equal(ddRead(dev, 3 * MB).status, 0, 'a segment on the good half reads');
   const bad = ddRead(dev, 20 * MB);
   t.match(bad.err, /Input\/output error/, 'a segment on the failing half gives EIO');
-  const errors = () => c.json<{ entriesByState: Record<string, number> }>('info', 'd1').entriesByState.error;
-  await c.until('the Error entry to be recorded', () => errors() === 1);
-  t.equal(errors(), 1, 'exactly the one entry the failed read touched is Error');
+  const errors = async () => (await c.json<Info>('info', 'd1')).entriesByState.error;
+  await c.until('the Error entry to be recorded', async () => (await errors()) === 1);
+  t.equal(await errors(), 1, 'exactly the one entry the failed read touched is Error');
 
   // Repair the container: the recorded Error stays (the data there is unknown); other entries read again.
   t.equal(dm(['reload', name, '--table', `0 ${2 * half} linear ${loop} 0`]).status, 0, 'new table loaded');
@@ -108,5 +112,5 @@ t.test('an I/O error from the container turns the affected entry to Error', asyn
   t.match(ddRead(dev, 20 * MB + 8192).err, /Input\/output error/, 'the Error segment still fails, now without touching the container');
   t.equal(ddRead(dev, 22 * MB).status, 0, 'a segment on the repaired half that never failed reads');
   t.equal(ddRead(dev, 3 * MB).status, 0, 'and the good half still reads');
-  t.equal(errors(), 1, 'no other entry turned to Error');
+  t.equal(await errors(), 1, 'no other entry turned to Error');
 });

@@ -14,23 +14,23 @@ const MB = 1 << 20;
 interface Info { allocatedBytes: number; entriesByState: Record<string, number>; perContainer: Record<string, number> }
 
 t.test('thin disks, ext4, two disks on two containers', async (t) => {
-  const c = Cluster.start('vd-thin');
+  const c = await Cluster.start('vd-thin');
   t.teardown(() => c.stop());
-  c.container('c1', '512M');
-  c.container('c2', '512M');
-  c.ok('create', 'd1', '--size', '256M', '--container', 'c1');
-  c.ok('create', 'd2', '--size', '128M', '--container', 'c2');
-  const d1 = c.attach('d1', 'h1', '--queues', '2');
+  await c.container('c1', '512M');
+  await c.container('c2', '512M');
+  await c.ok('create', 'd1', '--size', '256M', '--container', 'c1');
+  await c.ok('create', 'd2', '--size', '128M', '--container', 'c2');
+  const d1 = await c.attach('d1', 'h1', '--queues', '2');
   t.match(d1, /^\/dev\/ublkb\d+$/, `attach printed the device (${d1})`);
   t.ok(fs.statSync(d1).isBlockDevice(), 'and it is a block device');
-  t.equal(c.json<Info>('info', 'd1').allocatedBytes, 0, 'a new thin disk has nothing allocated');
+  t.equal((await c.json<Info>('info', 'd1')).allocatedBytes, 0, 'a new thin disk has nothing allocated');
 
   t.ok(readDirect(d1, 0, 4 * MB).equals(Buffer.alloc(4 * MB)), 'unwritten segments read zeros');
-  t.equal(c.json<Info>('info', 'd1').allocatedBytes, 0, 'reading allocates nothing');
+  t.equal((await c.json<Info>('info', 'd1')).allocatedBytes, 0, 'reading allocates nothing');
 
   const block = crypto.randomBytes(4096);
   writeDirect(d1, 5 * MB + 8192, block);
-  let info = c.json<Info>('info', 'd1');
+  let info = (await c.json<Info>('info', 'd1'));
   t.equal(info.allocatedBytes, MB, 'one 4 KiB write allocates one 1 MiB segment');
   t.same(info.perContainer, { c1: MB }, 'on the disk\'s container');
   const seg = readDirect(d1, 5 * MB, MB);
@@ -39,15 +39,15 @@ t.test('thin disks, ext4, two disks on two containers', async (t) => {
   t.ok(seg.equals(expect), 'the rest of a partially written segment reads zeros');
 
   // Both disks under fio verify at once: each allocates on its own container.
-  const d2 = c.attach('d2');
+  const d2 = await c.attach('d2');
   // Global options first: fio applies options after a --name to that job only.
   run('fio', ['--rw=randwrite', '--bs=4k', '--iodepth=16', '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1',
     '--verify_fatal=1', '--randrepeat=0', '--name=d1', `--filename=${d1}`, '--offset=64M', '--size=32M',
     '--name=d2', `--filename=${d2}`, '--size=32M']);
   t.pass('fio verify passed on two disks at once');
-  info = c.json<Info>('info', 'd1');
+  info = (await c.json<Info>('info', 'd1'));
   t.same(info.perContainer, { c1: 33 * MB }, 'd1 allocated exactly the 32 segments fio wrote (+1) on c1');
-  t.same(c.json<Info>('info', 'd2').perContainer, { c2: 32 * MB }, 'd2 allocated its 32 segments on c2');
+  t.same((await c.json<Info>('info', 'd2')).perContainer, { c2: 32 * MB }, 'd2 allocated its 32 segments on c2');
 
   // ext4 with checksummed files, across a detach and re-attach.
   const mnt = fs.mkdtempSync(path.join(c.dir, 'mnt-'));
@@ -60,26 +60,26 @@ t.test('thin disks, ext4, two disks on two containers', async (t) => {
     sums.set(`f${i}`, sha256(f));
   }
   run('umount', [mnt]);
-  const allocated = c.json<Info>('info', 'd2').allocatedBytes;
+  const allocated = (await c.json<Info>('info', 'd2')).allocatedBytes;
   t.ok(allocated < 128 * MB, `ext4 on a thin disk allocates only what it writes (${allocated / MB} of 128 MiB)`);
 
-  const rm = c.vdisk('rm', 'd2');
+  const rm = await c.vdisk('rm', 'd2');
   t.equal(rm.status, 2, 'rm of an attached disk is refused');
   t.match(rm.err, /attached on h1: detach it first/);
-  const crm = c.vdisk('container', 'rm', 'c2');
+  const crm = await c.vdisk('container', 'rm', 'c2');
   t.equal(crm.status, 2, 'rm of a container in use is refused');
   t.match(crm.err, /in use/);
 
-  c.ok('detach', 'd2');
+  await c.ok('detach', 'd2');
   t.notOk(fs.existsSync(d2), 'detach removed the device');
-  const again = c.attach('d2');
+  const again = await c.attach('d2');
   run('mount', [again, mnt]);
   for (const [f, sum] of sums) t.equal(sha256(path.join(mnt, f)), sum, `${f} intact after detach and attach`);
   run('umount', [mnt]);
   run('e2fsck', ['-f', '-n', again]);
   t.pass('e2fsck finds the file system clean');
-  c.ok('detach', 'd2');
-  c.ok('rm', 'd2');
-  c.ok('container', 'rm', 'c2');
+  await c.ok('detach', 'd2');
+  await c.ok('rm', 'd2');
+  await c.ok('container', 'rm', 'c2');
   t.pass('after detach, rm of the disk and of its container succeed');
 });

@@ -1,80 +1,96 @@
-// A controller with its agents for the integration tests, driven only through the vdisk CLI: a data dir and
-// container files on the scratch disk, and a teardown that detaches every disk, stops the agents and the
-// controller, and checks that no /dev/ublk device is left behind.
-import { spawn, spawnSync } from 'node:child_process';
+// A controller with its agents for the integration tests, driven through the vdisk CLI run in-process
+// (test/support/cli.ts; the daemons are real processes): a data dir and container files on the scratch
+// disk, and a teardown that detaches every disk, stops the agents and the controller, and checks that the
+// devices this cluster attached are gone (other test files may have their own devices meanwhile).
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { CLI, WORK, ublkNodes } from './helpers.js';
+import { runCli, type CliResult } from '../support/cli.js';
+import { CLI, WORK, waitFor } from './helpers.js';
 
-export interface Result { status: number | null; out: string; err: string }
+export type Result = CliResult;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export class Cluster {
   readonly dir: string;
+  /** For the few commands run as a real process (exit codes, signals): the data dir and nothing of tap's. */
   readonly env: NodeJS.ProcessEnv;
-  private readonly files: string[] = [];
+  /** Every device path an attach of this cluster printed. */
+  readonly devices = new Set<string>();
 
   constructor(name: string) {
     fs.mkdirSync(WORK, { recursive: true });
     this.dir = fs.mkdtempSync(path.join(WORK, `${name}-`));
-    // The daemons outlive this test's process tree: keep tap's NODE_OPTIONS hooks out of them.
-    this.env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: os.homedir(), VDISK_DATA_DIR: this.dir };
-    if (process.env.VDISK_DEBUG) this.env.VDISK_DEBUG = process.env.VDISK_DEBUG;
+    this.env = { ...process.env, VDISK_DATA_DIR: this.dir };
   }
 
-  static start(name: string): Cluster {
+  static async start(name: string): Promise<Cluster> {
     const c = new Cluster(name);
-    c.ok('controller', 'start');
+    await c.ok('controller', 'start');
     return c;
   }
 
-  vdisk(...args: string[]): Result {
-    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: this.env, timeout: 180_000 });
-    return { status: r.status, out: r.stdout, err: r.stderr.trim() };
+  /** `vdisk ARGS --data-dir DIR`, in this process. */
+  vdisk(...args: string[]): Promise<Result> {
+    return runCli(args, this.dir);
   }
 
-  /** Runs the CLI without blocking the event loop (for commands that wait on other work of this test). */
-  vdiskAsync(...args: string[]): Promise<Result> {
-    return new Promise((resolve) => {
-      const p = spawn(process.execPath, [CLI, ...args], { env: this.env });
-      let out = '';
-      let err = '';
-      p.stdout.on('data', (d) => { out += d; });
-      p.stderr.on('data', (d) => { err += d; });
-      p.once('close', (status) => resolve({ status, out, err: err.trim() }));
-    });
+  /** The same as a separate `vdisk` process: for what only a process shows (exit on a lost controller). */
+  spawnVdisk(args: string[]): { proc: ReturnType<typeof spawn>; done: Promise<Result> } {
+    const proc = spawn(process.execPath, [CLI, ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    proc.stdout!.on('data', (d) => { out += d; });
+    proc.stderr!.on('data', (d) => { err += d; });
+    const done = new Promise<Result>((resolve) => proc.once('close', (status) => resolve({ status: status ?? -1, out, err: err.trim() })));
+    return { proc, done };
   }
 
-  ok(...args: string[]): string {
-    const r = this.vdisk(...args);
-    if (r.status !== 0) throw new Error(`vdisk ${args.join(' ')} exited ${r.status}: ${r.err}\n--- controller log:\n${this.log('controller.log')}`);
+  async ok(...args: string[]): Promise<string> {
+    const r = await this.vdisk(...args);
+    if (r.status !== 0) throw new Error(`vdisk ${args.join(' ')} exited ${r.status}: ${r.err}${r.out}\n--- controller log:\n${this.log('controller.log')}`);
     return r.out;
   }
 
-  json<T>(...args: string[]): T {
-    return JSON.parse(this.ok(...args, '--json')) as T;
+  async json<T>(...args: string[]): Promise<T> {
+    return JSON.parse(await this.ok(...args, '--json')) as T;
   }
 
   /** A container file of `size` bytes (sparse) added as `name`. */
-  container(name: string, size: string): string {
+  async container(name: string, size: string): Promise<string> {
     const file = path.join(this.dir, `${name}.img`);
-    this.files.push(file);
-    this.ok('container', 'add', name, '--path', file, '--size', size);
+    await this.ok('container', 'add', name, '--path', file, '--size', size);
     return file;
   }
 
-  attach(disk: string, hostId = 'h1', ...extra: string[]): string {
-    return this.json<{ device: string }>('attach', disk, '--host-id', hostId, ...extra).device;
+  async attach(disk: string, hostId = 'h1', ...extra: string[]): Promise<string> {
+    const device = (await this.json<{ device: string }>('attach', disk, '--host-id', hostId, ...extra)).device;
+    this.devices.add(device);
+    return device;
   }
 
-  agentPid(hostId = 'h1'): number {
-    const a = this.json<Array<{ hostId: string; pid: number }>>('agent', 'ls').find((x) => x.hostId === hostId);
+  async agentPid(hostId = 'h1'): Promise<number> {
+    const a = (await this.json<Array<{ hostId: string; pid: number }>>('agent', 'ls')).find((x) => x.hostId === hostId);
     if (!a) throw new Error(`no agent ${hostId} is connected`);
     return a.pid;
   }
 
-  controllerPid(): number {
-    return this.json<{ pid: number }>('controller', 'status').pid;
+  async controllerPid(): Promise<number> {
+    return (await this.json<{ pid: number }>('controller', 'status')).pid;
+  }
+
+  /** `vdisk check`'s exit status, the expected 0 and its output: the arguments of t.equal. */
+  async check(): Promise<[number, number, string]> {
+    const r = await this.vdisk('check');
+    return [r.status, 0, `vdisk check: ${r.out.trim()} ${r.err}`];
   }
 
   log(file: string): string {
@@ -85,30 +101,27 @@ export class Cluster {
     }
   }
 
-  /** Waits for a condition that other processes bring about. */
-  async until(what: string, cond: () => boolean, timeoutMs = 60_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!cond()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+  /** Waits for a condition that other processes bring about (polled; the condition is the proof). */
+  until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 120_000): Promise<void> {
+    return waitFor(what, cond, timeoutMs);
   }
 
-  /** Detaches everything, stops agents and controller; throws if a ublk device is left. */
+  /** Detaches everything, stops agents and controller; throws if a device of this cluster is left. */
   async stop(): Promise<void> {
-    if (this.vdisk('controller', 'status').status === 0) {
-      const agents = this.json<Array<{ hostId: string; pid: number; disks: string[] }>>('agent', 'ls');
-      for (const a of agents) for (const d of a.disks) this.vdisk('detach', d, '--host-id', a.hostId);
+    const status = await this.vdisk('controller', 'status');
+    if (status.status === 0) {
+      const pids = [(JSON.parse((await this.vdisk('controller', 'status', '--json')).out) as { pid: number }).pid];
+      const agents = await this.json<Array<{ hostId: string; pid: number; disks: string[] }>>('agent', 'ls');
+      for (const a of agents) for (const d of a.disks) await this.vdisk('detach', d, '--host-id', a.hostId);
       for (const a of agents) {
-        try {
-          process.kill(a.pid, 'SIGTERM');
-        } catch {
-          // already gone
-        }
+        await this.vdisk('agent', 'stop', '--host-id', a.hostId);
+        pids.push(a.pid);
       }
-      this.vdisk('controller', 'stop');
+      await this.vdisk('controller', 'stop');
+      // The harness fails a file that leaves a process behind: wait for each daemon to be gone.
+      for (const pid of pids) await this.until(`pid ${pid} to exit`, () => !alive(pid), 30_000);
     }
-    const left = ublkNodes();
+    const left = [...this.devices].filter((d) => fs.existsSync(d));
     fs.rmSync(this.dir, { recursive: true, force: true });
     if (left.length) throw new Error(`ublk devices left behind: ${left.join(', ')}`);
   }

@@ -15,57 +15,54 @@ const MB = 1 << 20;
 interface Info { alternates: number; entriesByState: Record<string, number>; sharedBytes: number; exclusiveBytes: number }
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 
-function check(c: Cluster): [number | null, number, string] {
-  const r = c.vdisk('check');
-  return [r.status, 0, `vdisk check: ${r.out.trim()} ${r.err}`];
-}
-
 /** fio 4k random writes with crc32c verification over [0, size) of dev; resolves with its exit status and output. */
-function fio(dev: string, size: string, extra: string[] = []): { done: Promise<number | null>; out: () => string } {
+function fio(dev: string, size: string, extra: string[] = []): { done: Promise<number | null>; finished: () => boolean; out: () => string } {
   const p = spawn('fio', ['--name=cow', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', `--size=${size}`, '--iodepth=8',
     '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--randrepeat=0', ...extra],
   { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   p.stdout.on('data', (d) => { out += d; });
   p.stderr.on('data', (d) => { out += d; });
-  return { done: new Promise((r) => p.once('exit', r)), out: () => out.split('\n').filter((l) => /err|verify|bad/i.test(l)).join('\n') };
+  let finished = false;
+  const done = new Promise<number | null>((r) => p.once('exit', (code) => { finished = true; r(code); }));
+  return { done, finished: () => finished, out: () => out.split('\n').filter((l) => /err|verify|bad/i.test(l)).join('\n') };
 }
 
 t.test('bitmap: 4k writes after a snapshot go to alternate blocks; reads merge; fold', async (t) => {
-  const c = Cluster.start('vd-cow-bitmap');
+  const c = await Cluster.start('vd-cow-bitmap');
   t.teardown(() => c.stop());
-  c.container('c1', '256M');
-  c.ok('create', 'd', '--size', '16M');
-  const dev = c.attach('d', 'h1', '--queues', '2');
+  await c.container('c1', '256M');
+  await c.ok('create', 'd', '--size', '16M');
+  const dev = await c.attach('d', 'h1', '--queues', '2');
   const base = crypto.randomBytes(16 * MB);
   writeDirect(dev, 0, base);
-  c.ok('snapshot', 'd', 's');
-  const f = fio(dev, '16M', ['--number_ios=600']);
+  await c.ok('snapshot', 'd', 's');
+  const f = fio(dev, '16M', ['--number_ios=150']);
   t.equal(await f.done, 0, `fio's verify passed over alternate blocks\n${f.out()}`);
-  const info = c.json<Info>('info', 'd');
+  const info = (await c.json<Info>('info', 'd'));
   t.ok(info.alternates > 0, `segments with alternate blocks: ${info.alternates}`);
   const after = readDirect(dev, 0, 16 * MB);
   t.not(sha(after), sha(base), 'the disk changed');
-  const s = c.attach('s');
+  const s = await c.attach('s');
   t.equal(sha(readDirect(s, 0, 16 * MB)), sha(base), 'the snapshot reads exactly the data before it');
-  const k = c.vdisk('fold', 'd', '--json');
+  const k = await c.vdisk('fold', 'd', '--json');
   t.equal(k.status, 0, `fold: ${k.out} ${k.err}`);
-  t.equal(c.json<Info>('info', 'd').alternates, 0, 'nothing left to fold');
+  t.equal((await c.json<Info>('info', 'd')).alternates, 0, 'nothing left to fold');
   t.equal(sha(readDirect(dev, 0, 16 * MB)), sha(after), 'folding changed no byte the host sees');
   t.equal(sha(readDirect(s, 0, 16 * MB)), sha(base), 'nor the snapshot');
-  t.equal(...check(c));
+  t.equal(...(await c.check()));
 });
 
 t.test('copy-out: stomp the origin, the snapshot keeps its data; a whole-segment overwrite', async (t) => {
-  const c = Cluster.start('vd-cow-out');
+  const c = await Cluster.start('vd-cow-out');
   t.teardown(() => c.stop());
-  c.container('c1', '256M');
-  c.ok('create', 'o', '--size', '8M', '--segment-size', '256K', '--cow', 'copy-out');
-  const dev = c.attach('o');
+  await c.container('c1', '256M');
+  await c.ok('create', 'o', '--size', '8M', '--segment-size', '256K', '--cow', 'copy-out');
+  const dev = await c.attach('o');
   const A = crypto.randomBytes(4 * MB);
   writeDirect(dev, 0, A);
-  c.ok('snapshot', 'o', 'snap');
-  const s = c.attach('snap');
+  await c.ok('snapshot', 'o', 'snap');
+  const s = await c.attach('snap');
   const B = crypto.randomBytes(4096);
   writeDirect(dev, MB + 8192, B); // copy-out: the snapshot moves, the origin writes in place
   const W = crypto.randomBytes(256 * 1024);
@@ -77,40 +74,49 @@ t.test('copy-out: stomp the origin, the snapshot keeps its data; a whole-segment
   t.ok(readDirect(s, 0, 4 * MB).equals(A), 'the attached snapshot still reads A everywhere');
 
   // Redirect: a whole-segment overwrite gets a fresh segment (nothing copied), a partial one its blocks.
-  c.ok('create', 'r', '--size', '8M', '--segment-size', '256K');
-  const r = c.attach('r');
+  await c.ok('create', 'r', '--size', '8M', '--segment-size', '256K');
+  const r = await c.attach('r');
   writeDirect(r, 0, A);
-  c.ok('snapshot', 'r', 'r-snap');
+  await c.ok('snapshot', 'r', 'r-snap');
   writeDirect(r, 2 * MB, W);
   writeDirect(r, MB + 8192, B);
   t.ok(readDirect(r, 0, 4 * MB).equals(expect), 'the redirect disk reads its new data over A');
-  t.ok(readDirect(c.attach('r-snap'), 0, 4 * MB).equals(A), 'its snapshot still reads A');
-  t.match(c.json<Info>('info', 'r'), { alternates: 1 }, 'the partial write went to alternate blocks');
-  t.equal(...check(c));
+  t.ok(readDirect(await c.attach('r-snap'), 0, 4 * MB).equals(A), 'its snapshot still reads A');
+  t.match((await c.json<Info>('info', 'r')), { alternates: 1 }, 'the partial write went to alternate blocks');
+  t.equal(...(await c.check()));
 });
 
 t.test('kill -9 of the controller while copy-on-write faults are answered', async (t) => {
-  const c = Cluster.start('vd-cow-kill');
+  const c = await Cluster.start('vd-cow-kill');
   t.teardown(() => c.stop());
-  c.container('c1', '512M');
-  c.ok('create', 'r', '--size', '16M', '--partial', 'copy'); // redirect, whole-segment copies
-  c.ok('create', 'b', '--size', '16M'); // redirect, alternate blocks
-  c.ok('create', 'o', '--size', '16M', '--cow', 'copy-out');
+  await c.container('c1', '512M');
+  await c.ok('create', 'r', '--size', '16M', '--partial', 'copy'); // redirect, whole-segment copies
+  await c.ok('create', 'b', '--size', '16M'); // redirect, alternate blocks
+  await c.ok('create', 'o', '--size', '16M', '--cow', 'copy-out');
   const disks = ['r', 'b', 'o'];
-  const devs = disks.map((d) => c.attach(d, 'h1', '--queues', '2'));
+  const devs: string[] = [];
+  for (const d of disks) devs.push(await c.attach(d, 'h1', '--queues', '2'));
   const base = disks.map(() => crypto.randomBytes(16 * MB));
   devs.forEach((dev, i) => writeDirect(dev, 0, base[i]));
-  for (const d of disks) c.ok('snapshot', d, `${d}-snap`);
-  const snaps = disks.map((d) => c.attach(`${d}-snap`));
-  const pid = c.controllerPid();
-  const jobs = devs.map((dev) => fio(dev, '16M', ['--number_ios=1000', '--rate_iops=100']));
-  await new Promise((r) => setTimeout(r, 4000));
+  for (const d of disks) await c.ok('snapshot', d, `${d}-snap`);
+  const snaps: string[] = [];
+  for (const d of disks) snaps.push(await c.attach(`${d}-snap`));
+  const pid = await c.controllerPid();
+  const jobs = devs.map((dev) => fio(dev, '16M', ['--number_ios=200', '--rate_iops=40']));
+  // Kill once every disk has had copy-on-write faults answered, while every fio is still writing.
+  await c.until('copy-on-write faults answered on every disk', async () => {
+    for (const d of disks) {
+      const i = await c.json<Info>('info', d);
+      if (i.exclusiveBytes === 0 && i.alternates === 0) return false;
+    }
+    return true;
+  });
+  t.same(jobs.map((j) => j.finished()), [false, false, false], 'every fio is still writing when the controller is killed');
   process.kill(pid, 'SIGKILL');
-  await new Promise((r) => setTimeout(r, 2000));
-  t.equal((await c.vdiskAsync('controller', 'start')).status, 0, 'the controller restarts');
+  t.equal((await c.vdisk('controller', 'start')).status, 0, 'the controller restarts');
   for (let i = 0; i < disks.length; i++) {
     t.equal(await jobs[i].done, 0, `${disks[i]}: fio's verify passed across the controller's death\n${jobs[i].out()}`);
   }
   for (let i = 0; i < disks.length; i++) t.equal(sha(readDirect(snaps[i], 0, 16 * MB)), sha(base[i]), `${disks[i]}-snap: unchanged`);
-  t.equal(...check(c));
+  t.equal(...(await c.check()));
 });

@@ -8,9 +8,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+// The tests run compiled (dist-test/test/...), beside the compiled sources they test: the `vdisk` binary
+// spawned here is the same code as the in-process CLI of test/support/cli.ts.
+export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** This test file's own directory for backing files (the harness gives each file one and checks it after). */
 export const WORK = process.env.VDISK_TEST_DIR ?? os.tmpdir();
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export function ublkAvailable(): string | undefined {
   if (!fs.existsSync('/dev/ublk-control')) return '/dev/ublk-control does not exist';
@@ -77,10 +81,6 @@ export function makeFile(name: string, size: number): string {
   return file;
 }
 
-export function ublkNodes(): string[] {
-  return fs.readdirSync('/dev').filter((n) => /^ublk[bc]\d+$/.test(n));
-}
-
 export function sha256(file: string): string {
   return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 }
@@ -128,4 +128,31 @@ export function writeDirectAsync(file: string, off: number, data: Buffer): Promi
 
 export function readDirectAsync(file: string, off: number, len: number): Promise<Buffer> {
   return runAsync('dd', [`if=${file}`, 'bs=4096', `skip=${off / 4096}`, `count=${len / 4096}`, 'iflag=direct', 'status=none']);
+}
+
+/** Requests the block layer holds in flight on a device now (/sys/block/X/inflight): observed, not timed. */
+export function inflight(dev: string): { reads: number; writes: number } {
+  const [reads, writes] = fs.readFileSync(`/sys/block/${path.basename(dev)}/inflight`, 'utf8').trim().split(/\s+/).map(Number);
+  return { reads, writes };
+}
+
+/** Completed write requests of a device since it appeared (/sys/block/X/stat, field 5). */
+export function writesCompleted(dev: string): number {
+  return Number(fs.readFileSync(`/sys/block/${path.basename(dev)}/stat`, 'utf8').trim().split(/\s+/)[4]);
+}
+
+/** Polls a condition that other processes bring about; the condition, not the time, is the proof. */
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** A promise with a synchronous view of whether it has settled. */
+export function tracked<T>(p: Promise<T>): { done: () => boolean; p: Promise<T> } {
+  let finished = false;
+  void p.then(() => { finished = true; }, () => { finished = true; });
+  return { done: () => finished, p };
 }

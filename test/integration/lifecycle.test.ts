@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  CLI, WORK, makeFile, mkdtemp, readDirect, serveLoop, ublkAvailable, ublkNodes, vdisk, writeDirect,
+  CLI, WORK, makeFile, mkdtemp, readDirect, serveLoop, ublkAvailable, vdisk, writeDirect,
 } from './helpers.js';
 
 const missing = ublkAvailable();
@@ -22,9 +22,8 @@ t.test('SIGTERM and SIGINT stop and delete the device', async (t) => {
     t.equal(await s.stop(sig), 0, `exit 0 on ${sig}`);
     t.notOk(fs.existsSync(s.device), `${s.device} is gone`);
     t.notOk(fs.existsSync(`/dev/ublkc${s.devId}`), `/dev/ublkc${s.devId} is gone`);
+    t.notOk(fs.existsSync(`/sys/class/ublk-char/ublkc${s.devId}`), 'the kernel no longer holds it');
   }
-  t.same(ublkNodes(), []);
-  t.same(fs.readdirSync('/sys/class/ublk-char'), [], 'the kernel holds no ublk device');
 });
 
 t.test('asking for more queues than CPUs serves with the queues the kernel grants', async (t) => {
@@ -47,7 +46,7 @@ t.test('two disks at once get distinct devices', async (t) => {
   t.not(sa.device, sb.device);
   t.equal(await sa.stop(), 0);
   t.equal(await sb.stop(), 0);
-  t.same(ublkNodes(), []);
+  t.same([sa.device, sb.device].filter((d) => fs.existsSync(d)), [], 'both are gone');
 });
 
 /** Exit status and stderr lines of a failed command, for one-line-error checks. */
@@ -86,7 +85,6 @@ t.test('bad input gives a clear one-line error and a non-zero exit', async (t) =
   t.equal(vdisk(['loop', odd, '--queues', '0']).status, 1, 'usage error: --queues 0');
   t.equal(vdisk(['loop', odd, '--segment-size', '3M']).status, 1, 'usage error: --segment-size 3M');
   t.equal(vdisk(['loop', odd, '--depth', 'lots']).status, 1, 'usage error: --depth lots');
-  t.same(ublkNodes(), []);
 });
 
 t.test('no ublk module: a clear message naming the module', async (t) => {

@@ -5,13 +5,13 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { makeFile, readDirect, serveLoop, ublkAvailable, ublkNodes, vdisk, writeDirect } from './helpers.js';
+import {
+  makeFile, readDirect, serveLoop, tracked, ublkAvailable, vdisk, waitFor, writeDirect, writesCompleted,
+} from './helpers.js';
 
 const missing = ublkAvailable();
 if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
 const MB = 1 << 20;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test('kill -9 under fio verify, then --recover: no I/O error, data verified', async (t) => {
   const file = makeFile('recover', 64 * MB);
@@ -25,15 +25,17 @@ t.test('kill -9 under fio verify, then --recover: no I/O error, data verified', 
   let fioOut = '';
   fio.stdout.on('data', (d) => { fioOut += d; });
   fio.stderr.on('data', (d) => { fioOut += d; });
-  const fioDone = new Promise<number | null>((r) => fio.once('exit', (code) => r(code)));
+  const fioDone = tracked(new Promise<number | null>((r) => fio.once('exit', (code) => r(code))));
 
-  await sleep(3000);
+  const written = writesCompleted(first.device);
+  await waitFor('fio to complete 500 writes', () => writesCompleted(first.device) >= written + 500 || fioDone.done());
+  t.notOk(fioDone.done(), 'fio is still writing when the server is killed');
   t.equal(await first.stop('SIGKILL'), null, 'the server died by SIGKILL');
   t.ok(fs.existsSync(first.device), `${first.device} survives its server`);
-  await sleep(1000); // I/O queues up in the kernel meanwhile
+  t.notOk(fioDone.done(), 'fio waits for the next server');
   const second = await serveLoop(file, ['--recover', String(first.devId)]);
   t.equal(second.device, first.device, 'the same device is served again');
-  const fioCode = await fioDone;
+  const fioCode = await fioDone.p;
   t.equal(fioCode, 0, 'fio finished and verified with no error');
   if (fioCode !== 0) t.comment(fioOut);
   t.ok(readDirect(second.device, 60 * MB, MB).equals(before), 'data written before the crash is intact');
@@ -42,7 +44,7 @@ t.test('kill -9 under fio verify, then --recover: no I/O error, data verified', 
   t.equal(r.status, 2, 'recovering a live device is refused');
   t.match(r.stderr, /live .*not quiesced/);
   t.equal(await second.stop(), 0, 'the recovered device stops and is deleted');
-  t.same(ublkNodes(), []);
+  t.notOk(fs.existsSync(first.device), `${first.device} is gone`);
 });
 
 t.test('a device without --recoverable cannot be taken over; a wrong-size file is refused', async (t) => {
@@ -62,5 +64,5 @@ t.test('a device without --recoverable cannot be taken over; a wrong-size file i
   t.match(wrong.stderr, /sectors, but the disk given has/);
   const again = await serveLoop(file, ['--recover', String(rec.devId)]);
   t.equal(await again.stop(), 0, 'a refused attempt left the device recoverable');
-  t.same(ublkNodes(), []);
+  t.same([s.device, rec.device].filter((d) => fs.existsSync(d)), [], 'both devices are gone');
 });

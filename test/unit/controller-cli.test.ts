@@ -2,86 +2,78 @@
 // containers, thin and thick disks, refusals that protect data, persistence across restarts, and a
 // controller that stays healthy after malformed, wrong-version and unknown requests.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { connect } from '../../src/protocol/client.js';
 import { encodeJson } from '../../src/protocol/frame.js';
-
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli', 'main.js');
-if (!fs.existsSync(CLI)) t.fail(`${CLI} is not built: run npm run build first`);
+import { runCli } from '../support/cli.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-ctl-'));
 const sock = path.join(dir, 'controller.sock');
-// env -i style: the controller outlives this test's process tree, so keep tap's hooks out of it.
-const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: os.homedir(), VDISK_DATA_DIR: dir };
-function vdisk(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 60_000 });
-  return { status: r.status, out: r.stdout, err: r.stderr.trim() };
-}
-const json = <T>(...args: string[]): T => JSON.parse(vdisk(...args, '--json').out) as T;
+// In-process (the same Cli as the binary); the controller it starts is a real process.
+const vdisk = (...args: string[]) => runCli(args, dir);
+const json = async <T>(...args: string[]): Promise<T> => JSON.parse((await vdisk(...args, '--json')).out) as T;
 
-t.teardown(() => {
-  vdisk('controller', 'stop');
+t.teardown(async () => {
+  await vdisk('controller', 'stop');
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
 t.test('lifecycle: status without a controller, start, double start refused, stop twice', async (t) => {
-  const none = vdisk('controller', 'status');
+  const none = await vdisk('controller', 'status');
   t.equal(none.status, 2);
   t.match(none.err, /^vdisk: no controller is running/);
-  t.equal(vdisk('controller', 'start').status, 0);
-  const twice = vdisk('controller', 'start');
+  t.equal((await vdisk('controller', 'start')).status, 0);
+  const twice = (await vdisk('controller', 'start'));
   t.equal(twice.status, 2, 'a second start is refused');
   t.match(twice.err, /already running/);
-  t.match(vdisk('controller', 'status').out, /running, pid \d+/);
+  t.match((await vdisk('controller', 'status')).out, /running, pid \d+/);
   t.equal(fs.statSync(sock).mode & 0o777, 0o600, 'socket is 0600');
-  t.equal(vdisk('controller', 'stop').status, 0);
+  t.equal((await vdisk('controller', 'stop')).status, 0);
   t.notOk(fs.existsSync(sock), 'socket removed');
-  t.match(vdisk('controller', 'stop').out, /no controller was running/);
-  t.equal(vdisk('controller', 'start').status, 0, 'starts again on the same data');
+  t.match((await vdisk('controller', 'stop')).out, /no controller was running/);
+  t.equal((await vdisk('controller', 'start')).status, 0, 'starts again on the same data');
 });
 
 t.test('containers and disks: thin, thick, info, refusals, reclaim', async (t) => {
   const img = path.join(dir, 'c1.img');
-  t.equal(vdisk('container', 'add', 'c1', '--path', img, '--size', '2G').status, 0);
+  t.equal((await vdisk('container', 'add', 'c1', '--path', img, '--size', '2G')).status, 0);
   t.equal(fs.statSync(img).size, 2 ** 31, 'sparse file created at the requested size');
   t.ok(fs.statSync(img).blocks < 100, 'and it is sparse');
-  const missing = vdisk('container', 'add', 'c2', '--path', path.join(dir, 'nope.img'));
+  const missing = (await vdisk('container', 'add', 'c2', '--path', path.join(dir, 'nope.img')));
   t.equal(missing.status, 2);
   t.match(missing.err, /does not exist: give --size/);
-  t.equal(vdisk('container', 'add', 'c1', '--path', img).status, 2, 'duplicate name refused');
+  t.equal((await vdisk('container', 'add', 'c1', '--path', img)).status, 2, 'duplicate name refused');
 
-  t.equal(vdisk('create', 'big', '--size', '1T').status, 0);
-  const info = json<{ segments: number; entriesByState: Record<string, number>; allocatedBytes: number }>('info', 'big');
+  t.equal((await vdisk('create', 'big', '--size', '1T')).status, 0);
+  const info = (await json<{ segments: number; entriesByState: Record<string, number>; allocatedBytes: number }>('info', 'big'));
   t.equal(info.segments, 1048576);
   t.equal(info.entriesByState.zero, 1048576, 'a thin disk is all Zero');
   t.equal(info.allocatedBytes, 0, 'and allocates nothing');
 
-  t.equal(vdisk('create', 'thick', '--size', '64M', '--segment-size', '4M', '--thick').status, 0);
-  t.equal(json<{ allocatedBytes: number }>('info', 'thick').allocatedBytes, 64 << 20);
-  t.equal(json<Array<{ usedBytes: number }>>('container', 'ls')[0].usedBytes, 64 << 20);
-  t.equal(vdisk('create', 'huge', '--size', '4G', '--thick').status, 2, 'no space for a thick 4G disk in 2G');
+  t.equal((await vdisk('create', 'thick', '--size', '64M', '--segment-size', '4M', '--thick')).status, 0);
+  t.equal((await json<{ allocatedBytes: number }>('info', 'thick')).allocatedBytes, 64 << 20);
+  t.equal((await json<Array<{ usedBytes: number }>>('container', 'ls'))[0].usedBytes, 64 << 20);
+  t.equal((await vdisk('create', 'huge', '--size', '4G', '--thick')).status, 2, 'no space for a thick 4G disk in 2G');
 
-  t.equal(vdisk('create', 'x', '--size', '1000').status, 1, 'size not a multiple of 512 is a usage error');
-  t.equal(vdisk('create', 'x', '--size', '1G', '--segment-size', '3M').status, 1);
-  t.equal(vdisk('create', 'bad name', '--size', '1G').status, 2);
-  const busy = vdisk('container', 'rm', 'c1');
+  t.equal((await vdisk('create', 'x', '--size', '1000')).status, 1, 'size not a multiple of 512 is a usage error');
+  t.equal((await vdisk('create', 'x', '--size', '1G', '--segment-size', '3M')).status, 1);
+  t.equal((await vdisk('create', 'bad name', '--size', '1G')).status, 2);
+  const busy = (await vdisk('container', 'rm', 'c1'));
   t.equal(busy.status, 2, 'a container in use cannot be removed');
   t.match(busy.err, /in use/);
-  t.equal(vdisk('rm', 'thick').status, 0);
-  t.equal(json<Array<{ usedBytes: number }>>('container', 'ls')[0].usedBytes, 0, 'rm returned the storage');
-  t.same(json<Array<{ name: string }>>('ls').map((d) => d.name), ['big']);
+  t.equal((await vdisk('rm', 'thick')).status, 0);
+  t.equal((await json<Array<{ usedBytes: number }>>('container', 'ls'))[0].usedBytes, 0, 'rm returned the storage');
+  t.same((await json<Array<{ name: string }>>('ls')).map((d) => d.name), ['big']);
 });
 
 t.test('state survives a controller restart', async (t) => {
-  t.equal(vdisk('controller', 'stop').status, 0);
-  t.equal(vdisk('controller', 'start').status, 0);
-  t.same(json<Array<{ name: string }>>('ls').map((d) => d.name), ['big']);
-  t.equal(json<Array<{ name: string }>>('container', 'ls')[0].name, 'c1');
+  t.equal((await vdisk('controller', 'stop')).status, 0);
+  t.equal((await vdisk('controller', 'start')).status, 0);
+  t.same((await json<Array<{ name: string }>>('ls')).map((d) => d.name), ['big']);
+  t.equal((await json<Array<{ name: string }>>('container', 'ls'))[0].name, 'c1');
 });
 
 t.test('malformed input is refused and the controller stays healthy', async (t) => {
@@ -108,5 +100,5 @@ t.test('malformed input is refused and the controller stays healthy', async (t) 
     s.on('close', () => resolve(got));
   });
   t.match(wrongVersion, /EVERSION/, 'a wrong protocol version is answered with EVERSION');
-  t.equal(vdisk('controller', 'status').status, 0, 'the controller still answers');
+  t.equal((await vdisk('controller', 'status')).status, 0, 'the controller still answers');
 });
