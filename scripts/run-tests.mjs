@@ -42,7 +42,7 @@ const queue = [...files];
 await Promise.all(Array.from({ length: Math.min(jobs, files.length) }, async () => {
   while (queue.length) await runFile(queue.shift());
 }));
-if (isolate) judgeSuspects(true);
+if (isolate) await judgeSuspects(true);
 printTable();
 const t = results.totals();
 console.log(`1..${point}`);
@@ -52,7 +52,9 @@ process.exit(t.fail > 0 || [...results.files.values()].some((r) => !r.ok) ? 1 : 
 
 async function runFile(file) {
   const tag = `${path.basename(file).replace(/\.test\.[mc]?js$/, '')}-${crypto.randomBytes(3).toString('hex')}`;
-  const env = { ...process.env, VDISK_TEST_TAG: tag };
+  // tap's own per-test timeout (30 s by default) would cut long real-kernel tests short: the runner's
+  // per-file timeout is the one limit.
+  const env = { ...process.env, VDISK_TEST_TAG: tag, TAP_TIMEOUT: String(timeoutSec) };
   let work;
   if (isolate) {
     work = path.join(baseWork, tag);
@@ -86,9 +88,9 @@ async function runFile(file) {
     const now = ublkDevices().filter((d) => !before.has(d) && !heldOpen().has(d));
     if (now.length) suspects.push({ file, devices: now });
     fs.rmSync(work, { recursive: true, force: true });
-    judgeSuspects(false);
   }
   report(file, out, err, extra, ms);
+  if (isolate) await judgeSuspects(false);
 }
 
 /** Prints the file's TAP as one indented subtest, with the runner's own findings as failed points. */
@@ -155,7 +157,7 @@ function leftovers(tag, work) {
 }
 
 /** Devices that appeared during a file, are in nobody's hands and are still there once no other file runs. */
-function judgeSuspects(final) {
+async function judgeSuspects(final) {
   if (!suspects.length || (running.size > 0 && !final)) return;
   const present = new Set(ublkDevices());
   const held = heldOpen();
@@ -167,6 +169,22 @@ function judgeSuspects(final) {
     results.push(`not ok ${++point} - isolation after ${s.file}\n`);
     process.stdout.write(`${text}not ok ${point} - isolation after ${s.file}\n`);
     times.push({ file: `isolation after ${s.file}`, ms: 0, ok: false, pass: 0, fail: 1 });
+    for (const d of left) await deleteDevice(d);
+  }
+}
+
+/** DEL_DEV of a device nobody serves, so that later files find the kernel as it was. */
+async function deleteDevice(devId) {
+  try {
+    const { UblkControlDevice } = await import(new URL('../dist-test/src/ublk/control.js', import.meta.url).href);
+    const control = UblkControlDevice.open();
+    try {
+      await control.delDev(devId);
+    } finally {
+      control.close();
+    }
+  } catch (e) {
+    console.error(`run-tests: could not delete /dev/ublkb${devId}: ${e.message}`);
   }
 }
 
