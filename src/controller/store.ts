@@ -524,8 +524,14 @@ export class Store {
   }
 
   /** One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. */
-  async allocateUnits(disk: Disk, only: number | null = disk.containerId): Promise<Entry> {
+  async allocateUnits(disk: Disk, pinned?: number | null): Promise<Entry> {
     const units = disk.segmentSize / LOCATION_UNIT;
+    // The preference is read here, inside the caller's transaction, not taken from `disk`: callers hold Disk
+    // objects from before a migration changed it, and a segment allocated on the old container after the
+    // migration's scan passed it would stay behind.
+    const only = pinned !== undefined ? pinned
+      : await this.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id])
+        .then((r) => (r ? r.container_id : disk.containerId));
     const candidates = await this.db.all<ContainerRow>(
       'SELECT * FROM containers WHERE failed = 0 ORDER BY (id = ?) DESC, id', [only ?? -1]);
     const usable = only === null ? candidates : candidates.filter((c) => c.id === only);
@@ -544,7 +550,7 @@ export class Store {
       await this.db.run('INSERT INTO allocations (container_id, unit, units, refcount) VALUES (?, ?, ?, 1)', [c.id, unit, units]);
       return { states: 0, container: c.id, offset: unit * LOCATION_UNIT, alt: 0 };
     }
-    throw new VdiskError(`no space left: no ${disk.containerId === null ? '' : 'preferred '}container can hold another ${disk.segmentSize}-byte segment`, { code: 'ENOSPC' });
+    throw new VdiskError(`no space left: no ${only === null ? '' : 'preferred '}container can hold another ${disk.segmentSize}-byte segment`, { code: 'ENOSPC' });
   }
 
   /** `count` consecutive segments above one container's bump pointer, or null if no container has the room. */

@@ -140,3 +140,15 @@ t.test('schema 1 databases migrate to the current schema; agents keep their leas
   await again.touchAgent('h1', 30_000);
   t.same([...(await again.agentLeases())], [['h1', 30_000]], 'the registered lease is recorded');
 });
+
+t.test('after a migration starts, faults allocate on the new container even through an older Disk object', async (t) => {
+  const { store } = await fresh(t);
+  await store.addContainer('c1', '/tmp/c1.img', 64 * MB);
+  await store.addContainer('c2', '/tmp/c2.img', 64 * MB);
+  const disk = await store.createDisk({ name: 'd', size: 16 * MB, segmentSize: MB, container: 'c1' });
+  t.equal((await store.allocateSegment(disk, 0)).container, 1, 'before: the preferred container c1');
+  const { to } = await store.startMigration('d', 'c2');
+  // `disk` still says c1, as the fault handler's copy did when the migration left segments behind on c1.
+  t.equal(disk.containerId, 1);
+  t.equal((await store.allocateSegment(disk, 1)).container, to.id, 'a fault after the start allocates on c2');
+});
