@@ -94,8 +94,9 @@ t.test('a reader never sees a torn entry while another thread rewrites it', asyn
   let torn = 0;
   let changes = 0;
   let last = -1;
-  const deadline = Date.now() + 300;
-  while (Date.now() < deadline) {
+  // Until the writer has really raced the reader many times (observed, not timed: a loaded machine may
+  // schedule the writer late; the runner's per-file timeout bounds a writer that never runs).
+  while (changes < 200) {
     for (let i = 0; i < 1000; i++) {
       table.load(0);
       if (table.offset !== table.container * LOCATION_UNIT || table.alt !== table.container) torn++;
@@ -106,5 +107,5 @@ t.test('a reader never sees a torn entry while another thread rewrites it', asyn
   Atomics.store(stop, 0, 1);
   await writer.terminate();
   t.equal(torn, 0, 'no torn reads');
-  t.ok(changes > 10, `the writer really raced the reader (${changes} changes seen)`);
+  t.ok(changes >= 200, `the writer really raced the reader (${changes} changes seen)`);
 });
