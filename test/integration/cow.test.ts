@@ -32,24 +32,24 @@ t.test('bitmap: 4k writes after a snapshot go to alternate blocks; reads merge; 
   const c = await Cluster.start('vd-cow-bitmap');
   t.teardown(() => c.stop());
   await c.container('c1', '256M');
-  await c.ok('create', 'd', '--size', '16M');
+  await c.ok('create', 'd', '--size', '8M');
   const dev = await c.attach('d', 'h1', '--queues', '2');
-  const base = crypto.randomBytes(16 * MB);
+  const base = crypto.randomBytes(8 * MB);
   writeDirect(dev, 0, base);
   await c.ok('snapshot', 'd', 's');
-  const f = fio(dev, '16M', ['--number_ios=150']);
+  const f = fio(dev, '8M', ['--number_ios=64']);
   t.equal(await f.done, 0, `fio's verify passed over alternate blocks\n${f.out()}`);
   const info = (await c.json<Info>('info', 'd'));
   t.ok(info.alternates > 0, `segments with alternate blocks: ${info.alternates}`);
-  const after = readDirect(dev, 0, 16 * MB);
+  const after = readDirect(dev, 0, 8 * MB);
   t.not(sha(after), sha(base), 'the disk changed');
   const s = await c.attach('s');
-  t.equal(sha(readDirect(s, 0, 16 * MB)), sha(base), 'the snapshot reads exactly the data before it');
+  t.equal(sha(readDirect(s, 0, 8 * MB)), sha(base), 'the snapshot reads exactly the data before it');
   const k = await c.vdisk('fold', 'd', '--json');
   t.equal(k.status, 0, `fold: ${k.out} ${k.err}`);
   t.equal((await c.json<Info>('info', 'd')).alternates, 0, 'nothing left to fold');
-  t.equal(sha(readDirect(dev, 0, 16 * MB)), sha(after), 'folding changed no byte the host sees');
-  t.equal(sha(readDirect(s, 0, 16 * MB)), sha(base), 'nor the snapshot');
+  t.equal(sha(readDirect(dev, 0, 8 * MB)), sha(after), 'folding changed no byte the host sees');
+  t.equal(sha(readDirect(s, 0, 8 * MB)), sha(base), 'nor the snapshot');
   t.equal(...(await c.check()));
 });
 
@@ -90,19 +90,19 @@ t.test('kill -9 of the controller while copy-on-write faults are answered', asyn
   const c = await Cluster.start('vd-cow-kill');
   t.teardown(() => c.stop());
   await c.container('c1', '512M');
-  await c.ok('create', 'r', '--size', '16M', '--partial', 'copy'); // redirect, whole-segment copies
-  await c.ok('create', 'b', '--size', '16M'); // redirect, alternate blocks
-  await c.ok('create', 'o', '--size', '16M', '--cow', 'copy-out');
+  await c.ok('create', 'r', '--size', '8M', '--partial', 'copy'); // redirect, whole-segment copies
+  await c.ok('create', 'b', '--size', '8M'); // redirect, alternate blocks
+  await c.ok('create', 'o', '--size', '8M', '--cow', 'copy-out');
   const disks = ['r', 'b', 'o'];
   const devs: string[] = [];
   for (const d of disks) devs.push(await c.attach(d, 'h1', '--queues', '2'));
-  const base = disks.map(() => crypto.randomBytes(16 * MB));
+  const base = disks.map(() => crypto.randomBytes(8 * MB));
   devs.forEach((dev, i) => writeDirect(dev, 0, base[i]));
   for (const d of disks) await c.ok('snapshot', d, `${d}-snap`);
   const snaps: string[] = [];
   for (const d of disks) snaps.push(await c.attach(`${d}-snap`));
   const pid = await c.controllerPid();
-  const jobs = devs.map((dev) => fio(dev, '16M', ['--number_ios=200', '--rate_iops=40']));
+  const jobs = devs.map((dev) => fio(dev, '8M', ['--number_ios=80', '--rate_iops=20']));
   // Kill once every disk has had copy-on-write faults answered, while every fio is still writing.
   await c.until('copy-on-write faults answered on every disk', async () => {
     for (const d of disks) {
@@ -117,6 +117,6 @@ t.test('kill -9 of the controller while copy-on-write faults are answered', asyn
   for (let i = 0; i < disks.length; i++) {
     t.equal(await jobs[i].done, 0, `${disks[i]}: fio's verify passed across the controller's death\n${jobs[i].out()}`);
   }
-  for (let i = 0; i < disks.length; i++) t.equal(sha(readDirect(snaps[i], 0, 16 * MB)), sha(base[i]), `${disks[i]}-snap: unchanged`);
+  for (let i = 0; i < disks.length; i++) t.equal(sha(readDirect(snaps[i], 0, 8 * MB)), sha(base[i]), `${disks[i]}-snap: unchanged`);
   t.equal(...(await c.check()));
 });
