@@ -230,3 +230,31 @@ t.test('faults name the piece of the segment: offset and length', async (t) => {
   t.equal(tr.translate(0, abi.UBLK_IO_OP_WRITE, sectors(SEG), sectors(SEG / 2)), FAULTED);
   t.same([tr.faultSegment, tr.faultOffset, tr.faultLength], [1, 0, SEG / 2], 'the second half of the request, in segment 1');
 });
+
+t.test('every write, wherever it starts, is planned over exactly its bytes at the mapped offsets', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(1, 1, { states: 0, container: 1, offset: 7 * SEG, alt: 0 });
+  let wrong = 0;
+  // Every 4 KiB start across two segments, 4 KiB and 12 KiB long (the latter crossing the boundary).
+  for (let start = 0; start < sectors(2 * SEG); start += 8) {
+    for (const len of [4096, 12288]) {
+      tr.n = 0;
+      if (start + sectors(len) > sectors(16 * SEG)) continue;
+      tr.translate(2, abi.UBLK_IO_OP_WRITE, sectors(len), start);
+      const recs = records(tr);
+      const writes = recs.filter((r) => r.op === abi.OP_WRITE);
+      let pos = start * 512;
+      let buf = 0;
+      let ok = recs.at(-1)?.op === abi.OP_COMMIT && recs.at(-1)?.fd === len;
+      for (const w of writes) {
+        const seg = Math.floor(pos / SEG);
+        const expectOff = seg === 1 ? 7 * SEG + (pos - SEG) : pos;
+        if (w.off !== expectOff || w.bufOff !== buf || w.fd !== (seg === 1 ? 11 : 10)) ok = false;
+        pos += w.len;
+        buf += w.len;
+      }
+      if (!ok || buf !== len) wrong++;
+    }
+  }
+  t.equal(wrong, 0, 'no write planned short, misplaced or dropped');
+});
