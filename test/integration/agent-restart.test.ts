@@ -62,7 +62,9 @@ t.test('kill -9 of the controller during writes, and the lease', async (t) => {
   t.teardown(() => c.stop());
   await c.container('c1', '256M');
   await c.ok('create', 'd1', '--size', '64M');
-  await c.ok('agent', 'start', '--host-id', 'h1', '--lease', '4');
+  // 30 s: the steps before the lease check must all finish inside it, and in a guest loaded by other test
+  // files a 4 s lease expired before the first read, which then waited for a controller not yet restarted.
+  await c.ok('agent', 'start', '--host-id', 'h1', '--lease', '30');
   const dev = await c.attach('d1');
   const a = crypto.randomBytes(MB);
   writeDirect(dev, 0, a); // segment 0 allocated
@@ -78,7 +80,7 @@ t.test('kill -9 of the controller during writes, and the lease', async (t) => {
   t.ok((await readDirectAsync(dev, 0, 4096)).equals(a.subarray(0, 4096)), 'a later read of a mapped segment completes');
   t.notOk(pending.done(), 'while a write to an unallocated segment waits for the controller');
   t.equal(inflight(dev).writes, 1, 'in flight on the device');
-  await waitFor('the agent to suspend I/O at the end of its 4 s lease', () => /lease of 4000 ms expired/.test(c.log('agent-h1.log')));
+  await waitFor('the agent to suspend I/O at the end of its 30 s lease', () => /lease of 30000 ms expired/.test(c.log('agent-h1.log')));
   const suspended = tracked(readDirectAsync(dev, 0, 4096));
   await waitFor('the read to be in flight on the device', () => inflight(dev).reads >= 1 || suspended.done());
   t.notOk(suspended.done(), 'past the lease, even a mapped read is suspended (in flight, unanswered)');
