@@ -55,12 +55,6 @@ export class Migrator {
       p.done = i + 1;
       onProgress(p);
     }
-    // A second look at the table as it is now: the job is finished only when nothing is left behind.
-    const now = await this.store.readTable(disk);
-    for (let i = 0; i < disk.segments; i++) {
-      const e = decodeEntry(now, i);
-      if (isMapped(e) && e.container !== to && !(e.states & STATE_ERROR) && (await this.moveOne(disk, i, to))) p.moved++;
-    }
     await this.store.finishMigration(disk.id);
     this.log(`migrated ${disk.name} to ${toName}: ${p.moved} segment(s) moved`);
     return p;
