@@ -1,0 +1,105 @@
+// The controller database's statement discipline on a real SQLite file: reads outside a transaction see
+// committed data only, a write outside a transaction never lands in another request's open one, and a
+// read racing a copy-out in the store sees the committed table, never the remap that may still roll back.
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Db } from '../../src/controller/db.js';
+import { Store } from '../../src/controller/store.js';
+import { copyOut } from '../../src/controller/copy-out.js';
+import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
+
+const MB = 1 << 20;
+
+function tmpdir(t: { teardown: (fn: () => unknown) => void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-db-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A promise and its resolver: the test decides when a transaction may go on. */
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open = () => {};
+  const wait = new Promise<void>((resolve) => { open = resolve; });
+  return { wait, open };
+}
+
+t.test('a read outside a transaction sees neither an open transaction nor one that rolls back', async (t) => {
+  const db = await Db.open(path.join(tmpdir(t), 'x.db'));
+  t.teardown(() => db.close());
+  await db.run('CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)');
+  await db.run("INSERT INTO kv VALUES ('a', 1)");
+  const g = gate();
+  const written = gate();
+  const tx = db.transaction(async () => {
+    await db.run("UPDATE kv SET v = 2 WHERE k = 'a'");
+    t.equal((await db.get<{ v: number }>("SELECT v FROM kv WHERE k = 'a'"))?.v, 2, 'the transaction reads its own write');
+    written.open();
+    await g.wait;
+    throw new Error('roll back');
+  });
+  await written.wait;
+  t.equal((await db.get<{ v: number }>("SELECT v FROM kv WHERE k = 'a'"))?.v, 1, 'outside: the committed value while the write is open');
+  t.same(await db.all("SELECT v FROM kv"), [{ v: 1 }], 'all() too');
+  g.open();
+  await t.rejects(tx, /roll back/);
+  t.equal((await db.get<{ v: number }>("SELECT v FROM kv WHERE k = 'a'"))?.v, 1, 'and after the rollback');
+});
+
+t.test('a write outside a transaction waits for the open one and is not rolled back with it', async (t) => {
+  const db = await Db.open(path.join(tmpdir(t), 'x.db'));
+  t.teardown(() => db.close());
+  await db.run('CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)');
+  const g = gate();
+  const started = gate();
+  const tx = db.transaction(async () => {
+    await db.run("INSERT INTO kv VALUES ('inside', 1)");
+    started.open();
+    await g.wait;
+    throw new Error('roll back');
+  });
+  await started.wait;
+  const outside = db.run("INSERT INTO kv VALUES ('outside', 2)");
+  g.open();
+  await t.rejects(tx, /roll back/);
+  await outside;
+  t.same(await db.all('SELECT k FROM kv ORDER BY k'), [{ k: 'outside' }], 'only the outside write survives');
+});
+
+t.test('a transaction opened inside a transaction joins it', async (t) => {
+  const db = await Db.open(path.join(tmpdir(t), 'x.db'));
+  t.teardown(() => db.close());
+  await db.run('CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)');
+  await t.rejects(db.transaction(async () => {
+    await db.transaction(async () => { await db.run("INSERT INTO kv VALUES ('nested', 1)"); });
+    throw new Error('outer fails');
+  }), /outer fails/);
+  t.same(await db.all('SELECT * FROM kv'), [], 'the nested write rolled back with the outer transaction');
+});
+
+t.test('during a copy-out, another request reads the sharer\'s committed entry, not the remap', async (t) => {
+  const dir = tmpdir(t);
+  const store = await Store.open(dir);
+  t.teardown(() => store.close());
+  await store.addContainer('c1', path.join(dir, 'c1.img'), 64 * MB);
+  const origin = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB, cow: 'copy-out' });
+  await store.allocateSegment(origin, 0);
+  const snap = await store.snapshot('d', 's');
+  const [before] = await store.getEntries(snap, 0, 1);
+  const copying = gate();
+  const release = gate();
+  const job = copyOut(store, await store.disk('d'), 0, async () => {
+    copying.open();
+    await release.wait;
+    throw new Error('container write failed');
+  });
+  await copying.wait;
+  const [during] = await store.getEntries(snap, 0, 1);
+  t.same(during, before, 'the snapshot still maps the shared segment while the copy-out is open');
+  release.open();
+  await t.rejects(job, /container write failed/);
+  const [after] = await store.getEntries(snap, 0, 1);
+  t.same(after, before, 'nothing of the failed copy-out remains');
+  t.ok(after.states & STATE_NO_WRITE, 'still shared No-write');
+});
