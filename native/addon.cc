@@ -32,20 +32,42 @@ Napi::Value MakeEventfd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fd);
 }
 
-// fallocate(fd, mode, offset, length): the controller zeroes a segment before it hands it out. Synchronous:
-// ZERO_RANGE and PUNCH_HOLE are extent operations (no data written) on the file systems and block devices
-// vdisk supports, so they do not hold the event loop long.
+// fallocate(fd, mode, offset, length) -> Promise<void>: the controller zeroes segments before it maps them.
+// On libuv's thread pool, never on the event loop: ZERO_RANGE over a terabyte, or on a block device whose
+// driver writes the zeros, can take far longer than the ~50 ms a request may hold the loop.
+class FallocateWorker : public Napi::AsyncWorker {
+ public:
+  FallocateWorker(Napi::Env env, int fd, int mode, int64_t offset, int64_t length)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd), mode_(mode), offset_(offset), length_(length) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    int rc;
+    do {
+      rc = fallocate(fd_, mode_, offset_, length_);
+    } while (rc < 0 && errno == EINTR);
+    err_ = rc < 0 ? errno : 0;
+  }
+  void OnOK() override {
+    if (err_ == 0) deferred_.Resolve(Env().Undefined());
+    else deferred_.Reject(MakeSysError(Env(), err_, "fallocate"));
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int fd_, mode_;
+  int64_t offset_, length_;
+  int err_ = 0;
+};
+
 Napi::Value Fallocate(const Napi::CallbackInfo& info) {
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  int mode = info[1].As<Napi::Number>().Int32Value();
-  int64_t offset = info[2].As<Napi::Number>().Int64Value();
-  int64_t length = info[3].As<Napi::Number>().Int64Value();
-  int rc;
-  do {
-    rc = fallocate(fd, mode, offset, length);
-  } while (rc < 0 && errno == EINTR);
-  if (rc < 0) ThrowSysError(info.Env(), errno, "fallocate");
-  return info.Env().Undefined();
+  auto* w = new FallocateWorker(info.Env(), info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+                                info[2].As<Napi::Number>().Int64Value(), info[3].As<Napi::Number>().Int64Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 Napi::Object Constants(Napi::Env env) {

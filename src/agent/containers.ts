@@ -15,28 +15,50 @@ export class AgentContainers {
   readonly fds = new Int32Array(new SharedArrayBuffer(MAX_CONTAINERS * 4)).fill(-1);
   private readonly open = new Map<number, OpenContainer>();
 
-  /** Opens containers not yet open. Returns true when the set of open fds changed. Failures are reported, not thrown. */
-  update(list: ContainerRef[], log: (msg: string) => void): boolean {
+  /**
+   * Makes the open set match the controller's list: opens new containers and reopens moved ones,
+   * publishing each new fd (or -1 for a container no longer listed) at once. Returns whether the set
+   * changed, and the replaced fds: requests already planned may still use those, so the caller closes
+   * them (retire()) only after a barrier on every device; closing first could let such a request reach
+   * whatever file the kernel gives the recycled descriptor number next. Failures are reported, not thrown.
+   */
+  update(list: ContainerRef[], log: (msg: string) => void): { changed: boolean; retired: number[] } {
     let changed = false;
+    const retired: number[] = [];
+    const listed = new Set<number>();
     for (const c of list) {
       if (!Number.isInteger(c.id) || c.id < 0 || c.id >= MAX_CONTAINERS) {
         log(`container ${c.id} (${c.path}): id beyond this agent's ${MAX_CONTAINERS}`);
         continue;
       }
+      listed.add(c.id);
       const cur = this.open.get(c.id);
       if (cur && cur.path === c.path) continue;
       try {
         const oc = openContainer(c.path, { direct: true });
-        if (cur) fs.closeSync(cur.fd);
         this.open.set(c.id, oc);
         Atomics.store(this.fds, c.id, oc.fd);
+        if (cur) retired.push(cur.fd);
         changed = true;
       } catch (err) {
         // A container that cannot be opened here gives EIO on its segments (fd -1), as a failed one would.
         log(`container ${c.id}: ${(err as Error).message}`);
       }
     }
-    return changed;
+    for (const [id, cur] of this.open) {
+      if (listed.has(id)) continue;
+      // Removed or failed: nothing maps it any more (the controller pushed that, blocking, before).
+      Atomics.store(this.fds, id, -1);
+      this.open.delete(id);
+      retired.push(cur.fd);
+      changed = true;
+    }
+    return { changed, retired };
+  }
+
+  /** Closes descriptors update() replaced, once no request planned with them can still be in flight. */
+  retire(fds: number[]): void {
+    for (const fd of fds) fs.closeSync(fd);
   }
 
   flushFds(): number[] {

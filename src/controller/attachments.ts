@@ -10,7 +10,8 @@ import {
   STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry,
 } from '../table/mapping-table.js';
 import { KeyedMutex } from '../util/mutex.js';
-import { answerFault, type FaultRequest, type SegmentIo } from './faults.js';
+import { answerFault, type FaultRequest } from './faults.js';
+import type { SegmentIo } from './segment-io.js';
 import { copyOutDone } from './copy-out.js';
 import { alternateOf, fold, listAlternates } from './partial.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
@@ -28,8 +29,11 @@ export interface AttachOptions { queues?: number; depth?: number }
 
 export class Attachments {
   readonly locks = new KeyedMutex<number>();
-  /** Ranges whose writes wait (operator No-write through disk.states; migration): diskId -> [first, count][]. */
-  private readonly holds = new Map<number, Array<[number, number]>>();
+  /**
+   * Ranges whose writes wait (operator No-write through disk.states): diskId -> [first, count][]. A copy
+   * of the store's, which persists them: after a restart a held segment must still hold, not copy on write.
+   */
+  private holds = new Map<number, Array<[number, number]>>();
   /** Attaches in progress ("diskId/hostId"): their devId-less records are not reconciliation's to complete. */
   private readonly attaching = new Set<string>();
 
@@ -39,6 +43,11 @@ export class Attachments {
    * Runs fn under the disk's lock. The yield first lets replies whose handlers already finished (fault answers
    * computed under this lock) reach the socket, so they never travel after a change that follows them.
    */
+  /** Reads the persisted holds; the controller calls it before it serves any fault. */
+  async loadHolds(): Promise<void> {
+    this.holds = await this.store.holds();
+  }
+
   withDisk<T>(diskId: number, fn: () => Promise<T>): Promise<T> {
     return this.locks.run(diskId, async () => {
       await new Promise((resolve) => setImmediate(resolve));
@@ -330,14 +339,13 @@ export class Attachments {
   /** Sets or clears state bits over a range, persistently and then on every holder with the blocking flag. */
   async changeStates(disk: Disk, first: number, count: number, bits: number, set: boolean): Promise<void> {
     await this.withDisk(disk.id, async () => {
-      if (bits & STATE_NO_WRITE) {
-        // An operator's No-write holds writes (rather than copying them away) until it is cleared.
-        // Clearing drops every hold the cleared range overlaps.
-        const list = this.holds.get(disk.id) ?? [];
-        this.holds.set(disk.id, set ? [...list, [first, count]] : list.filter(([f, n]) => f + n <= first || f >= first + count));
-      }
-      const entries = await this.store.getEntries(disk, first, count);
-      await this.store.setEntries(disk, first, entries.map((e) => ({ ...e, states: set ? e.states | bits : e.states & ~bits })));
+      // An operator's No-write holds writes (rather than copying them away) until it is cleared.
+      // Clearing drops every hold the cleared range overlaps.
+      const list = this.holds.get(disk.id) ?? [];
+      const holds: Array<[number, number]> = !(bits & STATE_NO_WRITE) ? list
+        : set ? [...list, [first, count]] : list.filter(([f, n]) => f + n <= first || f >= first + count);
+      await this.store.updateEntriesAndHolds(disk, first, count, (e) => ({ ...e, states: set ? e.states | bits : e.states & ~bits }), holds);
+      this.holds.set(disk.id, holds);
       await this.toHolders(disk, (conn) => conn.request('table.states', { diskId: disk.id, first, count, bits, set, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
     });
   }

@@ -6,6 +6,7 @@ import { LOCATION_UNIT, STATE_ALTERNATE, STATE_NO_WRITE } from '../table/mapping
 import { decodeEntry } from '../table/entry-codec.js';
 import { isMapped, type Store } from './store.js';
 import { listAlternates } from './partial.js';
+import { overlaps, tryIdentify } from './container-identity.js';
 
 export interface CheckReport { ok: boolean; disks: number; allocations: number; references: number; problems: string[] }
 
@@ -49,7 +50,8 @@ export async function checkStore(store: Store): Promise<CheckReport> {
     }
     for (const i of alts.keys()) problems.push(`${d.name} has an alternate location for segment ${i}, outside the disk`);
   }
-  const allocs = await store.db.all<{ container_id: number; unit: number; units: number }>('SELECT * FROM allocations');
+  // Reserved segments (allocations.pending) belong to a flow in progress and are named by no table yet.
+  const allocs = await store.db.all<{ container_id: number; unit: number; units: number }>('SELECT * FROM allocations WHERE pending = 0');
   const seen = new Set<string>();
   for (const a of allocs) {
     const key = `${a.container_id}/${a.unit}`;
@@ -67,5 +69,21 @@ export async function checkStore(store: Store): Promise<CheckReport> {
   for (const f of free) {
     if (seen.has(`${f.container_id}/${f.unit}`)) problems.push(`segment ${f.container_id}/${f.unit} is both free and allocated`);
   }
+  problems.push(...await containerOverlaps(store));
   return { ok: problems.length === 0, disks: disks.length, allocations: allocs.length, references, problems };
+}
+
+/** Two containers whose paths name the same or overlapping storage: their disks would share bytes. */
+async function containerOverlaps(store: Store): Promise<string[]> {
+  const out: string[] = [];
+  const cs = (await store.listContainers()).map((c) => ({ c, id: tryIdentify(c.path) }));
+  for (let i = 0; i < cs.length; i++) {
+    for (let j = i + 1; j < cs.length; j++) {
+      const a = cs[i];
+      const b = cs[j];
+      if (!a.id || !b.id || !overlaps(a.id, b.id)) continue;
+      out.push(`containers ${a.c.name} and ${b.c.name} are ${a.id.key === b.id.key ? 'the same storage' : 'overlapping storage'} (${a.c.path}, ${b.c.path})`);
+    }
+  }
+  return out;
 }

@@ -3,6 +3,7 @@
 // SQLite commit before the reply goes out, so an acknowledged change survives a crash of the controller.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
 import type { Hello } from '../protocol/messages.js';
@@ -12,9 +13,10 @@ import { STATE_MASK } from '../table/mapping-table.js';
 import { AgentRegistry, DEFAULT_AGENT_LEASE_MS } from './agents.js';
 import { Attachments } from './attachments.js';
 import { checkStore } from './check.js';
-import { SegmentIo } from './faults.js';
+import { SegmentIo } from './segment-io.js';
 import { Migrator } from './migrate.js';
 import { prepareContainer } from './container-files.js';
+import { identify, overlaps, tryIdentify } from './container-identity.js';
 import { socketPath } from './paths.js';
 import { Store, type CowMode, type Modes, type PartialMode } from './store.js';
 
@@ -37,7 +39,7 @@ export class Controller {
   readonly serverId = crypto.randomUUID();
   readonly agents = new AgentRegistry();
   readonly attachments: Attachments;
-  private readonly io: SegmentIo;
+  readonly io: SegmentIo;
   readonly migrator: Migrator;
 
   private constructor(readonly dataDir: string, readonly store: Store) {
@@ -51,6 +53,8 @@ export class Controller {
     const store = await Store.open(dataDir);
     const c = new Controller(dataDir, store);
     c.agents.knownLeases = await store.agentLeases();
+    await c.attachments.loadHolds();
+    await c.recordIdentities();
     try {
       c.server = await startServer(socketPath(dataDir), {
         serverId: c.serverId,
@@ -70,6 +74,29 @@ export class Controller {
     this.io.close();
     await this.store.close();
     this.stopping?.();
+  }
+
+  /** Containers recorded before identities were get theirs now, so the store's uniqueness covers them too. */
+  private async recordIdentities(): Promise<void> {
+    const stored = await this.store.containerIdentities();
+    for (const c of await this.store.listContainers()) {
+      if (stored.get(c.id) !== null) continue;
+      const id = tryIdentify(c.path);
+      if (id) await this.store.setContainerIdentity(c.id, id.key).catch((err: Error) => log(`container ${c.name}: ${err.message}`));
+    }
+  }
+
+  /** Refuses a path whose storage overlaps a container's (checked before anything is created or grown). */
+  private async refuseOverlap(p: string): Promise<void> {
+    const mine = tryIdentify(p);
+    if (!mine) return; // nothing there yet: a new file is nobody else's
+    for (const c of await this.store.listContainers()) {
+      const theirs = tryIdentify(c.path);
+      if (theirs && overlaps(mine, theirs)) {
+        throw new VdiskError(`${p} ${mine.key === theirs.key ? 'is the same storage as' : 'overlaps'} container ${c.name} (${c.path}): ` +
+          'one backing store backs at most one container', { code: 'EEXIST' });
+      }
+    }
   }
 
   private accept(conn: Connection, hello: Hello): void {
@@ -92,14 +119,19 @@ export class Controller {
     },
     'container.add': async (a) => {
       const name = str(a, 'name');
+      await this.refuseOverlap(path.resolve(str(a, 'path')));
       const file = prepareContainer(str(a, 'path'), optInt(a, 'size'));
-      const c = await this.store.addContainer(name, file.path, file.size);
+      const c = await this.store.addContainer(name, file.path, file.size, identify(file.path).key);
       await this.attachments.broadcastContainers();
       return c;
     },
     'container.ls': async () => this.store.listContainers(),
     'container.rm': async (a) => {
-      await this.store.removeContainer(str(a, 'name'));
+      const c = await this.store.container(str(a, 'name'));
+      await this.store.removeContainer(c.name);
+      // Nothing maps it any more: agents close it after draining, and so does the controller.
+      this.io.forget(c.id);
+      await this.attachments.broadcastContainers();
       return {};
     },
     'container.fail': async (a) => {
@@ -110,11 +142,15 @@ export class Controller {
         const disk = disks.find((d) => d.id === id);
         if (disk) await this.attachments.pushTable(disk);
       }
+      // No agent still plans I/O with an entry naming it (the pushes were blocking): now the fds go.
+      this.io.forget((await this.store.container(str(a, 'name'))).id);
+      await this.attachments.broadcastContainers();
       return { disks: [...touched].map(([id, entries]) => ({ disk: disks.find((d) => d.id === id)?.name, entries: entries.length })) };
     },
     'disk.create': async (a) => this.store.createDisk({
       name: str(a, 'name'), size: int(a, 'size'), segmentSize: optInt(a, 'segmentSize') ?? 1 << 20,
       container: optStr(a, 'container'), thick: bool(a, 'thick'), ...modes(a),
+      zero: (container, offset, length) => this.io.zero(container, offset, length),
     }),
     'disk.ls': async () => this.store.listDisks(),
     'disk.info': async (a) => this.store.diskInfo(str(a, 'name')),

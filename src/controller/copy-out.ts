@@ -11,33 +11,42 @@ import type { Disk, Store } from './store.js';
 export interface CopyOut { entry: Entry; moved: number[] }
 
 /**
- * One transaction: copy the shared segment (inside it), remap every other sharer's entry to the copy, move
- * the references, clear the writer's No-write, record the pending pushes. Null when the entry is not shared
- * No-write any more; `moved` is empty when nobody else references the segment (No-write just clears).
+ * Copies the shared segment into a reserved one (outside any transaction), then in one transaction remaps
+ * every other sharer's entry to the copy, moves the references, clears the writer's No-write and records
+ * the pending pushes. Null when the entry is not shared No-write any more; `moved` is empty when nobody
+ * else references the segment (No-write just clears).
  */
 export async function copyOut(store: Store, disk: Disk, segment: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<CopyOut | null> {
-  return store.updateEntry(disk, segment, async (e, put) => {
-    if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return null;
+  const chunk = Math.floor(segment / CHUNK_ENTRIES);
+  const k = segment - chunk * CHUNK_ENTRIES;
+  return store.staged<CopyOut | null>(disk, segment, async (e, put, reserve) => {
+    if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return { done: null };
     if (disk.readOnly) throw new VdiskError(`${disk.name} is a read-only snapshot`, { code: 'EROFS' });
     const entry = { ...e, states: e.states & ~STATE_NO_WRITE };
-    const others = await sharers(store, disk, segment, e);
-    if (others.length === 0) {
+    if ((await sharers(store, disk, segment, e)).length === 0) {
       await put(entry);
-      return { entry, moved: [] };
+      return { done: { entry, moved: [] } };
     }
-    const fresh = await store.allocateUnits(disk);
-    await copy(e, fresh, disk.segmentSize);
-    const chunk = Math.floor(segment / CHUNK_ENTRIES);
-    const k = segment - chunk * CHUNK_ENTRIES;
-    for (const other of others) {
-      const data = await store.chunk(other, chunk);
-      encodeEntry(data, k, { ...decodeEntry(data, k), container: fresh.container, offset: fresh.offset });
-      await store.putChunk(other.id, chunk, data);
-    }
-    const moved = others.map((d) => d.id);
-    await store.db.run('INSERT OR REPLACE INTO copyouts (disk_id, segment, disks) VALUES (?, ?, ?)', [disk.id, segment, JSON.stringify(moved)]);
-    await put(entry);
-    return { entry, moved };
+    const fresh = await reserve();
+    return {
+      // Every sharer maps the segment No-write and the writer waits for this flow: it holds still.
+      io: () => copy(e, fresh, disk.segmentSize),
+      commit: async (_e, put2, use) => {
+        // Read again: a sharer may have gone (rm) or moved on its own between the two transactions.
+        const others = await sharers(store, disk, segment, e);
+        if (others.length > 0) {
+          await use(fresh);
+          for (const other of others) {
+            const data = await store.chunk(other, chunk);
+            encodeEntry(data, k, { ...decodeEntry(data, k), container: fresh.container, offset: fresh.offset });
+            await store.putChunk(other.id, chunk, data);
+          }
+          await store.db.run('INSERT OR REPLACE INTO copyouts (disk_id, segment, disks) VALUES (?, ?, ?)', [disk.id, segment, JSON.stringify(others.map((d) => d.id))]);
+        }
+        await put2(entry);
+        return { entry, moved: others.map((d) => d.id) };
+      },
+    };
   });
 }
 

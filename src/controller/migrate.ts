@@ -5,7 +5,7 @@
 import { ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
 import { STATE_ALTERNATE, STATE_ERROR, STATE_NO_WRITE } from '../table/mapping-table.js';
 import type { Attachments } from './attachments.js';
-import type { SegmentIo } from './faults.js';
+import type { SegmentIo } from './segment-io.js';
 import { isMapped, type Disk, type Store } from './store.js';
 
 export interface MigrationProgress { disk: string; to: string; done: number; total: number; moved: number }

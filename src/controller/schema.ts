@@ -89,6 +89,27 @@ const MIGRATIONS: string[] = [
      disks TEXT NOT NULL,                  -- JSON array of the disks whose entry moved to the copy
      PRIMARY KEY (disk_id, segment)
    ) WITHOUT ROWID;`,
+  // 6: safety state that must survive a restart, and identities.
+  // - allocations.pending: segments reserved by a flow whose file I/O runs between two transactions (no
+  //   table names them; a restart frees them).
+  // - free_extents.reusable_at: the freed-segment quarantine (ms since the epoch), so a restart cannot
+  //   hand out a segment that a read planned under the old mapping may still be reading.
+  // - containers.identity: what the container is (device and inode of a file, device number of a block
+  //   device), so one backing store backs at most one container whatever path names it.
+  // - counters: ids are never reused (an fd or a table entry cached under an old id must not reach a new
+  //   container); SQLite's rowid would reuse the highest id after a removal.
+  // - holds: operator No-write ranges, which hold writes instead of copying them away.
+  `ALTER TABLE allocations ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE free_extents ADD COLUMN reusable_at INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE containers ADD COLUMN identity TEXT;
+   CREATE UNIQUE INDEX containers_identity ON containers (identity);
+   CREATE TABLE counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL);
+   INSERT INTO counters (name, next) SELECT 'container', COALESCE(MAX(id), 0) + 1 FROM containers;
+   CREATE TABLE holds (
+     disk_id INTEGER NOT NULL REFERENCES disks(id) ON DELETE CASCADE,
+     first INTEGER NOT NULL,
+     count INTEGER NOT NULL
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -10,6 +10,7 @@ import {
   LOCATION_UNIT, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, type Entry,
 } from '../table/mapping-table.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry, filledChunk } from '../table/entry-codec.js';
+import { Allocator, runOf, type Run } from './allocator.js';
 import { Db } from './db.js';
 import { migrate } from './schema.js';
 import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js';
@@ -41,6 +42,8 @@ export interface DiskInfo extends Disk {
   freeBytes: number;
 }
 
+/** Makes bytes [offset, offset + length) of a container read as zeros, durably (SegmentIo.zero). */
+export type Zero = (container: number, offset: number, length: number) => Promise<void>;
 /** Called with a newly allocated segment before its mapping commits (the controller zeroes it there). */
 export type Prepare = (entry: Entry, length: number) => Promise<void>;
 export interface Attachment { diskId: number; disk: string; hostId: string; devId: number | null }
@@ -64,18 +67,30 @@ function toDisk(r: DiskRow): Disk {
 }
 
 export class Store {
-  /** How long a freed segment waits before reuse (see free()). */
-  quarantineMs = 10_000;
-  private readonly quarantine = new Map<string, number>();
+  readonly alloc: Allocator;
 
-  private constructor(readonly db: Db, readonly file: string) {}
+  private constructor(readonly db: Db, readonly file: string) {
+    this.alloc = new Allocator(db);
+  }
+
+  /** How long a freed segment waits before reuse (see Allocator.quarantineMs). */
+  get quarantineMs(): number { return this.alloc.quarantineMs; }
+  set quarantineMs(ms: number) { this.alloc.quarantineMs = ms; }
 
   static async open(dataDir: string): Promise<Store> {
     fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const file = path.join(dataDir, 'vdisk.db');
     const db = await Db.open(file);
-    await migrate(db);
-    return new Store(db, file);
+    try {
+      await migrate(db);
+      const store = new Store(db, file);
+      // No flow runs yet: every reservation belongs to one a crash interrupted.
+      await db.transaction(() => store.alloc.recoverPending());
+      return store;
+    } catch (err) {
+      await db.close().catch(() => {});
+      throw err;
+    }
   }
 
   close(): Promise<void> {
@@ -84,14 +99,32 @@ export class Store {
 
   // ---- containers
 
-  async addContainer(name: string, filePath: string, size: number): Promise<Container> {
+  /** `identity` is what the file or device is (container-identity.ts): one backing store, one container. */
+  async addContainer(name: string, filePath: string, size: number, identity: string | null = null): Promise<Container> {
     checkName('container', name);
     if (!Number.isSafeInteger(size) || size < LOCATION_UNIT) throw new VdiskError(`container size ${size} is below 64 KiB`, { code: 'EINVAL' });
     return this.db.transaction(async () => {
       if (await this.db.get('SELECT 1 FROM containers WHERE name = ?', [name])) throw new VdiskError(`container ${name} already exists`, { code: 'EEXIST' });
-      const { lastID } = await this.db.run('INSERT INTO containers (name, path, size) VALUES (?, ?, ?)', [name, filePath, size]);
-      return { id: lastID, name, path: filePath, size, failed: false, usedBytes: 0 };
+      const same = identity === null ? undefined : await this.db.get<{ name: string; path: string }>('SELECT name, path FROM containers WHERE identity = ?', [identity]);
+      if (same) throw new VdiskError(`${filePath} is the same storage as container ${same.name} (${same.path}): one backing store backs at most one container`, { code: 'EEXIST' });
+      // Never a used id again: agents and the controller's fd cache key open containers by id.
+      const counter = await this.db.get<{ next: number }>("SELECT next FROM counters WHERE name = 'container'");
+      const top = await this.db.get<{ id: number | null }>('SELECT MAX(id) AS id FROM containers');
+      const id = Math.max(counter?.next ?? 1, (top?.id ?? 0) + 1);
+      await this.db.run("INSERT OR REPLACE INTO counters (name, next) VALUES ('container', ?)", [id + 1]);
+      await this.db.run('INSERT INTO containers (id, name, path, size, identity) VALUES (?, ?, ?, ?, ?)', [id, name, filePath, size, identity]);
+      return { id, name, path: filePath, size, failed: false, usedBytes: 0 };
     });
+  }
+
+  /** Stored identities by container id (null for containers recorded before identities were). */
+  async containerIdentities(): Promise<Map<number, string | null>> {
+    const rows = await this.db.all<{ id: number; identity: string | null }>('SELECT id, identity FROM containers');
+    return new Map(rows.map((r) => [r.id, r.identity]));
+  }
+
+  async setContainerIdentity(id: number, identity: string): Promise<void> {
+    await this.db.run('UPDATE containers SET identity = ? WHERE id = ? AND identity IS NULL', [identity, id]);
   }
 
   async listContainers(): Promise<Container[]> {
@@ -153,7 +186,7 @@ export class Store {
 
   // ---- disks
 
-  async createDisk(o: { name: string; size: number; segmentSize: number; container?: string; thick?: boolean } & Modes): Promise<Disk> {
+  async createDisk(o: { name: string; size: number; segmentSize: number; container?: string; thick?: boolean; zero?: Zero } & Modes): Promise<Disk> {
     checkName('disk', o.name);
     checkModes(o);
     try {
@@ -162,35 +195,62 @@ export class Store {
       throw new VdiskError((err as Error).message, { code: 'EINVAL' });
     }
     if (!Number.isSafeInteger(o.size) || o.size <= 0 || o.size % 512 !== 0) throw new VdiskError(`disk size ${o.size} is not a positive multiple of 512`, { code: 'EINVAL' });
-    return this.db.transaction(async () => {
+    const exists = async () => {
       if (await this.db.get('SELECT 1 FROM disks WHERE name = ?', [o.name])) throw new VdiskError(`disk ${o.name} already exists`, { code: 'EEXIST' });
-      let containerId: number | null = null;
-      if (o.container !== undefined) {
-        const c = await this.db.get<ContainerRow>('SELECT * FROM containers WHERE name = ?', [o.container]);
-        if (!c) throw new VdiskError(`no container named ${o.container}`, { code: 'ENOENT' });
-        containerId = c.id;
-      }
+      if (o.container === undefined) return null;
+      const c = await this.db.get<ContainerRow>('SELECT * FROM containers WHERE name = ?', [o.container]);
+      if (!c) throw new VdiskError(`no container named ${o.container}`, { code: 'ENOENT' });
+      return c.id;
+    };
+    const insert = async (containerId: number | null): Promise<Disk> => {
       const { lastID } = await this.db.run('INSERT INTO disks (name, size, segment_size, fill_states, container_id, cow_mode, partial_mode) VALUES (?, ?, ?, ?, ?, ?, ?)',
         [o.name, o.size, o.segmentSize, STATE_ZERO, containerId, o.cow ?? 'redirect', o.partial ?? 'bitmap']);
-      const disk: Disk = {
+      return {
         id: lastID, name: o.name, size: o.size, segmentSize: o.segmentSize, segments: Math.ceil(o.size / o.segmentSize),
         fillStates: STATE_ZERO, containerId, readOnly: false, parent: null, cow: o.cow ?? 'redirect', partial: o.partial ?? 'bitmap', family: lastID,
       };
-      if (o.thick) {
-        // One run from a bump pointer when a container has room for all of it (a few statements for a million
-        // segments), else segment by segment wherever there is room.
-        const run = await this.allocateRun(disk, disk.segments);
-        for (let first = 0; first < disk.segments; first += CHUNK_ENTRIES) {
-          const count = Math.min(CHUNK_ENTRIES, disk.segments - first);
+    };
+    if (!o.thick) return this.db.transaction(async () => insert(await exists()));
+    const zero = o.zero;
+    if (!zero) throw new VdiskError('a thick disk needs a way to zero its segments', { code: 'EINVAL' });
+    // Reserve, zero outside any transaction, then create the disk naming them: a thick disk maps storage
+    // that may hold a removed disk's data (reused extents, or a container that was never blank), and no
+    // disk reads bytes that were not zeroed for it. One run from a bump pointer when a container has room
+    // for all of it (one fallocate for the lot), else segment by segment wherever there is room.
+    const segments = Math.ceil(o.size / o.segmentSize);
+    const units = o.segmentSize / LOCATION_UNIT;
+    const runs = await this.db.transaction(async () => {
+      const only = await exists();
+      const run = await this.alloc.run(units, segments, only, true);
+      if (run) return [run];
+      const list: Run[] = [];
+      for (let i = 0; i < segments; i++) list.push(runOf(await this.alloc.segment(units, only, true, `${o.segmentSize}-byte segment`), units));
+      return list;
+    });
+    try {
+      for (const r of coalesce(runs)) await zero(r.container, r.unit * LOCATION_UNIT, r.count * r.units * LOCATION_UNIT);
+      return await this.db.transaction(async () => {
+        const disk = await insert(await exists());
+        // The reserved segments in order: segment i of the disk is the i-th of them.
+        let ri = 0;
+        let rk = 0;
+        for (let first = 0; first < segments; first += CHUNK_ENTRIES) {
+          const count = Math.min(CHUNK_ENTRIES, segments - first);
           const data = Buffer.alloc(count * ENTRY_BYTES);
           for (let k = 0; k < count; k++) {
-            encodeEntry(data, k, run ? { ...run, offset: run.offset + (first + k) * disk.segmentSize } : await this.allocateUnits(disk));
+            const r = runs[ri];
+            encodeEntry(data, k, { states: 0, container: r.container, offset: (r.unit + rk * r.units) * LOCATION_UNIT, alt: 0 });
+            if (++rk === r.count) { ri++; rk = 0; }
           }
           await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [disk.id, first / CHUNK_ENTRIES, data]);
         }
-      }
-      return disk;
-    });
+        for (const r of runs) await this.alloc.claim(r);
+        return disk;
+      });
+    } catch (err) {
+      await this.db.transaction(async () => { for (const r of runs) await this.alloc.unreserve(r); });
+      throw err;
+    }
   }
 
   async listDisks(): Promise<Disk[]> {
@@ -279,19 +339,26 @@ export class Store {
    * the old one; if nobody else references it any more, No-write is simply cleared.
    */
   async copyOnWrite(disk: Disk, segment: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<{ entry: Entry; remapped: boolean }> {
-    return this.updateEntry(disk, segment, async (e, put) => {
-      if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return { entry: e, remapped: false };
+    return this.staged<{ entry: Entry; remapped: boolean }>(disk, segment, async (e, put, reserve) => {
+      if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return { done: { entry: e, remapped: false } };
       if (disk.readOnly) throw new VdiskError(`${disk.name} is a read-only snapshot`, { code: 'EROFS' });
       if ((await sharers(this, disk, segment, e)).length === 0) {
         const entry = { ...e, states: e.states & ~STATE_NO_WRITE };
         await put(entry);
-        return { entry, remapped: false };
+        return { done: { entry, remapped: false } };
       }
-      const fresh = await this.allocateUnits(disk);
-      await copy(e, fresh, disk.segmentSize);
-      const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE };
-      await put(entry); // the old segment stays: somebody else names it
-      return { entry, remapped: true };
+      const fresh = await reserve();
+      return {
+        io: () => copy(e, fresh, disk.segmentSize), // the shared segment is No-write everywhere: it holds still
+        commit: async (_e, put2, use) => {
+          await use(fresh);
+          const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE };
+          await put2(entry);
+          // Kept if somebody else still names it; freed if its last sharer went meanwhile (a snapshot rm).
+          await releaseUnlessShared(this, disk, segment, e);
+          return { entry, remapped: true };
+        },
+      };
     });
   }
 
@@ -340,15 +407,20 @@ export class Store {
    * Returns the new entry, or null when there was nothing to move.
    */
   async migrateSegment(disk: Disk, segment: number, to: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<Entry | null> {
-    return this.updateEntry(disk, segment, async (e, put) => {
-      if (!isMapped(e) || e.container === to || e.states & STATE_ERROR) return null;
+    return this.staged<Entry | null>(disk, segment, async (e, _put, reserve) => {
+      if (!isMapped(e) || e.container === to || e.states & STATE_ERROR) return { done: null };
       if (e.states & STATE_ALTERNATE) throw new VdiskError(`${disk.name} segment ${segment} has an alternate location: fold it before moving it`, { code: 'EBUSY' });
-      const fresh = await this.allocateUnits(disk, to);
-      await copy(e, fresh, disk.segmentSize);
-      const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE }; // the copy is this disk's alone
-      await put(entry);
-      await releaseUnlessShared(this, disk, segment, e);
-      return entry;
+      const fresh = await reserve(to);
+      return {
+        io: () => copy(e, fresh, disk.segmentSize), // the caller made the segment No-write on every agent
+        commit: async (_e, put, use) => {
+          await use(fresh);
+          const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE }; // the copy is this disk's alone
+          await put(entry);
+          await releaseUnlessShared(this, disk, segment, e);
+          return entry;
+        },
+      };
     });
   }
 
@@ -389,18 +461,43 @@ export class Store {
     await this.db.transaction(write);
   }
 
+  /** Maps entries [first, first + count) through fn and replaces the disk's operator holds, in one commit. */
+  async updateEntriesAndHolds(disk: Disk, first: number, count: number, fn: (e: Entry) => Entry, holds: Array<[number, number]>): Promise<void> {
+    await this.db.transaction(async () => {
+      await this.setEntries(disk, first, (await this.getEntries(disk, first, count)).map(fn));
+      await this.db.run('DELETE FROM holds WHERE disk_id = ?', [disk.id]);
+      for (const [f, n] of holds) await this.db.run('INSERT INTO holds (disk_id, first, count) VALUES (?, ?, ?)', [disk.id, f, n]);
+    });
+  }
+
+  /** Operator holds (No-write ranges whose writes wait) by disk id: [first, count] ranges. */
+  async holds(): Promise<Map<number, Array<[number, number]>>> {
+    const out = new Map<number, Array<[number, number]>>();
+    for (const r of await this.db.all<{ disk_id: number; first: number; count: number }>('SELECT * FROM holds ORDER BY rowid')) {
+      const list = out.get(r.disk_id) ?? [];
+      list.push([r.first, r.count]);
+      out.set(r.disk_id, list);
+    }
+    return out;
+  }
+
   /**
    * Thin provisioning: gives Zero segment `segment` of the disk its own storage and returns the new entry.
    * Idempotent: if the segment was allocated meanwhile (two faults racing), the existing entry is returned.
    */
   async allocateSegment(disk: Disk, segment: number, prepare?: Prepare): Promise<Entry> {
-    return this.updateEntry(disk, segment, async (current, put) => {
-      if ((current.states & STATE_ZERO) === 0) return current;
-      const entry = await this.allocateUnits(disk);
-      // Inside the transaction: a crash before the segment is zeroed must not leave it mapped.
-      if (prepare) await prepare(entry, disk.segmentSize);
-      await put(entry);
-      return entry;
+    return this.staged<Entry>(disk, segment, async (current, _put, reserve) => {
+      if ((current.states & STATE_ZERO) === 0) return { done: current };
+      const entry = await reserve();
+      return {
+        // Before the mapping commits: a crash before the segment reads as zeros leaves it unmapped.
+        io: async () => { if (prepare) await prepare(entry, disk.segmentSize); },
+        commit: async (_e, put, use) => {
+          await use(entry);
+          await put(entry);
+          return entry;
+        },
+      };
     });
   }
 
@@ -523,71 +620,94 @@ export class Store {
     return filledChunk(Math.min(CHUNK_ENTRIES, disk.segments - chunk * CHUNK_ENTRIES), { ...ZERO_ENTRY, states: disk.fillStates });
   }
 
-  /** One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. */
-  async allocateUnits(disk: Disk, pinned?: number | null): Promise<Entry> {
-    const units = disk.segmentSize / LOCATION_UNIT;
+  /**
+   * One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. `pending`
+   * reserves it for a staged flow (see staged()); otherwise the caller's transaction names it.
+   */
+  async allocateUnits(disk: Disk, pinned?: number | null, pending = false): Promise<Entry> {
     // The preference is read here, inside the caller's transaction, not taken from `disk`: callers hold Disk
     // objects from before a migration changed it, and a segment allocated on the old container after the
     // migration's scan passed it would stay behind.
     const only = pinned !== undefined ? pinned
       : await this.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id])
         .then((r) => (r ? r.container_id : disk.containerId));
-    const candidates = await this.db.all<ContainerRow>(
-      'SELECT * FROM containers WHERE failed = 0 ORDER BY (id = ?) DESC, id', [only ?? -1]);
-    const usable = only === null ? candidates : candidates.filter((c) => c.id === only);
-    for (const c of usable) {
-      const free = await this.reusable(c.id, units);
-      let unit: number;
-      if (free) {
-        unit = free.unit;
-        await this.db.run('DELETE FROM free_extents WHERE container_id = ? AND units = ? AND unit = ?', [c.id, units, unit]);
-      } else {
-        unit = Math.ceil(c.next_unit / units) * units;
-        if ((unit + units) * LOCATION_UNIT > c.size) continue;
-        await this.db.run('UPDATE containers SET next_unit = ? WHERE id = ?', [unit + units, c.id]);
-        c.next_unit = unit + units;
-      }
-      await this.db.run('INSERT INTO allocations (container_id, unit, units, refcount) VALUES (?, ?, ?, 1)', [c.id, unit, units]);
-      return { states: 0, container: c.id, offset: unit * LOCATION_UNIT, alt: 0 };
-    }
-    throw new VdiskError(`no space left: no ${only === null ? '' : 'preferred '}container can hold another ${disk.segmentSize}-byte segment`, { code: 'ENOSPC' });
+    return this.alloc.segment(disk.segmentSize / LOCATION_UNIT, only, pending, `${disk.segmentSize}-byte segment`);
   }
 
-  /** `count` consecutive segments above one container's bump pointer, or null if no container has the room. */
-  private async allocateRun(disk: Disk, count: number): Promise<Entry | null> {
-    const units = disk.segmentSize / LOCATION_UNIT;
-    const candidates = await this.db.all<ContainerRow>('SELECT * FROM containers WHERE failed = 0 ORDER BY id');
-    for (const c of candidates) {
-      if (disk.containerId !== null && c.id !== disk.containerId) continue;
-      const unit = Math.ceil(c.next_unit / units) * units;
-      if ((unit + count * units) * LOCATION_UNIT > c.size) continue;
-      await this.db.run('UPDATE containers SET next_unit = ? WHERE id = ?', [unit + count * units, c.id]);
-      await this.db.run(`WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?)
-        INSERT INTO allocations (container_id, unit, units, refcount) SELECT ?, ? + i * ?, ?, 1 FROM seq`, [count, c.id, unit, units, units]);
-      return { states: 0, container: c.id, offset: unit * LOCATION_UNIT, alt: 0 };
-    }
-    return null;
+  /** Returns a segment to the free pool, quarantined (see Allocator.free); the caller knows nobody names it. */
+  async free(containerId: number, unit: number, units: number): Promise<void> {
+    await this.alloc.free(containerId, unit, units);
   }
 
   /**
-   * Returns a segment to the free pool (the caller knows nobody names it: see sharing.ts). It is not handed
-   * out again for quarantineMs: reads planned under the old mapping may still be in flight on the agent that
-   * faulted (other agents were drained by a blocking push), and must not see another disk's data.
+   * A change of entry `segment` that needs file I/O (zeroing or copying into a new segment) between choosing
+   * the segment and committing the mapping that names it, without holding a transaction across the I/O
+   * (every other write would wait for it). plan() runs in a transaction: it sees the entry, may put() it
+   * and finish ({ done }), or reserve segments and return the I/O and the commit. io() runs outside any
+   * transaction; nobody can read a reserved segment, since no table names it. commit() runs in a second
+   * transaction only if the entry is still the planned one (else everything starts over); it names the
+   * reserved segments it keeps with use(), and the others go back. A failure returns every reservation.
    */
-  async free(containerId: number, unit: number, units: number): Promise<void> {
-    await this.db.run('DELETE FROM allocations WHERE container_id = ? AND unit = ?', [containerId, unit]);
-    await this.db.run('INSERT OR IGNORE INTO free_extents (container_id, unit, units) VALUES (?, ?, ?)', [containerId, unit, units]);
-    this.quarantine.set(`${containerId}/${unit}`, Date.now() + this.quarantineMs);
+  async staged<T>(disk: Disk, segment: number, plan: Plan<T>): Promise<T> {
+    const units = disk.segmentSize / LOCATION_UNIT;
+    for (let attempt = 1; ; attempt++) {
+      const reserved: Run[] = [];
+      let planned: Entry | undefined;
+      const step = await this.updateEntry(disk, segment, (e, put) => {
+        planned = e;
+        return plan(e, put, async (pinned) => {
+          const loc = await this.allocateUnits(disk, pinned, true);
+          reserved.push(runOf(loc, units));
+          return loc;
+        });
+      });
+      if ('done' in step) return step.done;
+      let result: T | typeof RETRY;
+      try {
+        await step.io();
+        result = await this.updateEntry(disk, segment, async (e, put) => {
+          if (!sameEntry(e, planned!)) return RETRY;
+          const r = await step.commit(e, put, async (loc) => {
+            const i = reserved.findIndex((x) => x.container === loc.container && x.unit * LOCATION_UNIT === loc.offset);
+            if (i < 0) throw new VdiskError(`segment ${loc.container}/${loc.offset} was not reserved by this flow`, { code: 'EINVAL' });
+            await this.alloc.claim(reserved[i]);
+            reserved.splice(i, 1);
+          });
+          if (r !== RETRY) for (const x of reserved.splice(0)) await this.alloc.unreserve(x);
+          return r;
+        });
+      } catch (err) {
+        await this.db.transaction(async () => { for (const x of reserved) await this.alloc.unreserve(x); });
+        throw err;
+      }
+      if (result !== RETRY) return result;
+      await this.db.transaction(async () => { for (const x of reserved) await this.alloc.unreserve(x); });
+      if (attempt >= 8) throw new VdiskError(`${disk.name} segment ${segment} keeps changing under a copy: try again`, { code: 'EAGAIN' });
+    }
   }
+}
 
-  /** A free extent of this size in the container that is out of quarantine, if any. */
-  private async reusable(containerId: number, units: number): Promise<{ unit: number } | undefined> {
-    const now = Date.now();
-    for (const [k, until] of this.quarantine) if (until <= now) this.quarantine.delete(k);
-    const rows = await this.db.all<{ unit: number }>('SELECT unit FROM free_extents WHERE container_id = ? AND units = ? LIMIT ?',
-      [containerId, units, this.quarantine.size + 1]);
-    return rows.find((r) => !this.quarantine.has(`${containerId}/${r.unit}`));
+/** A staged flow's answer to "start over": the entry changed between its two transactions. */
+export const RETRY: unique symbol = Symbol('retry');
+export interface Stage<T> {
+  io: () => Promise<void>;
+  commit: (e: Entry, put: (e: Entry) => Promise<void>, use: (loc: Entry) => Promise<void>) => Promise<T | typeof RETRY>;
+}
+export type Plan<T> = (e: Entry, put: (e: Entry) => Promise<void>, reserve: (pinned?: number | null) => Promise<Entry>) => Promise<{ done: T } | Stage<T>>;
+
+/** Adjacent single segments of one container as one run, so zeroing them takes one call. */
+function coalesce(runs: Run[]): Run[] {
+  const out: Run[] = [];
+  for (const r of runs) {
+    const last = out[out.length - 1];
+    if (last && last.container === r.container && last.units === r.units && last.unit + last.count * last.units === r.unit) last.count += r.count;
+    else out.push({ ...r });
   }
+  return out;
+}
+
+function sameEntry(a: Entry, b: Entry): boolean {
+  return a.states === b.states && a.container === b.container && a.offset === b.offset && a.alt === b.alt;
 }
 
 export { isMapped } from './sharing.js';

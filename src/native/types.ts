@@ -117,7 +117,7 @@ export interface NativeAddon {
   setErrorClass(ctor: new (message: string, info: object) => Error): void;
   eventfd(): number;
   eventfdWrite(fd: number): void;
-  /** fallocate(2); throws VdiskError (syscall 'fallocate') on failure. */
-  fallocate(fd: number, mode: number, offset: number, length: number): void;
+  /** fallocate(2) on libuv's thread pool; rejects with a VdiskError (syscall 'fallocate') on failure. */
+  fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
   constants: NativeConstants;
 }

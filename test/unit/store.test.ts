@@ -66,11 +66,15 @@ t.test('thick disks allocate everything at creation; mixed segment sizes stay al
   await store.addContainer('c', '/tmp/c.img', 64 * MB);
   const small = await store.createDisk({ name: 'small', size: MB, segmentSize: 64 * 1024 });
   await store.allocateSegment(small, 0);
-  const thick = await store.createDisk({ name: 'thick', size: 8 * MB, segmentSize: 4 * MB, thick: true });
+  const zeroed: number[][] = [];
+  const zero = async (container: number, offset: number, length: number) => { zeroed.push([container, offset, length]); };
+  await t.rejects(store.createDisk({ name: 'thick', size: 8 * MB, segmentSize: 4 * MB, thick: true }), { code: 'EINVAL' }, 'never without zeroing');
+  const thick = await store.createDisk({ name: 'thick', size: 8 * MB, segmentSize: 4 * MB, thick: true, zero });
   const entries = await store.getEntries(thick, 0, 2);
   t.same(entries.map((e) => e.offset), [4 * MB, 8 * MB], 'aligned to the 4 MiB segment size after a 64 KiB one');
+  t.same(zeroed, [[entries[0].container, 4 * MB, 8 * MB]], 'both segments zeroed, as one run, before they were mapped');
   t.equal((await store.diskInfo('thick')).entriesByState.mapped, 2);
-  await t.rejects(store.createDisk({ name: 'toobig', size: 128 * MB, segmentSize: MB, thick: true }), { code: 'ENOSPC' });
+  await t.rejects(store.createDisk({ name: 'toobig', size: 128 * MB, segmentSize: MB, thick: true, zero }), { code: 'ENOSPC' });
   await t.rejects(store.disk('toobig'), { code: 'ENOENT' }, 'a failed thick create leaves nothing behind');
 });
 
@@ -129,7 +133,8 @@ t.test('schema 1 databases migrate to the current schema; agents keep their leas
   const disk = await store.createDisk({ name: 'd', size: 8 * MB, segmentSize: MB });
   await store.putAttachment(disk.id, 'h1', 3);
   // Make it a schema-1 database again (before the lease column existed).
-  await store.db.exec('ALTER TABLE agents DROP COLUMN lease_ms; ALTER TABLE disks DROP COLUMN read_only; ALTER TABLE disks DROP COLUMN parent_id; DROP TABLE migrations; ALTER TABLE disks DROP COLUMN cow_mode; ALTER TABLE disks DROP COLUMN family_id; ALTER TABLE disks DROP COLUMN partial_mode; DROP TABLE alternates; DROP TABLE copyouts; PRAGMA user_version = 1');
+  await store.db.exec('ALTER TABLE agents DROP COLUMN lease_ms; ALTER TABLE disks DROP COLUMN read_only; ALTER TABLE disks DROP COLUMN parent_id; DROP TABLE migrations; ALTER TABLE disks DROP COLUMN cow_mode; ALTER TABLE disks DROP COLUMN family_id; ALTER TABLE disks DROP COLUMN partial_mode; DROP TABLE alternates; DROP TABLE copyouts; ' +
+    'DROP INDEX containers_identity; ALTER TABLE containers DROP COLUMN identity; ALTER TABLE allocations DROP COLUMN pending; ALTER TABLE free_extents DROP COLUMN reusable_at; DROP TABLE counters; DROP TABLE holds; PRAGMA user_version = 1');
   await store.close();
   const again = await Store.open(dir);
   t.teardown(() => again.close());
