@@ -56,13 +56,15 @@ export class SegmentIo {
   }
 
   /**
-   * Makes [offset, offset + length) of the container read as zeros, durably. ZERO_RANGE first; a file
-   * system without it (EOPNOTSUPP: tmpfs, for one) punches a hole, which reads as zeros too; without that
-   * either, zeros are written. Any other error fails the zeroing: it is not papered over with writes.
+   * Makes [offset, offset + length) of the container read as zeros, durably. A punched hole first: it
+   * costs nothing where the range is already a hole (ZERO_RANGE on ext4 allocates unwritten extents, so a
+   * 1 TiB thick create on a sparse file would claim a terabyte of blocks); then ZERO_RANGE (block devices
+   * without unmap-zeroes refuse the hole); without either (EOPNOTSUPP), zeros are written. Any other error
+   * fails the zeroing: it is not papered over with writes.
    */
   async zero(containerId: number, offset: number, length: number): Promise<void> {
     const fd = await this.fd(containerId);
-    const modes = [abi.FALLOC_FL_ZERO_RANGE | abi.FALLOC_FL_KEEP_SIZE, abi.FALLOC_FL_PUNCH_HOLE | abi.FALLOC_FL_KEEP_SIZE];
+    const modes = [abi.FALLOC_FL_PUNCH_HOLE | abi.FALLOC_FL_KEEP_SIZE, abi.FALLOC_FL_ZERO_RANGE | abi.FALLOC_FL_KEEP_SIZE];
     let zeroed = false;
     for (const mode of modes) {
       try {
