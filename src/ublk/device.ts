@@ -15,7 +15,7 @@ import {
   UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_USER_RECOVERY, UBLK_S_DEV_LIVE, UBLK_S_DEV_QUIESCED, type UblkControlDevice,
 } from './control.js';
 import {
-  CTL_DRAINED, CTL_EPOCH, CTL_QUIT, ctlWords, type DeviceMessage, type QueueMessage, type QueueTaskArgs, type QueueTaskResult,
+  CTL_DRAINED, CTL_EPOCH, CTL_QUIT, ctlWords, epochAfter, epochReached, type DeviceMessage, type QueueMessage, type QueueTaskArgs, type QueueTaskResult,
 } from './queue-worker.js';
 
 const debug = process.env.VDISK_DEBUG ? (msg: string) => process.stderr.write(`vdisk[${process.pid}] ${msg}\n`) : () => {};
@@ -218,13 +218,13 @@ export class UblkDevice {
    * flag. Table changes made before calling it are seen by every request started after it resolves.
    */
   async barrier(timeoutMs = 30_000): Promise<void> {
-    const target = Atomics.add(this.ctl, CTL_EPOCH, 1) + 1;
+    const target = epochAfter(Atomics.add(this.ctl, CTL_EPOCH, 1));
     for (const fd of this.wakeFds) addon().eventfdWrite(fd);
     const deadline = Date.now() + timeoutMs;
     for (let q = 0; q < this.queues; q++) {
       for (;;) {
         const seen = Atomics.load(this.ctl, CTL_DRAINED + q);
-        if (seen - target >= 0) break; // epochs only grow; the difference survives wrap-around
+        if (epochReached(seen, target)) break;
         const left = deadline - Date.now();
         if (left <= 0 || this.stopped) {
           throw new VdiskError(`queue ${q} of /dev/ublkb${this.devId} still has requests from before the barrier`, { code: 'ETIMEDOUT' });

@@ -20,6 +20,20 @@ export const CTL_EPOCH = 1;
 export const CTL_DRAINED = 2;
 export const ctlWords = (queues: number) => CTL_DRAINED + queues;
 
+/**
+ * Epochs live in Int32 words and wrap after 2^31 barriers: the target a barrier waits for is computed in
+ * the same 32-bit arithmetic as the word (Atomics.add returns the old value, unwrapped + 1 would be 2^31
+ * where the word holds -2^31), and "reached" is a wrapping difference, valid while fewer than 2^31
+ * barriers separate the two.
+ */
+export function epochAfter(previous: number): number {
+  return (previous + 1) | 0;
+}
+
+export function epochReached(seen: number, target: number): boolean {
+  return ((seen - target) | 0) >= 0;
+}
+
 export interface QueueTaskArgs {
   devId: number;
   qId: number;
