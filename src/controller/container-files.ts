@@ -5,7 +5,7 @@ import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import { blockDeviceSize } from '../loop/container.js';
 
-export function prepareContainer(file: string, size: number | undefined): { path: string; size: number } {
+export function prepareContainer(file: string, size: number | undefined): { path: string; size: number; created: boolean } {
   const abs = path.resolve(file);
   let st: fs.Stats | undefined;
   try {
@@ -21,14 +21,14 @@ export function prepareContainer(file: string, size: number | undefined): { path
     } catch (err) {
       throw VdiskError.from(err, `cannot create ${abs}`);
     }
-    return { path: abs, size };
+    return { path: abs, size, created: true };
   }
   if (st.isBlockDevice()) {
     const devSize = blockDeviceSize(st);
     if (size !== undefined && size > devSize) throw new VdiskError(`${abs} holds only ${devSize} bytes`, { code: 'EINVAL', path: abs });
-    return { path: abs, size: size ?? devSize };
+    return { path: abs, size: size ?? devSize, created: false };
   }
   if (!st.isFile()) throw new VdiskError(`${abs} is not a regular file or block device`, { code: 'EINVAL', path: abs });
   if (size !== undefined && size > st.size) fs.truncateSync(abs, size);
-  return { path: abs, size: size ?? st.size };
+  return { path: abs, size: size ?? st.size, created: false };
 }

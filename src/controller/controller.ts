@@ -9,7 +9,7 @@ import type { Connection } from '../protocol/connection.js';
 import type { Hello } from '../protocol/messages.js';
 import { startServer, type ProtocolServer } from '../protocol/server.js';
 import { bool, int, optInt, optStr, str } from '../protocol/args.js';
-import { STATE_MASK } from '../table/mapping-table.js';
+import { LOCATION_UNIT, STATE_MASK } from '../table/mapping-table.js';
 import { AgentRegistry, DEFAULT_AGENT_LEASE_MS } from './agents.js';
 import { Attachments } from './attachments.js';
 import { checkStore } from './check.js';
@@ -19,6 +19,7 @@ import { prepareContainer } from './container-files.js';
 import { identify, overlaps, tryIdentify } from './container-identity.js';
 import { socketPath } from './paths.js';
 import { Store, type CowMode, type Modes, type PartialMode } from './store.js';
+import { ensureDir } from '../util/dirs.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
 
@@ -120,8 +121,16 @@ export class Controller {
     'container.add': async (a) => {
       const name = str(a, 'name');
       await this.refuseOverlap(path.resolve(str(a, 'path')));
-      const file = prepareContainer(str(a, 'path'), optInt(a, 'size'));
-      const c = await this.store.addContainer(name, file.path, file.size, identify(file.path).key);
+      const size = optInt(a, 'size');
+      if (size !== undefined && size < LOCATION_UNIT) throw new VdiskError(`container size ${size} is below 64 KiB`, { code: 'EINVAL' });
+      const file = prepareContainer(str(a, 'path'), size);
+      let c;
+      try {
+        c = await this.store.addContainer(name, file.path, file.size, identify(file.path).key);
+      } catch (err) {
+        if (file.created) fs.rmSync(file.path, { force: true }); // a refused add leaves nothing it made
+        throw err;
+      }
       await this.attachments.broadcastContainers();
       return c;
     },
@@ -234,7 +243,7 @@ export class Controller {
 
 /** Runs a controller in this process until SIGINT/SIGTERM or a controller.stop request. */
 export async function runController(dataDir: string): Promise<void> {
-  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  ensureDir(dataDir);
   const c = await Controller.start(dataDir);
   const onSignal = () => { void c.stop(); };
   process.on('SIGINT', onSignal);

@@ -3,7 +3,6 @@
 // resolves, so whatever the controller answers after awaiting it survives a crash. Tables are stored as
 // chunks of CHUNK_ENTRIES entries; an absent chunk means "every entry in the disk's fill state", which
 // makes creating a thin disk cost the same at 1 GiB and at 1 TiB.
-import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import {
@@ -15,6 +14,7 @@ import { Db } from './db.js';
 import { migrate } from './schema.js';
 import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js';
 import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
+import { ensureDir } from '../util/dirs.js';
 
 export interface Container { id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number }
 export interface Disk {
@@ -78,7 +78,7 @@ export class Store {
   set quarantineMs(ms: number) { this.alloc.quarantineMs = ms; }
 
   static async open(dataDir: string): Promise<Store> {
-    fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    ensureDir(dataDir);
     const file = path.join(dataDir, 'vdisk.db');
     const db = await Db.open(file);
     try {

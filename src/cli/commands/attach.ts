@@ -30,7 +30,13 @@ export class AttachCommand extends ControllerCommand {
     } catch (err) {
       if ((err as VdiskError).code !== 'ENOAGENT') throw err;
       await startAgent(this, hostId);
-      r = await this.call<Attached>('disk.attach', args);
+      try {
+        r = await this.call<Attached>('disk.attach', args);
+      } catch (err2) {
+        // The agent was started for this attach alone: a failed attach does not leave it running.
+        await this.call('agent.stop', { hostId }).catch(() => {});
+        throw err2;
+      }
     }
     this.print(this.json ? JSON.stringify(r) : r.device);
     return 0;

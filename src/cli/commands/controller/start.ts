@@ -1,12 +1,12 @@
 // `vdisk controller start`: runs the controller in the background (or in this process with --foreground)
 // and returns once its socket answers.
-import fs from 'node:fs';
 import { Command, Option } from 'clipanion';
 import { VdiskError } from '../../../errors.js';
 import { logPath, socketPath } from '../../../controller/paths.js';
 import { connect } from '../../../protocol/client.js';
 import { ControllerCommand } from '../../controller-command.js';
 import { spawnDaemon } from '../../daemon.js';
+import { ensureDir } from '../../../util/dirs.js';
 
 export class ControllerStartCommand extends ControllerCommand {
   static override paths = [['controller', 'start']];
@@ -23,7 +23,7 @@ export class ControllerStartCommand extends ControllerCommand {
     }
     const running = await this.status();
     if (running) throw new VdiskError(`a controller is already running (pid ${running.pid}, ${socketPath(this.dataDir)})`, { code: 'EALREADY' });
-    fs.mkdirSync(this.dataDir, { recursive: true, mode: 0o700 });
+    ensureDir(this.dataDir);
     const pid = await spawnDaemon('controller', ['controller', 'start', '--data-dir', this.dataDir], logPath(this.dataDir),
       async (child) => (await this.status())?.pid === child);
     this.print(`vdisk controller started (pid ${pid}, ${socketPath(this.dataDir)})`);
