@@ -97,7 +97,17 @@ t.test('an I/O error from the container turns the affected entry to Error', asyn
     run('losetup', ['-d', loop]);
   });
   await c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
+  // A thick disk is zeroed before it is mapped: over failing storage that cannot be promised.
+  const refused = await c.vdisk('create', 'd0', '--size', '32M', '--thick');
+  t.not(refused.status, 0, 'a thick create over the failing half fails');
+  t.match(refused.err, /Input\/output error/);
+  t.not((await c.vdisk('info', 'd0')).status, 0, 'and leaves no disk');
+  // Created while the whole container works, then half of it fails under the disk.
+  t.equal(dm(['reload', name, '--table', `0 ${2 * half} linear ${loop} 0`]).status, 0);
+  t.equal(dm(['resume', name]).status, 0);
   await c.ok('create', 'd1', '--size', '32M', '--thick'); // segment i is container MiB i
+  t.equal(dm(['reload', name, '--table', `0 ${half} linear ${loop} 0\n${half} ${half} error`]).status, 0);
+  t.equal(dm(['resume', name]).status, 0, 'the second half fails again');
   const dev = await c.attach('d1');
   t.equal(ddRead(dev, 3 * MB).status, 0, 'a segment on the good half reads');
   const bad = ddRead(dev, 20 * MB);
