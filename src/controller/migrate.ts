@@ -2,7 +2,7 @@
 // every agent mapping the disk (blocking: no write to the segment is in flight), copy and remap in one
 // store transaction, then the new entry to every agent. Writes to the segment meanwhile fault and wait for
 // the lock. The job is recorded in the store, so a controller restart resumes it where the tables say.
-import { ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
+import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
 import { STATE_ALTERNATE, STATE_ERROR, STATE_NO_WRITE } from '../table/mapping-table.js';
 import type { Attachments } from './attachments.js';
 import type { SegmentIo } from './segment-io.js';
@@ -17,7 +17,7 @@ export class Migrator {
 
   constructor(private readonly store: Store, private readonly att: Attachments, private readonly io: SegmentIo, private readonly log: (m: string) => void) {}
 
-  /** Starts (or joins) the migration of a disk; progress is reported per segment examined. */
+  /** Starts (or joins) the migration of a disk; progress is reported per segment moved and per chunk examined. */
   async migrate(name: string, to: string, onProgress: (p: MigrationProgress) => void = () => {}): Promise<MigrationProgress> {
     const { disk, to: c } = await this.store.startMigration(name, to);
     return this.run(disk, c.id, c.name, onProgress);
@@ -45,16 +45,31 @@ export class Migrator {
 
   private async loop(disk: Disk, to: number, toName: string, onProgress: (p: MigrationProgress) => void): Promise<MigrationProgress> {
     const p: MigrationProgress = { disk: disk.name, to: toName, done: 0, total: disk.segments, moved: 0 };
-    const table = await this.store.readTable(disk); // a guide only: each segment is re-read under the lock
-    for (let i = 0; i < disk.segments; i++) {
-      const guess = decodeEntry(table, i);
-      // Zero segments can be allocated meanwhile, on the new container (it is the disk's preference now).
-      if (isMapped(guess) && guess.container !== to && !(guess.states & STATE_ERROR)) {
-        if (await this.moveOne(disk, i, to)) p.moved++;
+    // A fault that chose its segment on the old container before startMigration committed may still be
+    // staging it (I/O between two transactions, under the disk's lock). Waiting the lock out once means every
+    // mapping the scan below can miss was allocated after the preference changed, so on `to`.
+    await this.att.withDisk(disk.id, async () => {});
+    // Only stored chunks can map anything (an absent one is all fill state): the scan costs what the disk
+    // holds, not its size, and yields between chunks so pings and faults are answered meanwhile.
+    for (const chunk of await this.store.storedChunks(disk)) {
+      const data = await this.store.chunk(disk, chunk); // a guide only: each segment is re-read under the lock
+      const first = chunk * CHUNK_ENTRIES;
+      for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
+        const guess = decodeEntry(data, k);
+        if (isMapped(guess) && guess.container !== to && !(guess.states & STATE_ERROR)) {
+          if (await this.moveOne(disk, first + k, to)) {
+            p.moved++;
+            p.done = first + k + 1;
+            onProgress(p);
+          }
+        }
       }
-      p.done = i + 1;
+      p.done = first + data.length / ENTRY_BYTES;
       onProgress(p);
+      await new Promise((resolve) => setImmediate(resolve));
     }
+    p.done = disk.segments;
+    onProgress(p);
     await this.store.finishMigration(disk.id);
     this.log(`migrated ${disk.name} to ${toName}: ${p.moved} segment(s) moved`);
     return p;

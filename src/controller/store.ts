@@ -436,6 +436,11 @@ export class Store {
     return out;
   }
 
+  /** The table chunks stored for the disk, in order; every other chunk holds only the disk's fill state. */
+  async storedChunks(disk: Disk): Promise<number[]> {
+    return (await this.db.all<{ chunk: number }>('SELECT chunk FROM table_chunks WHERE disk_id = ? ORDER BY chunk', [disk.id])).map((r) => r.chunk);
+  }
+
   async getEntries(disk: Disk, first: number, count: number): Promise<Entry[]> {
     checkRange(disk, first, count);
     const out: Entry[] = [];

@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { UblkControlDevice } from '../../src/ublk/control.js';
 import { runCli, type CliResult } from '../support/cli.js';
 import { CLI, WORK, waitFor } from './helpers.js';
 
@@ -19,12 +20,34 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * Whether a device of this cluster is still there once its daemons are gone. The number may already serve
+ * another file's disk (freed by the detach, taken by the next ADD_DEV): a live server is someone else's,
+ * since every daemon of this cluster has exited; no server or a dead one is what this cluster left.
+ */
+async function leftBehind(device: string): Promise<boolean> {
+  if (!fs.existsSync(device)) return false;
+  const control = UblkControlDevice.open();
+  try {
+    const info = await control.getDevInfo(Number(device.replace('/dev/ublkb', '')));
+    return !(info.ublksrvPid > 0 && alive(info.ublksrvPid));
+  } catch (err) {
+    if (!fs.existsSync(device)) return false; // deleted since the look above
+    throw err;
+  } finally {
+    control.close();
+  }
+}
+
 export class Cluster {
   readonly dir: string;
   /** For the few commands run as a real process (exit codes, signals): the data dir and nothing of tap's. */
   readonly env: NodeJS.ProcessEnv;
-  /** Every device path an attach of this cluster printed. */
-  readonly devices = new Set<string>();
+  /**
+   * The devices this cluster's attaches printed and no detach of it has taken back, by "disk@host". A detached
+   * device's number is free for another file running meanwhile: only these can be "left behind" at stop().
+   */
+  readonly devices = new Map<string, string>();
 
   constructor(name: string) {
     fs.mkdirSync(WORK, { recursive: true });
@@ -39,8 +62,17 @@ export class Cluster {
   }
 
   /** `vdisk ARGS --data-dir DIR`, in this process. */
-  vdisk(...args: string[]): Promise<Result> {
-    return runCli(args, this.dir);
+  async vdisk(...args: string[]): Promise<Result> {
+    const r = await runCli(args, this.dir);
+    if (args[0] === 'detach' && r.status === 0) {
+      const h = args.indexOf('--host-id');
+      const host = h > 0 ? args[h + 1] : undefined;
+      for (const key of [...this.devices.keys()]) {
+        const [disk, on] = key.split('@');
+        if (disk === args[1] && (host === undefined || on === host)) this.devices.delete(key);
+      }
+    }
+    return r;
   }
 
   /** The same as a separate `vdisk` process: for what only a process shows (exit on a lost controller). */
@@ -73,7 +105,7 @@ export class Cluster {
 
   async attach(disk: string, hostId = 'h1', ...extra: string[]): Promise<string> {
     const device = (await this.json<{ device: string }>('attach', disk, '--host-id', hostId, ...extra)).device;
-    this.devices.add(device);
+    this.devices.set(`${disk}@${hostId}`, device);
     return device;
   }
 
@@ -108,6 +140,7 @@ export class Cluster {
 
   /** Detaches everything, stops agents and controller; throws if a device of this cluster is left. */
   async stop(): Promise<void> {
+    const mine = [...this.devices.values()]; // before the detaches below take them out of this.devices
     const status = await this.vdisk('controller', 'status');
     if (status.status === 0) {
       const pids = [(JSON.parse((await this.vdisk('controller', 'status', '--json')).out) as { pid: number }).pid];
@@ -121,7 +154,8 @@ export class Cluster {
       // The harness fails a file that leaves a process behind: wait for each daemon to be gone.
       for (const pid of pids) await this.until(`pid ${pid} to exit`, () => !alive(pid), 30_000);
     }
-    const left = [...this.devices].filter((d) => fs.existsSync(d));
+    const left: string[] = [];
+    for (const d of mine) if (await leftBehind(d)) left.push(d);
     fs.rmSync(this.dir, { recursive: true, force: true });
     if (left.length) throw new Error(`ublk devices left behind: ${left.join(', ')}`);
   }
