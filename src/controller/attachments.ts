@@ -163,14 +163,15 @@ export class Attachments {
 
   /** The whole table in bulk, in messages of LOAD_ENTRIES entries (frames are capped at 64 MiB). */
   private async loadTable(conn: Connection, disk: Disk, blocking: boolean): Promise<void> {
-    const bytes = await this.store.readTable(disk);
     // Alternate records before the entries naming them (see alternates.ts).
     for (const a of await listAlternates(this.store, disk.id)) await this.sendAlternate(conn, disk, a);
+    // Piece by piece from the store: the controller never holds more than one message of a big table.
     for (let first = 0; first < disk.segments; first += LOAD_ENTRIES) {
       const end = Math.min(disk.segments, first + LOAD_ENTRIES);
+      const piece = await this.store.readRange(disk, first, end - first);
       // The blocking flag on the last piece: the barrier then covers every piece before it too.
       await conn.request('table.set', { diskId: disk.id, first, blocking: blocking && end === disk.segments },
-        { payload: bytes.subarray(first * ENTRY_BYTES, end * ENTRY_BYTES), timeoutMs: TABLE_TIMEOUT_MS });
+        { payload: piece, timeoutMs: TABLE_TIMEOUT_MS });
     }
   }
 

@@ -1,9 +1,11 @@
 // `vdisk check`: the controller's invariants, recomputed from the tables. Every allocated segment is
 // referenced, every reference has an allocation, a shared segment has no exclusive (writable, not No-write)
 // owner and is shared at one index only, within one family (sharing.ts relies on both), every Alternate
-// entry has its alternate and no alternate lacks its entry, and no free extent is in use.
+// entry has its alternate and no alternate lacks its entry, every mapping lies inside a known container, no
+// free extent is in use, and no two containers are the same storage.
 import { LOCATION_UNIT, STATE_ALTERNATE, STATE_NO_WRITE } from '../table/mapping-table.js';
-import { decodeEntry } from '../table/entry-codec.js';
+import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
+import { turn } from '../util/sleep.js';
 import { isMapped, type Store } from './store.js';
 import { listAlternates } from './partial.js';
 import { overlaps, tryIdentify } from './container-identity.js';
@@ -25,30 +27,50 @@ export async function checkStore(store: Store): Promise<CheckReport> {
     refs.set(key, r);
   };
   const disks = await store.listDisks();
+  const containers = new Map((await store.listContainers()).map((c) => [c.id, c]));
+  // A mapping must name a container the store knows and lie inside it, or its I/O reads someone else's bytes
+  // (another container's, through a reused id) or past the end of the file.
+  const placed = (what: string, container: number, offset: number, length: number) => {
+    const c = containers.get(container);
+    if (!c) problems.push(`${what} is mapped to container #${container}, which does not exist`);
+    else if (offset + length > c.size) problems.push(`${what} lies outside container ${c.name} (${offset}+${length} > ${c.size} bytes)`);
+  };
   let references = 0;
   for (const d of disks) {
     family = d.family;
-    const table = await store.readTable(d);
     const alts = new Map((await listAlternates(store, d.id)).map((a) => [a.segment, a]));
-    for (let i = 0; i < d.segments; i++) {
-      const e = decodeEntry(table, i);
-      const alt = alts.get(i);
-      alts.delete(i);
-      if (!isMapped(e)) {
-        if (alt) problems.push(`${d.name}[${i}] has an alternate location but no mapping`);
-        continue;
+    // Stored chunks only (an absent chunk is all fill state, which maps nothing), one turn of the event loop
+    // each: check costs what the tables hold and never stalls faults and pings.
+    for (const chunk of await store.storedChunks(d)) {
+      const data = await store.chunk(d, chunk);
+      for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
+        const i = chunk * CHUNK_ENTRIES + k;
+        const e = decodeEntry(data, k);
+        const alt = alts.get(i);
+        alts.delete(i);
+        if (!isMapped(e)) {
+          if (alt) problems.push(`${d.name}[${i}] has an alternate location but no mapping`);
+          continue;
+        }
+        placed(`${d.name}[${i}]`, e.container, e.offset, d.segmentSize);
+        // An Alternate entry writes only to its alternate: its own location is read-only to it, like No-write.
+        reference(e.container, e.offset, i, e.states & (STATE_NO_WRITE | STATE_ALTERNATE) ? null : `${d.name}[${i}]`);
+        if (e.states & STATE_ALTERNATE) {
+          if (!alt) problems.push(`${d.name}[${i}] is Alternate but has no alternate location`);
+          else if (alt.slot !== e.alt) problems.push(`${d.name}[${i}] names alternate slot ${e.alt}, the store has ${alt.slot}`);
+          if (alt) {
+            placed(`${d.name}[${i}] (alternate)`, alt.container, alt.offset, d.segmentSize);
+            reference(alt.container, alt.offset, i, `${d.name}[${i}] (alternate)`);
+          }
+        } else if (alt) {
+          problems.push(`${d.name}[${i}] has an alternate location but is not Alternate`);
+        }
       }
-      // An Alternate entry writes only to its alternate: its own location is read-only to it, like No-write.
-      reference(e.container, e.offset, i, e.states & (STATE_NO_WRITE | STATE_ALTERNATE) ? null : `${d.name}[${i}]`);
-      if (e.states & STATE_ALTERNATE) {
-        if (!alt) problems.push(`${d.name}[${i}] is Alternate but has no alternate location`);
-        else if (alt.slot !== e.alt) problems.push(`${d.name}[${i}] names alternate slot ${e.alt}, the store has ${alt.slot}`);
-        if (alt) reference(alt.container, alt.offset, i, `${d.name}[${i}] (alternate)`);
-      } else if (alt) {
-        problems.push(`${d.name}[${i}] has an alternate location but is not Alternate`);
-      }
+      await turn();
     }
-    for (const i of alts.keys()) problems.push(`${d.name} has an alternate location for segment ${i}, outside the disk`);
+    for (const i of alts.keys()) {
+      problems.push(i < d.segments ? `${d.name}[${i}] has an alternate location but no mapping` : `${d.name} has an alternate location for segment ${i}, outside the disk`);
+    }
   }
   // Reserved segments (allocations.pending) belong to a flow in progress and are named by no table yet.
   const allocs = await store.db.all<{ container_id: number; unit: number; units: number }>('SELECT * FROM allocations WHERE pending = 0');

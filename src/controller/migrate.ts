@@ -4,6 +4,7 @@
 // the lock. The job is recorded in the store, so a controller restart resumes it where the tables say.
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
 import { STATE_ALTERNATE, STATE_ERROR, STATE_NO_WRITE } from '../table/mapping-table.js';
+import { turn } from '../util/sleep.js';
 import type { Attachments } from './attachments.js';
 import type { SegmentIo } from './segment-io.js';
 import { isMapped, type Disk, type Store } from './store.js';
@@ -66,7 +67,7 @@ export class Migrator {
       }
       p.done = first + data.length / ENTRY_BYTES;
       onProgress(p);
-      await new Promise((resolve) => setImmediate(resolve));
+      await turn();
     }
     p.done = disk.segments;
     onProgress(p);

@@ -6,8 +6,10 @@
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import {
-  LOCATION_UNIT, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, type Entry,
+  LOCATION_UNIT, MAX_SEGMENTS, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, maxDiskSize, type Entry,
 } from '../table/mapping-table.js';
+import { formatSize } from '../util/size.js';
+import { turn } from '../util/sleep.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry, filledChunk } from '../table/entry-codec.js';
 import { Allocator, runOf, type Run } from './allocator.js';
 import { Db } from './db.js';
@@ -195,6 +197,10 @@ export class Store {
       throw new VdiskError((err as Error).message, { code: 'EINVAL' });
     }
     if (!Number.isSafeInteger(o.size) || o.size <= 0 || o.size % 512 !== 0) throw new VdiskError(`disk size ${o.size} is not a positive multiple of 512`, { code: 'EINVAL' });
+    if (o.size > maxDiskSize(o.segmentSize)) {
+      throw new VdiskError(`disk size ${formatSize(o.size)} is over the limit of ${formatSize(maxDiskSize(o.segmentSize))} for ${formatSize(o.segmentSize)} segments ` +
+        `(${MAX_SEGMENTS} segments per disk): use a larger segment size`, { code: 'EFBIG' });
+    }
     const exists = async () => {
       if (await this.db.get('SELECT 1 FROM disks WHERE name = ?', [o.name])) throw new VdiskError(`disk ${o.name} already exists`, { code: 'EEXIST' });
       if (o.container === undefined) return null;
@@ -426,13 +432,26 @@ export class Store {
 
   // ---- tables
 
-  /** The whole table in the agents' layout (segments x 16 bytes). */
+  /** The whole table in the agents' layout (segments x 16 bytes); for tests and small disks, see readRange. */
   async readTable(disk: Disk): Promise<Buffer> {
-    const out = Buffer.alloc(disk.segments * ENTRY_BYTES);
-    const fill = filledChunk(Math.min(CHUNK_ENTRIES, disk.segments), { ...ZERO_ENTRY, states: disk.fillStates });
+    return this.readRange(disk, 0, disk.segments);
+  }
+
+  /** Entries first..first+count-1 in the agents' layout, built from the stored chunks that cover them. */
+  async readRange(disk: Disk, first: number, count: number): Promise<Buffer> {
+    checkRange(disk, first, count);
+    const out = Buffer.alloc(count * ENTRY_BYTES);
+    const fill = filledChunk(Math.min(CHUNK_ENTRIES, count), { ...ZERO_ENTRY, states: disk.fillStates });
     for (let off = 0; off < out.length; off += fill.length) fill.copy(out, off);
-    const rows = await this.db.all<{ chunk: number; data: Buffer }>('SELECT chunk, data FROM table_chunks WHERE disk_id = ?', [disk.id]);
-    for (const r of rows) r.data.copy(out, r.chunk * CHUNK_ENTRIES * ENTRY_BYTES);
+    if (count === 0) return out;
+    const rows = await this.db.all<{ chunk: number; data: Buffer }>('SELECT chunk, data FROM table_chunks WHERE disk_id = ? AND chunk BETWEEN ? AND ?',
+      [disk.id, Math.floor(first / CHUNK_ENTRIES), Math.floor((first + count - 1) / CHUNK_ENTRIES)]);
+    for (const r of rows) {
+      const start = r.chunk * CHUNK_ENTRIES;
+      const from = Math.max(first, start);
+      const to = Math.min(first + count, start + r.data.length / ENTRY_BYTES);
+      r.data.copy(out, (from - first) * ENTRY_BYTES, (from - start) * ENTRY_BYTES, (to - start) * ENTRY_BYTES);
+    }
     return out;
   }
 
@@ -508,22 +527,31 @@ export class Store {
 
   async diskInfo(name: string): Promise<DiskInfo> {
     const disk = await this.disk(name);
-    const table = await this.readTable(disk);
     const byState: Record<string, number> = { mapped: 0, zero: 0, invalid: 0, error: 0, noWrite: 0 };
     const perContainer = new Map<number, number>();
+    const tally = (e: Entry, n: number) => {
+      if (e.states & STATE_INVALID) byState.invalid += n;
+      else if (e.states & STATE_ZERO) byState.zero += n;
+      else {
+        if (e.states & STATE_ERROR) byState.error += n;
+        else byState.mapped += n;
+        if (e.states & STATE_NO_WRITE) byState.noWrite += n;
+        perContainer.set(e.container, (perContainer.get(e.container) ?? 0) + n * disk.segmentSize);
+      }
+    };
     let sharedBytes = 0;
     await eachMapped(this, disk, (_data, _k, _i, shared) => { if (shared) sharedBytes += disk.segmentSize; });
-    for (let i = 0; i < disk.segments; i++) {
-      const e = decodeEntry(table, i);
-      if (e.states & 1) byState.invalid++;
-      else if (e.states & STATE_ZERO) byState.zero++;
-      else {
-        if (e.states & STATE_ERROR) byState.error++;
-        else byState.mapped++;
-        if (e.states & 2) byState.noWrite++;
-        perContainer.set(e.container, (perContainer.get(e.container) ?? 0) + disk.segmentSize);
-      }
+    // What the table holds, chunk by chunk (an absent chunk is its fill state, counted at once): the cost
+    // follows the stored entries, not the disk's size, and each chunk is one turn of the event loop.
+    let stored = 0;
+    for (const chunk of await this.storedChunks(disk)) {
+      const data = await this.chunk(disk, chunk);
+      const n = data.length / ENTRY_BYTES;
+      for (let k = 0; k < n; k++) tally(decodeEntry(data, k), 1);
+      stored += n;
+      await turn();
     }
+    tally({ ...ZERO_ENTRY, states: disk.fillStates }, disk.segments - stored);
     const alts = await this.db.all<{ container_id: number }>('SELECT container_id FROM alternates WHERE disk_id = ?', [disk.id]);
     for (const a of alts) perContainer.set(a.container_id, (perContainer.get(a.container_id) ?? 0) + disk.segmentSize);
     const names = new Map((await this.listContainers()).map((c) => [c.id, c.name]));

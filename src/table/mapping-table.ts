@@ -19,6 +19,11 @@ export const LOCATION_UNIT = 64 * 1024;
 export const MIN_SEGMENT_SIZE = 64 * 1024;
 export const MAX_SEGMENT_SIZE = 64 * 1024 * 1024;
 export const MAX_CONTAINER_ID = 0xffffff;
+/**
+ * Entries per disk: a table of at most 4 GiB, which is what one Buffer holds in the controller and what an
+ * agent can keep in memory; 256 TiB with 1 MiB segments. Every command handles every disk up to it.
+ */
+export const MAX_SEGMENTS = 2 ** 28;
 
 const WORDS = 4;
 const W_SEQ = 0;
@@ -56,6 +61,11 @@ export function checkSegmentSize(segmentSize: number): void {
   }
 }
 
+/** The size limit of a disk of this segment size, for error messages. */
+export function maxDiskSize(segmentSize: number): number {
+  return Math.min(MAX_SEGMENTS * segmentSize, Number.MAX_SAFE_INTEGER - (Number.MAX_SAFE_INTEGER % segmentSize));
+}
+
 export class MappingTable {
   readonly words: Int32Array;
   readonly segments: number;
@@ -72,6 +82,9 @@ export class MappingTable {
 
   constructor(buffer: SharedArrayBuffer, shape: TableShape) {
     checkSegmentSize(shape.segmentSize);
+    if (!Number.isInteger(shape.segments) || shape.segments < 1 || shape.segments > MAX_SEGMENTS) {
+      throw new RangeError(`a table has 1..${MAX_SEGMENTS} entries, not ${shape.segments}`);
+    }
     if (buffer.byteLength < shape.segments * WORDS * 4) throw new RangeError('table buffer smaller than its entries');
     this.words = new Int32Array(buffer, 0, shape.segments * WORDS);
     this.segments = shape.segments;
