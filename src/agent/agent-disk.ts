@@ -51,7 +51,7 @@ export class AgentDisk {
   private options(queues: number, depth: number): DeviceOptions {
     return {
       queues, depth, sizeBytes: this.shape.size, table: this.table,
-      containerFds: this.containers.fds.buffer as SharedArrayBuffer, flushFds: this.containers.flushFds(),
+      containerFds: this.containers.fds.buffer as SharedArrayBuffer,
       flags: UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE, readOnly: this.shape.readOnly,
       onFault: (f) => this.fault(f),
       onIoError: (first, count) => this.reportIoError(first, count),

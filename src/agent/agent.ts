@@ -173,11 +173,7 @@ export class Agent {
     switch (op) {
       case 'containers.set': {
         const list = containerList(args);
-        const { changed, retired } = this.containers.update(list, this.log);
-        if (changed) {
-          const fds = this.containers.flushFds();
-          for (const d of this.disks.values()) d.device?.setFlushFds(fds);
-        }
+        const { retired } = this.containers.update(list, this.log);
         if (retired.length) {
           // Publish, drain, close: every request planned with a replaced fd completes before it is closed.
           // A barrier that fails (a stuck queue) leaves them open: a leaked fd, never a recycled one.

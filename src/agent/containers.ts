@@ -61,10 +61,6 @@ export class AgentContainers {
     for (const fd of fds) fs.closeSync(fd);
   }
 
-  flushFds(): number[] {
-    return [...this.open.values()].map((c) => c.fd);
-  }
-
   require(id: number): void {
     if (!this.open.has(id)) throw new VdiskError(`container ${id} is not open on this agent`, { code: 'ENOENT' });
   }

@@ -9,9 +9,16 @@ import {
 } from '../table/mapping-table.js';
 
 
-/** Outcome of translate(): the request is planned, or it needs the controller (a map fault). */
+/**
+ * Outcome of translate(): the request is planned, it needs the controller (a map fault), or it is a FLUSH
+ * that does not fit this batch's flush reserve (the worker plans it first in the next batch).
+ */
 export const PLANNED = 0;
 export const FAULTED = 1;
+export const DEFERRED = 2;
+
+/** Words of a dirty-container bitmap for container ids below `containers`. */
+export const dirtyWords = (containers: number): number => Math.ceil(containers / 32);
 
 export const FAULT_READ = 0;
 export const FAULT_WRITE = 1;
@@ -36,23 +43,41 @@ export class Translator {
 
   private readonly capacity: number;
   private readonly alt: AltTable | undefined;
+  /** Records past the per-tag budget that FLUSHes of this batch may still use (see reset()). */
+  private reserveLeft: number;
+  private readonly flushScratch: Int32Array;
 
   /**
    * @param table the disk's mapping table
    * @param containerFds container id -> open fd (-1 when not open); shared so containers can be added live
-   * @param flushFds the fds a FLUSH must fdatasync (every container the disk maps to)
+   * @param dirty bitmap of the containers this device has written without RWF_DSYNC (or fallocated), shared
+   *   by every queue of the device: a FLUSH on any queue fdatasyncs exactly those. A bit is set before the
+   *   write is planned, so a FLUSH, which the kernel sends after the writes it covers completed, sees it.
+   *   Bits are never cleared: a FLUSH that cleared one could let a concurrent FLUSH skip an fdatasync still
+   *   in flight.
    * @param sectors the disk's size in 512-byte sectors
+   * @param planRecords the plan buffer's records: depth x MAX_OPS_PER_TAG, plus flushReserve
+   * @param flushReserve records beyond the per-tag budget for a FLUSH reaching many containers
    */
   constructor(
     readonly table: MappingTable,
     readonly containerFds: Int32Array,
-    public flushFds: Int32Array,
+    readonly dirty: Int32Array,
     readonly sectors: number,
     planRecords: number,
+    private readonly flushReserve = 0,
   ) {
     this.plan = new Int32Array(planRecords * abi.PLAN_STRIDE);
     this.capacity = planRecords;
     this.alt = table.alternates;
+    this.reserveLeft = flushReserve;
+    this.flushScratch = new Int32Array(dirty.length * 32);
+  }
+
+  /** Starts a new batch: the plan is empty and the flush reserve full again. */
+  reset(): void {
+    this.n = 0;
+    this.reserveLeft = this.flushReserve;
   }
 
   /**
@@ -62,10 +87,7 @@ export class Translator {
   translate(tag: number, opFlags: number, nrSectors: number, sector: number): number {
     const op = opFlags & 0xff;
     const start = this.n;
-    if (op === abi.UBLK_IO_OP_FLUSH) {
-      for (let k = 0; k < this.flushFds.length; k++) this.push(abi.OP_FDATASYNC, tag, this.flushFds[k], 0, 0, 0, 0);
-      return this.commit(tag, start, 0);
-    }
+    if (op === abi.UBLK_IO_OP_FLUSH) return this.flush(tag, start);
     if (sector + nrSectors > this.sectors || nrSectors === 0) return this.commit(tag, start, -abi.EIO);
     switch (op) {
       case abi.UBLK_IO_OP_READ:
@@ -81,6 +103,38 @@ export class Translator {
       default:
         return this.commit(tag, start, -abi.EOPNOTSUPP);
     }
+  }
+
+  /**
+   * One FDATASYNC per container the device has dirtied and still has open. Up to the per-tag budget like any
+   * request; past it, from the batch's flush reserve, and DEFERRED when another FLUSH of this batch used it.
+   */
+  private flush(tag: number, start: number): number {
+    const d = this.dirty;
+    const fds = this.flushScratch;
+    let k = 0;
+    for (let w = 0; w < d.length; w++) {
+      for (let bits = Atomics.load(d, w); bits !== 0; bits &= bits - 1) {
+        const fd = this.containerFds[w * 32 + 31 - Math.clz32(bits & -bits)];
+        if (fd !== undefined && fd >= 0) fds[k++] = fd;
+      }
+    }
+    const extra = k + 1 - abi.MAX_OPS_PER_TAG;
+    if (extra > 0) {
+      if (extra > this.reserveLeft) {
+        if (extra > this.flushReserve) return this.commit(tag, start, -abi.EIO); // could never fit: see Device
+        return DEFERRED;
+      }
+      this.reserveLeft -= extra;
+    }
+    for (let i = 0; i < k; i++) this.push(abi.OP_FDATASYNC, tag, fds[i], 0, 0, 0, 0);
+    return this.commit(tag, start, 0);
+  }
+
+  private markDirty(container: number): void {
+    const w = container >>> 5;
+    const bit = 1 << (container & 31);
+    if (w < this.dirty.length && (Atomics.load(this.dirty, w) & bit) === 0) Atomics.or(this.dirty, w, bit);
   }
 
   /** Appends a COMMIT for `tag` with a result (negative errno fails it); drops the tag's earlier records. */
@@ -110,11 +164,14 @@ export class Translator {
         blocked = this.alt === undefined || !this.mapAlternate(tag, start, kind, t.container, t.offset, t.alt, inSeg, len, bufOff, flags) ? 1 : 0;
       } else if (!blocked) {
         if (states & STATE_ZERO) {
-          if (kind === FAULT_READ) this.push(abi.OP_ZERO, tag, 0, 0, bufOff, len, 0);
+          // Counted and merged like any record (its "offset" is the buffer's, so adjacent pieces merge).
+          if (kind === FAULT_READ && !this.piece(abi.OP_ZERO, tag, start, 0, 0, bufOff, bufOff, len)) return this.commit(tag, start, -abi.EIO);
         } else {
           const fd = this.containerFds[t.container];
           if (fd === undefined || fd < 0) return this.commit(tag, start, -abi.EIO);
           const bop = kind === FAULT_READ ? abi.OP_READ : kind === FAULT_WRITE ? abi.OP_WRITE : abi.OP_FALLOCATE;
+          // (A discard's flags are fallocate modes, not RWF_*: it always dirties its container.)
+          if (bop === abi.OP_FALLOCATE || (bop === abi.OP_WRITE && (flags & abi.RWF_DSYNC) === 0)) this.markDirty(t.container);
           if (!this.piece(bop, tag, start, fd, flags, kind === FAULT_DISCARD ? 0 : bufOff, t.offset + inSeg, len)) return this.commit(tag, start, -abi.EIO);
         }
       }
@@ -145,6 +202,7 @@ export class Translator {
     const altOff = alt.offset(slot);
     if (altFd === undefined || altFd < 0) return false;
     if (kind === FAULT_WRITE) {
+      if ((flags & abi.RWF_DSYNC) === 0) this.markDirty(alt.container(slot));
       return alt.covers(slot, inSeg, len) && this.piece(abi.OP_WRITE, tag, start, altFd, flags, bufOff, altOff + inSeg, len);
     }
     const fd = this.containerFds[container];

@@ -47,7 +47,7 @@ export async function startLoop(o: LoopOptions): Promise<LoopDisk> {
     fds[0] = container.fd;
     const opts: DeviceOptions = {
       queues: o.queues, depth: o.depth, sizeBytes: container.size, table: loopTable(container.size, o.segmentSize),
-      containerFds: fds.buffer as SharedArrayBuffer, flushFds: [container.fd],
+      containerFds: fds.buffer as SharedArrayBuffer,
     };
     control = UblkControlDevice.open();
     if (o.recoverable) opts.flags = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;

@@ -7,6 +7,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { VdiskError } from '../errors.js';
 import { sleep } from '../util/sleep.js';
+import { dirtyWords } from '../io/translator.js';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import type { UblkParams, UblksrvCtrlDevInfo } from '../native/types.js';
@@ -32,8 +33,6 @@ export interface DeviceOptions {
   table: MappingTable;
   /** container id -> fd, shared with the workers */
   containerFds: SharedArrayBuffer;
-  /** fds that FLUSH must fdatasync */
-  flushFds: number[];
   flags?: bigint;
   readOnly?: boolean;
   /**
@@ -165,6 +164,7 @@ export class UblkDevice {
     let cdevFd = -1;
     let pool: Piscina | undefined;
     const ctl = new Int32Array(new SharedArrayBuffer(ctlWords(info.nrHwQueues) * 4));
+    const dirty = startDirty(new Int32Array(o.containerFds));
     const tasks: Promise<QueueTaskResult>[] = [];
     const wakeFds: number[] = [];
     const ports: MessagePort[] = [];
@@ -181,7 +181,7 @@ export class UblkDevice {
           devId, qId: q, depth: info.queueDepth, maxIoBufBytes: info.maxIoBufBytes,
           encoded: (info.flags & UBLK_F_CMD_IOCTL_ENCODE) !== 0n, cdevFd, wakeFd: wakeFds[q],
           table: o.table.buffer, segments: o.table.segments, segmentSize: o.table.segmentSize,
-          sectors: o.sizeBytes / 512, containerFds: o.containerFds, flushFds: o.flushFds, control: ctl.buffer as SharedArrayBuffer,
+          sectors: o.sizeBytes / 512, containerFds: o.containerFds, dirty, control: ctl.buffer as SharedArrayBuffer,
           port: port2 as unknown as QueueTaskArgs['port'], faults: o.onFault !== undefined,
         };
         const task = pool.run(args, { transferList: [port2] as never }) as Promise<QueueTaskResult>;
@@ -233,17 +233,6 @@ export class UblkDevice {
         if (w.async) await w.value;
       }
     }
-  }
-
-  /**
-   * Changes the fds a FLUSH fdatasyncs. Posted on the same port as fault answers and before them, so a
-   * request retried onto a new container finds the container in its queue's flush set.
-   */
-  setFlushFds(fds: number[]): void {
-    this.ports.forEach((port, q) => {
-      port.postMessage({ type: 'flushFds', fds } satisfies DeviceMessage);
-      addon().eventfdWrite(this.wakeFds[q]);
-    });
   }
 
   /** Stops and deletes the device; resolves with each queue's counters. Idempotent. */
@@ -355,4 +344,15 @@ class FaultRouter {
       }
     });
   }
+}
+
+/**
+ * The dirty-container bitmap a new or recovered device starts with: every container open now. Writes a
+ * previous incarnation (a crashed agent, an earlier attach) acknowledged may still sit in the page cache of
+ * any of them, and the first FLUSH must reach them too; containers opened later start clean.
+ */
+function startDirty(fds: Int32Array): SharedArrayBuffer {
+  const dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(fds.length) * 4));
+  for (let id = 0; id < fds.length; id++) if (fds[id] >= 0) dirty[id >>> 5] |= 1 << (id & 31);
+  return dirty.buffer as SharedArrayBuffer;
 }

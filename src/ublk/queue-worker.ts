@@ -6,7 +6,7 @@ import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import { MappingTable } from '../table/mapping-table.js';
-import { FAULTED, Translator } from '../io/translator.js';
+import { DEFERRED, FAULTED, Translator } from '../io/translator.js';
 
 /**
  * Words of the per-device control block shared by the main thread and every queue worker. Blocking commands
@@ -47,7 +47,8 @@ export interface QueueTaskArgs {
   segmentSize: number;
   sectors: number;
   containerFds: SharedArrayBuffer;
-  flushFds: number[];
+  /** The device's dirty-container bitmap (see Translator): which containers a FLUSH must fdatasync. */
+  dirty: SharedArrayBuffer;
   control: SharedArrayBuffer;
   port: MessagePort;
   /** Park requests the table cannot serve and report them (true), or fail them with EIO at once (false). */
@@ -73,14 +74,15 @@ export type QueueMessage =
 /** Messages the device posts to a worker; each is followed by a wake of the worker's eventfd. */
 export type DeviceMessage =
   | { type: 'resolved'; segment: number; result: number } // 0: the table now serves it, retry; < 0: fail with -errno
-  | { type: 'failParked'; errno: number } // the device is stopping: nobody will answer the faults
-  | { type: 'flushFds'; fds: number[] }; // the containers a FLUSH must reach changed (a container was added)
+  | { type: 'failParked'; errno: number }; // the device is stopping: nobody will answer the faults
 
 export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
   const native = addon();
   const table = new MappingTable(args.table, { segments: args.segments, segmentSize: args.segmentSize });
-  const tr = new Translator(table, new Int32Array(args.containerFds), Int32Array.from(args.flushFds), args.sectors,
-    args.depth * abi.MAX_OPS_PER_TAG);
+  const containerFds = new Int32Array(args.containerFds);
+  // Room for every request at its per-tag budget, plus one FLUSH reaching every container there can be.
+  const tr = new Translator(table, containerFds, new Int32Array(args.dirty), args.sectors,
+    args.depth * abi.MAX_OPS_PER_TAG + containerFds.length, containerFds.length);
   tr.reclaimWholeSegments = args.faults;
   const ready = new Uint32Array(args.depth * abi.READY_STRIDE);
   const completed = new Uint32Array(args.depth);
@@ -114,6 +116,10 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     const pSectors = new Uint32Array(args.depth);
     const pSector = new Float64Array(args.depth);
     let parked = 0;
+    // FLUSHes that found this batch's flush reserve used: planned first in the next batch, which then
+    // does not wait for new requests.
+    const deferred = new Int32Array(args.depth);
+    let nDeferred = 0;
     let lastWakeups = 0;
     const track = (tag: number): void => { // the tag now has a plan that will complete
       planned[tag] = 1;
@@ -123,7 +129,15 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     const plan = (tag: number, opFlags: number, nrSectors: number, sector: number): void => {
       reqSector[tag] = sector;
       reqSectors[tag] = nrSectors;
-      if (tr.translate(tag, opFlags, nrSectors, sector) === FAULTED) {
+      const outcome = tr.translate(tag, opFlags, nrSectors, sector);
+      if (outcome === DEFERRED) {
+        pOpFlags[tag] = opFlags;
+        pSectors[tag] = nrSectors;
+        pSector[tag] = sector;
+        deferred[nDeferred++] = tag;
+        return;
+      }
+      if (outcome === FAULTED) {
         result.faults++;
         if (!args.faults) {
           tr.fail(tag, abi.EIO); // no controller in this mode: a request the table cannot serve fails
@@ -155,8 +169,8 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     };
     for (;;) {
       const nOps = tr.n;
-      tr.n = 0;
-      const n = q.run(nOps, true, -1, old > 0);
+      tr.reset();
+      const n = q.run(nOps, nDeferred === 0, -1, old > 0);
       result.batches++;
       result.requests += n;
       const nDone = status[abi.STATUS_COMPLETED];
@@ -184,10 +198,14 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         for (let m = receiveMessageOnPort(args.port); m !== undefined; m = receiveMessageOnPort(args.port)) {
           const msg = m.message as DeviceMessage;
           if (msg.type === 'resolved') answer(msg.segment, msg.result);
-          else if (msg.type === 'flushFds') tr.flushFds = Int32Array.from(msg.fds);
           else answer(-1, -msg.errno);
         }
       }
+      // Earlier arrivals first; a deferred FLUSH that finds the reserve used again goes back on the list
+      // (at an index this loop has passed).
+      const m = nDeferred;
+      nDeferred = 0;
+      for (let k = 0; k < m; k++) plan(deferred[k], pOpFlags[deferred[k]], pSectors[deferred[k]], pSector[deferred[k]]);
       for (let i = 0; i < n; i++) {
         const r = i * abi.READY_STRIDE;
         plan(ready[r + abi.READY_TAG], ready[r + abi.READY_OP_FLAGS], ready[r + abi.READY_NR_SECTORS],

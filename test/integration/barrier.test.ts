@@ -30,7 +30,7 @@ t.test('barrier waits for a write stalled in the container, and only for it', as
   fds[0] = container.fd;
   const control = UblkControlDevice.open();
   const dev = await UblkDevice.start(control, {
-    queues: 2, depth: 16, sizeBytes: 8 * MB, table, containerFds: fds.buffer as SharedArrayBuffer, flushFds: [container.fd],
+    queues: 2, depth: 16, sizeBytes: 8 * MB, table, containerFds: fds.buffer as SharedArrayBuffer,
   });
   t.teardown(async () => {
     dm(['resume', name]);

@@ -26,7 +26,7 @@ t.test('a reversed table: split I/O, placement, fio verify, live state changes',
   fds[0] = container.fd;
   const control = UblkControlDevice.open();
   const dev = await UblkDevice.start(control, {
-    queues: 2, depth: 32, sizeBytes: SEG * SEGS, table, containerFds: fds.buffer as SharedArrayBuffer, flushFds: [container.fd],
+    queues: 2, depth: 32, sizeBytes: SEG * SEGS, table, containerFds: fds.buffer as SharedArrayBuffer,
   });
   t.teardown(async () => {
     await dev.stop();

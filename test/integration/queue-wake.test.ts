@@ -20,7 +20,7 @@ t.test('a wake sent before fetchAll() still ends the next run()', async (t) => {
   const table = MappingTable.create({ segments: 1, segmentSize: 1 << 20 });
   await control.setParams(info.devId, deviceParams({
     queues: 1, depth: 4, maxIoBufBytes: 64 << 10, sizeBytes: 1 << 20, table,
-    containerFds: new SharedArrayBuffer(4), flushFds: [],
+    containerFds: new SharedArrayBuffer(4),
   }));
   let cdev = -1;
   for (let i = 0; i < 250 && cdev < 0; i++) {

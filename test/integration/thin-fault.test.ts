@@ -46,7 +46,7 @@ t.test('thin provisioning through faults answered by the store', async (t) => {
   };
   const control = UblkControlDevice.open();
   const dev = await UblkDevice.start(control, {
-    queues: 2, depth: 32, sizeBytes: disk.size, table, containerFds: fds.buffer as SharedArrayBuffer, flushFds: [container.fd], onFault,
+    queues: 2, depth: 32, sizeBytes: disk.size, table, containerFds: fds.buffer as SharedArrayBuffer, onFault,
   });
   const mnt = mkdtemp('thin-mnt-');
   t.teardown(async () => {

@@ -40,8 +40,9 @@ async function containersOf(store: Store, disk: Disk): Promise<Map<number, numbe
   return out;
 }
 
+/** Polls state another flow brings about (SQLite commits fsync, so this can take a while under load). */
 const until = async (what: string, cond: () => boolean): Promise<void> => {
-  for (let i = 0; i < 10_000 && !cond(); i++) await new Promise((r) => setImmediate(r));
+  for (let i = 0; i < 5000 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
   if (!cond()) throw new Error(`gave up waiting for ${what}`);
 };
 

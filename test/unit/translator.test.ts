@@ -1,7 +1,7 @@
 // Translator: how ublk requests become plan records through the table (states, boundaries, merging).
 import t from 'tap';
 import * as abi from '../../src/native/abi.js';
-import { FAULTED, FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE, PLANNED, Translator } from '../../src/io/translator.js';
+import { DEFERRED, FAULTED, FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE, PLANNED, Translator } from '../../src/io/translator.js';
 import {
   MappingTable, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO,
 } from '../../src/table/mapping-table.js';
@@ -32,7 +32,7 @@ function setup(segments = 16): { table: MappingTable; tr: Translator } {
   const table = MappingTable.create({ segments, segmentSize: SEG });
   table.setRange(0, segments, { states: 0, container: 0, offset: 0, alt: 0 });
   const fds = Int32Array.from([10, 11, -1]);
-  const tr = new Translator(table, fds, Int32Array.from([10, 11]), (segments * SEG) / 512, 64 * abi.MAX_OPS_PER_TAG);
+  const tr = new Translator(table, fds, new Int32Array(1), (segments * SEG) / 512, 64 * abi.MAX_OPS_PER_TAG);
   return { table, tr };
 }
 
@@ -74,7 +74,7 @@ t.test('reads of Zero segments fill zeros without I/O; writes to them fault', as
   t.equal(tr.translate(0, abi.UBLK_IO_OP_READ, sectors(2 * SEG), sectors(SEG)), PLANNED);
   t.same(records(tr), [
     { op: abi.OP_READ, tag: 0, fd: 10, flags: 0, bufOff: 0, len: SEG, off: SEG },
-    { op: abi.OP_ZERO, tag: 0, fd: 0, flags: 0, bufOff: SEG, len: SEG, off: 0 },
+    { op: abi.OP_ZERO, tag: 0, fd: 0, flags: 0, bufOff: SEG, len: SEG, off: SEG },
     commit(0, 2 * SEG),
   ]);
   tr.n = 0;
@@ -112,17 +112,53 @@ t.test('Error segments fail the request with EIO and drop its other records', as
   t.same(records(tr), [commit(9, -5)]);
 });
 
-t.test('FUA writes carry RWF_DSYNC; FLUSH fdatasyncs every container', async (t) => {
-  const { tr } = setup();
+t.test('FUA writes carry RWF_DSYNC; FLUSH fdatasyncs exactly the containers written without it', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(3, 1, { states: 0, container: 1, offset: 40 * SEG, alt: 0 });
   tr.translate(2, abi.UBLK_IO_OP_WRITE | abi.UBLK_IO_F_FUA, 8, 0);
   tr.translate(3, abi.UBLK_IO_OP_FLUSH, 0, 0);
   t.same(records(tr), [
     { op: abi.OP_WRITE, tag: 2, fd: 10, flags: abi.RWF_DSYNC, bufOff: 0, len: 4096, off: 0 },
     commit(2, 4096),
-    { op: abi.OP_FDATASYNC, tag: 3, fd: 10, flags: 0, bufOff: 0, len: 0, off: 0 },
-    { op: abi.OP_FDATASYNC, tag: 3, fd: 11, flags: 0, bufOff: 0, len: 0, off: 0 },
     commit(3, 0),
-  ]);
+  ], 'nothing to sync after a FUA write');
+  tr.reset();
+  tr.translate(4, abi.UBLK_IO_OP_WRITE, 8, sectors(3 * SEG));
+  tr.translate(5, abi.UBLK_IO_OP_FLUSH, 0, 0);
+  t.same(records(tr).slice(2), [{ op: abi.OP_FDATASYNC, tag: 5, fd: 11, flags: 0, bufOff: 0, len: 0, off: 0 }, commit(5, 0)],
+    'a plain write dirties its container');
+  tr.reset();
+  tr.translate(6, abi.UBLK_IO_OP_DISCARD, sectors(SEG), 0);
+  tr.translate(7, abi.UBLK_IO_OP_FLUSH, 0, 0);
+  t.same(records(tr).slice(2).map((r) => r.fd), [10, 11, 0], 'a discard dirties its container too (and the bits stay)');
+});
+
+t.test('a FLUSH reaching more containers than the per-tag budget uses the batch reserve, then defers', async (t) => {
+  const n = 40;
+  const table = MappingTable.create({ segments: 64, segmentSize: SEG });
+  table.setRange(0, 64, { states: 0, container: 0, offset: 0, alt: 0 });
+  const fds = Int32Array.from({ length: n }, (_, id) => 100 + id);
+  fds[7] = -1; // closed meanwhile: nothing to sync
+  const dirty = new Int32Array(2);
+  for (let id = 0; id < n; id++) dirty[id >>> 5] |= 1 << (id & 31);
+  const tr = new Translator(table, fds, dirty, (64 * SEG) / 512, 4 * abi.MAX_OPS_PER_TAG + n, n);
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_FLUSH, 0, 0), PLANNED);
+  const syncs = records(tr).filter((r) => r.op === abi.OP_FDATASYNC).map((r) => r.fd);
+  t.same(syncs, [...fds].filter((fd) => fd >= 0), `${syncs.length} fdatasyncs, more than the budget of ${abi.MAX_OPS_PER_TAG - 1}`);
+  const planned = tr.n;
+  t.equal(tr.translate(1, abi.UBLK_IO_OP_FLUSH, 0, 0), DEFERRED, 'a second one this batch finds the reserve used');
+  t.equal(tr.n, planned, 'and adds nothing');
+  for (let tag = 2; tag < 4; tag++) t.equal(tr.translate(tag, abi.UBLK_IO_OP_READ, sectors(8 * SEG), 0), PLANNED, 'other requests still fit');
+  tr.reset();
+  t.equal(tr.translate(1, abi.UBLK_IO_OP_FLUSH, 0, 0), PLANNED, 'the next batch plans it');
+  t.equal(tr.n, n, `${n - 1} fdatasyncs and a commit`);
+});
+
+t.test('reads of adjacent Zero segments are one zero fill, counted against the budget', async (t) => {
+  const { table, tr } = setup();
+  table.setRange(0, 8, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  t.equal(tr.translate(0, abi.UBLK_IO_OP_READ, sectors(8 * SEG), 0), PLANNED);
+  t.same(records(tr), [{ op: abi.OP_ZERO, tag: 0, fd: 0, flags: 0, bufOff: 0, len: 8 * SEG, off: 0 }, commit(0, 8 * SEG)]);
 });
 
 t.test('DISCARD punches holes, skips Zero segments; WRITE_ZEROES with NOUNMAP zeroes the range', async (t) => {
@@ -164,7 +200,7 @@ t.test('a missing container fd fails with EIO rather than writing elsewhere', as
 t.test('offsets past 4 GiB split into low and high words', async (t) => {
   const table = MappingTable.create({ segments: 8, segmentSize: 64 * MB });
   table.setRange(0, 8, { states: 0, container: 0, offset: 6 * 2 ** 40, alt: 0 });
-  const tr = new Translator(table, Int32Array.from([3]), Int32Array.from([3]), (8 * 64 * MB) / 512, 64);
+  const tr = new Translator(table, Int32Array.from([3]), new Int32Array(1), (8 * 64 * MB) / 512, 64);
   tr.translate(0, abi.UBLK_IO_OP_READ, 8, sectors(5 * 64 * MB + 4096));
   t.equal(records(tr)[0].off, 6 * 2 ** 40 + 5 * 64 * MB + 4096);
 });
@@ -173,7 +209,7 @@ t.test('a request spread over too many segments fails instead of overrunning the
   const table = MappingTable.create({ segments: 64, segmentSize: 64 * 1024 });
   // Reverse order: no two neighbours are contiguous, so nothing merges.
   for (let i = 0; i < 64; i++) table.setRange(i, 1, { states: 0, container: 0, offset: (63 - i) * 65536, alt: 0 });
-  const tr = new Translator(table, Int32Array.from([3]), Int32Array.from([3]), (64 * 65536) / 512, 256);
+  const tr = new Translator(table, Int32Array.from([3]), new Int32Array(1), (64 * 65536) / 512, 256);
   tr.translate(0, abi.UBLK_IO_OP_READ, sectors(20 * 65536), 0);
   t.same(records(tr), [commit(0, -5)]);
   tr.n = 0;
