@@ -108,6 +108,7 @@ UblkQueue::UblkQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UblkQueu
   err_.assign(depth_, 0);
   commit_res_.assign(depth_, 0);
   commit_wait_.assign(depth_, 0);
+  bad_.assign(depth_, 0);
   slots_.resize(nslots);
   for (int i = 0; i < nslots; i++) slots_[i].next_free = i + 1 < nslots ? i + 1 : -1;
   free_slot_ = 0;
@@ -125,11 +126,17 @@ void UblkQueue::Release() {
   wake_fd_ = -1;
 }
 
+// The submission queue is full: submit to make room. A hard io_uring_enter error leaves the SQEs where they
+// are, so retrying would spin forever: the ring is broken, and run()/fetchAll() report it (RingBroken).
 io_uring_sqe* UblkQueue::Sqe() {
   io_uring_sqe* sqe = ring_.GetSqe();
   while (!sqe) {
     int r = ring_.Submit(0);
-    if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN) last_error_ = r;
+    if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
+      last_error_ = r;
+      broken_ = -r;
+      throw RingBroken{-r};
+    }
     sqe = ring_.GetSqe();
   }
   return sqe;
@@ -225,16 +232,11 @@ bool UblkQueue::Reap(int* nready) {
     uint64_t type = ud & kTypeMask;
     if (type == kTypeCmd) {
       int tag = static_cast<int>(ud & 0xffff);
-      if (res == UBLK_IO_RES_OK && *nready < static_cast<int>(ready_cap_)) {
+      if (res == UBLK_IO_RES_OK) {
         SetState(tag, kOwned);
-        const ublksrv_io_desc& iod = iods_[tag];
-        uint32_t* rec = ready_ + static_cast<size_t>(*nready) * kReadyStride;
-        rec[kReadyTag] = tag;
-        rec[kReadyOpFlags] = iod.op_flags;
-        rec[kReadyNrSectors] = iod.nr_sectors;
-        rec[kReadySectorLo] = static_cast<uint32_t>(iod.start_sector);
-        rec[kReadySectorHi] = static_cast<uint32_t>(iod.start_sector >> 32);
-        (*nready)++;
+        // A request is never dropped: one that does not fit the ready buffer is reported by a later run().
+        if (*nready < static_cast<int>(ready_cap_)) Report(tag, nready);
+        else backlog_.push_back(tag);
       } else {
         // ABORT (-ENODEV) when the device stops; anything else means the kernel refused the command.
         if (res != UBLK_IO_RES_ABORT) last_error_ = res;
@@ -274,6 +276,17 @@ bool UblkQueue::Reap(int* nready) {
   return any;
 }
 
+void UblkQueue::Report(int tag, int* nready) {
+  const ublksrv_io_desc& iod = iods_[tag];
+  uint32_t* rec = ready_ + static_cast<size_t>(*nready) * kReadyStride;
+  rec[kReadyTag] = tag;
+  rec[kReadyOpFlags] = iod.op_flags;
+  rec[kReadyNrSectors] = iod.nr_sectors;
+  rec[kReadySectorLo] = static_cast<uint32_t>(iod.start_sector);
+  rec[kReadySectorHi] = static_cast<uint32_t>(iod.start_sector >> 32);
+  (*nready)++;
+}
+
 void UblkQueue::PublishStatus() {
   status_[kStatusInKernel] = counts_[kInKernel];
   status_[kStatusOwned] = counts_[kOwned];
@@ -282,31 +295,55 @@ void UblkQueue::PublishStatus() {
   status_[kStatusWakeups] = wakeups_;
   status_[kStatusLastError] = last_error_;
   status_[kStatusCompleted] = ncompleted_;
+  status_[kStatusBadRecords] = bad_records_;
 }
 
 Napi::Value UblkQueue::FetchAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (!ring_.Valid()) ThrowSysError(env, EBADF, "UblkQueue.fetchAll", "closed");
+  if (fetched_) ThrowSysError(env, EALREADY, "UblkQueue.fetchAll", "queue " + std::to_string(q_id_) + " has fetched its tags already");
+  fetched_ = true;
   // Queue threads write back pages of their own device's backing store: keep reclaim from recursing into us.
   prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
-  for (int tag = 0; tag < depth_; tag++) PrepIoCmd(tag, false, 0);
-  ArmWake();
-  int r = ring_.Submit(0);
-  if (r < 0) ThrowSysError(env, -r, "io_uring_enter", "UBLK_U_IO_FETCH_REQ");
-  // FETCH_REQ completes only with a request or an error: anything here already is an error.
   int nready = 0;
-  Reap(&nready);
+  try {
+    for (int tag = 0; tag < depth_; tag++) PrepIoCmd(tag, false, 0);
+    ArmWake();
+    int r = ring_.Submit(0);
+    if (r < 0) ThrowSysError(env, -r, "io_uring_enter", "UBLK_U_IO_FETCH_REQ");
+    // FETCH_REQ completes only with a request or an error: anything here already is an error.
+    Reap(&nready);
+  } catch (const RingBroken& e) {
+    PublishStatus();
+    ThrowSysError(env, e.err, "io_uring_enter", "queue " + std::to_string(q_id_) + ": the ring failed");
+  }
   PublishStatus();
   if (last_error_ < 0) ThrowSysError(env, -last_error_, "UBLK_U_IO_FETCH_REQ", "queue " + std::to_string(q_id_));
   return env.Undefined();
+}
+
+// Checks one plan record against the queue's state; a bad one fails its request (if it names a tag we own),
+// never the batch: the queue, the device and the process keep serving.
+bool UblkQueue::ValidRecord(const int32_t* rec) const {
+  int op = rec[kPlanOp], tag = rec[kPlanTag];
+  if (tag < 0 || tag >= depth_ || state_[tag] != kOwned || commit_wait_[tag]) return false;
+  if (op == kOpCommit) return true;
+  if (op < kOpRead || op > kOpZero) return false;
+  uint32_t buf_off = static_cast<uint32_t>(rec[kPlanBufOff]), len = static_cast<uint32_t>(rec[kPlanLen]);
+  if ((op == kOpRead || op == kOpWrite || op == kOpZero) && (buf_off > buf_bytes_ || len > buf_bytes_ - buf_off)) return false;
+  return true;
 }
 
 // run(nOps, wait, timeoutMs, returnOnCommit): executes plan records [0, nOps), then returns how many new
 // requests were written to the ready buffer. With wait it blocks until a request arrives, the wake eventfd
 // fires, the timeout (ms, < 0 = none) passes, nothing more can ever complete (every tag aborted and idle),
 // or, with returnOnCommit, a tag has been committed (a worker draining for a blocking command needs that).
+// A bad record fails its request with -EIO (its other records are skipped) and is counted in
+// kStatusBadRecords; a record naming a tag we do not own is skipped and counted.
 Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ring_.Valid()) ThrowSysError(env, EBADF, "UblkQueue.run", "closed");
+  if (broken_) ThrowSysError(env, broken_, "io_uring_enter", "queue " + std::to_string(q_id_) + ": the ring failed");
   uint32_t n_ops = info[0].As<Napi::Number>().Uint32Value();
   bool wait = info[1].ToBoolean();
   double timeout_ms = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
@@ -316,74 +353,91 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
   int nready = 0;
   ncompleted_ = 0;
   io_error_seen_ = false;
-  for (uint32_t k = 0; k < n_ops; k++) {
-    const int32_t* rec = plan_ + static_cast<size_t>(k) * kPlanStride;
-    int op = rec[kPlanOp], tag = rec[kPlanTag];
-    if (tag < 0 || tag >= depth_ || state_[tag] != kOwned || commit_wait_[tag])
-      throw Napi::RangeError::New(env, "UblkQueue.run: plan names tag " + std::to_string(tag) + " which we do not own");
-    if (op == kOpCommit) {
-      if (pending_[tag] == 0) {
-        int result = err_[tag] ? err_[tag] : rec[kPlanFd];
-        bool io_error = err_[tag] != 0;
-        err_[tag] = 0;
-        Commit(tag, result, io_error);
-      } else {
-        commit_wait_[tag] = 1;
-        commit_res_[tag] = rec[kPlanFd];
+  try {
+    // Requests that did not fit the ready buffer last time come first.
+    size_t b = 0;
+    for (; b < backlog_.size() && nready < static_cast<int>(ready_cap_); b++) Report(backlog_[b], &nready);
+    backlog_.erase(backlog_.begin(), backlog_.begin() + static_cast<long>(b));
+    for (uint32_t k = 0; k < n_ops; k++) {
+      const int32_t* rec = plan_ + static_cast<size_t>(k) * kPlanStride;
+      int op = rec[kPlanOp], tag = rec[kPlanTag];
+      if (!ValidRecord(rec)) {
+        bad_records_++;
+        // A tag of ours gets -EIO at its COMMIT (still to come in the plan: the translator always ends a
+        // request with one); a record for a tag we do not own names no request to fail.
+        if (tag >= 0 && tag < depth_ && state_[tag] == kOwned && !commit_wait_[tag]) {
+          if (op == kOpCommit) Commit(tag, -EIO);  // a COMMIT we cannot honour: fail now
+          else bad_[tag] = 1;
+        }
+        continue;
       }
-      continue;
+      if (op == kOpCommit) {
+        int planned = bad_[tag] ? -EIO : rec[kPlanFd];
+        bad_[tag] = 0;
+        if (pending_[tag] == 0) {
+          int result = err_[tag] ? err_[tag] : planned;
+          bool io_error = err_[tag] != 0;
+          err_[tag] = 0;
+          Commit(tag, result, io_error);
+        } else {
+          commit_wait_[tag] = 1;
+          commit_res_[tag] = planned;
+        }
+        continue;
+      }
+      if (bad_[tag]) continue;  // the request fails anyway: do not start more of it
+      uint32_t buf_off = static_cast<uint32_t>(rec[kPlanBufOff]), len = static_cast<uint32_t>(rec[kPlanLen]);
+      if (op == kOpZero) {
+        memset(Buf(tag) + buf_off, 0, len);
+        continue;
+      }
+      while (free_slot_ < 0) {  // more backing ops than slots: let some finish first
+        int r = ring_.Submit(1);
+        if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN) ThrowSysError(env, -r, "io_uring_enter");
+        Reap(&nready);
+      }
+      int i = free_slot_;
+      Slot& s = slots_[i];
+      free_slot_ = s.next_free;
+      s.tag = tag;
+      s.op = op;
+      s.fd = rec[kPlanFd];
+      s.flags = rec[kPlanFlags];
+      s.buf_off = buf_off;
+      s.len = len;
+      s.off = static_cast<uint64_t>(static_cast<uint32_t>(rec[kPlanOffLo])) |
+              (static_cast<uint64_t>(static_cast<uint32_t>(rec[kPlanOffHi])) << 32);
+      pending_[tag]++;
+      inflight_++;
+      PrepSlot(i);
     }
-    uint32_t buf_off = static_cast<uint32_t>(rec[kPlanBufOff]), len = static_cast<uint32_t>(rec[kPlanLen]);
-    if ((op == kOpRead || op == kOpWrite || op == kOpZero) && (buf_off > buf_bytes_ || len > buf_bytes_ - buf_off))
-      throw Napi::RangeError::New(env, "UblkQueue.run: operation outside the tag buffer");
-    if (op == kOpZero) {
-      memset(Buf(tag) + buf_off, 0, len);
-      continue;
-    }
-    if (op < kOpRead || op > kOpFallocate) throw Napi::RangeError::New(env, "UblkQueue.run: unknown operation");
-    while (free_slot_ < 0) {  // more backing ops than slots: let some finish first
-      int r = ring_.Submit(1);
-      if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN) ThrowSysError(env, -r, "io_uring_enter");
+
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double deadline = now.tv_sec * 1e3 + now.tv_nsec / 1e6 + timeout_ms;
+    Reap(&nready);
+    while (wait && nready == 0 && !woke_ && !(return_on_commit && ncompleted_ > 0) && !io_error_seen_ && (counts_[kInKernel] > 0 || inflight_ > 0 || counts_[kOwned] > 0)) {
+      struct __kernel_timespec ts, *tsp = nullptr;
+      if (timeout_ms >= 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double left = deadline - (now.tv_sec * 1e3 + now.tv_nsec / 1e6);
+        if (left <= 0) break;
+        ts.tv_sec = static_cast<long long>(left / 1e3);
+        ts.tv_nsec = static_cast<long long>((left - ts.tv_sec * 1e3) * 1e6);
+        tsp = &ts;
+      }
+      int r = ring_.Submit(1, tsp);
+      if (r < 0 && r != -EINTR && r != -ETIME && r != -EBUSY && r != -EAGAIN)
+        ThrowSysError(env, -r, "io_uring_enter");
       Reap(&nready);
     }
-    int i = free_slot_;
-    Slot& s = slots_[i];
-    free_slot_ = s.next_free;
-    s.tag = tag;
-    s.op = op;
-    s.fd = rec[kPlanFd];
-    s.flags = rec[kPlanFlags];
-    s.buf_off = buf_off;
-    s.len = len;
-    s.off = static_cast<uint64_t>(static_cast<uint32_t>(rec[kPlanOffLo])) |
-            (static_cast<uint64_t>(static_cast<uint32_t>(rec[kPlanOffHi])) << 32);
-    pending_[tag]++;
-    inflight_++;
-    PrepSlot(i);
+    woke_ = false;  // reported by this return: the caller checks its mailboxes next
+    // Push out the commits and fetches this batch produced before JS spends time on the new requests.
+    if (ring_.Pending() > 0) ring_.Submit(0);
+  } catch (const RingBroken& e) {
+    PublishStatus();
+    ThrowSysError(env, e.err, "io_uring_enter", "queue " + std::to_string(q_id_) + ": the ring failed");
   }
-
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  double deadline = now.tv_sec * 1e3 + now.tv_nsec / 1e6 + timeout_ms;
-  Reap(&nready);
-  while (wait && nready == 0 && !woke_ && !(return_on_commit && ncompleted_ > 0) && !io_error_seen_ && (counts_[kInKernel] > 0 || inflight_ > 0 || counts_[kOwned] > 0)) {
-    struct __kernel_timespec ts, *tsp = nullptr;
-    if (timeout_ms >= 0) {
-      clock_gettime(CLOCK_MONOTONIC, &now);
-      double left = deadline - (now.tv_sec * 1e3 + now.tv_nsec / 1e6);
-      if (left <= 0) break;
-      ts.tv_sec = static_cast<long long>(left / 1e3);
-      ts.tv_nsec = static_cast<long long>((left - ts.tv_sec * 1e3) * 1e6);
-      tsp = &ts;
-    }
-    int r = ring_.Submit(1, tsp);
-    if (r < 0 && r != -EINTR && r != -ETIME && r != -EBUSY && r != -EAGAIN)
-      ThrowSysError(env, -r, "io_uring_enter");
-    Reap(&nready);
-  }
-  woke_ = false;  // reported by this return: the caller checks its mailboxes next
-  // Push out the commits and fetches this batch produced before JS spends time on the new requests.
-  if (ring_.Pending() > 0) ring_.Submit(0);
   PublishStatus();
   return Napi::Number::New(env, nready);
 }

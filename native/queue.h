@@ -19,6 +19,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
 
  private:
   enum TagState : uint8_t { kInKernel, kOwned, kAborted, kIdle };
+  struct RingBroken { int err; };  // a hard io_uring_enter error: thrown by Sqe(), reported by run()/fetchAll()
   struct Slot {
     int tag;
     int op;
@@ -42,6 +43,8 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   void Commit(int tag, int result, bool io_error = false);
   bool Reap(int* nready);
   void PublishStatus();
+  void Report(int tag, int* nready);
+  bool ValidRecord(const int32_t* rec) const;
   void SetState(int tag, uint8_t s);
   void Release();
   uint8_t* Buf(int tag) { return bufs_ + static_cast<size_t>(tag) * buf_bytes_; }
@@ -64,6 +67,11 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   std::vector<int> err_;           // first error per tag (0 = none)
   std::vector<int> commit_res_;    // result to commit once pending_ reaches 0
   std::vector<uint8_t> commit_wait_;
+  std::vector<uint8_t> bad_;       // a bad plan record named the tag: its COMMIT fails it with -EIO
+  std::vector<int> backlog_;       // requests that arrived while the ready buffer was full
+  int bad_records_ = 0;
+  int broken_ = 0;                 // errno of a hard ring failure: the queue cannot go on
+  bool fetched_ = false;
   std::vector<Slot> slots_;
   int free_slot_ = -1;
   int inflight_ = 0;

@@ -31,4 +31,5 @@ constexpr uint32_t kCompletedIoError = 0x80000000u;
 // status: Int32Array written by run()/fetchAll().
 constexpr int kStatusLen = 8;
 constexpr int kStatusInKernel = 0, kStatusOwned = 1, kStatusInflight = 2, kStatusAborted = 3,
-              kStatusWakeups = 4, kStatusLastError = 5, kStatusCompleted = 6 /* tags in the completed buffer */;
+              kStatusWakeups = 4, kStatusLastError = 5, kStatusCompleted = 6 /* tags in the completed buffer */,
+              kStatusBadRecords = 7 /* plan records refused since the queue was made */;

@@ -95,8 +95,8 @@ export class AgentDisk {
   }
 
   /** Completes once every request started before the change just applied has completed (blocking flag). */
-  async barrier(): Promise<void> {
-    await this.device?.barrier();
+  async barrier(timeoutMs?: number): Promise<void> {
+    await this.device?.barrier(timeoutMs);
   }
 
   private async fault(f: Fault): Promise<number> {

@@ -14,8 +14,9 @@ import { sleep } from '../util/sleep.js';
 import { AgentDisk, parseAnswer, type DiskShape, type FaultAnswer } from './agent-disk.js';
 import { AgentContainers, type ContainerRef } from './containers.js';
 import { int, str } from '../protocol/args.js';
+import { DEFAULT_LEASE_MS, leaseCheckMs, leaseDrainMs } from '../protocol/lease.js';
 
-export const DEFAULT_LEASE_MS = 10_000;
+export { DEFAULT_LEASE_MS } from '../protocol/lease.js';
 
 export interface AgentOptions {
   socketPath: string;
@@ -36,6 +37,8 @@ export class Agent {
   /** When the last successful exchange with the controller started (a send time, so the lease errs early). */
   private lastContact = Date.now();
   private suspended = false;
+  /** The current suspension has drained every request planned before it: the state the controller waits for. */
+  private drained = false;
   private stopping = false;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly log: (msg: string) => void;
@@ -52,7 +55,7 @@ export class Agent {
 
   /** Connects (retrying until the controller answers) and keeps the link and the lease alive. */
   async start(): Promise<void> {
-    this.timers.push(setInterval(() => this.checkLease(), Math.max(50, Math.floor(this.leaseMs / 10))));
+    this.timers.push(setInterval(() => this.checkLease(), leaseCheckMs(this.leaseMs)));
     this.timers.push(setInterval(() => { void this.ping(); }, Math.max(100, Math.floor(this.leaseMs / 4))));
     void this.linkLoop();
   }
@@ -95,6 +98,7 @@ export class Agent {
       this.lastContact = sent;
       // Suspended tables stay Invalid; the controller reloads them now, and faults are answered meanwhile.
       this.suspended = false;
+      this.drained = false;
       this.conn = conn;
       this.log('connected to the controller');
       this.readyResolve(conn);
@@ -121,8 +125,29 @@ export class Agent {
     if (this.suspended || Date.now() - this.lastContact <= this.leaseMs) return;
     // The controller may now change mappings it believes we no longer cache: drop them all.
     this.suspended = true;
+    this.drained = false;
     for (const d of this.disks.values()) d.suspend();
     this.log(`lease of ${this.leaseMs} ms expired: I/O suspended until the controller reloads the tables`);
+    void this.drainSuspended();
+  }
+
+  /**
+   * Waits, within the drain budget the controller counts on (protocol/lease.ts), for every request planned
+   * before the suspension. One still running past it is a stuck container request, which nothing in
+   * userspace can fence: said loudly, since the controller may remap its segment meanwhile.
+   */
+  private async drainSuspended(): Promise<void> {
+    const budget = leaseDrainMs(this.leaseMs);
+    const results = await Promise.allSettled([...this.disks.values()].map((d) => d.barrier(budget)));
+    if (!this.suspended) return; // the controller came back meanwhile
+    const stuck = results.filter((r) => r.status === 'rejected').length;
+    if (stuck) this.log(`${stuck} disk(s) still have requests from before the suspension after ${budget} ms: their containers may be stuck`);
+    else this.drained = true;
+  }
+
+  /** The lease's state, for tests and status: suspended (tables Invalid) and drained. */
+  get leaseState(): { suspended: boolean; drained: boolean } {
+    return { suspended: this.suspended, drained: this.drained };
   }
 
   private async sendFault(disk: AgentDisk, f: Fault, onAnswer: (a: FaultAnswer) => void): Promise<FaultAnswer> {
@@ -241,7 +266,7 @@ export class Agent {
       }
       case 'agent.status':
         return {
-          pid: process.pid, hostId: this.hostId, leaseMs: this.leaseMs, suspended: this.suspended,
+          pid: process.pid, hostId: this.hostId, leaseMs: this.leaseMs, suspended: this.suspended, drained: this.drained,
           disks: [...this.disks.values()].map((d) => ({ diskId: d.id, name: d.shape.name, device: d.device?.path ?? null })),
         };
       case 'agent.exit':

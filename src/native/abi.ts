@@ -39,6 +39,8 @@ export const STATUS_WAKEUPS = 4;
 export const STATUS_LAST_ERROR = 5;
 /** How many tags run() committed during its last call, listed in the completed buffer. */
 export const STATUS_COMPLETED = 6;
+/** Plan records run() refused (bad op, tag or range) since the queue was made: each failed its request with EIO. */
+export const STATUS_BAD_RECORDS = 7;
 
 // Kernel constants (include/uapi/linux/ublk_cmd.h, linux/fs.h, linux/falloc.h).
 export const UBLK_IO_OP_READ = 0;

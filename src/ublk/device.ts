@@ -11,7 +11,7 @@ import { dirtyWords } from '../io/translator.js';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import type { UblkParams, UblksrvCtrlDevInfo } from '../native/types.js';
-import type { MappingTable } from '../table/mapping-table.js';
+import { STATE_ALTERNATE, STATE_INVALID, STATE_ZERO, type MappingTable } from '../table/mapping-table.js';
 import {
   UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_USER_RECOVERY, UBLK_S_DEV_LIVE, UBLK_S_DEV_QUIESCED, type UblkControlDevice,
 } from './control.js';
@@ -164,7 +164,7 @@ export class UblkDevice {
     let cdevFd = -1;
     let pool: Piscina | undefined;
     const ctl = new Int32Array(new SharedArrayBuffer(ctlWords(info.nrHwQueues) * 4));
-    const dirty = startDirty(new Int32Array(o.containerFds));
+    const dirty = startDirty(o.table, new Int32Array(o.containerFds));
     const tasks: Promise<QueueTaskResult>[] = [];
     const wakeFds: number[] = [];
     const ports: MessagePort[] = [];
@@ -347,12 +347,19 @@ class FaultRouter {
 }
 
 /**
- * The dirty-container bitmap a new or recovered device starts with: every container open now. Writes a
- * previous incarnation (a crashed agent, an earlier attach) acknowledged may still sit in the page cache of
- * any of them, and the first FLUSH must reach them too; containers opened later start clean.
+ * The dirty-container bitmap a new or recovered device starts with: every container its table maps now
+ * (alternate locations included). Writes a previous incarnation (a crashed agent, an earlier attach)
+ * acknowledged may still sit in their page cache, and the first FLUSH must reach them; other containers
+ * start clean, so a FLUSH reaches this disk's containers only.
  */
-function startDirty(fds: Int32Array): SharedArrayBuffer {
+function startDirty(table: MappingTable, fds: Int32Array): SharedArrayBuffer {
   const dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(fds.length) * 4));
-  for (let id = 0; id < fds.length; id++) if (fds[id] >= 0) dirty[id >>> 5] |= 1 << (id & 31);
+  const mark = (id: number) => { if (id < fds.length) dirty[id >>> 5] |= 1 << (id & 31); };
+  for (let i = 0; i < table.segments; i++) {
+    const states = table.load(i);
+    if (states & (STATE_INVALID | STATE_ZERO)) continue;
+    mark(table.container);
+    if (states & STATE_ALTERNATE && table.alternates) mark(table.alternates.container(table.alt));
+  }
   return dirty.buffer as SharedArrayBuffer;
 }

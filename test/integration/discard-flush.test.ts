@@ -1,8 +1,11 @@
 // DISCARD and WRITE_ZEROES reach the container (reads return zeros, the file gets holes); FLUSH and FUA
-// reach it too, shown by the flush counter of a kernel loop device used as the container.
+// reach it too, shown by the flush counter of a kernel loop device used as the container; a FLUSH reaches
+// every container of its disk however many, and no other disk's.
 import t from 'tap';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
+import { Cluster } from './cluster.js';
 import { makeFile, readDirect, run, serveLoop, ublkAvailable, writeDirect } from './helpers.js';
 
 const missing = ublkAvailable();
@@ -53,4 +56,47 @@ t.test('FLUSH and FUA reach the container', async (t) => {
   writeDirect(s.device, 2 * MB, crypto.randomBytes(4096), ['dsync']);
   t.ok(flushes(name) > afterFsync, `an O_DSYNC (FUA) write made the container durable (${afterFsync} -> ${flushes(name)})`);
   t.equal(await s.stop(), 0);
+});
+
+t.test('a FLUSH reaches each of the disk\'s containers, more than a request\'s record budget, and no other disk\'s', async (t) => {
+  const c = await Cluster.start('vd-flush-many');
+  const loops: string[] = [];
+  // Loop devices show each container's flushes; over tmpfs files their own flushes cost nothing.
+  const back = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : c.dir, 'vd-flush-'));
+  t.teardown(async () => {
+    await c.stop();
+    for (const l of loops) run('losetup', ['-d', l]);
+    fs.rmSync(back, { recursive: true, force: true });
+  });
+  const loopOf = async (name: string): Promise<string> => {
+    const file = path.join(back, `${name}.img`);
+    fs.writeFileSync(file, '');
+    fs.truncateSync(file, MB);
+    const loop = run('losetup', ['-f', '--show', file]).trim();
+    loops.push(loop);
+    await c.ok('container', 'add', name, '--path', loop);
+    return loop;
+  };
+  // Another disk fills container "other" first, so the disk under test cannot allocate there.
+  const other = await loopOf('other');
+  await c.ok('create', 'e', '--size', '1M', '--container', 'other');
+  writeDirect(await c.attach('e'), 0, crypto.randomBytes(MB));
+  const n = 16; // one 1 MiB segment each: more containers than the 15 fdatasyncs a request's records hold
+  const mine: string[] = [];
+  for (let k = 0; k < n; k++) mine.push(await loopOf(`c${k}`));
+  await c.ok('create', 'd', '--size', `${n}M`);
+  const dev = await c.attach('d', 'h1', '--queues', '1', '--depth', '1');
+  const data = crypto.randomBytes(n * MB);
+  writeDirect(dev, 0, data);
+  const name = (l: string) => l.replace('/dev/', '');
+  const before = mine.map((l) => flushes(name(l)));
+  const otherBefore = flushes(name(other));
+  writeDirect(dev, 0, data.subarray(0, 4096), ['conv=fsync']);
+  const after = mine.map((l) => flushes(name(l)));
+  t.same(after.map((a, k) => a > before[k]), mine.map(() => true), `fsync flushed all ${n} containers of the disk (${before.join(',')} -> ${after.join(',')})`);
+  t.equal(flushes(name(other)), otherBefore, 'and not the other disk\'s container');
+  t.ok(readDirect(dev, 0, n * MB).equals(data), 'every byte reads back; the queue kept serving');
+  writeDirect(dev, MB, data.subarray(0, MB), ['conv=fsync']);
+  t.ok(readDirect(dev, MB, MB).equals(data.subarray(0, MB)), 'and still does after another flush');
+  t.equal(...(await c.check()));
 });

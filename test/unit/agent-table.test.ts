@@ -9,6 +9,7 @@ import { Agent } from '../../src/agent/agent.js';
 import { Controller } from '../../src/controller/controller.js';
 import { socketPath } from '../../src/controller/paths.js';
 import { VdiskError } from '../../src/errors.js';
+import { fenceMs, leaseCheckMs, leaseDrainMs, TIMER_SLACK_MS } from '../../src/protocol/lease.js';
 import type { Connection } from '../../src/protocol/connection.js';
 import { ENTRY_BYTES, decodeEntry, encodeEntry } from '../../src/table/entry-codec.js';
 import { STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry, type MappingTable } from '../../src/table/mapping-table.js';
@@ -56,7 +57,7 @@ t.test('table.create makes a table of all-Invalid entries', async (t) => {
   t.same(Array.from({ length: SEGMENTS }, (_, i) => tb.get(i)),
     Array.from({ length: SEGMENTS }, () => ({ states: STATE_INVALID, container: 0, offset: 0, alt: 0 })), 'every entry Invalid');
   t.same((await conn().request('agent.status')).result, {
-    pid: process.pid, hostId: 'h1', leaseMs: LEASE_MS, suspended: false, disks: [{ diskId: 1, name: 'd1', device: null }],
+    pid: process.pid, hostId: 'h1', leaseMs: LEASE_MS, suspended: false, drained: false, disks: [{ diskId: 1, name: 'd1', device: null }],
   });
 });
 
@@ -153,4 +154,26 @@ t.test('lease: without the controller every entry turns Invalid; the agent recon
   // The new controller reconciles: tables it never attached on h1 are dropped.
   await until('reconciliation drops the unattached tables', () => agent.disks.size === 0);
   t.pass('the agent serves the new controller\'s commands');
+});
+
+t.test('at the controller\'s bound for a lost agent, the agent has suspended and drained', async (t) => {
+  for (const lease of [600, 5000, 10_000, 60_000]) {
+    t.ok(fenceMs(lease) >= lease + leaseCheckMs(lease) + leaseDrainMs(lease) + TIMER_SLACK_MS,
+      `lease ${lease} ms: the controller waits ${fenceMs(lease)} ms, the agent's worst case is one check (${leaseCheckMs(lease)}) and the drain (${leaseDrainMs(lease)}) past it`);
+  }
+  t.ok(leaseCheckMs(10_000) > 250, 'at the default lease one check period alone is longer than the 250 ms slack the controller once allowed');
+  await create(5);
+  const list = Array.from({ length: SEGMENTS }, (_, k) => mapped(k, 0));
+  await conn().request('table.set', { diskId: 5, first: 0 }, { payload: entries(list) });
+  // The controller's clock for the lost agent starts when it sees the link drop: no earlier than now.
+  const lostAt = Date.now();
+  await controller.stop();
+  t.same(agent.leaseState, { suspended: false, drained: false }, 'just lost: still serving');
+  await new Promise((r) => setTimeout(r, lostAt + fenceMs(LEASE_MS) - Date.now()));
+  // Exactly where the controller would act (remap, reuse a segment): nothing may still use the old entries.
+  t.same(agent.leaseState, { suspended: true, drained: true }, 'suspended and drained at the bound');
+  t.ok(Array.from({ length: SEGMENTS }, (_, i) => table(5).get(i).states & STATE_INVALID).every(Boolean), 'every entry Invalid');
+  controller = await Controller.start(dir);
+  await until('the agent reconnects', () => controller.agents.get('h1') !== undefined);
+  await until('the agent resumes', () => !agent.leaseState.suspended);
 });
