@@ -3,12 +3,13 @@
 // agent's main thread. Table changes are applied synchronously where the command or answer is received
 // (see Agent), never after an await, so they take effect in the order the controller sent them.
 import * as abi from '../native/abi.js';
-import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE } from '../io/translator.js';
+import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE, dirtyWords } from '../io/translator.js';
 import { VdiskError } from '../errors.js';
-import { MappingTable, STATE_ERROR, STATE_INVALID, type Entry } from '../table/mapping-table.js';
+import { MappingTable, STATE_ERROR, STATE_INVALID, STATE_ZERO, type Entry } from '../table/mapping-table.js';
+import { ENTRY_BYTES } from '../table/entry-codec.js';
 import { UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE, type UblkControlDevice } from '../ublk/control.js';
 import { UblkDevice, type DeviceOptions, type Fault } from '../ublk/device.js';
-import type { AgentContainers } from './containers.js';
+import { MAX_CONTAINERS, type AgentContainers } from './containers.js';
 
 export interface DiskShape { diskId: number; name: string; size: number; segmentSize: number; readOnly?: boolean }
 
@@ -34,6 +35,12 @@ export type IoErrorSender = (disk: AgentDisk, first: number, count: number) => v
 export class AgentDisk {
   readonly table: MappingTable;
   device: UblkDevice | undefined;
+  /**
+   * The containers a FLUSH of this disk reaches: every one its table has mapped since this agent created it
+   * (marked here, before the entry is usable) and every one its queues write (marked by the translator).
+   * Shared with the device's queues; bits are only ever set.
+   */
+  readonly dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(MAX_CONTAINERS) * 4));
 
   constructor(
     readonly shape: DiskShape,
@@ -51,7 +58,7 @@ export class AgentDisk {
   private options(queues: number, depth: number): DeviceOptions {
     return {
       queues, depth, sizeBytes: this.shape.size, table: this.table,
-      containerFds: this.containers.fds.buffer as SharedArrayBuffer,
+      containerFds: this.containers.fds.buffer as SharedArrayBuffer, dirty: this.dirty.buffer as SharedArrayBuffer,
       flags: UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE, readOnly: this.shape.readOnly,
       onFault: (f) => this.fault(f),
       onIoError: (first, count) => this.reportIoError(first, count),
@@ -80,12 +87,34 @@ export class AgentDisk {
 
   /** The controller's set entries: bytes in the stored layout (16 bytes per entry). */
   setEntries(first: number, bytes: Uint8Array): void {
+    this.markMapped(bytes);
     this.table.loadBytes(first, bytes);
+  }
+
+  /**
+   * Marks the containers these entries map as ones a FLUSH must reach, before the entries can be used: after
+   * an agent restart they also hold what the previous incarnation wrote and acknowledged but never flushed.
+   */
+  private markMapped(bytes: Uint8Array): void {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let last = -1;
+    for (let o = 4; o + 4 <= bytes.byteLength; o += ENTRY_BYTES) {
+      const w = view.getUint32(o, true);
+      if ((w & (STATE_INVALID | STATE_ZERO)) !== 0 || w >>> 8 === last) continue;
+      last = w >>> 8;
+      this.markDirty(last);
+    }
+  }
+
+  private markDirty(container: number): void {
+    if (container >= this.dirty.length * 32) return;
+    Atomics.or(this.dirty, container >>> 5, 1 << (container & 31));
   }
 
   /** The controller's alternate location for a slot (before any entry naming it, or more bits for it). */
   setAlternate(a: Alternate): void {
     if (!this.table.alternates) throw new RangeError('this table has no alternate locations');
+    this.markDirty(a.container);
     this.table.alternates.set(a.slot, a.container, a.offset, a.bitmap);
   }
 
@@ -115,6 +144,7 @@ export class AgentDisk {
   private install(f: Fault, a: FaultAnswer): void {
     if (a.action === 'entry') {
       if (a.alternate) this.setAlternate(a.alternate);
+      if ((a.entry.states & (STATE_INVALID | STATE_ZERO)) === 0) this.markDirty(a.entry.container);
       this.table.setRange(f.segment, 1, a.entry);
     }
     else if (a.action === 'error' && a.setError) this.table.changeStates(f.segment, 1, STATE_ERROR, true);

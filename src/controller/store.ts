@@ -167,8 +167,12 @@ export class Store {
       // Entries whose alternate location is there fail too: some of their blocks live only there.
       const altIn = new Set((await this.db.all<{ disk_id: number; segment: number }>('SELECT disk_id, segment FROM alternates WHERE container_id = ?', [c.id]))
         .map((a) => `${a.disk_id}/${a.segment}`));
-      const chunks = await this.db.all<{ disk_id: number; chunk: number; data: Buffer }>('SELECT disk_id, chunk, data FROM table_chunks');
-      for (const row of chunks) {
+      // Disk by disk, chunk by chunk, a turn of the event loop each: never every table in memory at once.
+      const rows: Array<{ disk_id: number; chunk: number }> = [];
+      for (const d of await this.listDisks()) for (const chunk of await this.storedChunks(d)) rows.push({ disk_id: d.id, chunk });
+      for (const ref of rows) {
+        const row = { ...ref, data: (await this.db.get<{ data: Buffer }>('SELECT data FROM table_chunks WHERE disk_id = ? AND chunk = ?', [ref.disk_id, ref.chunk]))!.data };
+        await turn();
         let changed = false;
         for (let k = 0; k < row.data.length / ENTRY_BYTES; k++) {
           const e = decodeEntry(row.data, k);

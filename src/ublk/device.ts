@@ -33,6 +33,12 @@ export interface DeviceOptions {
   table: MappingTable;
   /** container id -> fd, shared with the workers */
   containerFds: SharedArrayBuffer;
+  /**
+   * The dirty-container bitmap its queues share (see Translator): the containers a FLUSH must fdatasync. An
+   * owner that installs entries marks their containers in it (AgentDisk); without one, the device starts
+   * with the containers its table maps.
+   */
+  dirty?: SharedArrayBuffer;
   flags?: bigint;
   readOnly?: boolean;
   /**
@@ -164,7 +170,7 @@ export class UblkDevice {
     let cdevFd = -1;
     let pool: Piscina | undefined;
     const ctl = new Int32Array(new SharedArrayBuffer(ctlWords(info.nrHwQueues) * 4));
-    const dirty = startDirty(o.table, new Int32Array(o.containerFds));
+    const dirty = o.dirty ?? startDirty(o.table, new Int32Array(o.containerFds));
     const tasks: Promise<QueueTaskResult>[] = [];
     const wakeFds: number[] = [];
     const ports: MessagePort[] = [];
@@ -347,7 +353,7 @@ class FaultRouter {
 }
 
 /**
- * The dirty-container bitmap a new or recovered device starts with: every container its table maps now
+ * The dirty-container bitmap of a device whose owner keeps none: every container its table maps now
  * (alternate locations included). Writes a previous incarnation (a crashed agent, an earlier attach)
  * acknowledged may still sit in their page cache, and the first FLUSH must reach them; other containers
  * start clean, so a FLUSH reaches this disk's containers only.

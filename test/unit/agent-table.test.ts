@@ -73,6 +73,10 @@ t.test('table.set installs exactly the entries of its payload; table.get returns
   t.equal(r.payload?.length, 6 * ENTRY_BYTES);
   const got = Array.from({ length: 6 }, (_, k) => decodeEntry(r.payload!, k));
   t.same(got, [tb.get(3), ...list, tb.get(8)]);
+  // A FLUSH of this disk must reach container 3 (mapped), not 0 (named only by the Zero entry).
+  t.same([...agent.disks.get(1)!.dirty.subarray(0, 1)], [1 << 3], 'the containers the entries map are marked for FLUSH');
+  await conn().request('table.set', { diskId: 1, first: 9 }, { payload: entries([{ states: STATE_INVALID, container: 9, offset: 0, alt: 0 }, { states: 0, container: 40, offset: 0, alt: 0 }]) });
+  t.same([...agent.disks.get(1)!.dirty.subarray(0, 2)], [1 << 3, 1 << 8], 'an Invalid entry marks nothing; container 40 is bit 8 of word 1');
 });
 
 t.test('table.states sets and clears bits over a range, keeping locations', async (t) => {
