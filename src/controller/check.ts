@@ -12,19 +12,89 @@ import { overlaps, tryIdentify } from './container-identity.js';
 
 export interface CheckReport { ok: boolean; disks: number; allocations: number; references: number; problems: string[] }
 
+/**
+ * What check learns about each referenced segment, in parallel typed arrays indexed by a slot number (a big
+ * pool has millions of segments: no object, string or closure per segment, so no garbage-collector pauses).
+ */
+class Refs {
+  size = 0;
+  // (container, unit window) -> unit -> slot. Windows of 2^16 units keep each Map small: growing one Map to
+  // millions of entries rehashes them all in one go, a stall of tens of milliseconds.
+  private readonly slots = new Map<number, Map<number, number>>();
+  count = new Uint32Array(1024);
+  index = new Float64Array(1024);
+  otherIndex = new Float64Array(1024);
+  family = new Float64Array(1024);
+  /** bit 0: referenced by another family too; bit 1: allocated. */
+  flags = new Uint8Array(1024);
+  /** References that may write it (not No-write, not Alternate), and the first of them (disk slot, index). */
+  writers = new Uint32Array(1024);
+  writerDisk = new Int32Array(1024);
+  writerIndex = new Float64Array(1024);
+  writerAlt = new Uint8Array(1024);
+
+  slot(container: number, unit: number): number | undefined {
+    return this.slots.get(container * 65536 + Math.floor(unit / 65536))?.get(unit);
+  }
+
+  add(container: number, unit: number, index: number, family: number): number {
+    const w = container * 65536 + Math.floor(unit / 65536);
+    let byUnit = this.slots.get(w);
+    if (!byUnit) this.slots.set(w, (byUnit = new Map()));
+    let k = byUnit.get(unit);
+    if (k === undefined) {
+      if (this.size === this.count.length) this.grow();
+      k = this.size++;
+      byUnit.set(unit, k);
+      this.index[k] = index;
+      this.otherIndex[k] = -1;
+      this.family[k] = family;
+    }
+    this.count[k]++;
+    if (index !== this.index[k]) this.otherIndex[k] = index;
+    if (family !== this.family[k]) this.flags[k] |= 1;
+    return k;
+  }
+
+  *entries(): Generator<[number, number, number]> {
+    for (const [w, byUnit] of this.slots) for (const [unit, k] of byUnit) yield [Math.floor(w / 65536), unit, k];
+  }
+
+  private grow(): void {
+    const n = this.count.length * 2;
+    const more = <T extends Uint32Array | Float64Array | Uint8Array | Int32Array>(a: T): T => {
+      const b = new (a.constructor as new (n: number) => T)(n);
+      b.set(a);
+      return b;
+    };
+    this.count = more(this.count);
+    this.index = more(this.index);
+    this.otherIndex = more(this.otherIndex);
+    this.family = more(this.family);
+    this.flags = more(this.flags);
+    this.writers = more(this.writers);
+    this.writerDisk = more(this.writerDisk);
+    this.writerIndex = more(this.writerIndex);
+    this.writerAlt = more(this.writerAlt);
+  }
+}
+
+/** Work between turns of the event loop, in entries or rows: a turn every few milliseconds. */
+const SLICE = 4096;
+
 export async function checkStore(store: Store): Promise<CheckReport> {
   const problems: string[] = [];
-  const refs = new Map<string, { count: number; exclusive: string[]; indexes: Set<number>; families: Set<number> }>();
+  const refs = new Refs();
   let family = 0;
-  const reference = (container: number, offset: number, index: number, writer: string | null) => {
+  let diskSlot = 0;
+  const reference = (container: number, offset: number, index: number, writes: boolean, alternate: boolean) => {
     references++;
-    const key = `${container}/${offset / LOCATION_UNIT}`;
-    const r = refs.get(key) ?? { count: 0, exclusive: [], indexes: new Set<number>(), families: new Set<number>() };
-    r.count++;
-    r.indexes.add(index);
-    r.families.add(family);
-    if (writer !== null) r.exclusive.push(writer);
-    refs.set(key, r);
+    const k = refs.add(container, offset / LOCATION_UNIT, index, family);
+    if (writes && refs.writers[k]++ === 0) {
+      refs.writerDisk[k] = diskSlot;
+      refs.writerIndex[k] = index;
+      refs.writerAlt[k] = alternate ? 1 : 0;
+    }
   };
   const disks = await store.listDisks();
   const containers = new Map((await store.listContainers()).map((c) => [c.id, c]));
@@ -36,13 +106,13 @@ export async function checkStore(store: Store): Promise<CheckReport> {
     else if (offset + length > c.size) problems.push(`${what} lies outside container ${c.name} (${offset}+${length} > ${c.size} bytes)`);
   };
   let references = 0;
-  for (const d of disks) {
+  for (const [slot, d] of disks.entries()) {
     family = d.family;
+    diskSlot = slot;
     const alts = new Map((await listAlternates(store, d.id)).map((a) => [a.segment, a]));
     // Stored chunks only (an absent chunk is all fill state, which maps nothing), one turn of the event loop
     // each: check costs what the tables hold and never stalls faults and pings.
-    for (const chunk of await store.storedChunks(d)) {
-      const data = await store.chunk(d, chunk);
+    for await (const { chunk, data } of store.chunks(d)) {
       for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
         const i = chunk * CHUNK_ENTRIES + k;
         const e = decodeEntry(data, k);
@@ -54,45 +124,58 @@ export async function checkStore(store: Store): Promise<CheckReport> {
         }
         placed(`${d.name}[${i}]`, e.container, e.offset, d.segmentSize);
         // An Alternate entry writes only to its alternate: its own location is read-only to it, like No-write.
-        reference(e.container, e.offset, i, e.states & (STATE_NO_WRITE | STATE_ALTERNATE) ? null : `${d.name}[${i}]`);
+        reference(e.container, e.offset, i, (e.states & (STATE_NO_WRITE | STATE_ALTERNATE)) === 0, false);
         if (e.states & STATE_ALTERNATE) {
           if (!alt) problems.push(`${d.name}[${i}] is Alternate but has no alternate location`);
           else if (alt.slot !== e.alt) problems.push(`${d.name}[${i}] names alternate slot ${e.alt}, the store has ${alt.slot}`);
           if (alt) {
             placed(`${d.name}[${i}] (alternate)`, alt.container, alt.offset, d.segmentSize);
-            reference(alt.container, alt.offset, i, `${d.name}[${i}] (alternate)`);
+            reference(alt.container, alt.offset, i, true, true);
           }
         } else if (alt) {
           problems.push(`${d.name}[${i}] has an alternate location but is not Alternate`);
         }
       }
-      await turn();
     }
     for (const i of alts.keys()) {
       problems.push(i < d.segments ? `${d.name}[${i}] has an alternate location but no mapping` : `${d.name} has an alternate location for segment ${i}, outside the disk`);
     }
   }
   // Reserved segments (allocations.pending) belong to a flow in progress and are named by no table yet.
-  const allocs = await store.db.all<{ container_id: number; unit: number; units: number }>('SELECT * FROM allocations WHERE pending = 0');
-  const seen = new Set<string>();
-  for (const a of allocs) {
-    const key = `${a.container_id}/${a.unit}`;
-    seen.add(key);
-    const r = refs.get(key);
-    if (!r) problems.push(`segment ${key} is allocated but no table references it`);
+  // Allocations page by primary key, SLICE rows a turn.
+  let allocations = 0;
+  for (let after = { c: -1, u: -1 }; ;) {
+    const page = await store.db.all<{ container_id: number; unit: number }>(
+      'SELECT container_id, unit FROM allocations WHERE (container_id, unit) > (?, ?) AND pending = 0 ORDER BY container_id, unit LIMIT ?',
+      [after.c, after.u, SLICE]);
+    for (const a of page) {
+      const k = refs.slot(a.container_id, a.unit);
+      if (k !== undefined) refs.flags[k] |= 2;
+      else problems.push(`segment ${a.container_id}/${a.unit} is allocated but no table references it`);
+    }
+    allocations += page.length;
+    if (page.length < SLICE) break;
+    after = { c: page[page.length - 1].container_id, u: page[page.length - 1].unit };
+    await turn();
   }
-  for (const [key, r] of refs) {
-    if (!seen.has(key)) problems.push(`segment ${key} is referenced ${r.count} time(s) but not allocated`);
-    if (r.count > 1 && r.exclusive.length > 0) problems.push(`segment ${key} is shared ${r.count} ways but ${r.exclusive.join(', ')} may write it (no No-write)`);
-    if (r.indexes.size > 1) problems.push(`segment ${key} is referenced at different indexes (${[...r.indexes].join(', ')})`);
-    if (r.families.size > 1) problems.push(`segment ${key} is referenced by disks of different families`);
+  let n = 0;
+  const writer = (k: number) => `${disks[refs.writerDisk[k]].name}[${refs.writerIndex[k]}]${refs.writerAlt[k] ? ' (alternate)' : ''}`;
+  for (const [container, unit, k] of refs.entries()) {
+    const count = refs.count[k];
+    const key = `${container}/${unit}`; // (a rope: flattened only if a problem names it)
+    if ((refs.flags[k] & 2) === 0) problems.push(`segment ${key} is referenced ${count} time(s) but not allocated`);
+    if (count > 1 && refs.writers[k] > 0) {
+      problems.push(`segment ${key} is shared ${count} ways but ${writer(k)}${refs.writers[k] > 1 ? ` and ${refs.writers[k] - 1} more` : ''} may write it (no No-write)`);
+    }
+    if (refs.otherIndex[k] >= 0) problems.push(`segment ${key} is referenced at different indexes (${refs.index[k]}, ${refs.otherIndex[k]})`);
+    if (refs.flags[k] & 1) problems.push(`segment ${key} is referenced by disks of different families`);
+    if (++n % SLICE === 0) await turn();
   }
-  const free = await store.db.all<{ container_id: number; unit: number; units: number }>('SELECT * FROM free_extents');
-  for (const f of free) {
-    if (seen.has(`${f.container_id}/${f.unit}`)) problems.push(`segment ${f.container_id}/${f.unit} is both free and allocated`);
-  }
+  const both = await store.db.all<{ container_id: number; unit: number }>(
+    'SELECT f.container_id, f.unit FROM free_extents f JOIN allocations a ON a.container_id = f.container_id AND a.unit = f.unit WHERE a.pending = 0');
+  for (const f of both) problems.push(`segment ${f.container_id}/${f.unit} is both free and allocated`);
   problems.push(...await containerOverlaps(store));
-  return { ok: problems.length === 0, disks: disks.length, allocations: allocs.length, references, problems };
+  return { ok: problems.length === 0, disks: disks.length, allocations, references, problems };
 }
 
 /** Two containers whose paths name the same or overlapping storage: their disks would share bytes. */

@@ -4,7 +4,6 @@
 // the lock. The job is recorded in the store, so a controller restart resumes it where the tables say.
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
 import { STATE_ALTERNATE, STATE_ERROR, STATE_NO_WRITE } from '../table/mapping-table.js';
-import { turn } from '../util/sleep.js';
 import type { Attachments } from './attachments.js';
 import type { SegmentIo } from './segment-io.js';
 import { isMapped, type Disk, type Store } from './store.js';
@@ -52,8 +51,7 @@ export class Migrator {
     await this.att.withDisk(disk.id, async () => {});
     // Only stored chunks can map anything (an absent one is all fill state): the scan costs what the disk
     // holds, not its size, and yields between chunks so pings and faults are answered meanwhile.
-    for (const chunk of await this.store.storedChunks(disk)) {
-      const data = await this.store.chunk(disk, chunk); // a guide only: each segment is re-read under the lock
+    for await (const { chunk, data } of this.store.chunks(disk)) { // a guide only: each segment is re-read under the lock
       const first = chunk * CHUNK_ENTRIES;
       for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
         const guess = decodeEntry(data, k);
@@ -67,7 +65,6 @@ export class Migrator {
       }
       p.done = first + data.length / ENTRY_BYTES;
       onProgress(p);
-      await turn();
     }
     p.done = disk.segments;
     onProgress(p);

@@ -4,7 +4,6 @@
 // (a write to a No-write segment, a release, `vdisk info`) instead of being counted per segment: that makes a
 // snapshot cost the same whatever the disk holds (it copies the table and sets No-write, nothing per segment).
 // Every function runs inside the caller's store transaction.
-import { turn } from '../util/sleep.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES } from '../table/entry-codec.js';
 import { LOCATION_UNIT, STATE_INVALID, STATE_ZERO, type Entry } from '../table/mapping-table.js';
 import type { Disk, Store } from './store.js';
@@ -57,10 +56,7 @@ export async function releaseUnlessShared(store: Store, disk: Disk, segment: num
  */
 export async function eachMapped(store: Store, disk: Disk, fn: (data: Buffer, k: number, index: number, shared: boolean) => Promise<void> | void): Promise<void> {
   const family = await familyOf(store, disk);
-  // Chunk by chunk, with a turn of the event loop between: a big table is never in memory at once, nor one
-  // long stretch of work.
-  for (const chunk of await store.storedChunks(disk)) {
-    const data = await store.chunk(disk, chunk);
+  for await (const { chunk, data } of store.chunks(disk)) {
     const others: Buffer[] = [];
     for (const f of family) if (f.segments > chunk * CHUNK_ENTRIES) others.push(await store.chunk(f, chunk));
     const n = data.length / ENTRY_BYTES;
@@ -69,6 +65,5 @@ export async function eachMapped(store: Store, disk: Disk, fn: (data: Buffer, k:
       const shared = others.some((o) => k < o.length / ENTRY_BYTES && mappedAt(o, k) && sameLocation(data, k, o, k));
       await fn(data, k, chunk * CHUNK_ENTRIES + k, shared);
     }
-    await turn();
   }
 }

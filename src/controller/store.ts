@@ -51,6 +51,8 @@ export type Prepare = (entry: Entry, length: number) => Promise<void>;
 export interface Attachment { diskId: number; disk: string; hostId: string; devId: number | null }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Chunks per query when walking a table (8 x 16 KiB). */
+const CHUNKS_PER_QUERY = 8;
 const ZERO_ENTRY: Entry = { states: STATE_ZERO, container: 0, offset: 0, alt: 0 };
 
 interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null; cow_mode: string; partial_mode: string; family_id: number | null }
@@ -167,12 +169,9 @@ export class Store {
       // Entries whose alternate location is there fail too: some of their blocks live only there.
       const altIn = new Set((await this.db.all<{ disk_id: number; segment: number }>('SELECT disk_id, segment FROM alternates WHERE container_id = ?', [c.id]))
         .map((a) => `${a.disk_id}/${a.segment}`));
-      // Disk by disk, chunk by chunk, a turn of the event loop each: never every table in memory at once.
-      const rows: Array<{ disk_id: number; chunk: number }> = [];
-      for (const d of await this.listDisks()) for (const chunk of await this.storedChunks(d)) rows.push({ disk_id: d.id, chunk });
-      for (const ref of rows) {
-        const row = { ...ref, data: (await this.db.get<{ data: Buffer }>('SELECT data FROM table_chunks WHERE disk_id = ? AND chunk = ?', [ref.disk_id, ref.chunk]))!.data };
-        await turn();
+      // Disk by disk, chunk by chunk: never every table in memory at once.
+      for (const d of await this.listDisks()) for await (const { chunk, data } of this.chunks(d)) {
+        const row = { disk_id: d.id, chunk, data };
         let changed = false;
         for (let k = 0; k < row.data.length / ENTRY_BYTES; k++) {
           const e = decodeEntry(row.data, k);
@@ -328,8 +327,7 @@ export class Store {
       [name, from.size, from.segmentSize, from.fillStates, from.containerId, readOnly ? 1 : 0, from.id, modes.cow ?? from.cow, modes.partial ?? from.partial, from.family]);
     // No-write on every mapped entry of the origin, set on the stored bytes (no decoding: a million entries
     // take milliseconds); the copy carries it too. Nothing is counted per segment (see sharing.ts).
-    const rows = await this.db.all<{ chunk: number; data: Buffer }>('SELECT chunk, data FROM table_chunks WHERE disk_id = ?', [from.id]);
-    for (const r of rows) {
+    for await (const r of this.chunks(from)) {
       let changed = false;
       for (let o = 4; o < r.data.length; o += ENTRY_BYTES) {
         const s = r.data[o];
@@ -464,6 +462,25 @@ export class Store {
     return (await this.db.all<{ chunk: number }>('SELECT chunk FROM table_chunks WHERE disk_id = ? ORDER BY chunk', [disk.id])).map((r) => r.chunk);
   }
 
+  /**
+   * The disk's stored chunks in order, fetched a few per query, with a turn of the event loop before each:
+   * how every walk over a table goes (info, check, migration, snapshot, fail, rm), so its cost follows what
+   * the table holds and no stretch of it keeps pings and faults waiting. Inside a transaction it reads the
+   * transaction's view; a chunk the caller rewrites as it goes is not fetched again.
+   */
+  async *chunks(disk: Disk): AsyncGenerator<{ chunk: number; data: Buffer }> {
+    for (let after = -1; ;) {
+      const rows = await this.db.all<{ chunk: number; data: Buffer }>(
+        'SELECT chunk, data FROM table_chunks WHERE disk_id = ? AND chunk > ? ORDER BY chunk LIMIT ?', [disk.id, after, CHUNKS_PER_QUERY]);
+      for (const r of rows) {
+        await turn();
+        yield r;
+      }
+      if (rows.length < CHUNKS_PER_QUERY) return;
+      after = rows[rows.length - 1].chunk;
+    }
+  }
+
   async getEntries(disk: Disk, first: number, count: number): Promise<Entry[]> {
     checkRange(disk, first, count);
     const out: Entry[] = [];
@@ -548,12 +565,10 @@ export class Store {
     // What the table holds, chunk by chunk (an absent chunk is its fill state, counted at once): the cost
     // follows the stored entries, not the disk's size, and each chunk is one turn of the event loop.
     let stored = 0;
-    for (const chunk of await this.storedChunks(disk)) {
-      const data = await this.chunk(disk, chunk);
+    for await (const { data } of this.chunks(disk)) {
       const n = data.length / ENTRY_BYTES;
       for (let k = 0; k < n; k++) tally(decodeEntry(data, k), 1);
       stored += n;
-      await turn();
     }
     tally({ ...ZERO_ENTRY, states: disk.fillStates }, disk.segments - stored);
     const alts = await this.db.all<{ container_id: number }>('SELECT container_id FROM alternates WHERE disk_id = ?', [disk.id]);
