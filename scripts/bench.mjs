@@ -5,12 +5,14 @@
 // without device start, controller-side faults) also runs natively here first, where times mean something.
 // The snapshot benchmarks (scripts/bench-snapshot.mjs) likewise: their ublk-free part (snapshot requests with a
 // stand-in agent attached, controller-side copy-on-write, clone chains) always runs natively here first.
+// The controller's event-loop stalls per management operation on a 1 TiB thick disk (src/bench/stalls.ts) run
+// natively here too (--no-stalls skips them).
 // Options: --runtime S, --rounds N (fio), --faults N (map faults per queue depth), --cows N (first writes after a
 // snapshot per queue depth), --snapshot-thick GiB (the host part's thick disk, default 1024), --no-controller, --no-snapshot.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { hostTableBench, printHost } from './bench-controller.mjs';
 import { hostSnapshotBench, printSnapshotHost } from './bench-snapshot.mjs';
 import { ensureTools } from './ensure-tools.mjs';
@@ -46,13 +48,25 @@ if (!args.includes('--no-snapshot')) {
     console.error(`bench: the host part of the snapshot benchmarks failed: ${err.stack ?? err}`);
   }
 }
+let stalls;
+if (!args.includes('--no-stalls')) {
+  try {
+    const { stallBench } = await import(pathToFileURL(path.join(root, 'dist', 'bench', 'stalls.js')).href);
+    stalls = await stallBench({ log: (m) => console.error(`bench: ${m}`) });
+  } catch (err) {
+    stalls = { error: String(err.message ?? err) };
+    console.error(`bench: the stall benchmark failed: ${err.stack ?? err}`);
+  }
+}
 const r = spawnSync(cmd[0], cmd.slice(1), { stdio: 'inherit', cwd: root });
-if ((host || snap) && fs.existsSync(outFile)) {
+if ((host || snap || stalls) && fs.existsSync(outFile)) {
   const report = JSON.parse(fs.readFileSync(outFile, 'utf8'));
+  if (stalls) report.stalls = stalls;
   if (host) report.controller = { ...report.controller, hostNative: host };
   if (snap) report.snapshot = { ...report.snapshot, hostNative: snap };
   fs.writeFileSync(outFile, JSON.stringify(report, null, 2) + '\n');
 }
 if (host && !host.error) printHost(host);
 if (snap && !snap.error) printSnapshotHost(snap);
-process.exit(r.status !== 0 ? (r.status ?? 1) : host?.error || snap?.error ? 1 : 0);
+if (stalls && !stalls.error) (await import(pathToFileURL(path.join(root, 'dist', 'bench', 'stalls.js')).href)).printStalls(stalls);
+process.exit(r.status !== 0 ? (r.status ?? 1) : host?.error || snap?.error || stalls?.error ? 1 : 0);
