@@ -13,6 +13,8 @@ import { KeyedMutex } from '../util/mutex.js';
 import { answerFault, type FaultRequest } from './faults.js';
 import type { SegmentIo } from './segment-io.js';
 import { copyOutDone } from './copy-out.js';
+import { ThinBatcher } from './thin-batch.js';
+import { FAULT_WRITE } from '../io/translator.js';
 import { alternateOf, fold, listAlternates } from './partial.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
 import type { Attachment, Disk, Store } from './store.js';
@@ -36,6 +38,8 @@ export class Attachments {
   private holds = new Map<number, Array<[number, number]>>();
   /** Attaches in progress ("diskId/hostId"): their devId-less records are not reconciliation's to complete. */
   private readonly attaching = new Set<string>();
+  /** Group commit of first writes into thin segments (made on the first such fault: it needs the SegmentIo). */
+  thin: ThinBatcher | undefined;
 
   constructor(private readonly store: Store, private readonly agents: AgentRegistry, private readonly log: (m: string) => void) {}
 
@@ -210,6 +214,19 @@ export class Attachments {
    * copy-out first moves every other sharer's agents to the copy (outside this disk's lock: it takes theirs).
    */
   async fault(from: Connection, disk: Disk, f: FaultRequest, io: SegmentIo): Promise<FaultAnswer> {
+    // The first write into a thin segment (the agent saw exactly Zero): grouped with its disk's others.
+    if (f.op === FAULT_WRITE && f.states === STATE_ZERO) {
+      this.thin ??= new ThinBatcher(this.store, io, this.locks, {
+        isHeld: (id, segment) => this.isHeld(id, segment),
+        pushAnswer: (c, d, segment, answer) => this.pushAnswer(c, d, segment, answer),
+        single: (c, d, req) => this.faultOne(c, d, req, io),
+      });
+      return this.thin.fault(from, disk, f);
+    }
+    return this.faultOne(from, disk, f, io);
+  }
+
+  private async faultOne(from: Connection, disk: Disk, f: FaultRequest, io: SegmentIo): Promise<FaultAnswer> {
     let outcome = await this.locks.run(disk.id, async () => {
       const o = await answerFault(this.store, io, disk, f, this.isHeld(disk.id, f.segment));
       if (!o.copyOut) await this.pushAnswer(from, disk, f.segment, o.answer);

@@ -64,6 +64,31 @@ export class SegmentIo {
    */
   async zero(containerId: number, offset: number, length: number): Promise<void> {
     const fd = await this.fd(containerId);
+    await this.zeroRange(fd, offset, length);
+    await this.ops.fdatasync(fd);
+  }
+
+  /**
+   * zero() for many segments of `length` bytes (a batch of faults): adjacent ones as one range, and one
+   * fdatasync per container for the lot.
+   */
+  async zeroMany(locs: Location[], length: number): Promise<void> {
+    const byContainer = new Map<number, number[]>();
+    for (const l of locs) byContainer.set(l.container, [...(byContainer.get(l.container) ?? []), l.offset]);
+    await Promise.all([...byContainer].map(async ([container, offsets]) => {
+      const fd = await this.fd(container);
+      offsets.sort((a, b) => a - b);
+      for (let i = 0; i < offsets.length;) {
+        let j = i + 1;
+        while (j < offsets.length && offsets[j] === offsets[j - 1] + length) j++;
+        await this.zeroRange(fd, offsets[i], (j - i) * length);
+        i = j;
+      }
+      await this.ops.fdatasync(fd);
+    }));
+  }
+
+  private async zeroRange(fd: number, offset: number, length: number): Promise<void> {
     const modes = [abi.FALLOC_FL_PUNCH_HOLE | abi.FALLOC_FL_KEEP_SIZE, abi.FALLOC_FL_ZERO_RANGE | abi.FALLOC_FL_KEEP_SIZE];
     let zeroed = false;
     for (const mode of modes) {
@@ -83,7 +108,6 @@ export class SegmentIo {
         done += n;
       }
     }
-    await this.ops.fdatasync(fd);
   }
 
   /** Drops the cached descriptor of a container (removed or failed): ids are never reused, fds are. */

@@ -546,6 +546,62 @@ export class Store {
     });
   }
 
+  /**
+   * allocateSegment for many Zero segments of one disk at once (group commit): one transaction reserves a
+   * segment for each, `zero` zeroes them all (outside any transaction, durably), one transaction maps every
+   * one whose entry is still Zero. Returns the new entries by segment; a segment that was not Zero (at plan
+   * or at commit) is absent and its reservation goes back. ENOSPC reserves nothing (the caller goes one by one).
+   */
+  async allocateSegments(disk: Disk, segments: number[], zero: (locs: Entry[], length: number) => Promise<void>): Promise<Map<number, Entry>> {
+    const units = disk.segmentSize / LOCATION_UNIT;
+    for (const s of segments) checkRange(disk, s, 1);
+    const planned = await this.db.transaction(async () => {
+      const out: Array<{ segment: number; loc: Entry }> = [];
+      for (const segment of new Set(segments)) {
+        const [e] = await this.getEntries(disk, segment, 1);
+        if (e.states !== STATE_ZERO) continue;
+        out.push({ segment, loc: await this.allocateUnits(disk, undefined, true) });
+      }
+      return out;
+    });
+    const giveBack = (list: Array<{ loc: Entry }>) => this.db.transaction(async () => {
+      for (const p of list) await this.alloc.unreserve(runOf(p.loc, units));
+    });
+    try {
+      // Before the mappings commit: a crash before the segments read as zeros leaves them unmapped.
+      if (planned.length) await zero(planned.map((p) => p.loc), disk.segmentSize);
+    } catch (err) {
+      await giveBack(planned);
+      throw err;
+    }
+    return this.db.transaction(async () => {
+      const mapped = new Map<number, Entry>();
+      const left: typeof planned = [];
+      for (const p of planned) {
+        const [e] = await this.getEntries(disk, p.segment, 1);
+        if (e.states !== STATE_ZERO) {
+          left.push(p);
+          continue;
+        }
+        await this.alloc.claim(runOf(p.loc, units));
+        mapped.set(p.segment, p.loc);
+      }
+      // One rewrite per chunk, however many of its entries changed.
+      const byChunk = new Map<number, Array<[number, Entry]>>();
+      for (const [segment, e] of mapped) {
+        const c = Math.floor(segment / CHUNK_ENTRIES);
+        byChunk.set(c, [...(byChunk.get(c) ?? []), [segment, e]]);
+      }
+      for (const [c, list] of byChunk) {
+        const data = await this.chunk(disk, c);
+        for (const [segment, e] of list) encodeEntry(data, segment - c * CHUNK_ENTRIES, e);
+        await this.putChunk(disk.id, c, data);
+      }
+      for (const p of left) await this.alloc.unreserve(runOf(p.loc, units));
+      return mapped;
+    });
+  }
+
   async diskInfo(name: string): Promise<DiskInfo> {
     const disk = await this.disk(name);
     const byState: Record<string, number> = { mapped: 0, zero: 0, invalid: 0, error: 0, noWrite: 0 };

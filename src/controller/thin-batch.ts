@@ -1,0 +1,84 @@
+// Group commit for the commonest fault: the first write into a thin (Zero) segment. Such faults of one disk
+// that arrive while its lock is busy wait together; when the lock comes free they are allocated as one batch
+// (store.allocateSegments: one transaction to reserve, one zeroing pass with one fdatasync per container,
+// one transaction to map), so concurrent first writes share the commits instead of queueing for one each.
+// Durability is unchanged: every answer goes out after the commit that maps its segment.
+import type { Connection } from '../protocol/connection.js';
+import type { FaultAnswer } from '../agent/agent-disk.js';
+import type { Entry } from '../table/mapping-table.js';
+import type { KeyedMutex } from '../util/mutex.js';
+import type { FaultRequest } from './faults.js';
+import type { SegmentIo } from './segment-io.js';
+import type { Disk, Store } from './store.js';
+
+interface Waiting { from: Connection; f: FaultRequest; resolve: (a: FaultAnswer) => void; reject: (err: unknown) => void }
+
+export interface ThinBatchHooks {
+  /** A held (No-write by the operator) segment: its writes are not allocated here. */
+  isHeld(diskId: number, segment: number): boolean;
+  /** Sends a new mapping to the disk's other holders; the caller holds the disk's lock. */
+  pushAnswer(from: Connection, disk: Disk, segment: number, answer: FaultAnswer): Promise<void>;
+  /** The one-fault path, for every fault the batch does not settle (it takes the lock itself). */
+  single(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer>;
+}
+
+export class ThinBatcher {
+  private readonly waiting = new Map<number, Waiting[]>();
+  /** Batches run and faults settled by them: what tests observe to know faults were grouped. */
+  readonly stats = { batches: 0, faults: 0 };
+
+  constructor(private readonly store: Store, private readonly io: SegmentIo, private readonly locks: KeyedMutex<number>,
+    private readonly hooks: ThinBatchHooks) {}
+
+  /** Answers a write fault the agent saw on a Zero entry, in the next batch of its disk. */
+  fault(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer> {
+    return new Promise((resolve, reject) => {
+      let list = this.waiting.get(disk.id);
+      if (!list) {
+        list = [];
+        this.waiting.set(disk.id, list);
+        // The first fault of a batch queues for the lock; the ones arriving meanwhile join it.
+        void this.locks.run(disk.id, () => this.run(disk)).catch(() => {});
+      }
+      list.push({ from, f, resolve, reject });
+    });
+  }
+
+  private async run(disk: Disk): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve)); // earlier replies first (see Attachments.withDisk)
+    const batch = this.waiting.get(disk.id) ?? [];
+    this.waiting.delete(disk.id);
+    const eligible = disk.readOnly ? [] : batch.filter((w) => Number.isInteger(w.f.segment) && w.f.segment >= 0 &&
+      w.f.segment < disk.segments && !this.hooks.isHeld(disk.id, w.f.segment));
+    let mapped = new Map<number, Entry>();
+    if (eligible.length > 0) {
+      try {
+        mapped = await this.store.allocateSegments(disk, eligible.map((w) => w.f.segment), (locs, length) => this.io.zeroMany(locs, length));
+      } catch {
+        mapped = new Map(); // ENOSPC or a failed zeroing: each fault finds its own answer below
+      }
+    }
+    const rest: Waiting[] = [];
+    const pushed = new Set<number>();
+    for (const w of batch) {
+      const entry = mapped.get(w.f.segment);
+      if (!entry) {
+        rest.push(w);
+        continue;
+      }
+      const answer: FaultAnswer = { action: 'entry', entry, allocated: true };
+      try {
+        if (!pushed.has(w.f.segment)) await this.hooks.pushAnswer(w.from, disk, w.f.segment, answer);
+        pushed.add(w.f.segment);
+        this.stats.faults++;
+        w.resolve(answer);
+      } catch (err) {
+        w.reject(err);
+      }
+    }
+    if (mapped.size > 0) this.stats.batches++;
+    // Not settled here (not Zero any more, held, read-only, out of range, no space): the one-fault path,
+    // after this lock is released.
+    for (const w of rest) setImmediate(() => { this.hooks.single(w.from, disk, w.f).then(w.resolve, w.reject); });
+  }
+}
