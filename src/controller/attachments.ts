@@ -218,7 +218,7 @@ export class Attachments {
     if (f.op === FAULT_WRITE && f.states === STATE_ZERO) {
       this.thin ??= new ThinBatcher(this.store, io, this.locks, {
         isHeld: (id, segment) => this.isHeld(id, segment),
-        pushAnswer: (c, d, segment, answer) => this.pushAnswer(c, d, segment, answer),
+        pushEntries: (d, items) => this.pushEntries(d, items),
         single: (c, d, req) => this.faultOne(c, d, req, io),
       });
       return this.thin.fault(from, disk, f);
@@ -258,6 +258,17 @@ export class Attachments {
     await new Promise((resolve) => setImmediate(resolve)); // earlier replies first (see withDisk)
     await this.toHolders(disk, async (conn) => {
       if (conn !== from) await this.sendEntry(conn, disk, segment, answer.entry, answer.alternate, answer.reclaimed === true);
+    });
+  }
+
+  /**
+   * New mappings of a batch of faults to every holder, each but to the agent that faulted it (the entries
+   * sent concurrently per holder: a batch's pushes cost one round of messages, not one per fault).
+   */
+  private async pushEntries(disk: Disk, items: Array<{ from: Connection; segment: number; entry: Entry }>): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve)); // earlier replies first (see withDisk)
+    await this.toHolders(disk, async (conn) => {
+      await Promise.all(items.filter((it) => it.from !== conn).map((it) => this.sendEntry(conn, disk, it.segment, it.entry, undefined, false)));
     });
   }
 

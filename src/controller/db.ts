@@ -77,18 +77,27 @@ export class Db {
    * Called inside a transaction, fn joins it (its writes commit or roll back with the outer one).
    * fn must not wait for file I/O or other requests: every other write waits for it.
    */
-  transaction<T>(fn: () => Promise<T>): Promise<T> {
+  transaction<T>(fn: () => Promise<T>, o: { durable?: boolean } = {}): Promise<T> {
     if (this.inTransaction) return fn();
+    // durable: false commits without its own fsync (synchronous = NORMAL for this one transaction). For
+    // steps that nobody is answered on and that a crash may undo (a staged flow's reservation: recovered or
+    // simply gone at start): the next durable commit's fsync of the WAL covers them, in order.
+    const lazy = o.durable === false;
     const next = this.queue.then(() => this.tx.run({ db: this }, async () => {
-      await execOn(this.writer, 'BEGIN IMMEDIATE');
+      if (lazy) await execOn(this.writer, 'PRAGMA synchronous = NORMAL');
       try {
-        const result = await fn();
-        await execOn(this.writer, 'COMMIT');
-        this.stats.transactions++;
-        return result;
-      } catch (err) {
-        await execOn(this.writer, 'ROLLBACK').catch(() => {});
-        throw err;
+        await execOn(this.writer, 'BEGIN IMMEDIATE');
+        try {
+          const result = await fn();
+          await execOn(this.writer, 'COMMIT');
+          this.stats.transactions++;
+          return result;
+        } catch (err) {
+          await execOn(this.writer, 'ROLLBACK').catch(() => {});
+          throw err;
+        }
+      } finally {
+        if (lazy) await execOn(this.writer, 'PRAGMA synchronous = FULL');
       }
     }));
     this.queue = next.catch(() => {});

@@ -429,7 +429,7 @@ export class Store {
           return entry;
         },
       };
-    });
+    }, { lazyPlan: true });
   }
 
   // ---- tables
@@ -543,7 +543,7 @@ export class Store {
           return entry;
         },
       };
-    });
+    }, { lazyPlan: true });
   }
 
   /**
@@ -555,15 +555,32 @@ export class Store {
   async allocateSegments(disk: Disk, segments: number[], zero: (locs: Entry[], length: number) => Promise<void>): Promise<Map<number, Entry>> {
     const units = disk.segmentSize / LOCATION_UNIT;
     for (const s of segments) checkRange(disk, s, 1);
-    const planned = await this.db.transaction(async () => {
-      const out: Array<{ segment: number; loc: Entry }> = [];
-      for (const segment of new Set(segments)) {
-        const [e] = await this.getEntries(disk, segment, 1);
-        if (e.states !== STATE_ZERO) continue;
-        out.push({ segment, loc: await this.allocateUnits(disk, undefined, true) });
+    const unique = [...new Set(segments)].sort((x, y) => x - y);
+    // The entries, one read per chunk (inside the caller's transaction: its view).
+    const entriesOf = async (list: number[]): Promise<Map<number, Entry>> => {
+      const out = new Map<number, Entry>();
+      let chunk = -1;
+      let data: Buffer = Buffer.alloc(0);
+      for (const s of list) {
+        const c = Math.floor(s / CHUNK_ENTRIES);
+        if (c !== chunk) data = await this.chunk(disk, (chunk = c));
+        out.set(s, decodeEntry(data, s - c * CHUNK_ENTRIES));
       }
       return out;
-    });
+    };
+    const planned = await this.db.transaction(async () => {
+      const now = await entriesOf(unique);
+      const zeroes = unique.filter((s) => now.get(s)!.states === STATE_ZERO);
+      if (zeroes.length === 0) return [];
+      // One run above a bump pointer when the preferred container (or any) has room: three statements for
+      // the lot; else segment by segment, reused extents included.
+      const pref = (await this.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id]))?.container_id ?? null;
+      const run = await this.alloc.run(units, zeroes.length, pref, true);
+      if (run) return zeroes.map((segment, i) => ({ segment, loc: { states: 0, container: run.container, offset: (run.unit + i * units) * LOCATION_UNIT, alt: 0 } }));
+      const out: Array<{ segment: number; loc: Entry }> = [];
+      for (const segment of zeroes) out.push({ segment, loc: await this.allocateUnits(disk, undefined, true) });
+      return out;
+    }, { durable: false }); // reservations only: the mapping commit below is durable and covers them
     const giveBack = (list: Array<{ loc: Entry }>) => this.db.transaction(async () => {
       for (const p of list) await this.alloc.unreserve(runOf(p.loc, units));
     });
@@ -575,17 +592,13 @@ export class Store {
       throw err;
     }
     return this.db.transaction(async () => {
+      const now = await entriesOf(planned.map((p) => p.segment));
       const mapped = new Map<number, Entry>();
-      const left: typeof planned = [];
       for (const p of planned) {
-        const [e] = await this.getEntries(disk, p.segment, 1);
-        if (e.states !== STATE_ZERO) {
-          left.push(p);
-          continue;
-        }
-        await this.alloc.claim(runOf(p.loc, units));
-        mapped.set(p.segment, p.loc);
+        if (now.get(p.segment)!.states !== STATE_ZERO) await this.alloc.unreserve(runOf(p.loc, units)); // changed meanwhile
+        else mapped.set(p.segment, p.loc);
       }
+      for (const r of coalesce([...mapped.values()].map((e) => runOf(e, units)))) await this.alloc.claim(r);
       // One rewrite per chunk, however many of its entries changed.
       const byChunk = new Map<number, Array<[number, Entry]>>();
       for (const [segment, e] of mapped) {
@@ -597,7 +610,6 @@ export class Store {
         for (const [segment, e] of list) encodeEntry(data, segment - c * CHUNK_ENTRIES, e);
         await this.putChunk(disk.id, c, data);
       }
-      for (const p of left) await this.alloc.unreserve(runOf(p.loc, units));
       return mapped;
     });
   }
@@ -705,7 +717,7 @@ export class Store {
   // ---- allocation internals (callers hold a transaction)
 
   /** One transaction over entry `segment`: fn sees it and may replace it with put() (the chunk is rewritten). */
-  updateEntry<T>(disk: Disk, segment: number, fn: (e: Entry, put: (e: Entry) => Promise<void>) => Promise<T>): Promise<T> {
+  updateEntry<T>(disk: Disk, segment: number, fn: (e: Entry, put: (e: Entry) => Promise<void>) => Promise<T>, o: { durable?: boolean } = {}): Promise<T> {
     checkRange(disk, segment, 1);
     return this.db.transaction(async () => {
       const chunk = Math.floor(segment / CHUNK_ENTRIES);
@@ -715,7 +727,7 @@ export class Store {
         encodeEntry(data, k, e);
         await this.putChunk(disk.id, chunk, data);
       });
-    });
+    }, o);
   }
 
   async putChunk(diskId: number, chunk: number, data: Buffer): Promise<void> {
@@ -756,19 +768,22 @@ export class Store {
    * transaction only if the entry is still the planned one (else everything starts over); it names the
    * reserved segments it keeps with use(), and the others go back. A failure returns every reservation.
    */
-  async staged<T>(disk: Disk, segment: number, plan: Plan<T>): Promise<T> {
+  async staged<T>(disk: Disk, segment: number, plan: Plan<T>, o: { lazyPlan?: boolean } = {}): Promise<T> {
     const units = disk.segmentSize / LOCATION_UNIT;
     for (let attempt = 1; ; attempt++) {
       const reserved: Run[] = [];
       let planned: Entry | undefined;
+      // lazyPlan: the plan only reserves (it never puts), so it commits without its own fsync: a crash may
+      // undo a reservation nobody names yet, and the durable commit that maps it covers it.
       const step = await this.updateEntry(disk, segment, (e, put) => {
         planned = e;
-        return plan(e, put, async (pinned) => {
+        const putGuarded = o.lazyPlan ? () => { throw new VdiskError('a lazy plan must not change the entry', { code: 'EINVAL' }); } : put;
+        return plan(e, putGuarded, async (pinned) => {
           const loc = await this.allocateUnits(disk, pinned, true);
           reserved.push(runOf(loc, units));
           return loc;
         });
-      });
+      }, { durable: !o.lazyPlan });
       if ('done' in step) return step.done;
       let result: T | typeof RETRY;
       try {

@@ -16,8 +16,8 @@ interface Waiting { from: Connection; f: FaultRequest; resolve: (a: FaultAnswer)
 export interface ThinBatchHooks {
   /** A held (No-write by the operator) segment: its writes are not allocated here. */
   isHeld(diskId: number, segment: number): boolean;
-  /** Sends a new mapping to the disk's other holders; the caller holds the disk's lock. */
-  pushAnswer(from: Connection, disk: Disk, segment: number, answer: FaultAnswer): Promise<void>;
+  /** Sends new mappings to the disk's holders, each but to its faulting agent; the caller holds the disk's lock. */
+  pushEntries(disk: Disk, items: Array<{ from: Connection; segment: number; entry: Entry }>): Promise<void>;
   /** The one-fault path, for every fault the batch does not settle (it takes the lock itself). */
   single(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer>;
 }
@@ -59,22 +59,26 @@ export class ThinBatcher {
       }
     }
     const rest: Waiting[] = [];
-    const pushed = new Set<number>();
+    const settled: Waiting[] = [];
+    const items: Array<{ from: Connection; segment: number; entry: Entry }> = [];
+    const seen = new Set<number>();
     for (const w of batch) {
       const entry = mapped.get(w.f.segment);
       if (!entry) {
         rest.push(w);
         continue;
       }
-      const answer: FaultAnswer = { action: 'entry', entry, allocated: true };
-      try {
-        if (!pushed.has(w.f.segment)) await this.hooks.pushAnswer(w.from, disk, w.f.segment, answer);
-        pushed.add(w.f.segment);
-        this.stats.faults++;
-        w.resolve(answer);
-      } catch (err) {
-        w.reject(err);
-      }
+      settled.push(w);
+      if (!seen.has(w.f.segment)) items.push({ from: w.from, segment: w.f.segment, entry });
+      seen.add(w.f.segment);
+    }
+    // Committed: the other holders get the new entries, then the writers their answers.
+    try {
+      if (items.length) await this.hooks.pushEntries(disk, items);
+      for (const w of settled) w.resolve({ action: 'entry', entry: mapped.get(w.f.segment)!, allocated: true });
+      this.stats.faults += settled.length;
+    } catch (err) {
+      for (const w of settled) w.reject(err);
     }
     if (mapped.size > 0) this.stats.batches++;
     // Not settled here (not Zero any more, held, read-only, out of range, no space): the one-fault path,

@@ -59,6 +59,8 @@ t.test('FLUSH and FUA reach the container', async (t) => {
 });
 
 t.test('a FLUSH reaches each of the disk\'s containers, more than a request\'s record budget, and no other disk\'s', async (t) => {
+  const t0 = Date.now();
+  const mark = (what: string) => t.comment(`${what} at ${Date.now() - t0} ms`);
   const c = await Cluster.start('vd-flush-many');
   const loops: string[] = [];
   // Loop devices show each container's flushes; over tmpfs files their own flushes cost nothing.
@@ -83,11 +85,15 @@ t.test('a FLUSH reaches each of the disk\'s containers, more than a request\'s r
   writeDirect(await c.attach('e'), 0, crypto.randomBytes(MB));
   const n = 16; // one 1 MiB segment each: more containers than the 15 fdatasyncs a request's records hold
   const mine: string[] = [];
+  mark('the other disk written');
   for (let k = 0; k < n; k++) mine.push(await loopOf(`c${k}`));
+  mark(`${n} containers added`);
   await c.ok('create', 'd', '--size', `${n}M`);
   const dev = await c.attach('d', 'h1', '--queues', '1', '--depth', '1');
   const data = crypto.randomBytes(n * MB);
+  mark('attached');
   writeDirect(dev, 0, data);
+  mark('written');
   const name = (l: string) => l.replace('/dev/', '');
   const before = mine.map((l) => flushes(name(l)));
   const otherBefore = flushes(name(other));

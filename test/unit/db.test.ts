@@ -103,3 +103,16 @@ t.test('during a copy-out, another request reads the sharer\'s committed entry, 
   t.same(after, before, 'nothing of the failed copy-out remains');
   t.ok(after.states & STATE_NO_WRITE, 'still shared No-write');
 });
+
+t.test('a lazy transaction commits without its own fsync; every other one stays synchronous = FULL', async (t) => {
+  const db = await Db.open(path.join(tmpdir(t), 'l.db'));
+  t.teardown(() => db.close());
+  await db.exec('CREATE TABLE x (v INTEGER)');
+  const level = () => db.get<{ synchronous: number }>('PRAGMA synchronous').then((r) => r?.synchronous);
+  t.equal(await db.transaction(level), 2, 'FULL by default');
+  t.equal(await db.transaction(async () => { await db.run('INSERT INTO x VALUES (1)'); return level(); }, { durable: false }), 1, 'NORMAL inside a lazy one');
+  t.equal(await db.transaction(level), 2, 'FULL again after it');
+  await t.rejects(db.transaction(async () => { throw new Error('boom'); }, { durable: false }), /boom/);
+  t.equal(await db.transaction(level), 2, 'and after a lazy one that rolled back');
+  t.same(await db.all('SELECT v FROM x'), [{ v: 1 }], 'the lazy commit is there');
+});
