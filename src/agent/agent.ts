@@ -138,11 +138,16 @@ export class Agent {
    */
   private async drainSuspended(): Promise<void> {
     const budget = leaseDrainMs(this.leaseMs);
+    const started = Date.now();
     const results = await Promise.allSettled([...this.disks.values()].map((d) => d.barrier(budget)));
     if (!this.suspended) return; // the controller came back meanwhile
     const stuck = results.filter((r) => r.status === 'rejected').length;
-    if (stuck) this.log(`${stuck} disk(s) still have requests from before the suspension after ${budget} ms: their containers may be stuck`);
-    else this.drained = true;
+    if (stuck) {
+      this.log(`${stuck} disk(s) still have requests from before the suspension after ${budget} ms: their containers may be stuck`);
+    } else {
+      this.drained = true;
+      this.log(`suspended: every request planned before it has completed (${results.length} disk(s), ${Date.now() - started} ms)`);
+    }
   }
 
   /** The lease's state, for tests and status: suspended (tables Invalid) and drained. */

@@ -81,6 +81,9 @@ t.test('kill -9 of the controller during writes, and the lease', async (t) => {
   t.notOk(pending.done(), 'while a write to an unallocated segment waits for the controller');
   t.equal(inflight(dev).writes, 1, 'in flight on the device');
   await waitFor('the agent to suspend I/O at the end of its 30 s lease', () => /lease of 30000 ms expired/.test(c.log('agent-h1.log')));
+  // The controller would act at lease + check + drain budget: by then the agent has drained its device.
+  await waitFor('the agent to drain its device', () => /suspended: every request planned before it has completed \(1 disk/.test(c.log('agent-h1.log')));
+  t.notOk(/may be stuck/.test(c.log('agent-h1.log')), 'within the drain budget, with a write still parked on a fault');
   const suspended = tracked(readDirectAsync(dev, 0, 4096));
   await waitFor('the read to be in flight on the device', () => inflight(dev).reads >= 1 || suspended.done());
   t.notOk(suspended.done(), 'past the lease, even a mapped read is suspended (in flight, unanswered)');

@@ -83,3 +83,23 @@ t.test('thin disks, ext4, two disks on two containers', async (t) => {
   await c.ok('container', 'rm', 'c2');
   t.pass('after detach, rm of the disk and of its container succeed');
 });
+
+t.test('a thick disk made of a removed disk\'s segments reads zeros through its device, not the old data', async (t) => {
+  const c = await Cluster.start('vd-thick-reuse');
+  t.teardown(() => c.stop());
+  await c.container('c1', '16M'); // room for exactly one 16 MiB disk: the thick one must reuse every segment
+  await c.ok('create', 'old', '--size', '16M', '--container', 'c1');
+  const pattern = Buffer.alloc(16 * MB, 0xab);
+  writeDirect(await c.attach('old'), 0, pattern);
+  await c.ok('detach', 'old');
+  await c.ok('rm', 'old');
+  // Freed segments wait out their quarantine first: until then there is no room for the thick disk.
+  await c.until('a thick create fits once the freed segments are reusable', async () =>
+    (await c.vdisk('create', 'new', '--size', '16M', '--container', 'c1', '--thick')).status === 0, 60_000);
+  const info = await c.json<Info>('info', 'new');
+  t.same(info.perContainer, { c1: 16 * MB }, 'every segment of the new disk is mapped, on c1');
+  const dev = await c.attach('new');
+  const got = readDirect(dev, 0, 16 * MB);
+  t.ok(got.equals(Buffer.alloc(16 * MB)), `the new disk reads zeros (${got.indexOf(0xab) < 0 ? 'no' : 'some'} bytes of the old pattern)`);
+  t.equal(...(await c.check()));
+});
