@@ -4,6 +4,7 @@ import { Command, UsageError } from 'clipanion';
 import { checkHostId, defaultHostId } from '../agent/host-id.js';
 import { parseSize } from '../util/size.js';
 import { COW_MODES, PARTIAL_MODES, type Modes } from '../controller/modes.js';
+import { checkName } from '../controller/names.js';
 
 export abstract class VdiskCommand extends Command {
   abstract run(): Promise<number>;
@@ -12,7 +13,11 @@ export abstract class VdiskCommand extends Command {
     try {
       return await this.run();
     } catch (err) {
-      if (err instanceof UsageError) throw err;
+      if (err instanceof UsageError) {
+        // On stderr (clipanion would print it on stdout, mixed with results), with this command's usage.
+        this.context.stderr.write(this.cli.error(err, { command: this }));
+        return 1;
+      }
       const message = err instanceof Error ? err.message : String(err);
       this.context.stderr.write(`vdisk: ${message}\n`);
       if (process.env.VDISK_DEBUG && err instanceof Error) this.context.stderr.write(`${err.stack}\n`);
@@ -28,6 +33,22 @@ export function intOption(name: string, text: string | undefined, def: number, m
     throw new UsageError(`${name} must be a whole number from ${min} to ${max}, not "${text}"`);
   }
   return v;
+}
+
+/** A required option: checked here so that leaving it out says so (clipanion reports "command not found"). */
+export function requireOption(name: string, value: string | undefined): string {
+  if (value === undefined) throw new UsageError(`${name} is required`);
+  return value;
+}
+
+/** A container, disk or snapshot name, checked before anything is sent: a bad one is a usage mistake. */
+export function nameOption(kind: string, name: string): string {
+  try {
+    checkName(kind, name);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return name;
 }
 
 /** --host-id, defaulting to this host's name; a malformed id is a usage error. */

@@ -44,6 +44,8 @@ export class Allocator {
       await this.db.run('INSERT INTO allocations (container_id, unit, units, refcount, pending) VALUES (?, ?, ?, 1, ?)', [c.id, unit, units, pending ? 1 : 0]);
       return { states: 0, container: c.id, offset: unit * LOCATION_UNIT, alt: 0 };
     }
+    const failed = only === null ? undefined : await this.db.get<{ name: string }>('SELECT name FROM containers WHERE id = ? AND failed = 1', [only]);
+    if (failed) throw new VdiskError(`no space: the disk's container ${failed.name} has failed, and nothing new is allocated on a failed container`, { code: 'ENOSPC' });
     throw new VdiskError(`no space left: no ${only === null ? '' : 'preferred '}container can hold another ${what}`, { code: 'ENOSPC' });
   }
 

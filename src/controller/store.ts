@@ -17,6 +17,7 @@ import { migrate } from './schema.js';
 import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js';
 import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
 import { ensureDir } from '../util/dirs.js';
+import { checkName } from './names.js';
 
 export interface Container { id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number }
 export interface Disk {
@@ -50,17 +51,12 @@ export type Zero = (container: number, offset: number, length: number) => Promis
 export type Prepare = (entry: Entry, length: number) => Promise<void>;
 export interface Attachment { diskId: number; disk: string; hostId: string; devId: number | null }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** Chunks per query when walking a table (8 x 16 KiB). */
 const CHUNKS_PER_QUERY = 8;
 const ZERO_ENTRY: Entry = { states: STATE_ZERO, container: 0, offset: 0, alt: 0 };
 
 interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null; cow_mode: string; partial_mode: string; family_id: number | null }
 interface ContainerRow { id: number; name: string; path: string; size: number; next_unit: number; failed: number }
-
-function checkName(kind: string, name: string): void {
-  if (!NAME.test(name)) throw new VdiskError(`${kind} name "${name}" must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`, { code: 'EINVAL' });
-}
 
 function toDisk(r: DiskRow): Disk {
   return {

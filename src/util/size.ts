@@ -5,7 +5,8 @@ export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$/i.exec(text);
   if (!m) throw new RangeError(`"${text}" is not a size (examples: 4096, 64K, 1M, 10G)`);
   const value = Number(m[1]) * UNITS[m[2].toUpperCase()];
-  if (!Number.isSafeInteger(value)) throw new RangeError(`"${text}" is not a whole number of bytes`);
+  if (!Number.isInteger(value)) throw new RangeError(`"${text}" is not a whole number of bytes`);
+  if (!Number.isSafeInteger(value)) throw new RangeError(`"${text}" is too large: sizes must be below 8P (2^53 bytes)`);
   return value;
 }
 

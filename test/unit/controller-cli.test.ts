@@ -60,7 +60,7 @@ t.test('containers and disks: thin, thick, info, refusals, reclaim', async (t) =
 
   t.equal((await vdisk('create', 'x', '--size', '1000')).status, 1, 'size not a multiple of 512 is a usage error');
   t.equal((await vdisk('create', 'x', '--size', '1G', '--segment-size', '3M')).status, 1);
-  t.equal((await vdisk('create', 'bad name', '--size', '1G')).status, 2);
+  t.equal((await vdisk('create', 'bad name', '--size', '1G')).status, 1, 'a bad name is a usage mistake (it was a failure, exit 2)');
   const busy = (await vdisk('container', 'rm', 'c1'));
   t.equal(busy.status, 2, 'a container in use cannot be removed');
   t.match(busy.err, /in use/);

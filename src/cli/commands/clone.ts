@@ -1,7 +1,7 @@
 // `vdisk clone SNAP NEWDISK`: a writable disk that starts as the snapshot and shares its storage; its writes
 // copy what they change (see --cow and --partial), so the snapshot never changes.
 import { Command, Option } from 'clipanion';
-import { COW_HELP, PARTIAL_HELP, modesOption } from '../base.js';
+import { COW_HELP, PARTIAL_HELP, modesOption, nameOption } from '../base.js';
 import { ControllerCommand } from '../controller-command.js';
 
 export class CloneCommand extends ControllerCommand {
@@ -17,6 +17,7 @@ export class CloneCommand extends ControllerCommand {
   partial = Option.String('--partial', { description: `${PARTIAL_HELP}; default: the snapshot's` });
 
   async run(): Promise<number> {
+    nameOption('disk', this.name);
     await this.call('disk.clone', { snapshot: this.snapshot, name: this.name, ...modesOption(this.cow, this.partial) });
     this.print(`disk ${this.name} cloned from ${this.snapshot}`);
     return 0;

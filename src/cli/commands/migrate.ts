@@ -3,6 +3,7 @@
 // this command is interrupted, or the controller restarts, the migration carries on.
 import { Command, Option } from 'clipanion';
 import type { MigrationProgress } from '../../controller/migrate.js';
+import { requireOption } from '../base.js';
 import { ControllerCommand } from '../controller-command.js';
 
 export class MigrateCommand extends ControllerCommand {
@@ -13,10 +14,11 @@ export class MigrateCommand extends ControllerCommand {
   });
 
   name = Option.String({ required: true });
-  to = Option.String('--to', { required: true, description: 'the container to move to' });
+  to = Option.String('--to', { description: 'the container to move to (required)' });
   json = Option.Boolean('--json', false, { description: 'progress as JSON lines (the default when stdout is not a TTY)' });
 
   async run(): Promise<number> {
+    const to = requireOption('--to', this.to);
     const conn = await this.connect();
     const tty = !this.json && (this.context.stdout as NodeJS.WriteStream).isTTY === true;
     conn.onEvent((name, data) => {
@@ -30,7 +32,7 @@ export class MigrateCommand extends ControllerCommand {
       }
     });
     try {
-      const r = (await conn.request('disk.migrate', { name: this.name, to: this.to }, { timeoutMs: 0 })).result as MigrationProgress;
+      const r = (await conn.request('disk.migrate', { name: this.name, to }, { timeoutMs: 0 })).result as MigrationProgress;
       if (tty) this.context.stdout.write('\n');
       this.print(tty ? `disk ${r.disk} is on ${r.to}: ${r.moved} segment(s) moved` : JSON.stringify({ done: r }));
       return 0;

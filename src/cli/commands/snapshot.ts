@@ -1,6 +1,7 @@
 // `vdisk snapshot DISK SNAP`: a read-only, point-in-time copy of DISK that shares all its storage. Safe while
 // DISK is attached and written: every agent mapping it drains its in-flight writes before the copy is taken.
 import { Command, Option } from 'clipanion';
+import { nameOption } from '../base.js';
 import { ControllerCommand } from '../controller-command.js';
 
 export class SnapshotCommand extends ControllerCommand {
@@ -14,6 +15,7 @@ export class SnapshotCommand extends ControllerCommand {
   snapshot = Option.String({ required: true });
 
   async run(): Promise<number> {
+    nameOption('snapshot', this.snapshot);
     await this.call('disk.snapshot', { name: this.disk, snapshot: this.snapshot });
     this.print(`snapshot ${this.snapshot} of ${this.disk} taken`);
     return 0;

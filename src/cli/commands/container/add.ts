@@ -2,7 +2,7 @@
 // creating a sparse file of SIZE when FILE does not exist yet.
 import { Command, Option } from 'clipanion';
 import { formatSize } from '../../../util/size.js';
-import { sizeOption } from '../../base.js';
+import { nameOption, requireOption, sizeOption } from '../../base.js';
 import { ControllerCommand } from '../../controller-command.js';
 
 export class ContainerAddCommand extends ControllerCommand {
@@ -13,12 +13,14 @@ export class ContainerAddCommand extends ControllerCommand {
   });
 
   name = Option.String({ required: true });
-  file = Option.String('--path', { required: true, description: 'file or block device' });
+  file = Option.String('--path', { description: 'file or block device (required)' });
   size = Option.String('--size', { description: 'size (K/M/G/T); required when the file does not exist' });
 
   async run(): Promise<number> {
+    const file = requireOption('--path', this.file);
+    nameOption('container', this.name);
     const size = this.size === undefined ? undefined : sizeOption('--size', this.size, 0);
-    const c = await this.call<{ name: string; path: string; size: number }>('container.add', { name: this.name, path: this.file, size });
+    const c = await this.call<{ name: string; path: string; size: number }>('container.add', { name: this.name, path: file, size });
     this.print(`container ${c.name}: ${c.path}, ${formatSize(c.size)}`);
     return 0;
   }

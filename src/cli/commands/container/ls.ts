@@ -14,7 +14,9 @@ export class ContainerLsCommand extends ControllerCommand {
     const list = await this.call<Container[]>('container.ls');
     if (this.json) this.print(JSON.stringify(list));
     else this.context.stdout.write(formatTable(['NAME', 'SIZE', 'USED', 'FREE', 'STATE', 'PATH'],
-      list.map((c) => [c.name, formatSize(c.size), formatSize(c.usedBytes), formatSize(c.size - c.usedBytes), c.failed ? 'failed' : 'ok', c.path])));
+      // A failed container allocates nothing: its free space is none, and the state says why.
+      list.map((c) => [c.name, formatSize(c.size), formatSize(c.usedBytes), c.failed ? '0' : formatSize(c.size - c.usedBytes),
+        c.failed ? 'failed (no new allocations)' : 'ok', c.path])));
     return 0;
   }
 }
