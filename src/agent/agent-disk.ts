@@ -10,6 +10,7 @@ import { ENTRY_BYTES } from '../table/entry-codec.js';
 import { UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE, type UblkControlDevice } from '../ublk/control.js';
 import { UblkDevice, type DeviceOptions, type Fault } from '../ublk/device.js';
 import { MAX_CONTAINERS, type AgentContainers } from './containers.js';
+import { linkStableName, unlinkStableName } from './stable-name.js';
 
 export interface DiskShape { diskId: number; name: string; size: number; segmentSize: number; readOnly?: boolean }
 
@@ -47,6 +48,7 @@ export class AgentDisk {
     private readonly containers: AgentContainers,
     private readonly sendFault: FaultSender,
     private readonly sendIoError: IoErrorSender = () => {},
+    private readonly log: (m: string) => void = () => {},
   ) {
     this.table = MappingTable.create({ segments: Math.ceil(shape.size / shape.segmentSize), segmentSize: shape.segmentSize });
   }
@@ -68,6 +70,7 @@ export class AgentDisk {
   async start(control: UblkControlDevice, queues: number, depth: number): Promise<UblkDevice> {
     if (this.device) throw new VdiskError(`disk ${this.shape.name} is already served by ${this.device.path}`, { code: 'EBUSY' });
     this.device = await UblkDevice.start(control, this.options(queues, depth));
+    linkStableName(this.shape.name, this.device.path, this.log);
     return this.device;
   }
 
@@ -76,12 +79,14 @@ export class AgentDisk {
     if (this.device) throw new VdiskError(`disk ${this.shape.name} is already served by ${this.device.path}`, { code: 'EBUSY' });
     const info = await control.getDevInfo(devId);
     this.device = await UblkDevice.recover(control, devId, this.options(info.nrHwQueues, info.queueDepth));
+    linkStableName(this.shape.name, this.device.path, this.log);
     return this.device;
   }
 
   async stop(): Promise<void> {
     const dev = this.device;
     this.device = undefined;
+    if (dev) unlinkStableName(this.shape.name, dev.path);
     await dev?.stop();
   }
 

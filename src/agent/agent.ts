@@ -217,7 +217,7 @@ export class Agent {
         const cur = this.disks.get(shape.diskId);
         if (cur?.device) throw new VdiskError(`disk ${shape.name} is being served by ${cur.device.path}: stop it first`, { code: 'EBUSY' });
         this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on),
-          (d, first, count) => { void this.sendIoError(d, first, count); }));
+          (d, first, count) => { void this.sendIoError(d, first, count); }, this.log));
         return {};
       }
       case 'table.delete': {

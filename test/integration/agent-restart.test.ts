@@ -2,9 +2,11 @@
 // the quiesced device, fio sees no error and its verify passes); kill -9 of the controller during writes
 // (mapped segments keep being served, a write that needs an allocation waits until the controller is back);
 // and the lease: an agent cut off from the controller for longer than its lease suspends I/O until reloaded.
+// The stable name /dev/vdisk/NAME follows the device through the recovery and goes with the detach.
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { Cluster } from './cluster.js';
 import { UblkControlDevice } from '../../src/ublk/control.js';
 import {
@@ -30,8 +32,10 @@ t.test('kill -9 of the agent during fio verify', async (t) => {
   const c = await Cluster.start('vd-agent-kill');
   t.teardown(() => c.stop());
   await c.container('c1', '512M');
-  await c.ok('create', 'd1', '--size', '256M');
-  const dev = await c.attach('d1', 'h1', '--queues', '2');
+  await c.ok('create', 'kill9', '--size', '256M');
+  const dev = await c.attach('kill9', 'h1', '--queues', '2');
+  t.equal(fs.readlinkSync('/dev/vdisk/kill9'), dev, 'the disk is also /dev/vdisk/kill9');
+  t.match((await c.json<Array<{ name: string; device: string | null }>>('ls')), [{ name: 'kill9', device: '/dev/vdisk/kill9' }], 'vdisk ls names it');
   const mark = crypto.randomBytes(MB);
   writeDirect(dev, 200 * MB, mark); // outside fio's range: read back after the recovery
   const fio = spawn('fio', ['--name=v', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--size=64M', '--iodepth=16',
@@ -53,8 +57,11 @@ t.test('kill -9 of the agent during fio verify', async (t) => {
   t.not(await c.agentPid(), pid, 'it is a new process');
   t.equal(await fioDone.p, 0, `fio finished without error:\n${out.split('\n').filter((l) => /err|verify/.test(l)).join('\n')}`);
   t.match(out, /err= 0/, 'fio reports err=0');
-  t.same((await c.json<Array<{ disks: string[] }>>('agent', 'ls')).map((a) => a.disks), [['d1']], 'the new agent holds d1');
+  t.same((await c.json<Array<{ disks: string[] }>>('agent', 'ls')).map((a) => a.disks), [['kill9']], 'the new agent holds d1');
   t.ok(readDirect(dev, 200 * MB, MB).equals(mark), `${dev} is the same device, served again with the data written before the kill`);
+  t.equal(fs.readlinkSync('/dev/vdisk/kill9'), dev, 'the recovered device keeps its stable name');
+  await c.ok('detach', 'kill9');
+  t.notOk(fs.existsSync('/dev/vdisk/kill9'), 'detach removes it');
 });
 
 t.test('kill -9 of the controller during writes, and the lease', async (t) => {
