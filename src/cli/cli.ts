@@ -64,15 +64,15 @@ export class VdiskCli extends Cli {
 
   /** "unknown command" with the nearest real ones, when the words name no command at all. */
   private unknownCommand(args: string[]): string | undefined {
-    const words = args.filter((a) => !a.startsWith('-'));
+    const words = args.filter((a, i) => !a.startsWith('-') && args[i - 1] !== '--data-dir');
     if (words.length === 0) return undefined;
     const paths = this.definitions().map((d) => d.path.split(' ').slice(1)).filter((p) => p.length > 0);
-    const depth = paths.some((p) => p[0] === words[0]) ? 2 : 1;
+    const group = paths.some((p) => p[0] === words[0] && p.length >= 2); // container, agent, controller
+    const depth = group ? 2 : 1;
     const typed = words.slice(0, depth);
-    if (paths.some((p) => typed.every((w, i) => p[i] === w) && (depth === 1 || p.length >= 2))) return undefined; // a real command: clipanion's message
-    const scored = paths.filter((p) => p.length >= depth || depth === 1)
-      .map((p) => ({ p, d: distance(typed.join(' '), p.slice(0, Math.max(depth, 1)).join(' ')) }))
-      .sort((a, b) => a.d - b.d);
+    if (paths.some((p) => p.length === depth && typed.every((w, i) => p[i] === w))) return undefined; // a real command: clipanion's message
+    const candidates = paths.filter((p) => p.length === depth || !group);
+    const scored = candidates.map((p) => ({ p, d: distance(typed.join(' '), p.join(' ')) })).sort((a, b) => a.d - b.d);
     const best = [...new Set(scored.filter((x) => x.d <= Math.max(2, scored[0]?.d ?? 0)).slice(0, 3).map((x) => x.p.join(' ')))];
     return `vdisk: unknown command "${typed.join(' ')}"${best.length ? `; did you mean: ${best.map((b) => `vdisk ${b}`).join(', ')}?` : ''}\n` +
       'Run vdisk --help for the list of commands.\n';

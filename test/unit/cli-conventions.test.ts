@@ -44,6 +44,10 @@ t.test('an unknown command names the nearest real ones', async (t) => {
   t.match(r.err, /unknown command "creat"; did you mean: vdisk create\?/);
   t.match((await vdisk('container', 'lss')).err, /did you mean: vdisk container ls\?/);
   t.match((await vdisk('snapshto', 'a', 'b')).err, /vdisk snapshot/);
+  const missing = await vdisk('create', 'd9', '--size');
+  t.equal(missing.status, 1, 'a real command with a bad option');
+  t.match(missing.err, /Not enough arguments to option --size/, 'gets clipanion\'s own message, not "unknown command"');
+  t.match((await vdisk('--data-dir', dir, 'creat')).err, /unknown command "creat"/, 'the --data-dir value is not taken for a command');
 });
 
 t.test('a failure of the system exits 2 with one line on stderr', async (t) => {
