@@ -5,25 +5,18 @@
 import * as abi from '../native/abi.js';
 import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE, dirtyWords } from '../io/translator.js';
 import { VdiskError } from '../errors.js';
-import { MappingTable, STATE_ERROR, STATE_INVALID, STATE_ZERO, type Entry } from '../table/mapping-table.js';
+import { MappingTable, STATE_ERROR, STATE_INVALID, STATE_ZERO } from '../table/mapping-table.js';
 import { ENTRY_BYTES } from '../table/entry-codec.js';
 import { UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE, type UblkControlDevice } from '../ublk/control.js';
 import { UblkDevice, type DeviceOptions, type Fault } from '../ublk/device.js';
 import { MAX_CONTAINERS, type AgentContainers } from './containers.js';
+import type { Alternate, FaultAnswer } from '../protocol/fault-answer.js';
 import { linkStableName, unlinkStableName } from './stable-name.js';
 
 export interface DiskShape { diskId: number; name: string; size: number; segmentSize: number; readOnly?: boolean }
 
 /** The controller's answer to a fault (see DESIGN.md, "The mapping table"). */
-export type FaultAnswer =
-  // allocated: the mapping changed (allocation, copy-on-write, reclaim), so other holders got it first;
-  // reclaimed: storage was released, so they drained their I/O to it (blocking) before the answer.
-  | { action: 'entry'; entry: Entry; allocated?: boolean; reclaimed?: boolean; alternate?: Alternate }
-  | { action: 'error'; errno: number; setError?: boolean }
-  | { action: 'delay'; ms: number };
-
-/** An alternate location record (the entry names its slot); installed before the entry that names it. */
-export interface Alternate { slot: number; container: number; offset: number; bitmap: Buffer }
+export type { Alternate, FaultAnswer } from '../protocol/fault-answer.js';
 
 /** Sends one fault to the controller, waiting for a connection as long as it takes; installs via onAnswer. */
 export type FaultSender = (disk: AgentDisk, f: Fault, onAnswer: (a: FaultAnswer) => void) => Promise<FaultAnswer>;

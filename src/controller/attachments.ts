@@ -4,7 +4,7 @@
 // Every table flow of a disk runs under that disk's lock (see util/mutex.ts for why).
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
-import type { Alternate, FaultAnswer } from '../agent/agent-disk.js';
+import type { Alternate, FaultAnswer } from '../protocol/fault-answer.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
 import {
   STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry,

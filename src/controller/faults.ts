@@ -9,7 +9,7 @@ import * as abi from '../native/abi.js';
 import {
   STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry,
 } from '../table/mapping-table.js';
-import type { FaultAnswer } from '../agent/agent-disk.js';
+import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Disk, Store } from './store.js';
 import { copyOut, copyOutPending } from './copy-out.js';
 import { FOLD_FRACTION, alternateOf, fold, writeToAlternate, type Location } from './partial.js';

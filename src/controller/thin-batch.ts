@@ -4,7 +4,7 @@
 // one transaction to map), so concurrent first writes share the commits instead of queueing for one each.
 // Durability is unchanged: every answer goes out after the commit that maps its segment.
 import type { Connection } from '../protocol/connection.js';
-import type { FaultAnswer } from '../agent/agent-disk.js';
+import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import type { FaultRequest } from './faults.js';
