@@ -28,6 +28,7 @@ import { FoldCommand } from './commands/fold.js';
 import { SnapshotCommand } from './commands/snapshot.js';
 import { MigrateCommand } from './commands/migrate.js';
 import { InstallUnitsCommand } from './commands/install-units.js';
+import { DebugFailpointsCommand } from './commands/debug-failpoints.js';
 
 /** Colours only when stdout is a terminal and the user did not ask for none (https://no-color.org). */
 export function colorsWanted(env: Record<string, string | undefined> = process.env, tty = process.stdout.isTTY === true): boolean {
@@ -104,6 +105,6 @@ export function createCli(): Cli {
   for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ContainerAddCommand, ContainerLsCommand,
     ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand,
     AgentStartCommand, AgentStopCommand, AgentLsCommand, AttachCommand, DetachCommand,
-    SnapshotCommand, CloneCommand, FoldCommand, CheckCommand, MigrateCommand, InstallUnitsCommand]) cli.register(c);
+    SnapshotCommand, CloneCommand, FoldCommand, CheckCommand, MigrateCommand, InstallUnitsCommand, DebugFailpointsCommand]) cli.register(c);
   return cli;
 }

@@ -14,6 +14,7 @@ import { answerFault, type FaultRequest } from './faults.js';
 import type { SegmentIo } from './segment-io.js';
 import { copyOutDone } from './copy-out.js';
 import { ThinBatcher } from './thin-batch.js';
+import { failpoint } from '../util/failpoints.js';
 import { FAULT_WRITE } from '../io/translator.js';
 import { alternateOf, fold, listAlternates } from './partial.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
@@ -73,6 +74,7 @@ export class Attachments {
     try {
       // Recorded before the device exists: a crash in between leaves a record that reconciliation completes.
       await this.store.putAttachment(disk.id, hostId, null);
+      failpoint('attach.recorded');
       try {
         const r = await this.open(link, disk, o);
         await this.store.putAttachment(disk.id, hostId, r.devId);
@@ -361,7 +363,9 @@ export class Attachments {
       await this.foldAllLocked(disk, io);
       await this.toHolders(disk, (conn) => conn.request('table.states',
         { diskId: disk.id, first: 0, count: disk.segments, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
-      return this.store.snapshot(diskName, snapName);
+      const snap = await this.store.snapshot(diskName, snapName);
+      failpoint('snapshot.committed');
+      return snap;
     });
   }
 

@@ -18,6 +18,7 @@ import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js
 import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
 import { ensureDir } from '../util/dirs.js';
 import { checkName } from './names.js';
+import { failpoint } from '../util/failpoints.js';
 
 export interface Container { id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number }
 export interface Disk {
@@ -232,8 +233,10 @@ export class Store {
       for (let i = 0; i < segments; i++) list.push(runOf(await this.alloc.segment(units, only, true, `${o.segmentSize}-byte segment`), units));
       return list;
     });
+    failpoint('thick.reserved');
     try {
       for (const r of coalesce(runs)) await zero(r.container, r.unit * LOCATION_UNIT, r.count * r.units * LOCATION_UNIT);
+      failpoint('thick.zeroed');
       return await this.db.transaction(async () => {
         const disk = await insert(await exists());
         // The reserved segments in order: segment i of the disk is the i-th of them.
@@ -285,6 +288,7 @@ export class Store {
       await this.db.run('UPDATE disks SET parent_id = NULL WHERE parent_id = ?', [disk.id]);
       await this.db.run('DELETE FROM disks WHERE id = ?', [disk.id]);
     });
+    failpoint('rm.committed');
   }
 
   // ---- snapshots and clones
@@ -580,6 +584,7 @@ export class Store {
     const giveBack = (list: Array<{ loc: Entry }>) => this.db.transaction(async () => {
       for (const p of list) await this.alloc.unreserve(runOf(p.loc, units));
     });
+    failpoint('batch.planned');
     try {
       // Before the mappings commit: a crash before the segments read as zeros leaves them unmapped.
       if (planned.length) await zero(planned.map((p) => p.loc), disk.segmentSize);
@@ -587,7 +592,8 @@ export class Store {
       await giveBack(planned);
       throw err;
     }
-    return this.db.transaction(async () => {
+    failpoint('batch.zeroed');
+    const mappedAll = await this.db.transaction(async () => {
       const now = await entriesOf(planned.map((p) => p.segment));
       const mapped = new Map<number, Entry>();
       for (const p of planned) {
@@ -608,6 +614,8 @@ export class Store {
       }
       return mapped;
     });
+    failpoint('batch.committed');
+    return mappedAll;
   }
 
   async diskInfo(name: string): Promise<DiskInfo> {
@@ -781,9 +789,11 @@ export class Store {
         });
       }, { durable: !o.lazyPlan });
       if ('done' in step) return step.done;
+      failpoint('staged.planned');
       let result: T | typeof RETRY;
       try {
         await step.io();
+        failpoint('staged.io');
         result = await this.updateEntry(disk, segment, async (e, put) => {
           if (!sameEntry(e, planned!)) return RETRY;
           const r = await step.commit(e, put, async (loc) => {
@@ -799,7 +809,10 @@ export class Store {
         await this.db.transaction(async () => { for (const x of reserved) await this.alloc.unreserve(x); });
         throw err;
       }
-      if (result !== RETRY) return result;
+      if (result !== RETRY) {
+        failpoint('staged.committed');
+        return result;
+      }
       await this.db.transaction(async () => { for (const x of reserved) await this.alloc.unreserve(x); });
       if (attempt >= 8) throw new VdiskError(`${disk.name} segment ${segment} keeps changing under a copy: try again`, { code: 'EAGAIN' });
     }

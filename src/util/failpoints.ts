@@ -1,0 +1,39 @@
+// Named crash points at the durable steps of the controller's flows, for crash tests. Inert unless
+// VDISK_FAILPOINT=name:N is set when the process starts: then the Nth pass through `name` kills the process
+// with SIGKILL, as `kill -9` would (no cleanup, no exit handlers, nothing flushed that was not already).
+import { VdiskError } from '../errors.js';
+
+export const FAILPOINTS = {
+  'staged.planned': 'a staged flow (thin fault, copy-on-write, migration step) reserved its segment',
+  'staged.io': 'its zeroing or copy is done, the mapping not yet committed',
+  'staged.committed': 'its mapping committed, the answer not yet sent',
+  'batch.planned': 'a group-commit batch of thin faults reserved its segments',
+  'batch.zeroed': 'the batch\'s segments are zeroed, their mappings not yet committed',
+  'batch.committed': 'the batch\'s mappings committed, no answer sent yet',
+  'thick.reserved': 'a thick create reserved its runs',
+  'thick.zeroed': 'a thick create zeroed its runs, the disk not yet created',
+  'snapshot.committed': 'a snapshot committed (its No-write already on every agent), not yet answered',
+  'rm.committed': 'a disk removal committed',
+  'attach.recorded': 'an attach recorded its attachment, the device not yet started',
+} as const;
+
+export type Failpoint = keyof typeof FAILPOINTS;
+
+const armed = parse(process.env.VDISK_FAILPOINT);
+let passes = 0;
+
+function parse(spec: string | undefined): { name: Failpoint; n: number } | undefined {
+  if (!spec) return undefined;
+  const m = /^([a-z.-]+):(\d+)$/.exec(spec);
+  if (!m || !(m[1] in FAILPOINTS) || Number(m[2]) < 1) {
+    throw new VdiskError(`VDISK_FAILPOINT must be NAME:N with N >= 1 and NAME one of ${Object.keys(FAILPOINTS).join(', ')}; not "${spec}"`, { code: 'EINVAL' });
+  }
+  return { name: m[1] as Failpoint, n: Number(m[2]) };
+}
+
+/** A durable step of a flow: the process dies here on the armed pass. */
+export function failpoint(name: Failpoint): void {
+  if (armed?.name !== name || ++passes !== armed.n) return;
+  process.stderr.write(`vdisk: failpoint ${name}:${armed.n} reached: killing this process\n`);
+  process.kill(process.pid, 'SIGKILL');
+}
