@@ -29,6 +29,8 @@ import { SnapshotCommand } from './commands/snapshot.js';
 import { MigrateCommand } from './commands/migrate.js';
 import { InstallUnitsCommand } from './commands/install-units.js';
 import { DebugFailpointsCommand } from './commands/debug-failpoints.js';
+import { ControllerBackupCommand } from './commands/controller/backup.js';
+import { ControllerRestoreCommand } from './commands/controller/restore.js';
 
 /** Colours only when stdout is a terminal and the user did not ask for none (https://no-color.org). */
 export function colorsWanted(env: Record<string, string | undefined> = process.env, tty = process.stdout.isTTY === true): boolean {
@@ -102,7 +104,7 @@ export function createCli(): Cli {
   cli.register(Builtins.VersionCommand);
   cli.register(LoopCommand);
   cli.register(FeaturesCommand);
-  for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ContainerAddCommand, ContainerLsCommand,
+  for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ControllerBackupCommand, ControllerRestoreCommand, ContainerAddCommand, ContainerLsCommand,
     ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand,
     AgentStartCommand, AgentStopCommand, AgentLsCommand, AttachCommand, DetachCommand,
     SnapshotCommand, CloneCommand, FoldCommand, CheckCommand, MigrateCommand, InstallUnitsCommand, DebugFailpointsCommand]) cli.register(c);

@@ -113,6 +113,7 @@ export class Controller {
       pid: process.pid, version: CONTROLLER_VERSION, dataDir: this.dataDir, serverId: this.serverId,
       disks: (await this.store.listDisks()).length, containers: (await this.store.listContainers()).length,
     }),
+    'controller.backup': async (a) => this.store.backup(str(a, 'path')),
     'controller.stop': async () => {
       // Reply first; the listener closes right after this request's reply has gone out.
       setImmediate(() => { void this.stop(); });

@@ -3,6 +3,7 @@
 // resolves, so whatever the controller answers after awaiting it survives a crash. Tables are stored as
 // chunks of CHUNK_ENTRIES entries; an absent chunk means "every entry in the disk's fill state", which
 // makes creating a thin disk cost the same at 1 GiB and at 1 TiB.
+import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import {
@@ -81,8 +82,11 @@ export class Store {
   static async open(dataDir: string): Promise<Store> {
     ensureDir(dataDir);
     const file = path.join(dataDir, 'vdisk.db');
-    const db = await Db.open(file);
+    const db = await Db.open(file).catch((err: Error) => {
+      throw new VdiskError(`cannot open the controller database ${file}: ${err.message}; restore it from a backup (vdisk controller restore FILE)`, { code: 'EDBCORRUPT', cause: err });
+    });
     try {
+      await checkIntegrity(db, file);
       await migrate(db);
       const store = new Store(db, file);
       // No flow runs yet: every reservation belongs to one a crash interrupted.
@@ -96,6 +100,17 @@ export class Store {
 
   close(): Promise<void> {
     return this.db.close();
+  }
+
+  /**
+   * A consistent copy of the database in `target` (VACUUM INTO on the read-only connection: it sees one
+   * committed state and never blocks the writer). The file must not exist yet.
+   */
+  async backup(target: string): Promise<{ path: string; bytes: number }> {
+    const abs = path.resolve(target);
+    if (fs.existsSync(abs)) throw new VdiskError(`${abs} exists already: a backup never overwrites a file`, { code: 'EEXIST' });
+    await this.db.get(`VACUUM INTO ${sqlString(abs)}`);
+    return { path: abs, bytes: fs.statSync(abs).size };
   }
 
   // ---- containers
@@ -817,6 +832,26 @@ export class Store {
       if (attempt >= 8) throw new VdiskError(`${disk.name} segment ${segment} keeps changing under a copy: try again`, { code: 'EAGAIN' });
     }
   }
+}
+
+/**
+ * A damaged database is refused at start, never served: a truncated or corrupted file could map a disk's
+ * segments anywhere. quick_check reads every page (a second or so for a pool of a million segments).
+ */
+export async function checkIntegrity(db: Db, file: string): Promise<void> {
+  let rows: Array<{ quick_check: string }>;
+  try {
+    rows = await db.all<{ quick_check: string }>('PRAGMA quick_check');
+  } catch (err) {
+    throw new VdiskError(`the controller database ${file} is damaged (${(err as Error).message}): restore it from a backup (vdisk controller restore FILE)`, { code: 'EDBCORRUPT', cause: err });
+  }
+  if (rows.length !== 1 || rows[0].quick_check !== 'ok') {
+    throw new VdiskError(`the controller database ${file} is damaged (${rows.map((r) => r.quick_check.replace(/\s+/g, ' ')).slice(0, 3).join('; ')}): restore it from a backup (vdisk controller restore FILE)`, { code: 'EDBCORRUPT' });
+  }
+}
+
+function sqlString(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
 }
 
 /** A staged flow's answer to "start over": the entry changed between its two transactions. */
