@@ -9,7 +9,12 @@ vdisk() { node dist/cli/main.js "$@"; }
 dir=${VDISK_TEST_DIR:-/tmp}/vdisk-demo
 rm -rf "$dir" && mkdir -p "$dir/mnt" "$dir/clone"
 export VDISK_DATA_DIR="$dir/data"
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only, and never with NO_COLOR (a piped or logged demo gets plain text).
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+  step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+  step() { printf '\n== %s\n' "$*"; }
+fi
 cleanup() {
   for m in "$dir/mnt" "$dir/clone"; do mountpoint -q "$m" && umount "$m"; done
   for d in demo demo-clone; do vdisk detach "$d" >/dev/null 2>&1 || true; done
