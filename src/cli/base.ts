@@ -35,6 +35,14 @@ export function intOption(name: string, text: string | undefined, def: number, m
   return v;
 }
 
+/** HOST:PORT of a listening option (IPv6 in brackets); a usage error otherwise. */
+export function hostPort(name: string, text: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`${name} must be HOST:PORT (for example 127.0.0.1:9420), not "${text}"`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
 /** A required option: checked here so that leaving it out says so (clipanion reports "command not found"). */
 export function requireOption(name: string, value: string | undefined): string {
   if (value === undefined) throw new UsageError(`${name} is required`);

@@ -2,6 +2,9 @@
 // requests from the CLI and registrations and map faults from agents. Each mutating request awaits its
 // SQLite commit before the reply goes out, so an acknowledged change survives a crash of the controller.
 import crypto from 'node:crypto';
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
@@ -15,6 +18,7 @@ import { Attachments } from './attachments.js';
 import { checkStore } from './check.js';
 import { SegmentIo } from './segment-io.js';
 import { Migrator } from './migrate.js';
+import { Metrics, serveMetrics } from './metrics.js';
 import { prepareContainer } from './container-files.js';
 import { identify, overlaps, tryIdentify } from './container-identity.js';
 import { socketPath } from './paths.js';
@@ -42,6 +46,8 @@ export class Controller {
   readonly attachments: Attachments;
   readonly io: SegmentIo;
   readonly migrator: Migrator;
+  readonly metrics = new Metrics();
+  private metricsServer: http.Server | undefined;
 
   private constructor(readonly dataDir: string, readonly store: Store) {
     this.attachments = new Attachments(store, this.agents, log);
@@ -69,7 +75,15 @@ export class Controller {
     return c;
   }
 
+  /** Serves GET /metrics (Prometheus text) on host:port; port 0 picks a free one. Returns the port. */
+  async startMetrics(host: string, port: number): Promise<number> {
+    this.metricsServer = await serveMetrics(host, port, () => this.metrics.snapshot(this.store, this.agents));
+    return (this.metricsServer.address() as AddressInfo).port;
+  }
+
   async stop(): Promise<void> {
+    await new Promise<void>((resolve) => { if (this.metricsServer) this.metricsServer.close(() => resolve()); else resolve(); });
+    this.metricsServer = undefined;
     await this.server?.close();
     this.server = undefined;
     this.io.close();
@@ -114,6 +128,7 @@ export class Controller {
       disks: (await this.store.listDisks()).length, containers: (await this.store.listContainers()).length,
     }),
     'controller.backup': async (a) => this.store.backup(str(a, 'path')),
+    'stats': async () => this.metrics.snapshot(this.store, this.agents),
     'controller.stop': async () => {
       // Reply first; the listener closes right after this request's reply has gone out.
       setImmediate(() => { void this.stop(); });
@@ -228,10 +243,15 @@ export class Controller {
       agentOf(caller);
       const disk = await this.store.diskById(int(a, 'diskId'));
       if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
+      const started = performance.now();
       const answer = await this.attachments.fault(caller.conn, disk, {
         op: int(a, 'op'), segment: int(a, 'segment'), states: optInt(a, 'states') ?? 0,
         offset: optInt(a, 'offset') ?? 0, length: optInt(a, 'length') ?? disk.segmentSize,
-      }, this.io);
+      }, this.io).catch((err: unknown) => {
+        this.metrics.fault(int(a, 'op'), performance.now() - started, true);
+        throw err;
+      });
+      this.metrics.fault(int(a, 'op'), performance.now() - started, answer.action === 'error');
       // Bitmaps travel as base64 in the JSON reply.
       return answer.action === 'entry' && answer.alternate ? { ...answer, alternate: { ...answer.alternate, bitmap: answer.alternate.bitmap.toString('base64') } } : answer;
     },
@@ -243,9 +263,18 @@ export class Controller {
 }
 
 /** Runs a controller in this process until SIGINT/SIGTERM or a controller.stop request. */
-export async function runController(dataDir: string): Promise<void> {
+export async function runController(dataDir: string, o: { metrics?: { host: string; port: number } } = {}): Promise<void> {
   ensureDir(dataDir);
   const c = await Controller.start(dataDir);
+  if (o.metrics) {
+    try {
+      const port = await c.startMetrics(o.metrics.host, o.metrics.port);
+      process.stdout.write(`vdisk controller metrics on http://${o.metrics.host}:${port}/metrics\n`);
+    } catch (err) {
+      await c.stop();
+      throw new VdiskError(`cannot serve metrics on ${o.metrics.host}:${o.metrics.port}: ${(err as Error).message}`, { code: 'EADDRINUSE' });
+    }
+  }
   const onSignal = () => { void c.stop(); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

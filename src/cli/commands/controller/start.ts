@@ -7,24 +7,27 @@ import { connect } from '../../../protocol/client.js';
 import { ControllerCommand } from '../../controller-command.js';
 import { spawnDaemon } from '../../daemon.js';
 import { ensureDir } from '../../../util/dirs.js';
+import { hostPort } from '../../base.js';
 
 export class ControllerStartCommand extends ControllerCommand {
   static override paths = [['controller', 'start']];
   static override usage = Command.Usage({ description: 'start the controller (SQLite tables, map faults, allocation)' });
 
   foreground = Option.Boolean('--foreground', false, { description: 'run in this process instead of in the background' });
+  metrics = Option.String('--metrics', { description: 'also serve Prometheus metrics at http://HOST:PORT/metrics' });
 
   async run(): Promise<number> {
+    const metrics = this.metrics === undefined ? undefined : hostPort('--metrics', this.metrics);
     if (this.foreground) {
       // Loaded here, not at the top: every other command would pay for the controller and sqlite3.
       const { runController } = await import('../../../controller/controller.js');
-      await runController(this.dataDir);
+      await runController(this.dataDir, { metrics });
       return 0;
     }
     const running = await this.status();
     if (running) throw new VdiskError(`a controller is already running (pid ${running.pid}, ${socketPath(this.dataDir)})`, { code: 'EALREADY' });
     ensureDir(this.dataDir);
-    const pid = await spawnDaemon('controller', ['controller', 'start', '--data-dir', this.dataDir], logPath(this.dataDir),
+    const pid = await spawnDaemon('controller', ['controller', 'start', '--data-dir', this.dataDir, ...(this.metrics ? ['--metrics', this.metrics] : [])], logPath(this.dataDir),
       async (child) => (await this.status())?.pid === child);
     this.print(`vdisk controller started (pid ${pid}, ${socketPath(this.dataDir)})`);
     return 0;
