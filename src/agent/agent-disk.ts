@@ -3,7 +3,7 @@
 // agent's main thread. Table changes are applied synchronously where the command or answer is received
 // (see Agent), never after an await, so they take effect in the order the controller sent them.
 import * as abi from '../native/abi.js';
-import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE, dirtyWords } from '../io/translator.js';
+import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE, dirtyWords, markDirty } from '../io/translator.js';
 import { VdiskError } from '../errors.js';
 import { MappingTable, STATE_ERROR, STATE_INVALID, STATE_ZERO } from '../table/mapping-table.js';
 import { ENTRY_BYTES } from '../table/entry-codec.js';
@@ -105,8 +105,7 @@ export class AgentDisk {
   }
 
   private markDirty(container: number): void {
-    if (container >= this.dirty.length * 32) return;
-    Atomics.or(this.dirty, container >>> 5, 1 << (container & 31));
+    markDirty(this.dirty, container);
   }
 
   /** The controller's alternate location for a slot (before any entry naming it, or more bits for it). */

@@ -620,7 +620,9 @@ export class Store {
       const byChunk = new Map<number, Array<[number, Entry]>>();
       for (const [segment, e] of mapped) {
         const c = Math.floor(segment / CHUNK_ENTRIES);
-        byChunk.set(c, [...(byChunk.get(c) ?? []), [segment, e]]);
+        const list = byChunk.get(c) ?? [];
+        list.push([segment, e]);
+        byChunk.set(c, list);
       }
       for (const [c, list] of byChunk) {
         const data = await this.chunk(disk, c);

@@ -7,6 +7,7 @@ import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
 import type { KeyedMutex } from '../util/mutex.js';
+import { turn } from '../util/sleep.js';
 import type { FaultRequest } from './faults.js';
 import type { SegmentIo } from './segment-io.js';
 import type { Disk, Store } from './store.js';
@@ -45,7 +46,7 @@ export class ThinBatcher {
   }
 
   private async run(disk: Disk): Promise<void> {
-    await new Promise((resolve) => setImmediate(resolve)); // earlier replies first (see Attachments.withDisk)
+    await turn(); // earlier replies first (see Attachments.withDisk)
     const batch = this.waiting.get(disk.id) ?? [];
     this.waiting.delete(disk.id);
     const eligible = disk.readOnly ? [] : batch.filter((w) => Number.isInteger(w.f.segment) && w.f.segment >= 0 &&

@@ -20,6 +20,13 @@ export const DEFERRED = 2;
 /** Words of a dirty-container bitmap for container ids below `containers`. */
 export const dirtyWords = (containers: number): number => Math.ceil(containers / 32);
 
+/** Marks container `id` in a dirty-container bitmap (ids past its end are ignored); one atomic OR at most. */
+export function markDirty(dirty: Int32Array, id: number): void {
+  const w = id >>> 5;
+  const bit = 1 << (id & 31);
+  if (w < dirty.length && (Atomics.load(dirty, w) & bit) === 0) Atomics.or(dirty, w, bit);
+}
+
 export const FAULT_READ = 0;
 export const FAULT_WRITE = 1;
 export const FAULT_DISCARD = 2;
@@ -132,9 +139,7 @@ export class Translator {
   }
 
   private markDirty(container: number): void {
-    const w = container >>> 5;
-    const bit = 1 << (container & 31);
-    if (w < this.dirty.length && (Atomics.load(this.dirty, w) & bit) === 0) Atomics.or(this.dirty, w, bit);
+    markDirty(this.dirty, container);
   }
 
   /** Appends a COMMIT for `tag` with a result (negative errno fails it); drops the tag's earlier records. */

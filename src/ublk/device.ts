@@ -7,7 +7,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { VdiskError } from '../errors.js';
 import { sleep } from '../util/sleep.js';
-import { dirtyWords } from '../io/translator.js';
+import { dirtyWords, markDirty } from '../io/translator.js';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import type { UblkParams, UblksrvCtrlDevInfo } from '../native/types.js';
@@ -360,7 +360,7 @@ class FaultRouter {
  */
 function startDirty(table: MappingTable, fds: Int32Array): SharedArrayBuffer {
   const dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(fds.length) * 4));
-  const mark = (id: number) => { if (id < fds.length) dirty[id >>> 5] |= 1 << (id & 31); };
+  const mark = (id: number) => { if (id < fds.length) markDirty(dirty, id); };
   for (let i = 0; i < table.segments; i++) {
     const states = table.load(i);
     if (states & (STATE_INVALID | STATE_ZERO)) continue;
