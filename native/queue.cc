@@ -215,6 +215,7 @@ void UblkQueue::OpDone(int tag, int res) {
 
 void UblkQueue::Commit(int tag, int result, bool io_error) {
   PrepIoCmd(tag, true, result);
+  if (result < 0) failed_++;
   // at most once per tag per run(): a tag needs a new plan
   completed_[ncompleted_++] = static_cast<uint32_t>(tag) | (io_error ? kCompletedIoError : 0u);
   // The worker reports I/O errors to the agent at once, not whenever the next request happens to arrive.
@@ -296,6 +297,7 @@ void UblkQueue::PublishStatus() {
   status_[kStatusLastError] = last_error_;
   status_[kStatusCompleted] = ncompleted_;
   status_[kStatusBadRecords] = bad_records_;
+  status_[kStatusFailed] = failed_;
 }
 
 Napi::Value UblkQueue::FetchAll(const Napi::CallbackInfo& info) {

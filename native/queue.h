@@ -70,6 +70,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   std::vector<uint8_t> bad_;       // a bad plan record named the tag: its COMMIT fails it with -EIO
   std::vector<int> backlog_;       // requests that arrived while the ready buffer was full
   int bad_records_ = 0;
+  int failed_ = 0;
   int broken_ = 0;                 // errno of a hard ring failure: the queue cannot go on
   bool fetched_ = false;
   std::vector<Slot> slots_;

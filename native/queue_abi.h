@@ -29,7 +29,8 @@ enum PlanOp : int {
 constexpr uint32_t kCompletedIoError = 0x80000000u;
 
 // status: Int32Array written by run()/fetchAll().
-constexpr int kStatusLen = 8;
+constexpr int kStatusLen = 9;
 constexpr int kStatusInKernel = 0, kStatusOwned = 1, kStatusInflight = 2, kStatusAborted = 3,
               kStatusWakeups = 4, kStatusLastError = 5, kStatusCompleted = 6 /* tags in the completed buffer */,
-              kStatusBadRecords = 7 /* plan records refused since the queue was made */;
+              kStatusBadRecords = 7 /* plan records refused since the queue was made */,
+              kStatusFailed = 8 /* requests committed with an error since the queue was made */;

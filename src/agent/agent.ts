@@ -272,7 +272,7 @@ export class Agent {
       case 'agent.status':
         return {
           pid: process.pid, hostId: this.hostId, leaseMs: this.leaseMs, suspended: this.suspended, drained: this.drained,
-          disks: [...this.disks.values()].map((d) => ({ diskId: d.id, name: d.shape.name, device: d.device?.path ?? null })),
+          disks: [...this.disks.values()].map((d) => ({ diskId: d.id, name: d.shape.name, device: d.device?.path ?? null, io: d.device?.ioStats() ?? null })),
         };
       case 'agent.exit':
         setImmediate(() => { void this.stop(); });

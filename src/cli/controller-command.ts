@@ -4,7 +4,9 @@ import { Option } from 'clipanion';
 import { connect } from '../protocol/client.js';
 import type { Connection } from '../protocol/connection.js';
 import { defaultDataDir, socketPath } from '../controller/paths.js';
+import { PROGRESS_EVENT, type ProgressEvent } from '../protocol/progress.js';
 import { VdiskCommand } from './base.js';
+import { ProgressLine } from './progress.js';
 
 export abstract class ControllerCommand extends VdiskCommand {
   dataDirOption = Option.String('--data-dir', { description: 'controller data directory (default: $VDISK_DATA_DIR, /var/lib/vdisk as root, else ~/.local/share/vdisk)' });
@@ -19,6 +21,25 @@ export abstract class ControllerCommand extends VdiskCommand {
     try {
       return (await conn.request(op, args)).result as T;
     } finally {
+      await conn.close();
+    }
+  }
+
+  /**
+   * A request that may run long (rm of a large snapshot, check of a large pool): no client-side timeout (the
+   * controller answers or the connection drops), and a progress line on stderr when that is a terminal.
+   */
+  async callLong<T>(op: string, args: Record<string, unknown>, label: string): Promise<T> {
+    const conn = await this.connect();
+    const line = ProgressLine.forStream(this.context.stderr, label);
+    if (line) conn.onEvent((name, data) => {
+      const p = data as ProgressEvent;
+      if (name === PROGRESS_EVENT) line.update(p.done, p.total, p.unit);
+    });
+    try {
+      return (await conn.request(op, { ...args, progress: line !== undefined }, { timeoutMs: 0 })).result as T;
+    } finally {
+      line?.clear();
       await conn.close();
     }
   }

@@ -2,6 +2,7 @@
 // load it in bulk, start the device), detach, reconcile an agent that (re)connects (reload what it holds,
 // recover the quiesced devices of one that restarted), and push changes with the blocking flag.
 // Every table flow of a disk runs under that disk's lock (see util/mutex.ts for why).
+import type { ProgressFn } from './progress.js';
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
 import type { Alternate, FaultAnswer } from '../protocol/fault-answer.js';
@@ -310,13 +311,18 @@ export class Attachments {
   }
 
   /** Folds every Alternate segment of the disk (on request, and before a snapshot shares its table). */
-  async foldAll(disk: Disk, io: SegmentIo): Promise<number> {
-    return this.withDisk(disk.id, () => this.foldAllLocked(disk, io));
+  async foldAll(disk: Disk, io: SegmentIo, progress?: ProgressFn): Promise<number> {
+    return this.withDisk(disk.id, () => this.foldAllLocked(disk, io, progress));
   }
 
-  private async foldAllLocked(disk: Disk, io: SegmentIo): Promise<number> {
+  private async foldAllLocked(disk: Disk, io: SegmentIo, progress?: ProgressFn): Promise<number> {
     let n = 0;
-    for (const a of await listAlternates(this.store, disk.id)) if (await this.foldLocked(disk, a.segment, io)) n++;
+    const alternates = await listAlternates(this.store, disk.id);
+    for (const [k, a] of alternates.entries()) {
+      progress?.(k, alternates.length);
+      if (await this.foldLocked(disk, a.segment, io)) n++;
+    }
+    progress?.(alternates.length, alternates.length);
     return n;
   }
 

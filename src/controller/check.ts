@@ -9,6 +9,7 @@ import { turn } from '../util/sleep.js';
 import { isMapped, type Store } from './store.js';
 import { listAlternates } from './partial.js';
 import { overlaps, tryIdentify } from './container-identity.js';
+import type { ProgressFn } from './progress.js';
 
 export interface CheckReport { ok: boolean; disks: number; allocations: number; references: number; problems: string[] }
 
@@ -82,7 +83,7 @@ class Refs {
 /** Work between turns of the event loop, in entries or rows: a turn every few milliseconds. */
 const SLICE = 4096;
 
-export async function checkStore(store: Store): Promise<CheckReport> {
+export async function checkStore(store: Store, progress?: ProgressFn): Promise<CheckReport> {
   const problems: string[] = [];
   const refs = new Refs();
   let family = 0;
@@ -106,6 +107,9 @@ export async function checkStore(store: Store): Promise<CheckReport> {
     else if (offset + length > c.size) problems.push(`${what} lies outside container ${c.name} (${offset}+${length} > ${c.size} bytes)`);
   };
   let references = 0;
+  // Progress counts table entries: the table scan is what grows with the pool.
+  const total = disks.reduce((n, d) => n + d.segments, 0);
+  let before = 0;
   for (const [slot, d] of disks.entries()) {
     family = d.family;
     diskSlot = slot;
@@ -113,6 +117,7 @@ export async function checkStore(store: Store): Promise<CheckReport> {
     // Stored chunks only (an absent chunk is all fill state, which maps nothing), one turn of the event loop
     // each: check costs what the tables hold and never stalls faults and pings.
     for await (const { chunk, data } of store.chunks(d)) {
+      progress?.(before + Math.min(d.segments, chunk * CHUNK_ENTRIES), total);
       for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
         const i = chunk * CHUNK_ENTRIES + k;
         const e = decodeEntry(data, k);
@@ -137,6 +142,8 @@ export async function checkStore(store: Store): Promise<CheckReport> {
         }
       }
     }
+    before += d.segments;
+    progress?.(before, total);
     for (const i of alts.keys()) {
       problems.push(i < d.segments ? `${d.name}[${i}] has an alternate location but no mapping` : `${d.name} has an alternate location for segment ${i}, outside the disk`);
     }

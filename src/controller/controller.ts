@@ -23,6 +23,7 @@ import { prepareContainer } from './container-files.js';
 import { identify, overlaps, tryIdentify } from './container-identity.js';
 import { socketPath } from './paths.js';
 import { Store, type CowMode, type Modes, type PartialMode } from './store.js';
+import { progressTo } from './progress.js';
 import { ensureDir } from '../util/dirs.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
@@ -77,11 +78,14 @@ export class Controller {
 
   /** Serves GET /metrics (Prometheus text) on host:port; port 0 picks a free one. Returns the port. */
   async startMetrics(host: string, port: number): Promise<number> {
+    if (this.metricsServer) throw new VdiskError('the metrics endpoint is already being served', { code: 'EEXIST' });
     this.metricsServer = await serveMetrics(host, port, () => this.metrics.snapshot(this.store, this.agents));
     return (this.metricsServer.address() as AddressInfo).port;
   }
 
   async stop(): Promise<void> {
+    // A scraper's keep-alive connection would hold the server (and the process) open past close().
+    this.metricsServer?.closeAllConnections();
     await new Promise<void>((resolve) => { if (this.metricsServer) this.metricsServer.close(() => resolve()); else resolve(); });
     this.metricsServer = undefined;
     await this.server?.close();
@@ -191,8 +195,10 @@ export class Controller {
     },
     'disk.snapshot': async (a) => this.attachments.snapshot(str(a, 'name'), str(a, 'snapshot'), this.io),
     'disk.clone': async (a) => this.store.clone(str(a, 'snapshot'), str(a, 'name'), modes(a)),
-    'disk.fold': async (a) => ({ folded: await this.attachments.foldAll(await this.store.disk(str(a, 'name')), this.io) }),
-    'check': async () => checkStore(this.store),
+    'disk.fold': async (a, caller) => ({
+      folded: await this.attachments.foldAll(await this.store.disk(str(a, 'name')), this.io, progressTo(caller.conn, a.progress === true, 'fold', 'alternates')),
+    }),
+    'check': async (a, caller) => checkStore(this.store, progressTo(caller.conn, a.progress === true, 'check', 'segments')),
     'disk.attach': async (a) => this.attachments.attach(str(a, 'name'), str(a, 'hostId'), { queues: optInt(a, 'queues'), depth: optInt(a, 'depth') }),
     'disk.detach': async (a) => this.attachments.detach(str(a, 'name'), optStr(a, 'hostId'), bool(a, 'force')),
     'disk.states': async (a) => {
@@ -255,8 +261,8 @@ export class Controller {
       // Bitmaps travel as base64 in the JSON reply.
       return answer.action === 'entry' && answer.alternate ? { ...answer, alternate: { ...answer.alternate, bitmap: answer.alternate.bitmap.toString('base64') } } : answer;
     },
-    'disk.rm': async (a) => {
-      await this.store.removeDisk(str(a, 'name'));
+    'disk.rm': async (a, caller) => {
+      await this.store.removeDisk(str(a, 'name'), progressTo(caller.conn, a.progress === true, 'rm', 'segments'));
       return {};
     },
   };

@@ -1,10 +1,18 @@
 // The controller's metrics: map faults by kind (count, time to answer), containers (size, used, failed),
-// agents (connected, lease), as one snapshot for `vdisk stats` and as Prometheus text for a scraper
-// (`vdisk controller start --metrics HOST:PORT`). Counting is a few additions per fault: nothing per I/O.
+// agents (connected, lease, suspended), disks (allocation and Error segments from the tables, I/O counts from
+// each agent serving them), as one snapshot for `vdisk stats` and as Prometheus text for a scraper
+// (`vdisk controller start --metrics HOST:PORT`). Counting is a few additions per fault: nothing per I/O; the
+// agents count their I/O themselves and are asked at snapshot time.
 import http from 'node:http';
 import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../io/translator.js';
-import type { AgentRegistry } from './agents.js';
-import type { Store } from './store.js';
+import { parseIoCounts, type IoCounts } from '../protocol/io-counts.js';
+import { ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
+import { STATE_ERROR } from '../table/mapping-table.js';
+import type { AgentLink, AgentRegistry } from './agents.js';
+import { isMapped, type Disk, type Store } from './store.js';
+
+/** How long a snapshot waits for an agent's counters: a stuck agent shows as unanswered, never stalls stats. */
+const AGENT_STATUS_TIMEOUT_MS = 2000;
 
 const KINDS: Record<number, string> = { [FAULT_READ]: 'read', [FAULT_WRITE]: 'write', [FAULT_DISCARD]: 'discard', [FAULT_RECLAIM]: 'reclaim' };
 
@@ -13,8 +21,25 @@ export interface StatsSnapshot {
   uptimeS: number;
   faults: Record<string, FaultStats>;
   containers: Array<{ name: string; sizeBytes: number; usedBytes: number; failed: boolean }>;
-  agents: Array<{ hostId: string; leaseMs: number; connectedS: number }>;
+  agents: AgentStats[];
   disks: number;
+  /** Per disk: what its table maps and, on each host serving it, the I/O counts there. */
+  diskStats: DiskStats[];
+}
+
+export interface AgentStats {
+  hostId: string; leaseMs: number; connectedS: number;
+  /** Whether the agent has suspended its tables (lost its lease); undefined when it did not answer. */
+  suspended?: boolean;
+  /** Why the agent's counters are missing, if they are. */
+  unanswered?: string;
+}
+
+export interface DiskStats {
+  name: string; sizeBytes: number; readOnly: boolean;
+  /** Bytes of segments the table maps (alternates included), and entries in the Error state. */
+  allocatedBytes: number; errorSegments: number;
+  hosts: Array<{ hostId: string; device: string | null; io: IoCounts | null }>;
 }
 
 export class Metrics {
@@ -33,14 +58,69 @@ export class Metrics {
   }
 
   async snapshot(store: Store, agents: AgentRegistry): Promise<StatsSnapshot> {
+    const links = agents.list();
+    // The agents are asked all at once, while the tables are read.
+    const statuses = Promise.all(links.map((l) => agentStatus(l)));
+    const disks = await store.listDisks();
+    const tables: Array<Omit<DiskStats, 'hosts'>> = [];
+    for (const d of disks) tables.push({ name: d.name, sizeBytes: d.size, readOnly: d.readOnly, ...await tableSummary(store, d) });
+    const answers = await statuses;
     return {
       uptimeS: Math.round((Date.now() - this.started) / 1000),
       faults: Object.fromEntries([...this.faults].map(([k, v]) => [k, { ...v, totalMs: Number(v.totalMs.toFixed(3)), maxMs: Number(v.maxMs.toFixed(3)) }])),
       containers: (await store.listContainers()).map((c) => ({ name: c.name, sizeBytes: c.size, usedBytes: c.usedBytes, failed: c.failed })),
-      agents: agents.list().map((l) => ({ hostId: l.hostId, leaseMs: l.leaseMs, connectedS: Math.round((Date.now() - l.since) / 1000) })),
-      disks: (await store.listDisks()).length,
+      agents: links.map((l, i) => {
+        const a = answers[i];
+        const row: AgentStats = { hostId: l.hostId, leaseMs: l.leaseMs, connectedS: Math.round((Date.now() - l.since) / 1000) };
+        if ('unanswered' in a) row.unanswered = a.unanswered;
+        else row.suspended = a.suspended;
+        return row;
+      }),
+      disks: disks.length,
+      diskStats: tables.map((t) => ({
+        ...t,
+        hosts: links.flatMap((l, i) => {
+          const a = answers[i];
+          const held = 'disks' in a ? a.disks.find((x) => x.name === t.name) : undefined;
+          return held ? [{ hostId: l.hostId, device: held.device, io: held.io }] : [];
+        }),
+      })),
     };
   }
+}
+
+type AgentAnswer = { suspended: boolean; disks: Array<{ name: string; device: string | null; io: IoCounts | null }> } | { unanswered: string };
+
+/** One agent's agent.status, reduced to what stats shows; a peer's answer is checked field by field. */
+async function agentStatus(l: AgentLink): Promise<AgentAnswer> {
+  try {
+    const r = (await l.conn.request('agent.status', {}, { timeoutMs: AGENT_STATUS_TIMEOUT_MS })).result as Record<string, unknown>;
+    const disks = Array.isArray(r.disks) ? r.disks as Array<Record<string, unknown>> : [];
+    return {
+      suspended: r.suspended === true,
+      disks: disks.filter((d) => typeof d.name === 'string').map((d) => ({
+        name: d.name as string, device: typeof d.device === 'string' ? d.device : null, io: parseIoCounts(d.io) ?? null,
+      })),
+    };
+  } catch (err) {
+    return { unanswered: (err as Error).message };
+  }
+}
+
+/** Allocation and Error entries of a disk's table, one stored chunk per turn (absent chunks are fill state). */
+async function tableSummary(store: Store, d: Disk): Promise<{ allocatedBytes: number; errorSegments: number }> {
+  let mapped = 0;
+  let errors = 0;
+  for await (const { data } of store.chunks(d)) {
+    for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
+      const e = decodeEntry(data, k);
+      if (!isMapped(e)) continue;
+      mapped++;
+      if (e.states & STATE_ERROR) errors++;
+    }
+  }
+  const alts = await store.db.get<{ n: number }>('SELECT count(*) AS n FROM alternates WHERE disk_id = ?', [d.id]);
+  return { allocatedBytes: (mapped + (alts?.n ?? 0)) * d.segmentSize, errorSegments: errors };
 }
 
 /** Prometheus text exposition (version 0.0.4) of a snapshot. */
@@ -61,7 +141,28 @@ export function prometheusText(s: StatsSnapshot): string {
   metric('vdisk_container_failed', 'gauge', '1 if the container is marked failed.', s.containers.map((c) => [`{container="${label(c.name)}"}`, c.failed ? 1 : 0]));
   metric('vdisk_agent_connected_seconds', 'gauge', 'How long each connected agent has been connected.', s.agents.map((a) => [`{host="${label(a.hostId)}"}`, a.connectedS]));
   metric('vdisk_agent_lease_seconds', 'gauge', 'Each connected agent\'s lease.', s.agents.map((a) => [`{host="${label(a.hostId)}"}`, a.leaseMs / 1000]));
+  metric('vdisk_agent_suspended', 'gauge', '1 if the agent has suspended its tables (its lease ran out).',
+    s.agents.filter((a) => a.suspended !== undefined).map((a) => [`{host="${label(a.hostId)}"}`, a.suspended ? 1 : 0]));
+  metric('vdisk_agent_unanswered', 'gauge', '1 if the agent did not answer the status request of this scrape.',
+    s.agents.map((a) => [`{host="${label(a.hostId)}"}`, a.unanswered === undefined ? 0 : 1]));
   metric('vdisk_disks', 'gauge', 'Disks, snapshots and clones the controller knows.', [['', s.disks]]);
+  const disk = (d: DiskStats) => `{disk="${label(d.name)}"}`;
+  metric('vdisk_disk_size_bytes', 'gauge', 'Disk size.', s.diskStats.map((d) => [disk(d), d.sizeBytes]));
+  metric('vdisk_disk_allocated_bytes', 'gauge', 'Bytes of segments the disk\'s table maps.', s.diskStats.map((d) => [disk(d), d.allocatedBytes]));
+  metric('vdisk_disk_error_segments', 'gauge', 'Table entries in the Error state.', s.diskStats.map((d) => [disk(d), d.errorSegments]));
+  const served = s.diskStats.flatMap((d) => d.hosts.filter((h) => h.io !== null).map((h) => ({ labels: `{disk="${label(d.name)}",host="${label(h.hostId)}"}`, io: h.io as IoCounts })));
+  const io: Array<[string, keyof IoCounts, string]> = [
+    ['vdisk_disk_reads_total', 'reads', 'Read requests served, by disk and host.'],
+    ['vdisk_disk_read_bytes_total', 'readBytes', 'Bytes read, by disk and host.'],
+    ['vdisk_disk_writes_total', 'writes', 'Write requests served, by disk and host.'],
+    ['vdisk_disk_written_bytes_total', 'writeBytes', 'Bytes written, by disk and host.'],
+    ['vdisk_disk_discards_total', 'discards', 'Discard and write-zeroes requests, by disk and host.'],
+    ['vdisk_disk_discarded_bytes_total', 'discardBytes', 'Bytes discarded or zeroed, by disk and host.'],
+    ['vdisk_disk_flushes_total', 'flushes', 'Flush requests, by disk and host.'],
+    ['vdisk_disk_io_errors_total', 'errors', 'Requests completed with an error, by disk and host.'],
+    ['vdisk_disk_faults_total', 'faults', 'Requests that faulted to the controller, by disk and host.'],
+  ];
+  for (const [name, field, help] of io) metric(name, 'counter', help, served.map((r) => [r.labels, r.io[field]]));
   metric('vdisk_controller_uptime_seconds', 'gauge', 'Seconds since the controller started.', [['', s.uptimeS]]);
   return `${out.join('\n')}\n`;
 }

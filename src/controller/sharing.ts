@@ -7,6 +7,7 @@
 import { CHUNK_ENTRIES, ENTRY_BYTES } from '../table/entry-codec.js';
 import { LOCATION_UNIT, STATE_INVALID, STATE_ZERO, type Entry } from '../table/mapping-table.js';
 import type { Disk, Store } from './store.js';
+import type { ProgressFn } from './progress.js';
 
 /** The entry references storage (Invalid and Zero entries reference nothing; Error ones still own theirs). */
 export function isMapped(e: Entry): boolean {
@@ -54,9 +55,11 @@ export async function releaseUnlessShared(store: Store, disk: Disk, segment: num
  * Walks the disk's stored chunks beside the same chunks of its family: fn(chunk data, k, shared) for each
  * mapped entry, shared telling whether another family member names the same location at that index.
  */
-export async function eachMapped(store: Store, disk: Disk, fn: (data: Buffer, k: number, index: number, shared: boolean) => Promise<void> | void): Promise<void> {
+export async function eachMapped(store: Store, disk: Disk, fn: (data: Buffer, k: number, index: number, shared: boolean) => Promise<void> | void,
+  progress?: ProgressFn): Promise<void> {
   const family = await familyOf(store, disk);
   for await (const { chunk, data } of store.chunks(disk)) {
+    progress?.(Math.min(disk.segments, chunk * CHUNK_ENTRIES), disk.segments);
     const others: Buffer[] = [];
     for (const f of family) if (f.segments > chunk * CHUNK_ENTRIES) others.push(await store.chunk(f, chunk));
     const n = data.length / ENTRY_BYTES;
@@ -66,4 +69,5 @@ export async function eachMapped(store: Store, disk: Disk, fn: (data: Buffer, k:
       await fn(data, k, chunk * CHUNK_ENTRIES + k, shared);
     }
   }
+  progress?.(disk.segments, disk.segments);
 }

@@ -20,6 +20,7 @@ import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } 
 import { ensureDir } from '../util/dirs.js';
 import { checkName } from './names.js';
 import { failpoint } from '../util/failpoints.js';
+import type { ProgressFn } from './progress.js';
 
 export interface Container { id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number }
 export interface Disk {
@@ -287,14 +288,14 @@ export class Store {
   }
 
   /** Drops the disk's references; segments no other disk of its family names go back to the free pool. */
-  async removeDisk(name: string): Promise<void> {
+  async removeDisk(name: string, progress?: ProgressFn): Promise<void> {
     await this.db.transaction(async () => {
       const disk = await this.disk(name);
       const attached = await this.db.all<{ host_id: string }>('SELECT host_id FROM attachments WHERE disk_id = ?', [disk.id]);
       if (attached.length) throw new VdiskError(`disk ${name} is attached on ${attached.map((a) => a.host_id).join(', ')}: detach it first`, { code: 'EBUSY' });
       await eachMapped(this, disk, async (data, k, _i, shared) => {
         if (!shared) await this.free(data.readUInt32LE(k * ENTRY_BYTES + 4) >>> 8, data.readUInt32LE(k * ENTRY_BYTES + 8), disk.segmentSize / LOCATION_UNIT);
-      });
+      }, progress);
       for (const a of await this.db.all<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ?', [disk.id])) {
         await this.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT); // alternates are never shared
       }

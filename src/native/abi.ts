@@ -30,7 +30,7 @@ export const COMPLETED_IO_ERROR = 0x80000000;
 /** Backing operations one request may need at most (native reserves this many slots per tag). */
 export const MAX_OPS_PER_TAG = 16;
 
-export const STATUS_LEN = 8;
+export const STATUS_LEN = 9;
 export const STATUS_IN_KERNEL = 0;
 export const STATUS_OWNED = 1;
 export const STATUS_INFLIGHT = 2;
@@ -41,6 +41,8 @@ export const STATUS_LAST_ERROR = 5;
 export const STATUS_COMPLETED = 6;
 /** Plan records run() refused (bad op, tag or range) since the queue was made: each failed its request with EIO. */
 export const STATUS_BAD_RECORDS = 7;
+/** Requests committed with an error (negative result) since the queue was made. */
+export const STATUS_FAILED = 8;
 
 // Kernel constants (include/uapi/linux/ublk_cmd.h, linux/fs.h, linux/falloc.h).
 export const UBLK_IO_OP_READ = 0;

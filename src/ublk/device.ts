@@ -8,6 +8,7 @@ import { Piscina } from 'piscina';
 import { VdiskError } from '../errors.js';
 import { sleep } from '../util/sleep.js';
 import { dirtyWords, markDirty } from '../io/translator.js';
+import { ioStatsBuffer, readIoStats, type IoCounts } from './io-stats.js';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import type { UblkParams, UblksrvCtrlDevInfo } from '../native/types.js';
@@ -102,6 +103,7 @@ export class UblkDevice {
     private readonly ctl: Int32Array,
     private readonly wakeFds: number[],
     private readonly ports: MessagePort[],
+    private readonly io: SharedArrayBuffer,
   ) {
     this.path = `/dev/ublkb${info.devId}`;
     this.queues = info.nrHwQueues;
@@ -109,6 +111,11 @@ export class UblkDevice {
 
   get devId(): number {
     return this.info.devId;
+  }
+
+  /** Requests and bytes served since this process started serving the device (a recovery starts at zero). */
+  ioStats(): IoCounts {
+    return readIoStats(this.io, this.queues);
   }
 
   static async start(control: UblkControlDevice, o: DeviceOptions): Promise<UblkDevice> {
@@ -172,6 +179,7 @@ export class UblkDevice {
     const ctl = new Int32Array(new SharedArrayBuffer(ctlWords(info.nrHwQueues) * 4));
     const dirty = o.dirty ?? startDirty(o.table, new Int32Array(o.containerFds));
     const tasks: Promise<QueueTaskResult>[] = [];
+    const io = ioStatsBuffer(info.nrHwQueues);
     const wakeFds: number[] = [];
     const ports: MessagePort[] = [];
     try {
@@ -187,7 +195,7 @@ export class UblkDevice {
           devId, qId: q, depth: info.queueDepth, maxIoBufBytes: info.maxIoBufBytes,
           encoded: (info.flags & UBLK_F_CMD_IOCTL_ENCODE) !== 0n, cdevFd, wakeFd: wakeFds[q],
           table: o.table.buffer, segments: o.table.segments, segmentSize: o.table.segmentSize,
-          sectors: o.sizeBytes / 512, containerFds: o.containerFds, dirty, control: ctl.buffer as SharedArrayBuffer,
+          sectors: o.sizeBytes / 512, containerFds: o.containerFds, dirty, control: ctl.buffer as SharedArrayBuffer, ioStats: io,
           port: port2 as unknown as QueueTaskArgs['port'], faults: o.onFault !== undefined,
         };
         const task = pool.run(args, { transferList: [port2] as never }) as Promise<QueueTaskResult>;
@@ -211,7 +219,7 @@ export class UblkDevice {
         await control.endUserRecovery(devId, process.pid);
       }
       debug(`dev ${devId}: live`);
-      return new UblkDevice(control, info, cdevFd, pool, tasks, ctl, wakeFds, ports);
+      return new UblkDevice(control, info, cdevFd, pool, tasks, ctl, wakeFds, ports, io);
     } catch (err) {
       debug(`dev ${devId}: ${mode} failed (${(err as Error).message}); tearing down`);
       await teardown(control, devId, cdevFd, pool, tasks, ctl, wakeFds, false, mode === 'start');

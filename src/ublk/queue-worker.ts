@@ -7,6 +7,7 @@ import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import { MappingTable } from '../table/mapping-table.js';
 import { DEFERRED, FAULTED, Translator } from '../io/translator.js';
+import { IO_DISCARDS, IO_ERRORS, IO_FAULTS, IO_FLUSHES, IO_READS, IO_WRITES, IoCounter } from './io-stats.js';
 
 /**
  * Words of the per-device control block shared by the main thread and every queue worker. Blocking commands
@@ -50,6 +51,8 @@ export interface QueueTaskArgs {
   /** The device's dirty-container bitmap (see Translator): which containers a FLUSH must fdatasync. */
   dirty: SharedArrayBuffer;
   control: SharedArrayBuffer;
+  /** The device's I/O counters (io-stats.ts); this queue writes row qId. */
+  ioStats: SharedArrayBuffer;
   port: MessagePort;
   /** Park requests the table cannot serve and report them (true), or fail them with EIO at once (false). */
   faults: boolean;
@@ -93,6 +96,9 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     wakeFd: args.wakeFd, encoded: args.encoded, ready, plan: tr.plan, status, completed,
   });
   const result: QueueTaskResult = { qId: args.qId, requests: 0, batches: 0, faults: 0, lastError: 0 };
+  const io = new IoCounter(args.ioStats, args.qId);
+  // Counter field of each ublk op (READ, WRITE, FLUSH, DISCARD, WRITE_SAME, WRITE_ZEROES); bytes at field + 1.
+  const opField = [IO_READS, IO_WRITES, IO_FLUSHES, IO_DISCARDS, IO_WRITES, IO_DISCARDS];
   try {
     try {
       q.fetchAll();
@@ -208,8 +214,20 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
       for (let k = 0; k < m; k++) plan(deferred[k], pOpFlags[deferred[k]], pSectors[deferred[k]], pSector[deferred[k]]);
       for (let i = 0; i < n; i++) {
         const r = i * abi.READY_STRIDE;
-        plan(ready[r + abi.READY_TAG], ready[r + abi.READY_OP_FLAGS], ready[r + abi.READY_NR_SECTORS],
+        const opFlags = ready[r + abi.READY_OP_FLAGS];
+        const field = opField[opFlags & 0xff];
+        if (field !== undefined) {
+          io.local[field]++;
+          if (field !== IO_FLUSHES) io.local[field + 1] += ready[r + abi.READY_NR_SECTORS] * 512;
+        }
+        plan(ready[r + abi.READY_TAG], opFlags, ready[r + abi.READY_NR_SECTORS],
           ready[r + abi.READY_SECTOR_LO] + ready[r + abi.READY_SECTOR_HI] * 0x100000000);
+      }
+      // Counts published once per batch; errors are the native count of requests committed with an error.
+      if (n > 0 || nDone > 0) {
+        io.local[IO_ERRORS] = status[abi.STATUS_FAILED];
+        io.local[IO_FAULTS] = result.faults;
+        io.publish();
       }
       if (n === 0 && tr.n === 0) {
         const idle = status[abi.STATUS_OWNED] === 0 && status[abi.STATUS_INFLIGHT] === 0;

@@ -5,6 +5,7 @@
 import t from 'tap';
 import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import type { StatsSnapshot } from '../../src/controller/metrics.js';
 import { Cluster } from './cluster.js';
 import { readDirect, ublkAvailable, writeDirect } from './helpers.js';
 
@@ -71,4 +72,14 @@ t.test('Error state: a failed container gives EIO on its segments only', async (
   t.ok(readDirect(d2, 9 * MB, 4096).equals(more), 'and still takes new writes');
   const info = (await c.json<{ entriesByState: Record<string, number> }>('info', 'd1'));
   t.equal(info.entriesByState.error, 3, 'vdisk info counts the 3 Error entries of d1');
+
+  // vdisk stats: the table's Error entries, and the serving agent's own counters of the EIOs it returned.
+  const stats = await c.json<StatsSnapshot>('stats');
+  const s1 = stats.diskStats.find((d) => d.name === 'd1');
+  const s2 = stats.diskStats.find((d) => d.name === 'd2');
+  t.match(s1, { errorSegments: 3, allocatedBytes: 3 * MB, hosts: [{ hostId: 'h1', device: d1 }] }, 'stats: d1 has 3 Error segments');
+  t.ok((s1?.hosts[0].io?.errors ?? 0) >= 3, `h1 counted the EIO reads of d1 (${s1?.hosts[0].io?.errors})`);
+  t.ok((s1?.hosts[0].io?.writeBytes ?? 0) >= 3 * MB, 'and its 3 MiB of writes');
+  t.match(s2, { errorSegments: 0, hosts: [{ hostId: 'h1', device: d2, io: { errors: 0 } }] }, 'd2: no Error segment, no I/O error');
+  t.ok((s2?.hosts[0].io?.writeBytes ?? 0) >= MB + 4096, `d2's writes counted (${s2?.hosts[0].io?.writeBytes} bytes)`);
 });

@@ -60,13 +60,19 @@ t.test('thin provisioning through faults answered by the store', async (t) => {
     fs.rmSync(mnt, { recursive: true, force: true });
   });
 
+  const start = dev.ioStats();
   t.ok((await readDirectAsync(dev.path, 0, 4 * MB)).equals(Buffer.alloc(4 * MB)), 'an unwritten thin disk reads zeros');
+  t.equal(dev.ioStats().readBytes - start.readBytes, 4 * MB, 'the queues counted the bytes read');
   t.equal(faults.length, 0, 'reads of Zero segments need no fault');
   t.equal((await store.diskInfo('thin')).allocatedBytes, 0);
 
   const data = crypto.randomBytes(8192);
+  const before = dev.ioStats();
   await writeDirectAsync(dev.path, 5 * MB + 64 * 1024, data);
   t.equal(faults.length, 1, 'the first write to a Zero segment faulted once');
+  const after = dev.ioStats();
+  t.same([after.writeBytes - before.writeBytes, after.faults - before.faults, after.errors - before.errors], [8192, 1, 0],
+    'the queues counted the write\'s bytes once (not again at its retry), its fault, and no error');
   t.equal((await store.diskInfo('thin')).allocatedBytes, MB, 'and allocated exactly one segment');
   const seg = await readDirectAsync(dev.path, 5 * MB, MB);
   t.ok(seg.subarray(64 * 1024, 64 * 1024 + 8192).equals(data), 'the written blocks read back');

@@ -16,10 +16,14 @@ class Capture extends Writable {
 
 const cli = createCli();
 
-/** `vdisk ARGS [--data-dir DIR]`, in-process. stderr is trimmed, stdout is as printed. */
-export async function runCli(args: string[], dataDir?: string): Promise<CliResult> {
+/**
+ * `vdisk ARGS [--data-dir DIR]`, in-process. stderr is trimmed, stdout is as printed. `ttyStderr` makes
+ * stderr claim to be a terminal (isTTY), as an interactive shell's is; its text is then kept untrimmed.
+ */
+export async function runCli(args: string[], dataDir?: string, o: { ttyStderr?: boolean } = {}): Promise<CliResult> {
   const stdout = new Capture();
   const stderr = new Capture();
+  if (o.ttyStderr) Object.assign(stderr, { isTTY: true });
   const status = await cli.run(dataDir === undefined ? args : [...args, '--data-dir', dataDir], { stdout, stderr, colorDepth: 1 });
-  return { status, out: stdout.text, err: stderr.text.trim() };
+  return { status, out: stdout.text, err: o.ttyStderr ? stderr.text : stderr.text.trim() };
 }

@@ -11,7 +11,7 @@ export class CheckCommand extends ControllerCommand {
   json = Option.Boolean('--json', false, { description: 'print as JSON' });
 
   async run(): Promise<number> {
-    const r = await this.call<CheckReport>('check');
+    const r = await this.callLong<CheckReport>('check', {}, 'checking');
     if (this.json) this.print(JSON.stringify(r));
     else {
       this.print(`${r.disks} disk(s), ${r.allocations} allocated segment(s), ${r.references} reference(s): ${r.ok ? 'consistent' : `${r.problems.length} problem(s)`}`);

@@ -15,7 +15,7 @@ export class FoldCommand extends ControllerCommand {
   json = Option.Boolean('--json', false, { description: 'print as JSON' });
 
   async run(): Promise<number> {
-    const r = await this.call<{ folded: number }>('disk.fold', { name: this.name });
+    const r = await this.callLong<{ folded: number }>('disk.fold', { name: this.name }, `folding ${this.name}`);
     this.print(this.json ? JSON.stringify(r) : `disk ${this.name}: ${r.folded} segment(s) folded`);
     return 0;
   }

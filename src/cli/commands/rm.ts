@@ -9,7 +9,7 @@ export class RmCommand extends ControllerCommand {
   name = Option.String({ required: true });
 
   async run(): Promise<number> {
-    await this.call('disk.rm', { name: this.name });
+    await this.callLong('disk.rm', { name: this.name }, `removing ${this.name}`);
     this.print(`disk ${this.name} removed`);
     return 0;
   }

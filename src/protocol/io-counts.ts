@@ -1,0 +1,28 @@
+// The I/O counters of one served disk on one host, as agents report them in agent.status and the controller
+// shows them in `vdisk stats` and on /metrics. Counted by the queue workers (ublk/io-stats.ts) since the agent
+// process began serving the device: a restarted agent starts again from zero (a Prometheus counter reset).
+export interface IoCounts {
+  reads: number; readBytes: number; writes: number; writeBytes: number;
+  /** Discards and write-zeroes. */
+  discards: number; discardBytes: number; flushes: number;
+  /** Requests completed with an error (container I/O errors, Error segments, faults answered with an error). */
+  errors: number;
+  /** Requests that faulted to the controller. */
+  faults: number;
+}
+
+export const IO_COUNT_NAMES: ReadonlyArray<keyof IoCounts> =
+  ['reads', 'readBytes', 'writes', 'writeBytes', 'discards', 'discardBytes', 'flushes', 'errors', 'faults'];
+
+/** Validates an agent's counters (a peer's value): every field a non-negative number, or undefined if not. */
+export function parseIoCounts(v: unknown): IoCounts | undefined {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const o = v as Record<string, unknown>;
+  const out = {} as IoCounts;
+  for (const k of IO_COUNT_NAMES) {
+    const n = o[k];
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) return undefined;
+    out[k] = n;
+  }
+  return out;
+}
