@@ -120,7 +120,8 @@ export class Controller {
 
   private accept(conn: Connection, hello: Hello): void {
     conn.onRequest(async (op, args) => {
-      const handler = this.handlers[op];
+      // Own handlers only: "constructor" or "toString" must not reach Object.prototype's functions.
+      const handler = Object.hasOwn(this.handlers, op) ? this.handlers[op] : undefined;
       if (!handler) throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
       return handler(args, { conn, hello });
     });
