@@ -127,6 +127,19 @@ export class Controller {
     });
   }
 
+  /**
+   * The caller's host id, for the requests of a registered agent (faults, reports, pings): a connection the
+   * registry does not hold (it never sent agent.register, or another registered for its host since) has no
+   * lease the controller counts on, so nothing is answered or changed for it.
+   */
+  private registered(caller: Caller): string {
+    const hostId = agentOf(caller);
+    if (this.agents.get(hostId)?.conn !== caller.conn) {
+      throw new VdiskError(`host ${hostId} has not registered on this connection: send agent.register first`, { code: 'EPERM' });
+    }
+    return hostId;
+  }
+
   private readonly handlers: Record<string, Handler> = {
     'controller.status': async () => ({
       pid: process.pid, version: CONTROLLER_VERSION, dataDir: this.dataDir, serverId: this.serverId,
@@ -235,11 +248,11 @@ export class Controller {
       return {};
     },
     'agent.ping': async (_a, caller) => {
-      agentOf(caller);
+      this.registered(caller);
       return {};
     },
     'disk.ioerror': async (a, caller) => {
-      const hostId = agentOf(caller);
+      const hostId = this.registered(caller);
       const disk = await this.store.diskById(int(a, 'diskId'));
       if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
       const n = await this.attachments.markIoError(disk, int(a, 'first'), int(a, 'count'));
@@ -247,7 +260,7 @@ export class Controller {
       return { entries: n };
     },
     'fault': async (a, caller) => {
-      agentOf(caller);
+      this.registered(caller);
       const disk = await this.store.diskById(int(a, 'diskId'));
       if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
       const started = performance.now();
