@@ -17,8 +17,13 @@ export function prepareContainer(file: string, size: number | undefined): { path
     if (size === undefined) throw new VdiskError(`${abs} does not exist: give --size to create it`, { code: 'ENOENT', path: abs });
     try {
       fs.writeFileSync(abs, '', { flag: 'wx', mode: 0o600 });
+    } catch (err) {
+      throw VdiskError.from(err, `cannot create ${abs}`);
+    }
+    try {
       fs.truncateSync(abs, size);
     } catch (err) {
+      fs.rmSync(abs, { force: true }); // made here, so removed here: a size the file system refuses leaves nothing
       throw VdiskError.from(err, `cannot create ${abs}`);
     }
     return { path: abs, size, created: true };

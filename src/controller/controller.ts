@@ -24,6 +24,7 @@ import { identify, overlaps, tryIdentify } from './container-identity.js';
 import { socketPath } from './paths.js';
 import { Store, type CowMode, type Modes, type PartialMode } from './store.js';
 import { progressTo } from './progress.js';
+import { checkName } from './names.js';
 import { ensureDir } from '../util/dirs.js';
 
 export const CONTROLLER_VERSION = '0.1.0';
@@ -154,6 +155,10 @@ export class Controller {
     },
     'container.add': async (a) => {
       const name = str(a, 'name');
+      // Refused before prepareContainer touches the file (it grows an existing one to the size asked for):
+      // a refused add leaves the file as it was. The store checks both again in its transaction.
+      checkName('container', name);
+      if ((await this.store.listContainers()).some((c) => c.name === name)) throw new VdiskError(`container ${name} already exists`, { code: 'EEXIST' });
       await this.refuseOverlap(path.resolve(str(a, 'path')));
       const size = optInt(a, 'size');
       if (size !== undefined && size < LOCATION_UNIT) throw new VdiskError(`container size ${size} is below 64 KiB`, { code: 'EINVAL' });
