@@ -20,7 +20,9 @@ function weight(f) {
   return { 'snapshot': 9, 'cow': 8, 'agent-restart': 7, 'migrate': 6, 'agent-thin': 5, 'agent-dm': 4 }[path.basename(f, '.test.js')] ?? 0;
 }
 const jobs = process.env.VDISK_TEST_JOBS ?? '3';
-const runner = [process.execPath, path.join(root, 'scripts', 'run-tests.mjs'), '--isolate', '--jobs', jobs, '--timeout', '900'];
+// Per-file and whole-VM limits; the torture run (scripts/torture.mjs) raises both.
+const fileTimeout = process.env.VDISK_TEST_FILE_TIMEOUT ?? '900';
+const runner = [process.execPath, path.join(root, 'scripts', 'run-tests.mjs'), '--isolate', '--jobs', jobs, '--timeout', fileTimeout];
 
 ensureTools();
 const missingFiles = files.filter((f) => !fs.existsSync(path.join(root, f)));
@@ -32,7 +34,7 @@ if (missingFiles.length || !fs.existsSync(path.join(root, 'build', 'Release', 'v
 const native = fs.existsSync('/dev/ublk-control') && process.getuid?.() === 0 && !process.env.VDISK_FORCE_VM;
 // Each VM run may take 35 minutes: a first run and a rerun after a guest crash fit in CI's 90 with the setup.
 const vm = (list) => [path.join(root, 'scripts', 'vm', 'run'), '--scratch', process.env.VDISK_VM_SCRATCH_SIZE ?? '4G',
-  '--timeout', '2100',
+  '--timeout', process.env.VDISK_VM_TIMEOUT ?? '2100',
   // 4 vCPUs so that 4-queue devices really get 4 queues (ublk grants one per CPU at most).
   '--smp', '4', '--', path.join(root, 'scripts', 'in-vm.sh'), ...runner, ...list];
 console.error(`integration: running on ${native ? 'this host\'s kernel' : 'the QEMU test VM (Debian 6.12 kernel)'}`);

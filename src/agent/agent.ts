@@ -4,6 +4,7 @@
 // Ordering rule: every table change, from a command or from a fault answer, is applied synchronously in the
 // frame's dispatch (request handlers change the table before their first await; fault answers go through
 // RequestOptions.onReply), so changes apply in the order the controller sent them.
+import { failpoint } from '../util/failpoints.js';
 import { VdiskError } from '../errors.js';
 import { connect } from '../protocol/client.js';
 import type { Connection } from '../protocol/connection.js';
@@ -238,7 +239,10 @@ export class Agent {
         const d = this.disk(args);
         if (!payload) throw new VdiskError('table.set needs the entries as a binary payload', { code: 'EINVAL' });
         d.setEntries(int(args, 'first'), payload);
-        if (args.blocking === true) await d.barrier();
+        if (args.blocking === true) {
+          await d.barrier();
+          failpoint('agent.blocked');
+        } else failpoint('agent.loaded');
         return {};
       }
       case 'table.alt': {
@@ -250,7 +254,10 @@ export class Agent {
       case 'table.states': {
         const d = this.disk(args);
         d.table.changeStates(int(args, 'first'), int(args, 'count'), int(args, 'bits'), args.set === true);
-        if (args.blocking === true) await d.barrier();
+        if (args.blocking === true) {
+          await d.barrier();
+          failpoint('agent.blocked');
+        }
         return {};
       }
       case 'device.start': {
@@ -261,6 +268,7 @@ export class Agent {
       case 'device.recover': {
         const d = this.disk(args);
         const dev = await d.recover(this.ctl(), int(args, 'devId'));
+        failpoint('agent.recovered');
         return { devId: dev.devId, path: dev.path, queues: dev.queues };
       }
       case 'device.stop': {

@@ -1,6 +1,7 @@
 // The controller process: owns the Store, listens on <data dir>/controller.sock, answers management
 // requests from the CLI and registrations and map faults from agents. Each mutating request awaits its
 // SQLite commit before the reply goes out, so an acknowledged change survives a crash of the controller.
+import { failpoint } from '../util/failpoints.js';
 import crypto from 'node:crypto';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -213,7 +214,11 @@ export class Controller {
       });
     },
     'disk.snapshot': async (a) => this.attachments.snapshot(str(a, 'name'), str(a, 'snapshot'), this.io),
-    'disk.clone': async (a) => this.store.clone(str(a, 'snapshot'), str(a, 'name'), modes(a)),
+    'disk.clone': async (a) => {
+      const clone = await this.store.clone(str(a, 'snapshot'), str(a, 'name'), modes(a));
+      failpoint('clone.committed');
+      return clone;
+    },
     'disk.fold': async (a, caller) => ({
       folded: await this.attachments.foldAll(await this.store.disk(str(a, 'name')), this.io, progressTo(caller.conn, a.progress === true, 'fold', 'alternates')),
     }),

@@ -2,6 +2,7 @@
 // every agent mapping the disk (blocking: no write to the segment is in flight), copy and remap in one
 // store transaction, then the new entry to every agent. Writes to the segment meanwhile fault and wait for
 // the lock. The job is recorded in the store, so a controller restart resumes it where the tables say.
+import { failpoint } from '../util/failpoints.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
 import { STATE_ALTERNATE, STATE_ERROR, STATE_NO_WRITE } from '../table/mapping-table.js';
 import type { Attachments } from './attachments.js';
@@ -81,6 +82,7 @@ export class Migrator {
       await this.att.toHolders(disk, (conn) => conn.request('table.states',
         { diskId: disk.id, first: segment, count: 1, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TIMEOUT_MS }));
       const entry = await this.store.migrateSegment(disk, segment, to, (from, dst, length) => this.io.copy(from, dst, length));
+      failpoint('migrate.remapped');
       // The agents get the stored entry either way: it also takes back the No-write set above.
       const bytes = Buffer.alloc(ENTRY_BYTES);
       encodeEntry(bytes, 0, entry ?? (await this.store.getEntries(disk, segment, 1))[0]);

@@ -1,4 +1,4 @@
-// Named crash points at the durable steps of the controller's flows, for crash tests. Inert unless
+// Named crash points at the durable steps of the controller's flows and the agent's table commands, for crash tests. Inert unless
 // VDISK_FAILPOINT=name:N is set when the process starts: then the Nth pass through `name` kills the process
 // with SIGKILL, as `kill -9` would (no cleanup, no exit handlers, nothing flushed that was not already).
 import { VdiskError } from '../errors.js';
@@ -13,8 +13,14 @@ export const FAILPOINTS = {
   'thick.reserved': 'a thick create reserved its runs',
   'thick.zeroed': 'a thick create zeroed its runs, the disk not yet created',
   'snapshot.committed': 'a snapshot committed (its No-write already on every agent), not yet answered',
+  'clone.committed': 'a clone committed, not yet answered',
+  'migrate.remapped': 'a migration step committed its remap, the agents not yet told',
   'rm.committed': 'a disk removal committed',
   'attach.recorded': 'an attach recorded its attachment, the device not yet started',
+  // In the agent process.
+  'agent.loaded': 'the agent installed a piece of a table load (attach, reconnect), not yet acknowledged',
+  'agent.blocked': 'the agent applied a blocking change and drained the requests before it, not yet acknowledged',
+  'agent.recovered': 'the agent recovered a quiesced device after a restart, not yet acknowledged',
 } as const;
 
 export type Failpoint = keyof typeof FAILPOINTS;

@@ -3,10 +3,9 @@
 // moves the snapshot; a whole-segment overwrite; and kill -9 of the controller while copy-on-write faults are
 // being answered, then restart: fio's verify passes, the snapshots are unchanged, `vdisk check` is clean.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import { Cluster } from './cluster.js';
-import { readDirect, ublkAvailable, writeDirect } from './helpers.js';
+import { fioVerify, readDirect, ublkAvailable, writeDirect } from './helpers.js';
 
 const missing = ublkAvailable();
 if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
@@ -14,19 +13,6 @@ const MB = 1 << 20;
 
 interface Info { alternates: number; entriesByState: Record<string, number>; sharedBytes: number; exclusiveBytes: number }
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
-
-/** fio 4k random writes with crc32c verification over [0, size) of dev; resolves with its exit status and output. */
-function fio(dev: string, size: string, extra: string[] = []): { done: Promise<number | null>; finished: () => boolean; out: () => string } {
-  const p = spawn('fio', ['--name=cow', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', `--size=${size}`, '--iodepth=8',
-    '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--randrepeat=0', ...extra],
-  { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  p.stdout.on('data', (d) => { out += d; });
-  p.stderr.on('data', (d) => { out += d; });
-  let finished = false;
-  const done = new Promise<number | null>((r) => p.once('exit', (code) => { finished = true; r(code); }));
-  return { done, finished: () => finished, out: () => out.split('\n').filter((l) => /err|verify|bad/i.test(l)).join('\n') };
-}
 
 t.test('bitmap: 4k writes after a snapshot go to alternate blocks; reads merge; fold', async (t) => {
   const c = await Cluster.start('vd-cow-bitmap');
@@ -37,7 +23,7 @@ t.test('bitmap: 4k writes after a snapshot go to alternate blocks; reads merge; 
   const base = crypto.randomBytes(8 * MB);
   writeDirect(dev, 0, base);
   await c.ok('snapshot', 'd', 's');
-  const f = fio(dev, '8M', ['--number_ios=64']);
+  const f = fioVerify(dev, '8M', ['--number_ios=32']);
   t.equal(await f.done, 0, `fio's verify passed over alternate blocks\n${f.out()}`);
   const info = (await c.json<Info>('info', 'd'));
   t.ok(info.alternates > 0, `segments with alternate blocks: ${info.alternates}`);
@@ -102,7 +88,7 @@ t.test('kill -9 of the controller while copy-on-write faults are answered', asyn
   const snaps: string[] = [];
   for (const d of disks) snaps.push(await c.attach(`${d}-snap`));
   const pid = await c.controllerPid();
-  const jobs = devs.map((dev) => fio(dev, '8M', ['--number_ios=80', '--rate_iops=20']));
+  const jobs = devs.map((dev) => fioVerify(dev, '8M', ['--number_ios=40', '--rate_iops=10']));
   // Kill once every disk has had copy-on-write faults answered, while every fio is still writing.
   await c.until('copy-on-write faults answered on every disk', async () => {
     for (const d of disks) {

@@ -156,3 +156,24 @@ export function tracked<T>(p: Promise<T>): { done: () => boolean; p: Promise<T> 
   void p.then(() => { finished = true; }, () => { finished = true; });
   return { done: () => finished, p };
 }
+
+export interface FioJob {
+  /** fio's exit status once it has written and verified. */
+  done: Promise<number | null>;
+  finished: () => boolean;
+  /** fio's lines about errors and verification, for a failure message. */
+  out: () => string;
+}
+
+/** fio 4k random writes with crc32c verification over [0, size) of dev; extra fio options appended. */
+export function fioVerify(dev: string, size: string, extra: string[] = []): FioJob {
+  const p = spawn('fio', ['--name=verify', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', `--size=${size}`, '--iodepth=8',
+    '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--randrepeat=0', ...extra],
+  { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout!.on('data', (d) => { out += d; });
+  p.stderr!.on('data', (d) => { out += d; });
+  let finished = false;
+  const done = new Promise<number | null>((r) => p.once('exit', (code) => { finished = true; r(code); }));
+  return { done, finished: () => finished, out: () => out.split('\n').filter((l) => /err|verify|bad/i.test(l)).join('\n') };
+}
