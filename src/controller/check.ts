@@ -2,13 +2,14 @@
 // referenced, every reference has an allocation, a shared segment has no exclusive (writable, not No-write)
 // owner and is shared at one index only, within one family (sharing.ts relies on both), every Alternate
 // entry has its alternate and no alternate lacks its entry, every mapping lies inside a known container, no
-// free extent is in use, and no two containers are the same storage.
+// free extent is in use, no two containers are the same storage, and no container is a file of the controller's.
+import path from 'node:path';
 import { LOCATION_UNIT, STATE_ALTERNATE, STATE_NO_WRITE } from '../table/mapping-table.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
 import { turn } from '../util/sleep.js';
 import { isMapped, type Store } from './store.js';
 import { listAlternates } from './partial.js';
-import { overlaps, tryIdentify } from './container-identity.js';
+import { controllerFileOf, describeControllerFile, overlaps, tryIdentify } from './container-identity.js';
 import type { ProgressFn } from './progress.js';
 
 export interface CheckReport { ok: boolean; disks: number; allocations: number; references: number; problems: string[] }
@@ -182,6 +183,7 @@ export async function checkStore(store: Store, progress?: ProgressFn): Promise<C
     'SELECT f.container_id, f.unit FROM free_extents f JOIN allocations a ON a.container_id = f.container_id AND a.unit = f.unit WHERE a.pending = 0');
   for (const f of both) problems.push(`segment ${f.container_id}/${f.unit} is both free and allocated`);
   problems.push(...await containerOverlaps(store));
+  problems.push(...await controllerFiles(store));
   return { ok: problems.length === 0, disks: disks.length, allocations, references, problems };
 }
 
@@ -196,6 +198,17 @@ async function containerOverlaps(store: Store): Promise<string[]> {
       if (!a.id || !b.id || !overlaps(a.id, b.id)) continue;
       out.push(`containers ${a.c.name} and ${b.c.name} are ${a.id.key === b.id.key ? 'the same storage' : 'overlapping storage'} (${a.c.path}, ${b.c.path})`);
     }
+  }
+  return out;
+}
+
+/** Containers that are the controller's own files (recorded before `container add` refused them). */
+async function controllerFiles(store: Store): Promise<string[]> {
+  const dataDir = path.dirname(store.file);
+  const out: string[] = [];
+  for (const c of await store.listContainers()) {
+    const found = controllerFileOf(dataDir, c.path);
+    if (found) out.push(`container ${c.name} (${c.path}) is ${describeControllerFile(found)}: its segments overwrite the controller's state`);
   }
   return out;
 }

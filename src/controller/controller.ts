@@ -21,7 +21,7 @@ import { SegmentIo } from './segment-io.js';
 import { Migrator } from './migrate.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { prepareContainer } from './container-files.js';
-import { identify, overlaps, tryIdentify } from './container-identity.js';
+import { controllerFileOf, describeControllerFile, identify, overlaps, tryIdentify } from './container-identity.js';
 import { socketPath } from './paths.js';
 import { Store, type CowMode, type Modes, type PartialMode } from './store.js';
 import { progressTo } from './progress.js';
@@ -107,6 +107,16 @@ export class Controller {
     }
   }
 
+  /**
+   * Refuses the controller's own files as a container: thin allocations would write zeros into the database
+   * (or its WAL, a log, ...). Checked before anything is created or grown, like overlaps.
+   */
+  private refuseControllerFile(p: string): void {
+    const found = controllerFileOf(this.dataDir, p);
+    if (!found) return;
+    throw new VdiskError(`${p} is ${describeControllerFile(found)}: a container may not be a file of the controller's`, { code: 'EINVAL', path: p });
+  }
+
   /** Refuses a path whose storage overlaps a container's (checked before anything is created or grown). */
   private async refuseOverlap(p: string): Promise<void> {
     const mine = tryIdentify(p);
@@ -160,6 +170,7 @@ export class Controller {
       // a refused add leaves the file as it was. The store checks both again in its transaction.
       checkName('container', name);
       if ((await this.store.listContainers()).some((c) => c.name === name)) throw new VdiskError(`container ${name} already exists`, { code: 'EEXIST' });
+      this.refuseControllerFile(path.resolve(str(a, 'path')));
       await this.refuseOverlap(path.resolve(str(a, 'path')));
       const size = optInt(a, 'size');
       if (size !== undefined && size < LOCATION_UNIT) throw new VdiskError(`container size ${size} is below 64 KiB`, { code: 'EINVAL' });

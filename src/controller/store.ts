@@ -18,6 +18,7 @@ import { migrate } from './schema.js';
 import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js';
 import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
 import { ensureDir } from '../util/dirs.js';
+import { dbPath } from './paths.js';
 import { checkName } from './names.js';
 import { failpoint } from '../util/failpoints.js';
 import type { ProgressFn } from './progress.js';
@@ -82,7 +83,7 @@ export class Store {
 
   static async open(dataDir: string): Promise<Store> {
     ensureDir(dataDir);
-    const file = path.join(dataDir, 'vdisk.db');
+    const file = dbPath(dataDir);
     const db = await Db.open(file).catch((err: Error) => {
       throw new VdiskError(`cannot open the controller database ${file}: ${err.message}; restore it from a backup (vdisk controller restore FILE)`, { code: 'EDBCORRUPT', cause: err });
     });

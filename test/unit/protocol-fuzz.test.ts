@@ -362,7 +362,9 @@ function values(kind: Kind): { valid: string[]; poison: string[] } {
     case 'newCont': return { valid: [fresh.cont()], poison: [q('c1'), ...BAD_NAMES, ...NOT_STRING, MISSING] };
     case 'contPath': return {
       valid: [fresh.path(), q(sentinel)],
-      poison: [q(img), q(scratch), q(path.join(scratch, 'no-such-dir', 'x.img')), '""', ...NOT_STRING, MISSING],
+      poison: [q(img), q(scratch), q(path.join(scratch, 'no-such-dir', 'x.img')), '""', ...NOT_STRING, MISSING,
+        // The controller's own files: thin allocations would write zeros into its database.
+        ...['vdisk.db', 'vdisk.db-wal', 'vdisk.db-shm', 'controller.log', 'controller.sock', 'agent-fz-a.log'].map((f) => q(path.join(data, f))), q(data)],
     };
     case 'backupPath': return {
       valid: [],

@@ -57,6 +57,42 @@ t.test('one file backs one container: same path spelled differently, symlink, ha
   t.match(report.problems.join('\n'), /containers c1 and dup are the same storage/);
 });
 
+t.test('the controller\'s own files are no container: by name, path, symlink or hard link; check reports an old one', async (t) => {
+  const { dir, controller, ask } = await scriptedController(t, 'vdisk-safety-');
+  const real = fs.realpathSync(dir);
+  const db = path.join(dir, 'vdisk.db');
+  const outside = fs.mkdtempSync(path.join(path.dirname(dir), 'vdisk-safety-out-'));
+  t.teardown(() => fs.rmSync(outside, { recursive: true, force: true }));
+  fs.symlinkSync(db, path.join(outside, 'sym.img'));
+  fs.linkSync(db, path.join(outside, 'hard.img'));
+  fs.linkSync(path.join(dir, 'vdisk.db-wal'), path.join(dir, 'wal-link.img')); // in the data dir, under a container's kind of name
+  fs.symlinkSync(dir, path.join(outside, 'data'));
+  const dbSize = fs.statSync(db).size;
+  const cases: Array<[string, string, number | undefined]> = [
+    ['the database', db, undefined], ['the database, grown', db, 64 * MB], ['its WAL', path.join(dir, 'vdisk.db-wal'), undefined],
+    ['its shared memory', path.join(dir, 'vdisk.db-shm'), undefined], ['the socket', path.join(dir, 'controller.sock'), undefined],
+    ['the log, not made yet', path.join(dir, 'controller.log'), MB], ['an agent log, not made yet', path.join(dir, 'agent-h1.log'), MB],
+    ['a rollback journal, not made yet', path.join(dir, 'vdisk.db-journal'), MB], ['the data dir', dir, undefined],
+    ['a doubled slash', `${dir}//vdisk.db`, undefined], ['a symlink', path.join(outside, 'sym.img'), undefined],
+    ['the data dir through a symlink', path.join(outside, 'data', 'vdisk.db'), undefined],
+    ['a hard link outside', path.join(outside, 'hard.img'), undefined], ['a hard link inside', path.join(dir, 'wal-link.img'), undefined],
+  ];
+  for (const [what, p, size] of cases) {
+    await t.rejects(ask('container.add', { name: 'evil', path: p, ...(size === undefined ? {} : { size }) }),
+      { code: 'EINVAL', message: `the controller's` }, `${what} is refused`);
+    await t.rejects(ask('container.add', { name: 'evil', path: p }), { message: real }, `${what}: the message names the data dir`);
+  }
+  t.same(await controller.store.listContainers(), [], 'nothing recorded');
+  t.equal(fs.statSync(db).size, dbSize, 'the database was not grown');
+  for (const f of ['controller.log', 'agent-h1.log', 'vdisk.db-journal']) t.notOk(fs.existsSync(path.join(dir, f)), `no ${f} made`);
+  await ask('container.add', { name: 'c1', path: path.join(dir, 'c1.img'), size: 16 * MB }); // a container may still live in the data dir
+  // A database from before the refusal that has the controller's own file as a container: check says so.
+  await controller.store.db.run('INSERT INTO containers (id, name, path, size) VALUES (99, ?, ?, ?)', ['old', path.join(outside, 'hard.img'), MB]);
+  const report = await ask<{ ok: boolean; problems: string[] }>('check');
+  t.notOk(report.ok, 'check is not clean');
+  t.match(report.problems, [`container old (${path.join(outside, 'hard.img')}) is the controller's own vdisk.db in its data directory ${real}`]);
+});
+
 t.test('container ids are never reused, and a removed container\'s descriptor is closed', async (t) => {
   const { dir, controller, ask } = await scriptedController(t, 'vdisk-safety-');
   const a = await ask<{ id: number }>('container.add', { name: 'a', path: path.join(dir, 'a.img'), size: 16 * MB });

@@ -6,7 +6,7 @@ import { Command, Option, UsageError } from 'clipanion';
 import { VdiskError } from '../../../errors.js';
 import { Db } from '../../../controller/db.js';
 import { checkIntegrity } from '../../../controller/store.js';
-import { socketPath } from '../../../controller/paths.js';
+import { dbPath, socketPath } from '../../../controller/paths.js';
 import { connect } from '../../../protocol/client.js';
 import { ensureDir } from '../../../util/dirs.js';
 import { ControllerCommand } from '../../controller-command.js';
@@ -29,7 +29,7 @@ export class ControllerRestoreCommand extends ControllerCommand {
       await db.close();
     }
     ensureDir(this.dataDir);
-    const target = path.join(this.dataDir, 'vdisk.db');
+    const target = dbPath(this.dataDir);
     // The replaced database is kept, with its WAL (a crashed controller leaves committed data there).
     const kept = `${target}.before-restore-${new Date().toISOString().replace(/[:.]/g, '-')}`;
     let keptAny = false;
