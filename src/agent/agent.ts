@@ -15,7 +15,7 @@ import { sleep } from '../util/sleep.js';
 import { AgentDisk, parseAnswer, type DiskShape, type FaultAnswer } from './agent-disk.js';
 import { AgentContainers, type ContainerRef } from './containers.js';
 import { int, str } from '../protocol/args.js';
-import { DEFAULT_LEASE_MS, leaseCheckMs, leaseDrainMs } from '../protocol/lease.js';
+import { DEFAULT_LEASE_MS, leaseCheckMs, leaseDrainMs, leaseRangeText, validLease } from '../protocol/lease.js';
 
 export { DEFAULT_LEASE_MS } from '../protocol/lease.js';
 
@@ -49,6 +49,8 @@ export class Agent {
   constructor(private readonly o: AgentOptions) {
     this.hostId = o.hostId;
     this.leaseMs = o.leaseMs ?? DEFAULT_LEASE_MS;
+    // The controller would refuse its registration, over and over.
+    if (!validLease(this.leaseMs)) throw new VdiskError(`the lease must be ${leaseRangeText()}, not ${this.leaseMs}`, { code: 'EINVAL' });
     this.log = o.log ?? ((m) => process.stderr.write(`vdisk agent ${o.hostId}: ${m}\n`));
     this.ready = new Promise((resolve) => { this.readyResolve = resolve; });
     this.exited = new Promise((resolve) => { this.exit = resolve; });

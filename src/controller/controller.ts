@@ -12,7 +12,8 @@ import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
 import type { Hello } from '../protocol/messages.js';
 import { startServer, type ProtocolServer } from '../protocol/server.js';
-import { bool, int, optInt, optStr, str } from '../protocol/args.js';
+import { bool, int, optInt, optObjects, optStr, str } from '../protocol/args.js';
+import { leaseRangeText, validLease } from '../protocol/lease.js';
 import { LOCATION_UNIT, STATE_MASK } from '../table/mapping-table.js';
 import { AgentRegistry, DEFAULT_AGENT_LEASE_MS } from './agents.js';
 import { Attachments } from './attachments.js';
@@ -259,7 +260,9 @@ export class Controller {
     'agent.register': async (a, caller) => {
       const hostId = agentOf(caller);
       const leaseMs = optInt(a, 'leaseMs') ?? DEFAULT_AGENT_LEASE_MS;
-      const held = Array.isArray(a.disks) ? (a.disks as Array<Record<string, unknown>>).map((d) => ({ diskId: int(d, 'diskId'), devId: d.devId === null ? null : int(d, 'devId') })) : [];
+      // Blocking changes to a lost agent's disks wait out its lease (protocol/lease.ts): it must be bounded.
+      if (!validLease(leaseMs)) throw new VdiskError(`argument leaseMs must be ${leaseRangeText()}, not ${leaseMs}`, { code: 'EINVAL' });
+      const held = optObjects(a, 'disks').map((d) => ({ diskId: int(d, 'diskId'), devId: d.devId === null ? null : int(d, 'devId') }));
       const link = { hostId, conn: caller.conn, pid: optInt(a, 'pid') ?? 0, leaseMs, since: Date.now() };
       this.agents.add(link);
       await this.store.touchAgent(hostId, leaseMs);

@@ -1,6 +1,7 @@
 // Validation of request arguments (controller and agent side): a client (or a malformed peer) gets a clear
 // EINVAL naming the argument, never a crash or a half-done change.
 import { VdiskError } from '../errors.js';
+import { isPlainObject } from './frame.js';
 
 function bad(name: string, what: string): never {
   throw new VdiskError(`argument ${name} must be ${what}`, { code: 'EINVAL' });
@@ -30,5 +31,13 @@ export function bool(args: Record<string, unknown>, name: string): boolean {
   const v = args[name];
   if (v === undefined) return false;
   if (typeof v !== 'boolean') bad(name, 'true or false');
+  return v;
+}
+
+/** A list of objects (each element's fields are the caller's to check); absent is empty. */
+export function optObjects(args: Record<string, unknown>, name: string): Array<Record<string, unknown>> {
+  const v = args[name];
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || !v.every(isPlainObject)) bad(name, 'a list of objects');
   return v;
 }

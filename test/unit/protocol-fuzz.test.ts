@@ -385,11 +385,12 @@ function values(kind: Kind): { valid: string[]; poison: string[] } {
     case 'bits': return { valid: [String(STATE_NO_WRITE), String(STATE_ERROR), String(STATE_ZERO)], poison: ['0', '256', '4294967295', ...NOT_INT, MISSING] };
     case 'faultOp': return { valid: [FAULT_READ, FAULT_WRITE, FAULT_DISCARD, FAULT_RECLAIM, 7].map(String), poison: [...NOT_INT, MISSING] };
     case 'optInt': return { valid: ['0', '4', '4096', '9007199254740991', MISSING], poison: NOT_INT };
-    case 'leaseMs': return { valid: ['60000', '0', MISSING], poison: NOT_INT };
+    // 0.5 to 3600 s: a lost agent's lease is what blocking changes to its disks wait out.
+    case 'leaseMs': return { valid: ['60000', '500', MISSING], poison: [...NOT_INT, '0', '499', '3600001', '9007199254740991'] };
     case 'pid': return { valid: [String(process.pid), '1', MISSING], poison: NOT_INT };
     case 'disks': return {
-      valid: ['[]', MISSING, `[{"diskId":${thin.id},"devId":null}]`, '[{"diskId":999999,"devId":3}]', '[null]', '[1,"x"]', '"x"', '{}', `[{"diskId":${thick.id},"devId":-1}]`],
-      poison: [],
+      valid: ['[]', MISSING, `[{"diskId":${thin.id},"devId":null}]`, '[{"diskId":999999,"devId":3}]'],
+      poison: ['[null]', '[1,"x"]', '"x"', '{}', 'null', '5', `[{"diskId":${thick.id},"devId":-1}]`, `[{"devId":null}]`],
     };
     case 'progress': return { valid: ['true', 'false', '"yes"', MISSING], poison: [] };
   }

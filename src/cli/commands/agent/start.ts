@@ -6,6 +6,7 @@ import { agentLogPath, socketPath } from '../../../controller/paths.js';
 import { hostIdOption } from '../../base.js';
 import { ControllerCommand } from '../../controller-command.js';
 import { startAgent } from '../../agent-starter.js';
+import { DEFAULT_LEASE_MS, MAX_LEASE_MS, MIN_LEASE_MS, validLease } from '../../../protocol/lease.js';
 
 export class AgentStartCommand extends ControllerCommand {
   static override paths = [['agent', 'start']];
@@ -15,14 +16,13 @@ export class AgentStartCommand extends ControllerCommand {
   });
 
   hostId = Option.String('--host-id', { description: 'this host\'s id (default: the host name)' });
-  lease = Option.String('--lease', { description: 'seconds without the controller before I/O is suspended (default 10)' });
+  lease = Option.String('--lease', { description: 'seconds without the controller before I/O is suspended, 0.5 to 3600 (default 10)' });
   foreground = Option.Boolean('--foreground', false, { description: 'run in this process instead of in the background' });
 
   async run(): Promise<number> {
     const hostId = hostIdOption(this.hostId);
-    const leaseS = this.lease === undefined ? 10 : Number(this.lease);
-    if (!Number.isFinite(leaseS) || leaseS < 0.5 || leaseS > 3600) throw new UsageError(`--lease must be a number of seconds from 0.5 to 3600, not "${this.lease}"`);
-    const leaseMs = Math.round(leaseS * 1000);
+    const leaseMs = this.lease === undefined ? DEFAULT_LEASE_MS : Math.round(Number(this.lease) * 1000);
+    if (!validLease(leaseMs)) throw new UsageError(`--lease must be a number of seconds from ${MIN_LEASE_MS / 1000} to ${MAX_LEASE_MS / 1000}, not "${this.lease}"`);
     if (this.foreground) {
       // Loaded here, not at the top: every other command would pay for the agent, piscina and the addon.
       const { runAgent } = await import('../../../agent/run.js');
