@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
-import type { Hello } from '../protocol/messages.js';
+import type { Hello, Role } from '../protocol/messages.js';
 import { startServer, type ProtocolServer } from '../protocol/server.js';
 import { bool, int, optInt, optObjects, optStr, str } from '../protocol/args.js';
 import { leaseRangeText, validLease } from '../protocol/lease.js';
@@ -40,6 +40,47 @@ function agentOf(caller: Caller): string {
   if (caller.hello.role !== 'agent' || !caller.hello.hostId) throw new VdiskError('only an agent (with a host id) may send this', { code: 'EPERM' });
   return caller.hello.hostId;
 }
+
+const CLI: readonly Role[] = ['cli'];
+const AGENT: readonly Role[] = ['agent'];
+const ANYONE: readonly Role[] = ['cli', 'agent'];
+
+/**
+ * Who may send each request: the role its connection declared in its hello. The CLI (and the benches and
+ * tests that speak as it) manages; an agent registers, pings, asks faults and reports I/O errors, nothing
+ * else (src/agent/agent.ts). A request from another role is refused with EPERM before its handler runs, so
+ * an agent cannot stop the controller or remove a disk. `handlers` must have exactly these operations.
+ */
+const REQUEST_ROLES = {
+  'controller.status': ANYONE, // changes nothing: any peer may check that the controller answers
+  'controller.backup': CLI,
+  'stats': CLI,
+  'controller.stop': CLI,
+  'container.add': CLI,
+  'container.ls': CLI,
+  'container.rm': CLI,
+  'container.fail': CLI,
+  'disk.create': CLI,
+  'disk.ls': CLI,
+  'disk.info': CLI,
+  'disk.migrate': CLI,
+  'disk.snapshot': CLI,
+  'disk.clone': CLI,
+  'disk.fold': CLI,
+  'check': CLI,
+  'disk.attach': CLI,
+  'disk.detach': CLI,
+  'disk.states': CLI,
+  'attachment.ls': CLI,
+  'agent.ls': CLI,
+  'agent.stop': CLI,
+  'agent.register': AGENT,
+  'agent.ping': AGENT,
+  'disk.ioerror': AGENT,
+  'fault': AGENT,
+  'disk.rm': CLI,
+} satisfies Record<string, readonly Role[]>;
+type Op = keyof typeof REQUEST_ROLES;
 
 export class Controller {
   private server: ProtocolServer | undefined;
@@ -134,9 +175,13 @@ export class Controller {
   private accept(conn: Connection, hello: Hello): void {
     conn.onRequest(async (op, args) => {
       // Own handlers only: "constructor" or "toString" must not reach Object.prototype's functions.
-      const handler = Object.hasOwn(this.handlers, op) ? this.handlers[op] : undefined;
-      if (!handler) throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
-      return handler(args, { conn, hello });
+      const known = Object.hasOwn(this.handlers, op) ? op as Op : undefined;
+      if (!known) throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
+      const roles = REQUEST_ROLES[known];
+      if (!roles.includes(hello.role)) {
+        throw new VdiskError(`${op} is for ${roles.join(' and ')} connections only, not for this ${hello.role} connection`, { code: 'EPERM' });
+      }
+      return this.handlers[known](args, { conn, hello });
     });
   }
 
@@ -153,7 +198,7 @@ export class Controller {
     return hostId;
   }
 
-  private readonly handlers: Record<string, Handler> = {
+  private readonly handlers: Record<Op, Handler> = {
     'controller.status': async () => ({
       pid: process.pid, version: CONTROLLER_VERSION, dataDir: this.dataDir, serverId: this.serverId,
       disks: (await this.store.listDisks()).length, containers: (await this.store.listContainers()).length,

@@ -1,14 +1,20 @@
 // What a peer may make the controller do, found by the protocol fuzz: a lease is bounded (a lost agent's lease
-// is what blocking changes to its disks wait out) and agent.register's arguments are checked, not ignored.
+// is what blocking changes to its disks wait out) and agent.register's arguments are checked, not ignored;
+// each request is for the cli or for agents, by the role of the connection's hello.
 import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
 import { Agent } from '../../src/agent/agent.js';
 import { socketPath } from '../../src/controller/paths.js';
 import { connect } from '../../src/protocol/client.js';
 import { MAX_LEASE_MS, MIN_LEASE_MS } from '../../src/protocol/lease.js';
 import { runCli } from '../support/cli.js';
+import { STATE_NO_WRITE, STATE_ZERO } from '../../src/table/mapping-table.js';
+import { FAULT_WRITE } from '../../src/io/translator.js';
 import { scriptedController } from '../support/scripted-agent.js';
 
-const { dir, controller, ask } = await scriptedController(t, 'vdisk-peers-');
+const MB = 1 << 20;
+const { dir, controller, cli, ask, scriptedAgent } = await scriptedController(t, 'vdisk-peers-');
 const sock = socketPath(dir);
 
 t.test('agent.register: a lease from 0.5 to 3600 s, disks a list of objects; anything else is EINVAL', async (t) => {
@@ -39,4 +45,44 @@ t.test('the agent and vdisk agent start take the same range', async (t) => {
     t.equal(r.status, 1, `--lease ${lease} is a usage error`);
     t.match(r.err, /--lease must be a number of seconds from 0.5 to 3600/);
   }
+});
+
+t.test('roles: an agent cannot manage (nor stop the controller), the cli cannot act as an agent', async (t) => {
+  const img = path.join(dir, 'c1.img');
+  await ask('container.add', { name: 'c1', path: img, size: 16 * MB });
+  const d1 = await ask<{ id: number }>('disk.create', { name: 'd1', size: 4 * MB });
+  const hz = await scriptedAgent('hz', 9);
+  const unregistered = (await connect(sock, { role: 'agent', hostId: 'hu' })).conn;
+  const hostless = (await connect(sock, { role: 'agent' })).conn;
+  t.teardown(() => Promise.all([unregistered.close(), hostless.close()]));
+  // Valid requests, each of which would change something or answer: only the role refuses them.
+  const managing: Array<[string, Record<string, unknown>]> = [
+    ['container.add', { name: 'c2', path: path.join(dir, 'c2.img'), size: MB }], ['container.ls', {}], ['container.fail', { name: 'c1' }],
+    ['disk.create', { name: 'd2', size: MB }], ['disk.ls', {}], ['disk.info', { name: 'd1' }], ['disk.snapshot', { name: 'd1', snapshot: 's1' }],
+    ['disk.states', { name: 'd1', first: 0, count: 1, bits: STATE_NO_WRITE, set: true }], ['disk.fold', { name: 'd1' }], ['check', {}],
+    ['disk.attach', { name: 'd1', hostId: 'hz' }], ['disk.detach', { name: 'd1' }], ['attachment.ls', {}], ['agent.ls', {}], ['stats', {}],
+    ['agent.stop', { hostId: 'hz' }], ['controller.backup', { path: path.join(dir, 'backup.db') }], ['disk.migrate', { name: 'd1', to: 'c1' }],
+    ['disk.clone', { snapshot: 's1', name: 'd3' }], ['disk.rm', { name: 'd1' }], ['container.rm', { name: 'c1' }], ['controller.stop', {}],
+  ];
+  for (const [who, conn] of [['a registered agent', hz.conn], ['an unregistered agent', unregistered], ['an agent with no host id', hostless]] as const) {
+    for (const [op, args] of managing) {
+      await t.rejects(conn.request(op, args), { code: 'EPERM', message: `${op} is for cli connections only, not for this agent connection` }, `${op} from ${who} is refused`);
+    }
+    t.match((await conn.request('controller.status')).result, { pid: process.pid }, `${who} may ask controller.status`);
+  }
+  const acting: Array<[string, Record<string, unknown>]> = [
+    ['agent.register', { pid: process.pid, leaseMs: 5000, disks: [] }], ['agent.ping', {}],
+    ['fault', { diskId: d1.id, op: FAULT_WRITE, segment: 0, states: STATE_ZERO, offset: 0, length: 4096 }], ['disk.ioerror', { diskId: d1.id, first: 0, count: 1 }],
+  ];
+  for (const [op, args] of acting) {
+    await t.rejects(cli.request(op, args), { code: 'EPERM', message: `${op} is for agent connections only, not for this cli connection` }, `${op} from the cli is refused`);
+  }
+  t.same(hz.ops(), [], 'the agent was sent nothing');
+  t.match(await ask('controller.status'), { pid: process.pid, disks: 1, containers: 1 }, 'the controller runs, with its one disk and container');
+  t.match(await ask('disk.info', { name: 'd1' }), { allocatedBytes: 0, entriesByState: { zero: 4 } }, 'the disk is as it was');
+  t.match(await ask('container.ls'), [{ name: 'c1', failed: false }]);
+  t.notOk(fs.existsSync(path.join(dir, 'c2.img')) || fs.existsSync(path.join(dir, 'backup.db')), 'no file made');
+  t.same(await ask('agent.ls').then((l) => (l as Array<{ hostId: string }>).map((a) => a.hostId)), ['hz'], 'only the agent that registered counts');
+  t.same((await hz.conn.request('fault', { diskId: d1.id, op: FAULT_WRITE, segment: 0, states: STATE_ZERO, offset: 0, length: 4096 })).result,
+    { action: 'entry', allocated: true, entry: { states: 0, container: 1, offset: 0, alt: 0 } }, 'what an agent may send still works');
 });
