@@ -120,6 +120,11 @@ export class Controller {
     return c;
   }
 
+  /** The open connections (CLI and agents), for tests and diagnostics. */
+  get connections(): ReadonlySet<Connection> {
+    return this.server?.connections ?? new Set();
+  }
+
   /** Serves GET /metrics (Prometheus text) on host:port; port 0 picks a free one. Returns the port. */
   async startMetrics(host: string, port: number): Promise<number> {
     if (this.metricsServer) throw new VdiskError('the metrics endpoint is already being served', { code: 'EEXIST' });
@@ -173,6 +178,8 @@ export class Controller {
   }
 
   private accept(conn: Connection, hello: Hello): void {
+    // The controller handles no event: each is dropped as it arrives (held, a peer's events would pin memory).
+    conn.onEvent(() => undefined);
     conn.onRequest(async (op, args) => {
       // Own handlers only: "constructor" or "toString" must not reach Object.prototype's functions.
       const known = Object.hasOwn(this.handlers, op) ? op as Op : undefined;

@@ -27,7 +27,12 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 /** How long a closing connection waits for its last writes to drain before it is torn down regardless. */
 const LINGER_MS = 1000;
 /** Requests or events held for a handler not yet installed; beyond this, requests are refused, events dropped. */
-const MAX_HELD = 256;
+export const MAX_HELD = 256;
+/**
+ * Bytes (frame bodies) of the events held for a handler not yet installed; beyond this, events are dropped
+ * too. Without it a peer could park 256 events of 64 MiB each on a side that never listens for events.
+ */
+export const MAX_HELD_EVENT_BYTES = 1 << 20;
 
 interface Pending { resolve(r: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout | undefined; onReply?: (r: Reply) => void }
 type Phase = 'handshake' | 'open' | 'closing' | 'closed';
@@ -46,6 +51,7 @@ export class Connection {
   // waits here rather than being lost.
   private heldRequests: Array<[RequestMessage, Buffer | undefined]> = [];
   private heldEvents: Array<[EventMessage, Buffer | undefined]> = [];
+  private heldEventBytes = 0;
   private first: { msg?: Message; waiter?: (m: Message | Error) => void } = {};
   private linger: NodeJS.Timeout | undefined;
 
@@ -100,9 +106,16 @@ export class Connection {
     for (const [req, payload] of this.heldRequests.splice(0)) void this.serve(req, payload);
   }
 
+  /** Handles the peer's events; a side that wants none installs one that drops them, so none is held. */
   onEvent(handler: EventHandler): void {
     this.eventHandler = handler;
+    this.heldEventBytes = 0;
     for (const [event, payload] of this.heldEvents.splice(0)) void this.notify(event, payload);
+  }
+
+  /** What waits for a handler not installed yet, for tests and diagnostics. */
+  get held(): { requests: number; events: number; eventBytes: number } {
+    return { requests: this.heldRequests.length, events: this.heldEvents.length, eventBytes: this.heldEventBytes };
   }
 
   /** Fire-and-forget; silently dropped once the connection is no longer open. */
@@ -174,9 +187,9 @@ export class Connection {
   private onData(chunk: Buffer): void {
     if (this.done) return;
     try {
-      for (const frame of this.decoder.push(chunk)) {
+      for (const { frame, bytes } of this.decoder.pushSized(chunk)) {
         const { msg, payload } = messageOfFrame(frame);
-        this.dispatch(msg, payload);
+        this.dispatch(msg, payload, bytes);
         if (this.done) return;
       }
     } catch (err) {
@@ -184,7 +197,7 @@ export class Connection {
     }
   }
 
-  private dispatch(msg: Message, payload: Buffer | undefined): void {
+  private dispatch(msg: Message, payload: Buffer | undefined, bytes: number): void {
     if (this.phase === 'handshake') {
       // Whatever comes first is the handshake's to judge; later frames flow as on an open connection.
       this.phase = 'open';
@@ -216,7 +229,11 @@ export class Connection {
         return;
       case 'event':
         if (this.eventHandler) void this.notify(msg, payload);
-        else if (this.heldEvents.length < MAX_HELD) this.heldEvents.push([msg, payload]);
+        else if (this.heldEvents.length < MAX_HELD && this.heldEventBytes + bytes <= MAX_HELD_EVENT_BYTES) {
+          // A copy of the payload: a view would keep the whole chunk it arrived in.
+          this.heldEvents.push([msg, payload && Buffer.from(payload)]);
+          this.heldEventBytes += bytes;
+        }
         return;
       case 'error':
         this.peerError = new VdiskError(`the peer closed the connection: ${msg.message}`, { code: msg.code });
@@ -271,6 +288,7 @@ export class Connection {
     this.pending.clear();
     this.heldRequests = [];
     this.heldEvents = [];
+    this.heldEventBytes = 0;
     this.first.waiter?.(err);
   }
 }

@@ -101,12 +101,17 @@ export class FrameDecoder {
   constructor(readonly maxFrame: number = MAX_FRAME) {}
 
   push(chunk: Buffer): Frame[] {
+    return this.pushSized(chunk).map((f) => f.frame);
+  }
+
+  /** push(), with each frame's body length: what it cost on the wire, for a caller that budgets memory. */
+  pushSized(chunk: Buffer): Array<{ frame: Frame; bytes: number }> {
     if (this.broken) throw this.broken;
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
     }
-    const frames: Frame[] = [];
+    const frames: Array<{ frame: Frame; bytes: number }> = [];
     try {
       while (true) {
         if (this.need < 0) {
@@ -119,7 +124,7 @@ export class FrameDecoder {
         if (this.buffered < this.need) break;
         const body = this.take(this.need);
         this.need = -1;
-        frames.push(decodeBody(body));
+        frames.push({ frame: decodeBody(body), bytes: body.length });
       }
     } catch (err) {
       this.broken = err instanceof VdiskError ? err : violation(String(err));

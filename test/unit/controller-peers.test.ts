@@ -1,6 +1,7 @@
 // What a peer may make the controller do, found by the protocol fuzz: a lease is bounded (a lost agent's lease
 // is what blocking changes to its disks wait out) and agent.register's arguments are checked, not ignored;
-// each request is for the cli or for agents, by the role of the connection's hello.
+// each request is for the cli or for agents, by the role of the connection's hello; events, which the
+// controller never listens for, are dropped rather than held.
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -85,4 +86,18 @@ t.test('roles: an agent cannot manage (nor stop the controller), the cli cannot 
   t.same(await ask('agent.ls').then((l) => (l as Array<{ hostId: string }>).map((a) => a.hostId)), ['hz'], 'only the agent that registered counts');
   t.same((await hz.conn.request('fault', { diskId: d1.id, op: FAULT_WRITE, segment: 0, states: STATE_ZERO, offset: 0, length: 4096 })).result,
     { action: 'entry', allocated: true, entry: { states: 0, container: 1, offset: 0, alt: 0 } }, 'what an agent may send still works');
+});
+
+t.test('events: the controller listens for none, so it drops them as they come and holds nothing', async (t) => {
+  for (const [who, hello] of [['the cli', { role: 'cli' }], ['an agent', { role: 'agent', hostId: 'he' }]] as const) {
+    const { conn } = await connect(sock, hello);
+    t.teardown(() => conn.close());
+    const payload = Buffer.alloc(1 << 20, 1);
+    for (let i = 0; i < 32; i++) conn.sendEvent('migrate.progress', { i }, payload);
+    for (let i = 0; i < 300; i++) conn.sendEvent('progress', { op: 'x', unit: 'y', done: i, total: 300 });
+    t.match((await conn.request('controller.status')).result, { pid: process.pid }, `${who}: 32 MiB of events, then an answer`);
+    const held = [...controller.connections].map((c) => c.held);
+    t.ok(held.length >= 2, `the controller has ${held.length} connections`);
+    t.same(held.filter((h) => h.events > 0 || h.eventBytes > 0), [], `${who}: no connection holds an event`);
+  }
 });

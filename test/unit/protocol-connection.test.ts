@@ -7,7 +7,7 @@ import path from 'node:path';
 import t from 'tap';
 import { VdiskError } from '../../src/errors.js';
 import { connect } from '../../src/protocol/client.js';
-import type { Connection } from '../../src/protocol/connection.js';
+import { MAX_HELD, MAX_HELD_EVENT_BYTES, type Connection } from '../../src/protocol/connection.js';
 import { encodeJson, FrameDecoder, type Frame } from '../../src/protocol/frame.js';
 import { startServer, type ProtocolServer, type ServerOptions } from '../../src/protocol/server.js';
 
@@ -225,6 +225,24 @@ t.test('binary payloads travel both ways; events reach a late handler', async (t
   t.same(back.result, { op: 'table.push', args: { v: 1 } });
   t.equal(back.payload?.toString(), 'tbl!');
   t.match(await early, { result: { op: 'early.ping', args: { at: 'once' } } }, 'held until the handler came');
+});
+
+t.test('events held for a handler not installed are bounded in number and in bytes; the first are kept', async (t) => {
+  const { p, conns } = await serve(t);
+  const conn = await client(t, p);
+  const big = Buffer.alloc(256 << 10, 7);
+  for (let i = 0; i < 40; i++) conn.sendEvent('big', { i }, big); // 10 MiB
+  for (let i = 0; i < 2 * MAX_HELD; i++) conn.sendEvent('small', { i });
+  t.same((await conn.request('echo', { after: 'events' })).result, { after: 'events' }, 'every event arrived before this answer');
+  const server = conns[0];
+  const held = server.held;
+  t.ok(held.eventBytes <= MAX_HELD_EVENT_BYTES, `${held.eventBytes} bytes held, at most ${MAX_HELD_EVENT_BYTES}`);
+  t.ok(held.events > 3 && held.events <= MAX_HELD, `${held.events} events held, at most ${MAX_HELD}`);
+  const got: Array<[string, number, number]> = [];
+  server.onEvent((name, data, payload) => { got.push([name, (data as { i: number }).i, payload?.length ?? 0]); });
+  t.same(got.slice(0, 4), [['big', 0, big.length], ['big', 1, big.length], ['big', 2, big.length], ['small', 0, 0]], 'the first ones, in order');
+  t.equal(got.length, held.events, 'all that were held reach the handler');
+  t.same(server.held, { requests: 0, events: 0, eventBytes: 0 }, 'and nothing is held any more');
 });
 
 t.test('malformed clients get EPROTO and the server keeps serving', async (t) => {
