@@ -82,6 +82,15 @@ const REQUEST_ROLES = {
 } satisfies Record<string, readonly Role[]>;
 type Op = keyof typeof REQUEST_ROLES;
 
+/**
+ * Requests served at once per connection, by role; more are refused with EBUSY. The CLI sends one request
+ * per connection (the tests a few), so a cli peer that pipelines hundreds gets EBUSY, not a controller that
+ * holds them all. Agents are not bounded here: their faults in flight are bounded by their devices' queue
+ * depths, and the agent fails a refused fault's I/O with EIO and counts no contact for a refused ping (its
+ * lease may expire): bounding agents needs the agent to retry on EBUSY first.
+ */
+const MAX_SERVING: Record<Role, number> = { cli: 64, agent: Infinity };
+
 export class Controller {
   private server: ProtocolServer | undefined;
   private stopping: (() => void) | undefined;
@@ -180,6 +189,7 @@ export class Controller {
   private accept(conn: Connection, hello: Hello): void {
     // The controller handles no event: each is dropped as it arrives (held, a peer's events would pin memory).
     conn.onEvent(() => undefined);
+    conn.maxServing = MAX_SERVING[hello.role];
     conn.onRequest(async (op, args) => {
       // Own handlers only: "constructor" or "toString" must not reach Object.prototype's functions.
       const known = Object.hasOwn(this.handlers, op) ? op as Op : undefined;

@@ -54,6 +54,13 @@ export class Connection {
   private heldEventBytes = 0;
   private first: { msg?: Message; waiter?: (m: Message | Error) => void } = {};
   private linger: NodeJS.Timeout | undefined;
+  /**
+   * The peer's requests this side serves at once; one more is refused at once with EBUSY (nothing of it is
+   * kept). Unbounded unless the owner sets it: a peer that pipelines without waiting for answers would
+   * otherwise have this side hold every request it sent, arguments and payload, until its handler finishes.
+   */
+  maxServing = Infinity;
+  private serving = 0;
 
   constructor(readonly socket: net.Socket) {
     this.closed = new Promise((resolve) => socket.once('close', () => {
@@ -103,7 +110,7 @@ export class Connection {
   /** Handles the peer's requests; a throw becomes an ok:false reply with the error's code (default EFAIL). */
   onRequest(handler: RequestHandler): void {
     this.requestHandler = handler;
-    for (const [req, payload] of this.heldRequests.splice(0)) void this.serve(req, payload);
+    for (const [req, payload] of this.heldRequests.splice(0)) this.take(req, payload);
   }
 
   /** Handles the peer's events; a side that wants none installs one that drops them, so none is held. */
@@ -223,7 +230,7 @@ export class Connection {
         return;
       }
       case 'req':
-        if (this.requestHandler) void this.serve(msg, payload);
+        if (this.requestHandler) this.take(msg, payload);
         else if (this.heldRequests.length < MAX_HELD) this.heldRequests.push([msg, payload]);
         else this.reply(msg.id, { code: 'EUNKNOWNOP', message: 'no request handler is installed' });
         return;
@@ -244,8 +251,15 @@ export class Connection {
     }
   }
 
+  /** Serves a request, or refuses it with EBUSY when maxServing are being served already. */
+  private take(req: RequestMessage, payload: Buffer | undefined): void {
+    if (this.serving < this.maxServing) return void this.serve(req, payload);
+    this.reply(req.id, { code: 'EBUSY', message: `${this.serving} requests are in flight on this connection, the most it serves at once: wait for their answers` });
+  }
+
   private async serve(req: RequestMessage, payload: Buffer | undefined): Promise<void> {
     let frames: Buffer[];
+    this.serving++;
     try {
       const out = unwrapReply(await this.requestHandler?.(req.op, req.args, payload));
       const res = out.result === undefined
@@ -255,6 +269,8 @@ export class Connection {
     } catch (err) {
       // Also covers results that cannot be encoded (a BigInt, a cycle, an oversized frame).
       return this.reply(req.id, { code: errorCode(err), message: errorText(err) });
+    } finally {
+      this.serving--;
     }
     if (this.phase === 'open') this.write(frames);
   }

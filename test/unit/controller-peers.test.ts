@@ -1,13 +1,16 @@
 // What a peer may make the controller do, found by the protocol fuzz: a lease is bounded (a lost agent's lease
 // is what blocking changes to its disks wait out) and agent.register's arguments are checked, not ignored;
 // each request is for the cli or for agents, by the role of the connection's hello; events, which the
-// controller never listens for, are dropped rather than held.
+// controller never listens for, are dropped rather than held; a cli connection has at most 64 requests served.
 import t from 'tap';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { Agent } from '../../src/agent/agent.js';
 import { socketPath } from '../../src/controller/paths.js';
 import { connect } from '../../src/protocol/client.js';
+import { encodeJson, FrameDecoder } from '../../src/protocol/frame.js';
+import type { ResponseMessage } from '../../src/protocol/messages.js';
 import { MAX_LEASE_MS, MIN_LEASE_MS } from '../../src/protocol/lease.js';
 import { runCli } from '../support/cli.js';
 import { STATE_NO_WRITE, STATE_ZERO } from '../../src/table/mapping-table.js';
@@ -100,4 +103,28 @@ t.test('events: the controller listens for none, so it drops them as they come a
     t.ok(held.length >= 2, `the controller has ${held.length} connections`);
     t.same(held.filter((h) => h.events > 0 || h.eventBytes > 0), [], `${who}: no connection holds an event`);
   }
+});
+
+t.test('a cli connection that pipelines hundreds of requests gets EBUSY beyond 64 in flight, and is served on', async (t) => {
+  const s = net.createConnection(sock);
+  t.teardown(() => s.destroy());
+  const decoder = new FrameDecoder();
+  const got: ResponseMessage[] = [];
+  let wake = (): void => undefined;
+  s.on('data', (c: Buffer) => {
+    for (const f of decoder.push(c)) if (f.kind === 'json' && f.msg.type === 'res') got.push(f.msg as unknown as ResponseMessage);
+    wake();
+  });
+  const until = async (n: number): Promise<void> => { while (got.length < n) await new Promise<void>((r) => { wake = r; }); };
+  // One write: the controller reads them all before any handler can finish.
+  const N = 200;
+  s.write(Buffer.concat([encodeJson({ type: 'hello', version: 1, role: 'cli' }),
+    ...Array.from({ length: N }, (_, i) => encodeJson({ type: 'req', id: i + 1, op: 'disk.ls', args: {} }))]));
+  await until(N);
+  const busy = got.filter((r) => !r.ok && r.error.code === 'EBUSY').length;
+  t.equal(got.filter((r) => r.ok).length + busy, N, 'every request is answered: a list or EBUSY');
+  t.ok(busy >= N - 64 && busy < N, `${busy} refused with EBUSY, ${N - busy} served`);
+  s.write(encodeJson({ type: 'req', id: N + 1, op: 'disk.ls', args: {} }));
+  await until(N + 1);
+  t.equal(got[N].ok, true, 'the connection is served once they are answered');
 });

@@ -245,6 +245,21 @@ t.test('events held for a handler not installed are bounded in number and in byt
   t.same(server.held, { requests: 0, events: 0, eventBytes: 0 }, 'and nothing is held any more');
 });
 
+t.test('maxServing: requests beyond it are refused at once with EBUSY; the connection goes on', async (t) => {
+  const { p, conns } = await serve(t);
+  const conn = await client(t, p);
+  t.same((await conn.request('echo', { first: 1 })).result, { first: 1 });
+  conns[0].maxServing = 2;
+  const order: string[] = [];
+  const slow = ['a', 'b'].map((v) => conn.request('sleep', { ms: 100, v }).then((x) => { order.push(v); return x.result; }));
+  await t.rejects(conn.request('sleep', { ms: 100, v: 'c' }), { code: 'EBUSY', message: /2 requests are in flight/ }, 'a third one is refused');
+  t.same(order, [], 'at once, before the two in flight are answered');
+  t.same(await Promise.all(slow), ['a', 'b'], 'which they are');
+  t.same((await conn.request('echo', { after: 1 })).result, { after: 1 }, 'and once they are, the next is served');
+  await t.rejects(Promise.all([conn.request('fail'), conn.request('plain')]), { code: 'ENOPE' }, 'failed requests count out too');
+  t.same(await Promise.all([conn.request('echo', { x: 1 }), conn.request('echo', { x: 2 })]).then((r) => r.map((x) => x.result)), [{ x: 1 }, { x: 2 }]);
+});
+
 t.test('malformed clients get EPROTO and the server keeps serving', async (t) => {
   const { p } = await serve(t);
   const huge = Buffer.alloc(4);
