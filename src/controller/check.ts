@@ -84,7 +84,16 @@ class Refs {
 /** Work between turns of the event loop, in entries or rows: a turn every few milliseconds. */
 const SLICE = 4096;
 
+/**
+ * Every invariant check can recompute from the tables. It reads one snapshot of the database (Db.snapshot):
+ * it yields between chunks, and a fault, migration step or rm committing meanwhile would otherwise show as a
+ * leak or a missing allocation (seen under the kill-loop churn).
+ */
 export async function checkStore(store: Store, progress?: ProgressFn): Promise<CheckReport> {
+  return store.db.snapshot(() => checkSnapshot(store, progress));
+}
+
+async function checkSnapshot(store: Store, progress?: ProgressFn): Promise<CheckReport> {
   const problems: string[] = [];
   const refs = new Refs();
   let family = 0;
@@ -118,7 +127,7 @@ export async function checkStore(store: Store, progress?: ProgressFn): Promise<C
     // Stored chunks only (an absent chunk is all fill state, which maps nothing), one turn of the event loop
     // each: check costs what the tables hold and never stalls faults and pings.
     for await (const { chunk, data } of store.chunks(d)) {
-      progress?.(before + Math.min(d.segments, chunk * CHUNK_ENTRIES), total);
+      await progress?.(before + Math.min(d.segments, chunk * CHUNK_ENTRIES), total);
       for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
         const i = chunk * CHUNK_ENTRIES + k;
         const e = decodeEntry(data, k);
@@ -144,7 +153,7 @@ export async function checkStore(store: Store, progress?: ProgressFn): Promise<C
       }
     }
     before += d.segments;
-    progress?.(before, total);
+    await progress?.(before, total);
     for (const i of alts.keys()) {
       problems.push(i < d.segments ? `${d.name}[${i}] has an alternate location but no mapping` : `${d.name} has an alternate location for segment ${i}, outside the disk`);
     }

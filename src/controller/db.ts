@@ -18,7 +18,10 @@ export class Db {
   /** Statements and transactions completed, by connection: tests observe which connection served what. */
   readonly stats = { readerStatements: 0, writerStatements: 0, transactions: 0 };
 
-  private constructor(private readonly writer: sqlite3.Database, private readonly reader: sqlite3.Database) {}
+  /** The connection of the snapshot() the caller runs in, if any. */
+  private readonly snap = new AsyncLocalStorage<sqlite3.Database>();
+
+  private constructor(private readonly file: string, private readonly writer: sqlite3.Database, private readonly reader: sqlite3.Database) {}
 
   static async open(file: string): Promise<Db> {
     const writer = await connect(file, sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE);
@@ -34,7 +37,7 @@ export class Db {
       throw err;
     });
     await execOn(reader, 'PRAGMA busy_timeout = 5000;');
-    return new Db(writer, reader);
+    return new Db(file, writer, reader);
   }
 
   /** Whether the caller runs inside one of this database's transactions. */
@@ -104,6 +107,24 @@ export class Db {
     return next;
   }
 
+  /**
+   * Runs fn's reads on one read transaction of a connection of its own: every statement sees the database
+   * as of fn's first read, whatever commits meanwhile (WAL keeps that snapshot). For a walk that yields the
+   * event loop between its reads (vdisk check) and must not mix states from before and after another
+   * request's commit. Writes inside fn still go to the writer as usual.
+   */
+  async snapshot<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.inTransaction || this.snap.getStore()) return fn();
+    const conn = await connect(this.file, sqlite3.OPEN_READONLY);
+    try {
+      await execOn(conn, 'PRAGMA busy_timeout = 5000; BEGIN');
+      return await this.snap.run(conn, fn);
+    } finally {
+      await execOn(conn, 'COMMIT').catch(() => {});
+      await new Promise<void>((resolve) => conn.close(() => resolve()));
+    }
+  }
+
   async close(): Promise<void> {
     await this.queue;
     await Promise.all([this.reader, this.writer].map((d) => new Promise<void>((resolve, reject) => d.close((err) => (err ? reject(wrap(err, 'close')) : resolve())))));
@@ -115,7 +136,7 @@ export class Db {
       return this.writer;
     }
     this.stats.readerStatements++;
-    return this.reader;
+    return this.snap.getStore() ?? this.reader;
   }
 }
 

@@ -5,7 +5,7 @@ import type { Connection } from '../protocol/connection.js';
 import { PROGRESS_EVENT, type ProgressEvent } from '../protocol/progress.js';
 
 /** Work done so far out of total, in `unit`s (segments, alternates, disks). */
-export type ProgressFn = (done: number, total: number) => void;
+export type ProgressFn = (done: number, total: number) => void | Promise<void>;
 
 const INTERVAL_MS = 100;
 

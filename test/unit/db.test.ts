@@ -1,10 +1,12 @@
 // The controller database's statement discipline on a real SQLite file: reads outside a transaction see
 // committed data only, a write outside a transaction never lands in another request's open one, and a
-// read racing a copy-out in the store sees the committed table, never the remap that may still roll back.
+// read racing a copy-out in the store sees the committed table, never the remap that may still roll back;
+// snapshot() reads one state across commits, and vdisk check uses it.
 import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { checkStore } from '../../src/controller/check.js';
 import { Db } from '../../src/controller/db.js';
 import { Store } from '../../src/controller/store.js';
 import { copyOut } from '../../src/controller/copy-out.js';
@@ -115,4 +117,44 @@ t.test('a lazy transaction commits without its own fsync; every other one stays 
   await t.rejects(db.transaction(async () => { throw new Error('boom'); }, { durable: false }), /boom/);
   t.equal(await db.transaction(level), 2, 'and after a lazy one that rolled back');
   t.same(await db.all('SELECT v FROM x'), [{ v: 1 }], 'the lazy commit is there');
+});
+
+t.test('snapshot(): every read in it sees the database as of its first read, whatever commits meanwhile', async (t) => {
+  const db = await Db.open(path.join(tmpdir(t), 'snap.db'));
+  t.teardown(() => db.close());
+  await db.run('CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)');
+  await db.run("INSERT INTO kv VALUES ('a', 1)");
+  const seen = await db.snapshot(async () => {
+    const first = (await db.get<{ v: number }>("SELECT v FROM kv WHERE k = 'a'"))?.v;
+    await db.run("UPDATE kv SET v = 2 WHERE k = 'a'"); // commits (its own transaction, on the writer)
+    await db.run("INSERT INTO kv VALUES ('b', 3)");
+    const later = (await db.get<{ v: number }>("SELECT v FROM kv WHERE k = 'a'"))?.v;
+    const rows = (await db.all<{ k: string }>('SELECT k FROM kv')).length;
+    return { first, later, rows };
+  });
+  t.same(seen, { first: 1, later: 1, rows: 1 }, 'inside: the value and the rows of the first read');
+  t.equal((await db.get<{ v: number }>("SELECT v FROM kv WHERE k = 'a'"))?.v, 2, 'outside: the committed value');
+});
+
+t.test('vdisk check during a commit that maps a new segment reports no false leak', async (t) => {
+  const dir = tmpdir(t);
+  const store = await Store.open(dir);
+  t.teardown(() => store.close());
+  await store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
+  const a = await store.createDisk({ name: 'a', size: 16 * 64 * 1024, segmentSize: 64 * 1024 });
+  const b = await store.createDisk({ name: 'b', size: 4096 * 64 * 1024, segmentSize: 64 * 1024 });
+  for (const i of [0, 1024, 2048, 3072]) await store.allocateSegment(b, i); // 4 stored chunks: 4 turns of check
+  await store.allocateSegment(a, 0);
+  let committed = false;
+  const report = await checkStore(store, async (done) => {
+    // Once a's table has been read (b's scan is under way), a fault maps a's segment 5 and commits.
+    if (done > a.segments && !committed) {
+      await store.allocateSegment(a, 5);
+      committed = true;
+    }
+  });
+  t.ok(committed, 'the allocation committed while check ran');
+  t.same(report.problems, [], 'check read one snapshot: no "allocated but no table references it"');
+  t.same((await checkStore(store)).problems, [], 'and a check after it sees the new mapping, consistent too');
+  t.equal((await store.diskInfo('a')).allocatedBytes, 2 * 64 * 1024);
 });
