@@ -1,7 +1,9 @@
 // Device-mapper containers on the real kernel. The blocking flag through the controller: a state change is
 // answered only after every I/O that started before it completed on every agent (a write held in a suspended
 // container keeps the reply back); No-write holds new writes until cleared. And real container I/O errors
-// (a dm error target) turn exactly the affected entries to Error.
+// (a dm error target) turn exactly the affected entries to Error; a dm-flakey container failing writes and
+// a dm-delay one under fio verify: Error on exactly the failed segment, EIO to that writer only, the other
+// disk undisturbed, the repaired container serving again.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -9,7 +11,7 @@ import { connect } from '../../src/protocol/client.js';
 import { socketPath } from '../../src/controller/paths.js';
 import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
 import { Cluster } from './cluster.js';
-import { inflight, makeFile, readDirect, readDirectAsync, run, ublkAvailable, waitFor } from './helpers.js';
+import { fioVerify, inflight, makeFile, readDirect, readDirectAsync, run, ublkAvailable, waitFor, writeDirect } from './helpers.js';
 
 const missing = ublkAvailable();
 if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
@@ -123,4 +125,62 @@ t.test('an I/O error from the container turns the affected entry to Error', asyn
   t.equal(ddRead(dev, 22 * MB).status, 0, 'a segment on the repaired half that never failed reads');
   t.equal(ddRead(dev, 3 * MB).status, 0, 'and the good half still reads');
   t.equal(await errors(), 1, 'no other entry turned to Error');
+});
+
+t.test('container faults during writes: dm-flakey fails exactly its segments, dm-delay only slows another disk', async (t) => {
+  const fileA = makeFile('flaky', 16 * MB);
+  const fileB = makeFile('delay', 32 * MB);
+  const loopA = run('losetup', ['-f', '--show', fileA]).trim();
+  const loopB = run('losetup', ['-f', '--show', fileB]).trim();
+  const flaky = `vdisk-flaky-${process.pid}`;
+  const slow = `vdisk-delay-${process.pid}`;
+  const half = (8 * MB) / 512;
+  t.equal(dm(['create', flaky, '--table', `0 ${2 * half} linear ${loopA} 0`]).status, 0, 'container A: a linear dm device');
+  t.equal(dm(['create', slow, '--table', `0 ${(32 * MB) / 512} delay ${loopB} 0 50`]).status, 0, 'container B: every I/O delayed 50 ms');
+  const c = await Cluster.start('vd-faults');
+  t.teardown(async () => {
+    await c.stop();
+    dm(['remove', flaky]);
+    dm(['remove', slow]);
+    run('losetup', ['-d', loopA]);
+    run('losetup', ['-d', loopB]);
+  });
+  await c.ok('container', 'add', 'fa', '--path', `/dev/mapper/${flaky}`);
+  await c.ok('container', 'add', 'dl', '--path', `/dev/mapper/${slow}`);
+  await c.ok('create', 'd1', '--size', '16M', '--thick', '--container', 'fa'); // segment i is container MiB i
+  await c.ok('create', 'd2', '--size', '16M', '--container', 'dl');
+  const dev1 = await c.attach('d1');
+  const dev2 = await c.attach('d2', 'h1', '--queues', '2');
+  const data = crypto.randomBytes(16 * MB);
+  writeDirect(dev1, 0, data);
+  const fio = fioVerify(dev2, '16M', ['--number_ios=60', '--rate_iops=30']);
+
+  // The second half of A now fails every write (reads still pass): dm-flakey, always down, error_writes.
+  t.equal(dm(['reload', flaky, '--table', `0 ${half} linear ${loopA} 0\n${half} ${half} flakey ${loopA} ${half} 0 3600 1 error_writes`]).status, 0);
+  t.equal(dm(['resume', flaky]).status, 0, 'writes to the second half of A fail from now on');
+  const bad = spawnSync('dd', [`of=${dev1}`, 'bs=64K', `seek=${(10 * MB) / 65536}`, 'count=1', 'oflag=direct', 'status=none'],
+    { input: crypto.randomBytes(65536), encoding: 'utf8' });
+  t.not(bad.status, 0, 'a write to segment 10 (on the failing half) fails');
+  t.match(bad.stderr, /Input\/output error/, 'with EIO');
+  const good = crypto.randomBytes(MB);
+  writeDirect(dev1, 3 * MB, good);
+  t.ok(readDirect(dev1, 3 * MB, MB).equals(good), 'a write to segment 3 (on the good half) succeeds and reads back');
+  t.ok(readDirect(dev1, 13 * MB, MB).equals(data.subarray(13 * MB, 14 * MB)), 'segment 13 (failing half, never written since) still reads its data');
+  const errors = async (d: string) => (await c.json<Info>('info', d)).entriesByState.error;
+  await c.until('the Error entry to be recorded', async () => (await errors('d1')) === 1);
+  t.equal(await errors('d1'), 1, 'exactly the entry of the failed write is Error');
+  t.match(ddRead(dev1, 10 * MB + 8192).err, /Input\/output error/, 'and reads of it fail now too: its data is unknown');
+
+  t.equal(await fio.done, 0, `d2 on the delayed container: fio verify passed meanwhile\n${fio.out()}`);
+  t.equal(await errors('d2'), 0, 'and no entry of d2 turned Error');
+
+  // Repair A: everything but the Error entry serves again, writes included.
+  t.equal(dm(['reload', flaky, '--table', `0 ${2 * half} linear ${loopA} 0`]).status, 0);
+  t.equal(dm(['resume', flaky]).status, 0, 'container A repaired');
+  const later = crypto.randomBytes(MB);
+  writeDirect(dev1, 12 * MB, later);
+  t.ok(readDirect(dev1, 12 * MB, MB).equals(later), 'a segment on the repaired half takes writes again');
+  t.match(ddRead(dev1, 10 * MB).err, /Input\/output error/, 'the Error entry stays Error');
+  t.equal(await errors('d1'), 1, 'and is the only one');
+  t.equal(...(await c.check()));
 });
