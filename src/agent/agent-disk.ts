@@ -2,7 +2,6 @@
 // ublk device serving it once started, and the forwarding of its map faults to the controller. Runs on the
 // agent's main thread. Table changes are applied synchronously where the command or answer is received
 // (see Agent), never after an await, so they take effect in the order the controller sent them.
-import * as abi from '../native/abi.js';
 import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE, dirtyWords, markDirty } from '../io/translator.js';
 import { VdiskError } from '../errors.js';
 import { MappingTable, STATE_ERROR, STATE_INVALID, STATE_ZERO } from '../table/mapping-table.js';
@@ -150,22 +149,4 @@ export class AgentDisk {
   describe(f: Fault): string {
     return `${OP_NAMES[f.op] ?? f.op} fault on ${this.shape.name} segment ${f.segment}`;
   }
-}
-
-export function parseAnswer(v: unknown): FaultAnswer {
-  const a = v as Record<string, unknown> | null;
-  if (a && a.action === 'entry' && typeof a.entry === 'object' && a.entry !== null) {
-    const e = a.entry as Record<string, unknown>;
-    if ([e.states, e.container, e.offset].every((x) => Number.isInteger(x))) {
-      const entry = { states: e.states as number, container: e.container as number, offset: e.offset as number, alt: Number(e.alt ?? 0) | 0 };
-      const alt = a.alternate as Record<string, unknown> | undefined;
-      if (alt && [alt.slot, alt.container, alt.offset].every((x) => Number.isInteger(x)) && typeof alt.bitmap === 'string') {
-        return { action: 'entry', entry, alternate: { slot: alt.slot as number, container: alt.container as number, offset: alt.offset as number, bitmap: Buffer.from(alt.bitmap, 'base64') } };
-      }
-      return { action: 'entry', entry };
-    }
-  }
-  if (a && a.action === 'error' && Number.isInteger(a.errno) && (a.errno as number) > 0) return { action: 'error', errno: a.errno as number, setError: a.setError === true };
-  if (a && a.action === 'delay' && typeof a.ms === 'number' && a.ms >= 0) return { action: 'delay', ms: Math.min(a.ms, 60_000) };
-  return { action: 'error', errno: abi.EIO };
 }

@@ -12,9 +12,9 @@ import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
 import { UblkControlDevice } from '../ublk/control.js';
 import type { Fault } from '../ublk/device.js';
 import { sleep } from '../util/sleep.js';
-import { AgentDisk, parseAnswer, type DiskShape, type FaultAnswer } from './agent-disk.js';
-import { AgentContainers, type ContainerRef } from './containers.js';
-import { int, str } from '../protocol/args.js';
+import { agentDispatcher, controllerRequest } from '../protocol/agent-ops.js';
+import { AgentDisk, type FaultAnswer } from './agent-disk.js';
+import { AgentContainers } from './containers.js';
 import { DEFAULT_LEASE_MS, leaseCheckMs, leaseDrainMs, leaseRangeText, validLease } from '../protocol/lease.js';
 
 export { DEFAULT_LEASE_MS } from '../protocol/lease.js';
@@ -88,7 +88,7 @@ export class Agent {
       conn.onRequest((op, args, payload) => this.serve(op, args, payload).catch(toVdiskError));
       const sent = Date.now();
       try {
-        await conn.request('agent.register', {
+        await controllerRequest(conn, 'agent.register', {
           pid: process.pid, leaseMs: this.leaseMs,
           disks: [...this.disks.values()].map((d) => ({ diskId: d.id, devId: d.device?.devId ?? null })),
         });
@@ -117,7 +117,7 @@ export class Agent {
     if (!conn) return;
     const sent = Date.now();
     try {
-      await conn.request('agent.ping', {}, { timeoutMs: this.leaseMs });
+      await controllerRequest(conn, 'agent.ping', {}, { timeoutMs: this.leaseMs });
       if (sent > this.lastContact) this.lastContact = sent;
     } catch {
       // the lease check decides
@@ -163,11 +163,11 @@ export class Agent {
       const conn = this.conn ?? await this.ready;
       let answer: FaultAnswer | undefined;
       try {
-        await conn.request('fault', { diskId: disk.id, op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length }, {
+        await controllerRequest(conn, 'fault', { diskId: disk.id, op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length }, {
           timeoutMs: 0,
-          onReply: (r) => {
-            answer = parseAnswer(r.result);
-            if (disk.table.segments > f.segment) onAnswer(answer);
+          onResult: (a) => {
+            answer = a;
+            if (disk.table.segments > f.segment) onAnswer(a);
           },
         });
       } catch (err) {
@@ -189,7 +189,7 @@ export class Agent {
     for (;;) {
       const conn = this.conn ?? await this.ready;
       try {
-        await conn.request('disk.ioerror', { diskId: disk.id, first, count }, { timeoutMs: 0 });
+        await controllerRequest(conn, 'disk.ioerror', { diskId: disk.id, first, count }, { timeoutMs: 0 });
         return;
       } catch (err) {
         if (conn.isOpen) {
@@ -201,99 +201,89 @@ export class Agent {
     }
   }
 
-  /** Controller -> agent commands. Table changes happen before the first await (see the ordering rule). */
-  private async serve(op: string, args: Record<string, unknown>, payload: Buffer | undefined): Promise<unknown> {
-    switch (op) {
-      case 'containers.set': {
-        const list = containerList(args);
-        const { retired } = this.containers.update(list, this.log);
-        if (retired.length) {
-          // Publish, drain, close: every request planned with a replaced fd completes before it is closed.
-          // A barrier that fails (a stuck queue) leaves them open: a leaked fd, never a recycled one.
-          await Promise.all([...this.disks.values()].map((d) => d.barrier()));
-          this.containers.retire(retired);
-        }
-        return {};
+  /**
+   * Controller -> agent commands, each given its arguments checked by its parser (protocol/agent-ops.ts).
+   * Table changes happen before the first await (see the ordering rule): the dispatcher calls the handler in
+   * the frame's dispatch.
+   */
+  private readonly serve = agentDispatcher({
+    'containers.set': async ({ containers }) => {
+      const { retired } = this.containers.update(containers, this.log);
+      if (retired.length) {
+        // Publish, drain, close: every request planned with a replaced fd completes before it is closed.
+        // A barrier that fails (a stuck queue) leaves them open: a leaked fd, never a recycled one.
+        await Promise.all([...this.disks.values()].map((d) => d.barrier()));
+        this.containers.retire(retired);
       }
-      case 'table.create': {
-        const shape: DiskShape = { diskId: int(args, 'diskId'), name: str(args, 'name'), size: int(args, 'size'), segmentSize: int(args, 'segmentSize'), readOnly: args.readOnly === true };
-        const cur = this.disks.get(shape.diskId);
-        if (cur?.device) throw new VdiskError(`disk ${shape.name} is being served by ${cur.device.path}: stop it first`, { code: 'EBUSY' });
-        this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on),
-          (d, first, count) => { void this.sendIoError(d, first, count); }, this.log));
-        return {};
+      return {};
+    },
+    'table.create': (shape) => {
+      const cur = this.disks.get(shape.diskId);
+      if (cur?.device) throw new VdiskError(`disk ${shape.name} is being served by ${cur.device.path}: stop it first`, { code: 'EBUSY' });
+      this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on),
+        (d, first, count) => { void this.sendIoError(d, first, count); }, this.log));
+      return {};
+    },
+    'table.delete': ({ diskId }) => {
+      const d = this.disk(diskId);
+      if (d.device) throw new VdiskError(`disk ${d.shape.name} is being served by ${d.device.path}: stop it first`, { code: 'EBUSY' });
+      this.disks.delete(d.id);
+      return {};
+    },
+    'table.get': ({ diskId, first, count }) => {
+      const d = this.disk(diskId);
+      const out = Buffer.alloc(count * ENTRY_BYTES);
+      for (let k = 0; k < count; k++) encodeEntry(out, k, d.table.get(first + k));
+      return { payload: out, result: { first, count } };
+    },
+    'table.set': async ({ diskId, first, blocking }, entries) => {
+      const d = this.disk(diskId);
+      d.setEntries(first, entries);
+      if (blocking) {
+        await d.barrier();
+        failpoint('agent.blocked');
+      } else failpoint('agent.loaded');
+      return {};
+    },
+    'table.alt': ({ diskId, slot, container, offset }, bitmap) => {
+      this.disk(diskId).setAlternate({ slot, container, offset, bitmap });
+      return {};
+    },
+    'table.states': async ({ diskId, first, count, bits, set, blocking }) => {
+      const d = this.disk(diskId);
+      d.table.changeStates(first, count, bits, set);
+      if (blocking) {
+        await d.barrier();
+        failpoint('agent.blocked');
       }
-      case 'table.delete': {
-        const d = this.disk(args);
-        if (d.device) throw new VdiskError(`disk ${d.shape.name} is being served by ${d.device.path}: stop it first`, { code: 'EBUSY' });
-        this.disks.delete(d.id);
-        return {};
-      }
-      case 'table.get': {
-        const d = this.disk(args);
-        const first = int(args, 'first');
-        const count = int(args, 'count');
-        const out = Buffer.alloc(count * ENTRY_BYTES);
-        for (let k = 0; k < count; k++) encodeEntry(out, k, d.table.get(first + k));
-        return { payload: out, result: { first, count } };
-      }
-      case 'table.set': {
-        const d = this.disk(args);
-        if (!payload) throw new VdiskError('table.set needs the entries as a binary payload', { code: 'EINVAL' });
-        d.setEntries(int(args, 'first'), payload);
-        if (args.blocking === true) {
-          await d.barrier();
-          failpoint('agent.blocked');
-        } else failpoint('agent.loaded');
-        return {};
-      }
-      case 'table.alt': {
-        const d = this.disk(args);
-        if (!payload) throw new VdiskError('table.alt needs the bitmap as a binary payload', { code: 'EINVAL' });
-        d.setAlternate({ slot: int(args, 'slot'), container: int(args, 'container'), offset: int(args, 'offset'), bitmap: payload });
-        return {};
-      }
-      case 'table.states': {
-        const d = this.disk(args);
-        d.table.changeStates(int(args, 'first'), int(args, 'count'), int(args, 'bits'), args.set === true);
-        if (args.blocking === true) {
-          await d.barrier();
-          failpoint('agent.blocked');
-        }
-        return {};
-      }
-      case 'device.start': {
-        const d = this.disk(args);
-        const dev = await d.start(this.ctl(), int(args, 'queues'), int(args, 'depth'));
-        return { devId: dev.devId, path: dev.path, queues: dev.queues };
-      }
-      case 'device.recover': {
-        const d = this.disk(args);
-        const dev = await d.recover(this.ctl(), int(args, 'devId'));
-        failpoint('agent.recovered');
-        return { devId: dev.devId, path: dev.path, queues: dev.queues };
-      }
-      case 'device.stop': {
-        const d = this.disk(args);
-        await d.stop();
-        this.disks.delete(d.id);
-        return {};
-      }
-      case 'agent.status':
-        return {
-          pid: process.pid, hostId: this.hostId, leaseMs: this.leaseMs, suspended: this.suspended, drained: this.drained,
-          disks: [...this.disks.values()].map((d) => ({ diskId: d.id, name: d.shape.name, device: d.device?.path ?? null, io: d.device?.ioStats() ?? null })),
-        };
-      case 'agent.exit':
-        setImmediate(() => { void this.stop(); });
-        return {};
-      default:
-        throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
-    }
-  }
+      return {};
+    },
+    'device.start': async ({ diskId, queues, depth }) => {
+      const dev = await this.disk(diskId).start(this.ctl(), queues, depth);
+      return { devId: dev.devId, path: dev.path, queues: dev.queues };
+    },
+    'device.recover': async ({ diskId, devId }) => {
+      const dev = await this.disk(diskId).recover(this.ctl(), devId);
+      failpoint('agent.recovered');
+      return { devId: dev.devId, path: dev.path, queues: dev.queues };
+    },
+    'device.stop': async ({ diskId }) => {
+      const d = this.disk(diskId);
+      await d.stop();
+      this.disks.delete(d.id);
+      return {};
+    },
+    'agent.status': () => ({
+      pid: process.pid, hostId: this.hostId, leaseMs: this.leaseMs, suspended: this.suspended, drained: this.drained,
+      disks: [...this.disks.values()].map((d) => ({ diskId: d.id, name: d.shape.name, device: d.device?.path ?? null, io: d.device?.ioStats() ?? null })),
+    }),
+    'agent.exit': () => {
+      setImmediate(() => { void this.stop(); });
+      return {};
+    },
+  });
 
-  private disk(args: Record<string, unknown>): AgentDisk {
-    const id = int(args, 'diskId');
+  private disk(id: number): AgentDisk {
     const d = this.disks.get(id);
     if (!d) throw new VdiskError(`this agent holds no table for disk ${id}`, { code: 'ENOENT' });
     return d;
@@ -310,13 +300,4 @@ export class Agent {
 function toVdiskError(err: unknown): never {
   if (err instanceof RangeError) throw new VdiskError(err.message, { code: 'ERANGE' });
   throw err;
-}
-
-function containerList(args: Record<string, unknown>): ContainerRef[] {
-  const list = args.containers;
-  if (!Array.isArray(list)) throw new VdiskError('containers must be an array', { code: 'EINVAL' });
-  return list.map((c: unknown) => {
-    const o = c as Record<string, unknown>;
-    return { id: int(o, 'id'), path: str(o, 'path') };
-  });
 }

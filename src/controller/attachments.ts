@@ -5,6 +5,7 @@
 import type { ProgressFn } from './progress.js';
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
+import { agentRequest } from '../protocol/agent-ops.js';
 import type { Alternate, FaultAnswer } from '../protocol/fault-answer.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
 import {
@@ -81,7 +82,7 @@ export class Attachments {
         await this.store.putAttachment(disk.id, hostId, r.devId);
         return { device: `/dev/ublkb${r.devId}`, devId: r.devId, hostId, queues: r.queues };
       } catch (err) {
-        await link.conn.request('table.delete', { diskId: disk.id }).catch(() => {});
+        await agentRequest(link.conn, 'table.delete', { diskId: disk.id }).catch(() => {});
         await this.store.removeAttachment(disk.id, hostId);
         throw err;
       }
@@ -98,7 +99,7 @@ export class Attachments {
     for (const a of atts) {
       const link = this.agents.get(a.hostId);
       if (link) {
-        await link.conn.request('device.stop', { diskId: disk.id }, { timeoutMs: DEVICE_TIMEOUT_MS }).catch((err: VdiskError) => {
+        await agentRequest(link.conn, 'device.stop', { diskId: disk.id }, { timeoutMs: DEVICE_TIMEOUT_MS }).catch((err: VdiskError) => {
           if (err.code !== 'ENOENT') throw err; // ENOENT: the agent no longer holds it
         });
       } else if (!force) {
@@ -126,7 +127,7 @@ export class Attachments {
     for (const h of held) {
       if (atts.some((a) => a.diskId === h.diskId)) continue;
       this.log(`${link.hostId} serves disk ${h.diskId}, which is not attached there: stopping it`);
-      await link.conn.request('device.stop', { diskId: h.diskId }, { timeoutMs: DEVICE_TIMEOUT_MS }).catch(() => {});
+      await agentRequest(link.conn, 'device.stop', { diskId: h.diskId }, { timeoutMs: DEVICE_TIMEOUT_MS }).catch(() => {});
     }
   }
 
@@ -140,13 +141,13 @@ export class Attachments {
     if (a.devId !== null) {
       try {
         await this.withDisk(disk.id, () => this.createTable(link.conn, disk));
-        await link.conn.request('device.recover', { diskId: disk.id, devId: a.devId }, { timeoutMs: DEVICE_TIMEOUT_MS });
+        await agentRequest(link.conn, 'device.recover', { diskId: disk.id, devId: a.devId }, { timeoutMs: DEVICE_TIMEOUT_MS });
         this.log(`${link.hostId}: recovered ${a.disk} on /dev/ublkb${a.devId}`);
         return;
       } catch (err) {
         // The device is gone (host reboot): serve the disk on a new one.
         this.log(`${link.hostId}: cannot recover /dev/ublkb${a.devId} for ${a.disk} (${(err as Error).message}); starting a new device`);
-        await link.conn.request('table.delete', { diskId: disk.id }).catch(() => {});
+        await agentRequest(link.conn, 'table.delete', { diskId: disk.id }).catch(() => {});
       }
     }
     const r = await this.open(link, disk, {});
@@ -157,13 +158,12 @@ export class Attachments {
   private async open(link: AgentLink, disk: Disk, o: AttachOptions): Promise<{ devId: number; queues: number }> {
     await this.sendContainers(link.conn);
     await this.withDisk(disk.id, () => this.createTable(link.conn, disk));
-    const r = await link.conn.request('device.start',
+    return agentRequest(link.conn, 'device.start',
       { diskId: disk.id, queues: o.queues ?? DEFAULT_QUEUES, depth: o.depth ?? DEFAULT_DEPTH }, { timeoutMs: DEVICE_TIMEOUT_MS });
-    return r.result as { devId: number; queues: number };
   }
 
   private async createTable(conn: Connection, disk: Disk): Promise<void> {
-    await conn.request('table.create', { diskId: disk.id, name: disk.name, size: disk.size, segmentSize: disk.segmentSize, readOnly: disk.readOnly },
+    await agentRequest(conn, 'table.create', { diskId: disk.id, name: disk.name, size: disk.size, segmentSize: disk.segmentSize, readOnly: disk.readOnly },
       { timeoutMs: TABLE_TIMEOUT_MS });
     await this.loadTable(conn, disk, false);
   }
@@ -177,14 +177,14 @@ export class Attachments {
       const end = Math.min(disk.segments, first + LOAD_ENTRIES);
       const piece = await this.store.readRange(disk, first, end - first);
       // The blocking flag on the last piece: the barrier then covers every piece before it too.
-      await conn.request('table.set', { diskId: disk.id, first, blocking: blocking && end === disk.segments },
+      await agentRequest(conn, 'table.set', { diskId: disk.id, first, blocking: blocking && end === disk.segments },
         { payload: piece, timeoutMs: TABLE_TIMEOUT_MS });
     }
   }
 
   async sendContainers(conn: Connection): Promise<void> {
     const containers = (await this.store.listContainers()).filter((c) => !c.failed).map((c) => ({ id: c.id, path: c.path }));
-    await conn.request('containers.set', { containers }, { timeoutMs: TABLE_TIMEOUT_MS });
+    await agentRequest(conn, 'containers.set', { containers }, { timeoutMs: TABLE_TIMEOUT_MS });
   }
 
   async broadcastContainers(): Promise<void> {
@@ -286,11 +286,11 @@ export class Attachments {
     if (alternate) await this.sendAlternate(conn, disk, alternate);
     const bytes = Buffer.alloc(ENTRY_BYTES);
     encodeEntry(bytes, 0, entry);
-    await conn.request('table.set', { diskId: disk.id, first: segment, blocking }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS });
+    await agentRequest(conn, 'table.set', { diskId: disk.id, first: segment, blocking }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS });
   }
 
   private async sendAlternate(conn: Connection, disk: Disk, a: Alternate): Promise<void> {
-    await conn.request('table.alt', { diskId: disk.id, slot: a.slot, container: a.container, offset: a.offset }, { payload: a.bitmap, timeoutMs: TABLE_TIMEOUT_MS });
+    await agentRequest(conn, 'table.alt', { diskId: disk.id, slot: a.slot, container: a.container, offset: a.offset }, { payload: a.bitmap, timeoutMs: TABLE_TIMEOUT_MS });
   }
 
   /**
@@ -306,7 +306,7 @@ export class Attachments {
     if (!entry) return false;
     const bytes = Buffer.alloc(ENTRY_BYTES);
     encodeEntry(bytes, 0, entry);
-    await this.toHolders(disk, (conn) => conn.request('table.set', { diskId: disk.id, first: segment, blocking: true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS }));
+    await this.toHolders(disk, (conn) => agentRequest(conn, 'table.set', { diskId: disk.id, first: segment, blocking: true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS }));
     return true;
   }
 
@@ -343,7 +343,7 @@ export class Attachments {
       await this.store.setEntries(disk, first, next);
       const bytes = Buffer.alloc(count * ENTRY_BYTES);
       next.forEach((e, k) => encodeEntry(bytes, k, e));
-      await this.toHolders(disk, (conn) => conn.request('table.set', { diskId: disk.id, first, blocking: true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS }));
+      await this.toHolders(disk, (conn) => agentRequest(conn, 'table.set', { diskId: disk.id, first, blocking: true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS }));
       return changed;
     });
   }
@@ -367,7 +367,7 @@ export class Attachments {
     return this.withDisk(disk.id, async () => {
       // Tables are shared whole segment by segment: alternates fold first (new ones need a fault, i.e. this lock).
       await this.foldAllLocked(disk, io);
-      await this.toHolders(disk, (conn) => conn.request('table.states',
+      await this.toHolders(disk, (conn) => agentRequest(conn, 'table.states',
         { diskId: disk.id, first: 0, count: disk.segments, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
       const snap = await this.store.snapshot(diskName, snapName);
       failpoint('snapshot.committed');
@@ -385,7 +385,7 @@ export class Attachments {
         : set ? [...list, [first, count]] : list.filter(([f, n]) => f + n <= first || f >= first + count);
       await this.store.updateEntriesAndHolds(disk, first, count, (e) => ({ ...e, states: set ? e.states | bits : e.states & ~bits }), holds);
       this.holds.set(disk.id, holds);
-      await this.toHolders(disk, (conn) => conn.request('table.states', { diskId: disk.id, first, count, bits, set, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
+      await this.toHolders(disk, (conn) => agentRequest(conn, 'table.states', { diskId: disk.id, first, count, bits, set, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
     });
   }
 }

@@ -12,10 +12,10 @@ import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
 import type { Hello, Role } from '../protocol/messages.js';
 import { startServer, type ProtocolServer } from '../protocol/server.js';
-import { bool, int, optInt, optObjects, optStr, str } from '../protocol/args.js';
-import { leaseRangeText, validLease } from '../protocol/lease.js';
+import { bool, int, optInt, optStr, str } from '../protocol/args.js';
+import { agentRequest, encodeAnswer, parseControllerArgs, type ControllerOps, type HandlerOut } from '../protocol/agent-ops.js';
 import { LOCATION_UNIT, STATE_MASK } from '../table/mapping-table.js';
-import { AgentRegistry, DEFAULT_AGENT_LEASE_MS } from './agents.js';
+import { AgentRegistry } from './agents.js';
 import { Attachments } from './attachments.js';
 import { checkStore } from './check.js';
 import { SegmentIo } from './segment-io.js';
@@ -33,6 +33,8 @@ export const CONTROLLER_VERSION = '0.1.0';
 
 interface Caller { conn: Connection; hello: Hello }
 type Handler = (args: Record<string, unknown>, caller: Caller) => Promise<unknown>;
+/** What the controller answers an agent's request (protocol/agent-ops.ts). */
+type Sent<K extends keyof ControllerOps> = HandlerOut<ControllerOps[K]>;
 
 const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
 
@@ -316,16 +318,14 @@ export class Controller {
       const hostId = str(a, 'hostId');
       const link = this.agents.get(hostId);
       if (!link) throw new VdiskError(`no agent for host ${hostId} is connected`, { code: 'ENOENT' });
-      await link.conn.request('agent.exit', {});
+      await agentRequest(link.conn, 'agent.exit', {});
       return { pid: link.pid };
     },
-    'agent.register': async (a, caller) => {
+    'agent.register': async (a, caller): Promise<Sent<'agent.register'>> => {
       const hostId = agentOf(caller);
-      const leaseMs = optInt(a, 'leaseMs') ?? DEFAULT_AGENT_LEASE_MS;
-      // Blocking changes to a lost agent's disks wait out its lease (protocol/lease.ts): it must be bounded.
-      if (!validLease(leaseMs)) throw new VdiskError(`argument leaseMs must be ${leaseRangeText()}, not ${leaseMs}`, { code: 'EINVAL' });
-      const held = optObjects(a, 'disks').map((d) => ({ diskId: int(d, 'diskId'), devId: d.devId === null ? null : int(d, 'devId') }));
-      const link = { hostId, conn: caller.conn, pid: optInt(a, 'pid') ?? 0, leaseMs, since: Date.now() };
+      // The lease is bounded there: blocking changes to a lost agent's disks wait it out (protocol/lease.ts).
+      const { leaseMs, disks: held, pid } = parseControllerArgs('agent.register', a);
+      const link = { hostId, conn: caller.conn, pid, leaseMs, since: Date.now() };
       this.agents.add(link);
       await this.store.touchAgent(hostId, leaseMs);
       log(`agent ${hostId} (pid ${link.pid}) registered with ${held.length} disk(s)`);
@@ -333,33 +333,34 @@ export class Controller {
       setImmediate(() => { void this.attachments.reconcile(link, held).catch((err: Error) => log(`reconcile ${hostId}: ${err.message}`)); });
       return {};
     },
-    'agent.ping': async (_a, caller) => {
+    'agent.ping': async (a, caller): Promise<Sent<'agent.ping'>> => {
       this.registered(caller);
+      parseControllerArgs('agent.ping', a);
       return {};
     },
-    'disk.ioerror': async (a, caller) => {
+    'disk.ioerror': async (a, caller): Promise<Sent<'disk.ioerror'>> => {
       const hostId = this.registered(caller);
-      const disk = await this.store.diskById(int(a, 'diskId'));
-      if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
-      const n = await this.attachments.markIoError(disk, int(a, 'first'), int(a, 'count'));
-      log(`agent ${hostId}: container I/O error under ${disk.name} segments ${String(a.first)}+${String(a.count)}: ${n} entries now Error`);
+      const { diskId, first, count } = parseControllerArgs('disk.ioerror', a);
+      const disk = await this.store.diskById(diskId);
+      if (!disk) throw new VdiskError(`no disk with id ${diskId}`, { code: 'ENOENT' });
+      const n = await this.attachments.markIoError(disk, first, count);
+      log(`agent ${hostId}: container I/O error under ${disk.name} segments ${first}+${count}: ${n} entries now Error`);
       return { entries: n };
     },
-    'fault': async (a, caller) => {
+    'fault': async (a, caller): Promise<Sent<'fault'>> => {
       this.registered(caller);
-      const disk = await this.store.diskById(int(a, 'diskId'));
-      if (!disk) throw new VdiskError(`no disk with id ${String(a.diskId)}`, { code: 'ENOENT' });
+      const f = parseControllerArgs('fault', a);
+      const disk = await this.store.diskById(f.diskId);
+      if (!disk) throw new VdiskError(`no disk with id ${f.diskId}`, { code: 'ENOENT' });
       const started = performance.now();
       const answer = await this.attachments.fault(caller.conn, disk, {
-        op: int(a, 'op'), segment: int(a, 'segment'), states: optInt(a, 'states') ?? 0,
-        offset: optInt(a, 'offset') ?? 0, length: optInt(a, 'length') ?? disk.segmentSize,
+        op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length ?? disk.segmentSize,
       }, this.io).catch((err: unknown) => {
-        this.metrics.fault(int(a, 'op'), performance.now() - started, true);
+        this.metrics.fault(f.op, performance.now() - started, true);
         throw err;
       });
-      this.metrics.fault(int(a, 'op'), performance.now() - started, answer.action === 'error');
-      // Bitmaps travel as base64 in the JSON reply.
-      return answer.action === 'entry' && answer.alternate ? { ...answer, alternate: { ...answer.alternate, bitmap: answer.alternate.bitmap.toString('base64') } } : answer;
+      this.metrics.fault(f.op, performance.now() - started, answer.action === 'error');
+      return encodeAnswer(answer); // bitmaps travel as base64 in the JSON reply
     },
     'disk.rm': async (a, caller) => {
       await this.store.removeDisk(str(a, 'name'), progressTo(caller.conn, a.progress === true, 'rm', 'segments'));

@@ -5,7 +5,8 @@
 // agents count their I/O themselves and are asked at snapshot time.
 import http from 'node:http';
 import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../io/translator.js';
-import { parseIoCounts, type IoCounts } from '../protocol/io-counts.js';
+import { agentRequest, type AgentStatusReport } from '../protocol/agent-ops.js';
+import type { IoCounts } from '../protocol/io-counts.js';
 import { ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
 import { STATE_ERROR } from '../table/mapping-table.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
@@ -89,19 +90,12 @@ export class Metrics {
   }
 }
 
-type AgentAnswer = { suspended: boolean; disks: Array<{ name: string; device: string | null; io: IoCounts | null }> } | { unanswered: string };
+type AgentAnswer = AgentStatusReport | { unanswered: string };
 
-/** One agent's agent.status, reduced to what stats shows; a peer's answer is checked field by field. */
+/** One agent's agent.status, reduced to what stats shows (agent-ops.ts reads the peer's answer field by field). */
 async function agentStatus(l: AgentLink): Promise<AgentAnswer> {
   try {
-    const r = (await l.conn.request('agent.status', {}, { timeoutMs: AGENT_STATUS_TIMEOUT_MS })).result as Record<string, unknown>;
-    const disks = Array.isArray(r.disks) ? r.disks as Array<Record<string, unknown>> : [];
-    return {
-      suspended: r.suspended === true,
-      disks: disks.filter((d) => typeof d.name === 'string').map((d) => ({
-        name: d.name as string, device: typeof d.device === 'string' ? d.device : null, io: parseIoCounts(d.io) ?? null,
-      })),
-    };
+    return await agentRequest(l.conn, 'agent.status', {}, { timeoutMs: AGENT_STATUS_TIMEOUT_MS });
   } catch (err) {
     return { unanswered: (err as Error).message };
   }

@@ -3,6 +3,7 @@
 // store transaction, then the new entry to every agent. Writes to the segment meanwhile fault and wait for
 // the lock. The job is recorded in the store, so a controller restart resumes it where the tables say.
 import { failpoint } from '../util/failpoints.js';
+import { agentRequest } from '../protocol/agent-ops.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
 import { STATE_ALTERNATE, STATE_ERROR, STATE_NO_WRITE } from '../table/mapping-table.js';
 import type { Attachments } from './attachments.js';
@@ -79,7 +80,7 @@ export class Migrator {
       // An Alternate segment moves as one: fold it first (a fault cannot make a new one while we hold the lock).
       const [now] = await this.store.getEntries(disk, segment, 1);
       if (now.states & STATE_ALTERNATE) await this.att.foldLocked(disk, segment, this.io);
-      await this.att.toHolders(disk, (conn) => conn.request('table.states',
+      await this.att.toHolders(disk, (conn) => agentRequest(conn, 'table.states',
         { diskId: disk.id, first: segment, count: 1, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TIMEOUT_MS }));
       const entry = await this.store.migrateSegment(disk, segment, to, (from, dst, length) => this.io.copy(from, dst, length));
       failpoint('migrate.remapped');
@@ -87,7 +88,7 @@ export class Migrator {
       const bytes = Buffer.alloc(ENTRY_BYTES);
       encodeEntry(bytes, 0, entry ?? (await this.store.getEntries(disk, segment, 1))[0]);
       // Blocking: reads planned with the old entry finish before its segment can be handed out again.
-      await this.att.toHolders(disk, (conn) => conn.request('table.set', { diskId: disk.id, first: segment, blocking: true }, { payload: bytes, timeoutMs: TIMEOUT_MS }));
+      await this.att.toHolders(disk, (conn) => agentRequest(conn, 'table.set', { diskId: disk.id, first: segment, blocking: true }, { payload: bytes, timeoutMs: TIMEOUT_MS }));
       return entry !== null;
     });
   }

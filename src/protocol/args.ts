@@ -41,3 +41,9 @@ export function optObjects(args: Record<string, unknown>, name: string): Array<R
   if (!Array.isArray(v) || !v.every(isPlainObject)) bad(name, 'a list of objects');
   return v;
 }
+
+/** A list of objects that must be present (each element's fields are the caller's to check). */
+export function objects(args: Record<string, unknown>, name: string): Array<Record<string, unknown>> {
+  if (args[name] === undefined) bad(name, 'a list of objects');
+  return optObjects(args, name);
+}
