@@ -3,7 +3,7 @@
 // longer than leaseMs it makes every table Invalid, so I/O waits (suspends) until the controller reloads it.
 // Ordering rule: every table change, from a command or from a fault answer, is applied synchronously in the
 // frame's dispatch (request handlers change the table before their first await; fault answers go through
-// RequestOptions.onReply), so changes apply in the order the controller sent them.
+// controllerRequest's onResult, that is RequestOptions.onReply), so changes apply in the order the controller sent them.
 import { failpoint } from '../util/failpoints.js';
 import { VdiskError } from '../errors.js';
 import { connect } from '../protocol/client.js';
