@@ -1,0 +1,234 @@
+// The crash matrix (issue 12): for every failpoint of src/util/failpoints.ts, its flow runs under fio verify
+// with the point armed in the controller or the agent; the process dies there as kill -9 would; it is
+// restarted unarmed; then fio finishes and verifies, `vdisk check` is clean (no leaked or doubly used
+// segment), a snapshot taken at the start still reads its checksum, and the interrupted step is either whole
+// or absent. CI runs every failpoint at its first pass; VDISK_TORTURE=full (npm run torture) also at later ones.
+import t from 'tap';
+import crypto from 'node:crypto';
+import { Cluster } from './cluster.js';
+import { fioVerify, readDirect, readDirectAsync, run, ublkAvailable, writeDirect } from './helpers.js';
+import { FAILPOINTS, type Failpoint } from '../../src/util/failpoints.js';
+
+const missing = ublkAvailable();
+if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
+const MB = 1 << 20;
+const FULL = process.env.VDISK_TORTURE === 'full';
+/** The passes each failpoint is armed at: the first in CI, later ones too in the full run. */
+const PASSES = FULL ? [1, 3] : [1];
+type Test = Pick<typeof t, "ok" | "equal" | "pass">;
+/** Every disk here is 4 segments: what each flow needs, and little emulated I/O per crash. */
+const SIZE = 4 * MB;
+const FIO = ['--number_ios=32', '--rate_iops=16'];
+const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface Ctx {
+  c: Cluster;
+  /** The disk attached on h1 that fio verify writes to while the flow runs. */
+  w: string;
+  dev: string;
+  i: number;
+  /** The pass the failpoint is armed at. */
+  n: number;
+  /** Where the migration scenario moves the disk. */
+  to?: string;
+}
+
+interface Scenario {
+  /** Prepares what the flow needs, before the process is armed. */
+  setup?(x: Ctx): Promise<void>;
+  /** Sets the flow off; returns once it has been started (the armed process dies somewhere in it). */
+  act(x: Ctx): Promise<void>;
+  /** What must hold after the restart besides the common checks. */
+  after?(x: Ctx, t: Test): Promise<void>;
+  /** The most passes its flow makes (for the full run's later passes): 3 unless said. */
+  passes?: number;
+  /** fio's own writes are the flow (first writes, copy-on-write): it starts with the armed process. */
+  fioIsTheFlow?: boolean;
+}
+
+/** Writes the whole disk and snapshots it, so that fio's writes are copy-on-write faults. */
+const shared = async (x: Ctx) => {
+  writeDirect(x.dev, 0, crypto.randomBytes(SIZE));
+  await x.c.ok('snapshot', x.w, `${x.w}-s${x.i}`);
+};
+/** Discards the whole disk: every unshared segment goes back to the pool, every entry to Zero (thin again). */
+const fresh = async (x: Ctx) => { run('blkdiscard', [x.dev]); };
+const infoOf = (x: Ctx, name: string) => x.c.json<{ perContainer: Record<string, number>; allocatedBytes: number }>('info', name);
+
+const SCENARIOS: Record<Failpoint, Scenario> = {
+  'batch.planned': { setup: fresh, fioIsTheFlow: true, act: async () => {} },
+  'batch.zeroed': { setup: fresh, fioIsTheFlow: true, act: async () => {} },
+  'batch.committed': { setup: fresh, fioIsTheFlow: true, act: async () => {} },
+  'staged.planned': { setup: shared, fioIsTheFlow: true, act: async () => {} },
+  'staged.io': { setup: shared, fioIsTheFlow: true, act: async () => {} },
+  'staged.committed': { setup: shared, fioIsTheFlow: true, act: async () => {} },
+  'thick.reserved': {
+    act: async (x) => { for (let k = 0; k < 3; k++) await x.c.vdisk('create', `t${x.i}-${k}`, '--size', '4M', '--thick'); },
+    after: async (x, t) => {
+      // Each create is whole or absent; a resent one succeeds and its disk reads zeros through its device.
+      await x.c.vdisk('rm', `t${x.i}-2`);
+      await x.c.ok('create', `t${x.i}-2`, '--size', '4M', '--thick');
+      const d = await x.c.attach(`t${x.i}-2`);
+      t.ok(readDirect(d, 0, SIZE).equals(Buffer.alloc(SIZE)), 'the resent thick disk reads zeros');
+      await x.c.ok('detach', `t${x.i}-2`);
+    },
+  },
+  'thick.zeroed': { act: async (x) => SCENARIOS['thick.reserved'].act(x), after: async (x, t) => SCENARIOS['thick.reserved'].after!(x, t) },
+  'snapshot.committed': {
+    act: async (x) => { for (let k = 0; k < 3; k++) await x.c.vdisk('snapshot', x.w, `${x.w}-p${x.i}-${k}`); },
+    after: async (x, t) => {
+      const names = (await x.c.json<Array<{ name: string; readOnly: boolean }>>('ls')).filter((d) => d.name.startsWith(`${x.w}-p${x.i}-`));
+      t.ok(names.length >= 1 && names.every((d) => d.readOnly), `the committed snapshot exists, read-only (${names.map((d) => d.name).join(', ')})`);
+    },
+  },
+  'clone.committed': {
+    act: async (x) => { for (let k = 0; k < 3; k++) await x.c.vdisk('clone', 'base-s', `k${x.i}-${k}`); },
+    after: async (x, t) => {
+      const d = await x.c.attach(`k${x.i}-0`);
+      t.equal(sha(readDirect(d, 0, SIZE)), baseSha, 'the committed clone reads the snapshot\'s data');
+      await x.c.ok('detach', `k${x.i}-0`);
+    },
+  },
+  'rm.committed': {
+    setup: async (x) => { for (let k = 0; k < 3; k++) await x.c.ok('snapshot', 'base', `r${x.i}-${k}`); },
+    act: async (x) => { for (let k = 0; k < 3; k++) await x.c.vdisk('rm', `r${x.i}-${k}`); },
+    after: async (x, t) => {
+      const left = (await x.c.json<Array<{ name: string }>>('ls')).filter((d) => d.name.startsWith(`r${x.i}-`)).map((d) => d.name);
+      t.ok(left.length < 3, `the committed removal is kept (left: ${left.join(', ') || 'none'})`);
+    },
+  },
+  'attach.recorded': {
+    setup: async (x) => { for (let k = 0; k < 3; k++) await x.c.ok('create', `a${x.i}-${k}`, '--size', '4M'); },
+    act: async (x) => { for (let k = 0; k < 3; k++) await x.c.vdisk('attach', `a${x.i}-${k}`, '--host-id', 'h1'); },
+    after: async (x, t) => {
+      // The recorded attachment is completed by the restarted controller's reconciliation.
+      await x.c.until('the recorded attachment to get its device', async () =>
+        (await x.c.json<Array<{ name: string; device: string | null }>>('ls')).some((d) => d.name === `a${x.i}-${x.n - 1}` && d.device !== null));
+      const ls = await x.c.json<Array<{ name: string; device: string | null }>>('ls');
+      for (const d of ls.filter((e) => e.name.startsWith(`a${x.i}-`) && e.device !== null)) {
+        t.ok(readDirect(d.device!, 0, MB).equals(Buffer.alloc(MB)), `${d.name} is served and reads zeros`);
+        await x.c.ok('detach', d.name);
+      }
+    },
+  },
+  'migrate.remapped': {
+    setup: async (x) => { writeDirect(x.dev, 0, crypto.randomBytes(SIZE)); },
+    // To the container the disk is not on (a later pass finds it moved by the first).
+    act: async (x) => { await x.c.vdisk('migrate', x.w, '--to', (x.to = 'c2' in (await infoOf(x, x.w)).perContainer ? 'c1' : 'c2')); },
+    after: async (x, t) => {
+      // The migration resumes by itself after the restart.
+      await x.c.until('the migration to finish', async () => Object.keys((await infoOf(x, x.w)).perContainer).every((k) => k === x.to));
+      t.pass(`every segment of the disk is on ${x.to}`);
+    },
+  },
+  // The agent's points: the flow restarts the agent armed (recovery reloads tables, then recovers devices).
+  // Two devices to recover: the sentinel snapshot's and this run's disk.
+  'agent.loaded': { passes: 2, act: async (x) => { await restartAgent(x.c); } },
+  'agent.recovered': { passes: 2, act: async (x) => { await restartAgent(x.c); } },
+  // Once: with the agent dead, the snapshot waits out its lease before it goes on.
+  'agent.blocked': { passes: 1, act: async (x) => { await x.c.vdisk('snapshot', x.w, `${x.w}-b${x.i}`); } },
+};
+
+let baseSha = '';
+
+/** kill -9 of h1's agent (its devices stay, quiesced) and a new one started with the environment as it is now. */
+async function restartAgent(c: Cluster): Promise<void> {
+  const pid = await c.agentPid();
+  process.kill(pid, 'SIGKILL');
+  await c.until('the agent to exit', () => !alive(pid));
+  await c.vdisk('agent', 'start', '--host-id', 'h1');
+}
+
+/** The process the failpoint lives in, and its pid now. */
+async function target(c: Cluster, fp: Failpoint): Promise<{ who: 'controller' | 'agent'; pid: number }> {
+  return fp.startsWith('agent.') ? { who: 'agent', pid: await c.agentPid() } : { who: 'controller', pid: await c.controllerPid() };
+}
+
+/** Restarts the process the failpoint lives in with it armed at pass n. */
+async function arm(c: Cluster, fp: Failpoint, n: number, dev: string): Promise<void> {
+  const { who, pid } = await target(c, fp);
+  if (who === 'controller') {
+    await c.ok('controller', 'stop');
+    await c.until('the controller to exit', () => !alive(pid));
+  }
+  process.env.VDISK_FAILPOINT = `${fp}:${n}`;
+  try {
+    // The agent is armed by the restart that is its flow (restartAgent), or now for agent.blocked.
+    if (who === 'controller') await c.ok('controller', 'start');
+    else if (fp === 'agent.blocked') {
+      await restartAgent(c);
+      // The new agent has recovered this disk's device (its table exists) once a read through it completes.
+      await readDirectAsync(dev, 0, 4096);
+    }
+  } finally {
+    if (who === 'controller' || fp === 'agent.blocked') delete process.env.VDISK_FAILPOINT;
+  }
+}
+
+const reached = (c: Cluster, fp: Failpoint, n: number) =>
+  new RegExp(`failpoint ${fp.replace('.', '\\.')}:${n} reached`).test(c.log(fp.startsWith('agent.') ? 'agent-h1.log' : 'controller.log'));
+
+t.test('every failpoint, under fio verify', async (t) => {
+  const c = await Cluster.start('vd-crash');
+  t.teardown(() => c.stop());
+  await c.container('c1', '1G');
+  await c.container('c2', '512M');
+  await c.ok('agent', 'start', '--host-id', 'h1');
+  await c.ok('create', 'base', '--size', '4M', '--container', 'c1');
+  const base = crypto.randomBytes(SIZE);
+  writeDirect(await c.attach('base'), 0, base);
+  await c.ok('detach', 'base');
+  baseSha = sha(base);
+  await c.ok('snapshot', 'base', 'base-s');
+  const sentinel = await c.attach('base-s');
+  // One disk for every run, attached once: fio verify writes to it while each flow runs.
+  await c.ok('create', 'w', '--size', '4M', '--container', 'c1');
+  const dev = await c.attach('w', 'h1', '--queues', '2');
+  const rows: string[] = [];
+  let i = 0;
+  // VDISK_CRASH_ONLY=a,b runs the failpoints whose names start with a or b (to replay one part).
+  const only = process.env.VDISK_CRASH_ONLY?.split(',');
+  for (const fp of (Object.keys(FAILPOINTS) as Failpoint[]).filter((f) => !only || only.some((o) => f.startsWith(o)))) {
+    for (const n of new Set(PASSES.map((p) => Math.min(p, SCENARIOS[fp].passes ?? 3)))) {
+      i++;
+      const s = SCENARIOS[fp];
+      const x: Ctx = { c, w: 'w', dev, i, n };
+      await s.setup?.(x);
+      const who = fp.startsWith('agent.') ? 'agent' : 'controller';
+      let fio = s.fioIsTheFlow ? undefined : fioVerify(x.dev, '4M', FIO);
+      await arm(c, fp, n, x.dev);
+      fio ??= fioVerify(x.dev, '4M', FIO);
+      const { pid } = await target(c, fp).catch(() => ({ pid: 0 }));
+      await s.act(x);
+      await c.until(`${fp}:${n} to be reached`, () => reached(c, fp, n) || fio.finished());
+      const hit = reached(c, fp, n);
+      t.ok(hit, `${fp}:${n}: the ${who} died at the failpoint`);
+      if (who === 'controller') {
+        await c.until('the controller to be gone', () => pid === 0 || !alive(pid));
+        await c.ok('controller', 'start');
+      } else {
+        await c.until('the agent to be gone', async () => !(await c.json<Array<{ hostId: string }>>('agent', 'ls')).some((a) => a.hostId === 'h1'));
+        delete process.env.VDISK_FAILPOINT;
+        await c.ok('agent', 'start', '--host-id', 'h1');
+      }
+      const code = await fio.done;
+      t.equal(code, 0, `${fp}:${n}: fio finished and verified\n${fio.out()}`);
+      const check = await c.check();
+      t.equal(...check);
+      t.equal(sha(readDirect(sentinel, 0, SIZE)), baseSha, `${fp}:${n}: the snapshot taken at the start reads its data`);
+      await s.after?.(x, t);
+      rows.push(`${`${fp}:${n}`.padEnd(22)} ${who.padEnd(10)} ${hit ? 'died' : 'not hit'}  fio ${code === 0 ? 'verified' : `exit ${code}`}  check ${check[0] === 0 ? 'clean' : 'FAILED'}`);
+    }
+  }
+  t.equal(...(await c.check()));
+  t.comment(`crash matrix (${rows.length} crashes):\n${rows.join('\n')}`);
+});
