@@ -10,7 +10,7 @@ if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
 function fio(device: string, name: string, extra: string[]): string {
   return run('fio', [
     `--name=${name}`, `--filename=${device}`, '--ioengine=libaio', '--direct=1', '--iodepth=32', '--numjobs=1',
-    '--size=48M', '--verify=crc32c', '--verify_fatal=1', '--randseed=4242', '--output-format=terse', ...extra,
+    '--size=24M', '--verify=crc32c', '--verify_fatal=1', '--randseed=4242', '--output-format=terse', ...extra,
   ]);
 }
 
@@ -22,7 +22,7 @@ const cases: Array<[string, string[]]> = [
 for (const queues of [1, 2, 4]) {
   for (const [name, args] of cases) {
     t.test(`fio ${name} verify, ${queues} queue(s), depth 32`, async (t) => {
-      const file = makeFile(`fio-${name}`, 64 << 20);
+      const file = makeFile(`fio-${name}`, 32 << 20);
       t.teardown(() => fs.rmSync(file, { force: true }));
       let s = await serveLoop(file, ['--queues', String(queues), '--depth', '64']);
       fio(s.device, name, [...args, '--do_verify=1']);
