@@ -68,9 +68,10 @@ const fresh = async (x: Ctx) => { run('blkdiscard', [x.dev]); };
 const infoOf = (x: Ctx, name: string) => x.c.json<{ perContainer: Record<string, number>; allocatedBytes: number }>('info', name);
 
 const SCENARIOS: Record<Failpoint, Scenario> = {
-  'batch.planned': { setup: fresh, fioIsTheFlow: true, act: async () => {} },
-  'batch.zeroed': { setup: fresh, fioIsTheFlow: true, act: async () => {} },
-  'batch.committed': { setup: fresh, fioIsTheFlow: true, act: async () => {} },
+  // Four fresh segments: the first fault is a batch of its own, the ones that queue behind it a second.
+  'batch.planned': { setup: fresh, fioIsTheFlow: true, passes: 2, act: async () => {} },
+  'batch.zeroed': { setup: fresh, fioIsTheFlow: true, passes: 2, act: async () => {} },
+  'batch.committed': { setup: fresh, fioIsTheFlow: true, passes: 2, act: async () => {} },
   // Each 4 KiB write to a shared block is a copy-on-write fault (slow under emulation): 8 reach pass 3.
   'staged.planned': { setup: shared, fioIsTheFlow: true, fio: COW_FIO, act: async () => {} },
   'staged.io': { setup: shared, fioIsTheFlow: true, fio: COW_FIO, act: async () => {} },
