@@ -173,7 +173,12 @@ export const CONTROLLER_OPS: Specs<ControllerOps> = {
   },
   'disk.ioerror': {
     payload: false, replyPayload: false,
-    args: (a) => ({ diskId: int(a, 'diskId'), first: int(a, 'first'), count: int(a, 'count') }),
+    args: (a) => {
+      const count = int(a, 'count');
+      // A report names the entries an I/O failed under: at least one (an empty range is a malformed report).
+      if (count < 1) throw new VdiskError(`argument count must be at least 1, not ${count}`, { code: 'EINVAL' });
+      return { diskId: int(a, 'diskId'), first: int(a, 'first'), count };
+    },
     result: (v) => resultOf('disk.ioerror', v, (o) => ({ entries: int(o, 'entries') })),
   },
 };

@@ -115,6 +115,9 @@ t.test('peers\' results are checked', async (t) => {
     { suspended: true, disks: [{ name: 'd', device: null, io: null }] }, 'agent.status is read field by field');
   t.same(AGENT_OPS['agent.status'].result(undefined, undefined), { suspended: false, disks: [] });
   t.throws(() => CONTROLLER_OPS['disk.ioerror'].result({ entries: -1 }, undefined), { code: 'EPROTO' });
+  // The 10,000-frame fuzz (seed 1208851254): an empty report at the disk's end (first = segments, count 0) was answered.
+  t.throws(() => CONTROLLER_OPS['disk.ioerror'].args({ diskId: 1, first: 16, count: 0 }), { code: 'EINVAL', message: /count must be at least 1/ },
+    'an I/O error report over no entries is refused');
 });
 
 t.test('fault answers: encoded for the wire and read back; anything unusable is EIO', async (t) => {
