@@ -17,7 +17,7 @@ const files = (process.argv.slice(2).length ? process.argv.slice(2)
   .map(compiled).sort((a, b) => weight(b) - weight(a));
 // Longest first, so that the last file to start is a short one (the run ends when its longest file ends).
 function weight(f) {
-  return { 'crash-matrix': 10, 'cow': 8, 'snapshot': 8, 'fio-verify': 7, 'agent-restart': 7, 'migrate': 6, 'agent-dm': 5, 'agent-thin': 5, 'kill-loop': 5 }[path.basename(f, '.test.js')] ?? 0;
+  return { 'crash-matrix': 10, 'crash-matrix-2': 10, 'cow': 8, 'snapshot': 8, 'fio-verify': 7, 'agent-restart': 7, 'migrate': 6, 'agent-dm': 5, 'agent-thin': 5, 'kill-loop': 5 }[path.basename(f, '.test.js')] ?? 0;
 }
 const jobs = process.env.VDISK_TEST_JOBS ?? '3';
 // Per-file and whole-VM limits; the torture run (scripts/torture.mjs) raises both.

@@ -33,7 +33,7 @@ env.VDISK_TEST_JOBS = '3';
 env.VDISK_TEST_FILE_TIMEOUT = '3600';
 env.VDISK_VM_TIMEOUT = '9000';
 if (step('crash matrix, kill loops, container faults (VM)', process.execPath, [path.join(root, 'scripts', 'integration.mjs'),
-  'test/integration/crash-matrix.test.ts', 'test/integration/kill-loop.test.ts', 'test/integration/agent-dm.test.ts']) !== 0) {
+  'test/integration/crash-matrix.test.ts', 'test/integration/crash-matrix-2.test.ts', 'test/integration/kill-loop.test.ts', 'test/integration/agent-dm.test.ts']) !== 0) {
   failed.push('VM part');
 }
 console.log(failed.length ? `\ntorture: FAILED: ${failed.join(', ')}` : '\ntorture: every part passed');

@@ -3,6 +3,7 @@
 // restarted unarmed; then fio finishes and verifies, `vdisk check` is clean (no leaked or doubly used
 // segment), a snapshot taken at the start still reads its checksum, and the interrupted step is either whole
 // or absent. CI runs every failpoint at its first pass; VDISK_TORTURE=full (npm run torture) also at later ones.
+// This file runs the first half; crash-matrix-2.test.ts the second.
 import t from 'tap';
 import crypto from 'node:crypto';
 import { Cluster } from './cluster.js';
@@ -145,6 +146,9 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
 
 let baseSha = '';
 
+/** The two halves of the matrix, by failpoint name prefix: flows of the data path, then commits and the agent. */
+const PARTS = [['staged.', 'batch.', 'thick.'], ['snapshot.', 'clone.', 'migrate.', 'rm.', 'attach.', 'agent.']];
+
 /** kill -9 of h1's agent (its devices stay, quiesced) and a new one started with the environment as it is now. */
 async function restartAgent(c: Cluster): Promise<void> {
   const pid = await c.agentPid();
@@ -200,9 +204,12 @@ t.test('every failpoint, under fio verify', async (t) => {
   const dev = await c.attach('w', 'h1', '--queues', '2');
   const rows: string[] = [];
   let i = 0;
-  // VDISK_CRASH_ONLY=a,b runs the failpoints whose names start with a or b (to replay one part).
-  const only = process.env.VDISK_CRASH_ONLY?.split(',');
-  for (const fp of (Object.keys(FAILPOINTS) as Failpoint[]).filter((f) => !only || only.some((o) => f.startsWith(o)))) {
+  // This file runs part VDISK_CRASH_PART (1 unless crash-matrix-2.test.ts set 2): the halves run side by
+  // side in CI. VDISK_CRASH_ONLY=a,b runs the failpoints whose names start with a or b instead (a replay).
+  const all = Object.keys(FAILPOINTS) as Failpoint[];
+  t.same(all.filter((f) => !PARTS.some((p) => p.some((o) => f.startsWith(o)))), [], 'every failpoint is in a part');
+  const only = process.env.VDISK_CRASH_ONLY?.split(',') ?? PARTS[Number(process.env.VDISK_CRASH_PART ?? '1') - 1];
+  for (const fp of all.filter((f) => only.some((o) => f.startsWith(o)))) {
     for (const n of new Set(PASSES.map((p) => Math.min(p, SCENARIOS[fp].passes ?? 3)))) {
       i++;
       const s = SCENARIOS[fp];
