@@ -7,18 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UblkControlDevice } from '../../src/ublk/control.js';
 import { runCli, type CliResult } from '../support/cli.js';
-import { CLI, WORK, waitFor } from './helpers.js';
+import { CLI, WORK, alive, waitFor } from './helpers.js';
 
 export type Result = CliResult;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Whether a device of this cluster is still there once its daemons are gone. The number may already serve

@@ -7,7 +7,7 @@
 import t from 'tap';
 import crypto from 'node:crypto';
 import { Cluster } from './cluster.js';
-import { fioVerify, readDirect, readDirectAsync, run, ublkAvailable, writeDirect } from './helpers.js';
+import { alive, fioVerify, readDirect, readDirectAsync, run, ublkAvailable, writeDirect } from './helpers.js';
 import { FAILPOINTS, type Failpoint } from '../../src/util/failpoints.js';
 
 const missing = ublkAvailable();
@@ -22,15 +22,6 @@ const SIZE = 4 * MB;
 const FIO = ['--number_ios=32', '--rate_iops=16'];
 const COW_FIO = ['--number_ios=8', '--rate_iops=16'];
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 interface Ctx {
   c: Cluster;

@@ -14,6 +14,16 @@ export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.ur
 /** This test file's own directory for backing files (the harness gives each file one and checks it after). */
 export const WORK = process.env.VDISK_TEST_DIR ?? os.tmpdir();
 
+/** Whether a process exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export function ublkAvailable(): string | undefined {

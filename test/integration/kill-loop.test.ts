@@ -6,7 +6,7 @@
 import t from 'tap';
 import crypto from 'node:crypto';
 import { Cluster } from './cluster.js';
-import { fioVerify, readDirect, ublkAvailable, writeDirect, writesCompleted } from './helpers.js';
+import { alive, fioVerify, readDirect, ublkAvailable, writeDirect, writesCompleted } from './helpers.js';
 
 const missing = ublkAvailable();
 if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
@@ -23,15 +23,6 @@ function prng(s: number): () => number {
     x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
     return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 t.test(`${KILLS} kills of the agent and ${KILLS} of the controller during fio verify and churn (seed ${seed})`, async (t) => {
