@@ -8,4 +8,6 @@ if [ -n "${VDISK_VM_SCRATCH:-}" ] && [ -b "$VDISK_VM_SCRATCH" ]; then
   mount "$VDISK_VM_SCRATCH" /scratch
   export VDISK_TEST_DIR=/scratch
 fi
+# Daemons start slowly under emulation on a busy host (src/cli/daemon.ts): wait up to 3 minutes for one.
+export VDISK_START_TIMEOUT="${VDISK_START_TIMEOUT:-180}"
 exec "$@"
