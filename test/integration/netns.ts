@@ -102,24 +102,23 @@ export class Topology {
     process.once('exit', this.onExit);
   }
 
-  /** The bridge, then per host its namespace and a veth pair: eth0 inside, a port named after it on the bridge. */
+  /**
+   * The namespaces and veth pairs (eth0 in the host, a port named after the host in the switch namespace),
+   * then the bridge and its ports, then each host's addresses. One `ip -batch` per namespace: under the VM's
+   * emulated CPU every process start costs, and this is 5 of them instead of 30.
+   */
   build(): void {
-    // No IPv6 anywhere: no link-local addresses, router solicitations or DAD on these links.
-    const noV6 = (ns: string) => must('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1',
-      'net.ipv6.conf.default.disable_ipv6=1']);
-    noV6(this.sw);
-    must('ip', ['-n', this.sw, 'link', 'set', 'lo', 'up']);
-    must('ip', ['-n', this.sw, 'link', 'add', 'br0', 'type', 'bridge']);
-    must('ip', ['-n', this.sw, 'link', 'set', 'br0', 'up']);
+    const batch = (ns: string | undefined, lines: string[]) =>
+      must('ip', [...(ns ? ['-n', ns] : []), '-batch', '-'], { input: lines.join('\n') + '\n' });
+    batch(undefined, HOSTS.flatMap((h) => [`netns add ${this.ns[h]}`,
+      `link add ${h} netns ${this.sw} type veth peer name eth0 netns ${this.ns[h]}`]));
+    // addrgenmode none: no IPv6 link-local addresses, so no DAD or router solicitations on these links. STP is
+    // off on the bridge, so a port forwards as soon as it is up (no forward delay).
+    batch(this.sw, ['link set lo up', 'link add br0 type bridge', 'link set br0 addrgenmode none', 'link set br0 up',
+      ...HOSTS.flatMap((h) => [`link set ${h} addrgenmode none`, `link set ${h} master br0`, `link set ${h} up`])]);
     for (const h of HOSTS) {
-      must('ip', ['netns', 'add', this.ns[h]]);
-      noV6(this.ns[h]);
-      must('ip', ['-n', this.sw, 'link', 'add', h, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.ns[h]]);
-      // STP is off on the bridge, so a port forwards as soon as it is up (no forward delay).
-      must('ip', ['-n', this.sw, 'link', 'set', h, 'master', 'br0', 'up']);
-      must('ip', ['-n', this.ns[h], 'link', 'set', 'lo', 'up']);
-      must('ip', ['-n', this.ns[h], 'addr', 'add', `${this.addr[h]}/24`, 'dev', 'eth0']);
-      must('ip', ['-n', this.ns[h], 'link', 'set', 'eth0', 'up']);
+      batch(this.ns[h], ['link set lo up', 'link set eth0 addrgenmode none', `addr add ${this.addr[h]}/24 dev eth0`,
+        'link set eth0 up']);
     }
   }
 
@@ -134,10 +133,11 @@ export class Topology {
 
   /**
    * Starts a command in a host's namespace (`ip netns exec` execs it: the pid is the command's). The process
-   * is the topology's: teardown kills it if it is still running.
+   * is the topology's: teardown kills it if it is still running. `stdin`: a pipe (child.stdin) instead of nothing.
    */
-  spawn(host: Host, cmd: string, args: string[] = []): NsProcess {
-    const child = spawnChild('ip', ['netns', 'exec', this.ns[host], cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  spawn(host: Host, cmd: string, args: string[] = [], opts: { stdin?: boolean } = {}): NsProcess {
+    const child = spawnChild('ip', ['netns', 'exec', this.ns[host], cmd, ...args],
+      { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     let done = false;
@@ -257,10 +257,10 @@ export class Topology {
     for (const pid of pids) attempt(`kill ${pid}`, () => { if (running(pid)) process.kill(pid, 'SIGTERM'); });
     for (let i = 0; i < 100 && pids.some(running); i++) sleepSync(50);
     for (const pid of pids.filter(running)) attempt(`kill -9 ${pid}`, () => process.kill(pid, 'SIGKILL'));
-    for (const ns of [...HOSTS.map((h) => this.ns[h]), this.sw]) {
-      const r = sh('ip', ['netns', 'del', ns]);
-      if (r.status !== 0 && !/No such file/.test(r.stderr)) errors.push(`ip netns del ${ns}: ${r.stderr.trim()}`);
-    }
+    // -force: past a namespace that a half-done build never created; what is left is checked after.
+    sh('ip', ['-force', '-batch', '-'], { input: [...HOSTS.map((h) => this.ns[h]), this.sw].map((ns) => `netns del ${ns}\n`).join('') });
+    const left = this.namespaces();
+    if (left.length) errors.push(`namespaces left: ${left.join(' ')}`);
     fs.rmSync(this.dir, { recursive: true, force: true });
     if (errors.length) throw new Error(`topology ${this.prefix} teardown: ${errors.join('; ')}`);
   }
