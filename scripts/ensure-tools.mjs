@@ -6,9 +6,9 @@ import fs from 'node:fs';
 const TOOLS = {
   fio: 'fio', 'mkfs.ext4': 'e2fsprogs', 'fsck.ext4': 'e2fsprogs', blkdiscard: 'util-linux', losetup: 'mount',
   setpriv: 'util-linux', unshare: 'util-linux', dd: 'coreutils', dmsetup: 'dmsetup',
-  // The multi-host topology of test/integration/netns.ts: namespaces, veths, netem; an NBD server and client.
-  ip: 'iproute2', tc: 'iproute2', ss: 'iproute2', 'qemu-nbd': 'qemu-utils', 'nbd-client': 'nbd-client',
 };
+/** Only the integration tests' multi-host topology (test/integration/netns.ts): namespaces, veths, netem, NBD. */
+export const NET_TOOLS = { ip: 'iproute2', tc: 'iproute2', ss: 'iproute2', 'qemu-nbd': 'qemu-utils', 'nbd-client': 'nbd-client' };
 
 function have(tool) {
   return (process.env.PATH ?? '/usr/bin:/bin').split(':').concat(['/usr/sbin', '/sbin'])
