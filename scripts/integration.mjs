@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureTools } from './ensure-tools.mjs';
+import { NET_TOOLS, ensureTools } from './ensure-tools.mjs';
 import { TapResults } from './tap-results.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -26,7 +26,7 @@ const jobs = process.env.VDISK_TEST_JOBS ?? '3';
 const fileTimeout = process.env.VDISK_TEST_FILE_TIMEOUT ?? '1800';
 const runner = [process.execPath, path.join(root, 'scripts', 'run-tests.mjs'), '--isolate', '--jobs', jobs, '--timeout', fileTimeout];
 
-ensureTools();
+ensureTools(NET_TOOLS);
 const missingFiles = files.filter((f) => !fs.existsSync(path.join(root, f)));
 if (missingFiles.length || !fs.existsSync(path.join(root, 'build', 'Release', 'vdisk.node'))) {
   console.error(`integration: build first (npm install builds the addon, \`npx tsc -p tsconfig.json\` the tests${missingFiles.length ? `; missing ${missingFiles.join(', ')}` : ''})`);

@@ -2,7 +2,8 @@
 // several at once, and prints each file's TAP as one subtest when it ends (as tap's runner does), then a
 // per-file time table and tap's closing "# { total, pass, fail }" line. No per-file loader or transpile.
 // With --isolate (the integration tests, run as root in the test VM): each file gets its own work dir and
-// tag, and afterwards must have left nothing behind: no process, mount, loop or dm device, ublk device.
+// tag, and afterwards must have left nothing behind: no process, mount, loop or dm device, ublk device (nor,
+// at the end, a network namespace or NBD device of test/integration/netns.ts).
 //
 //   node scripts/run-tests.mjs [--jobs N] [--timeout SECONDS] [--isolate] FILE...
 import { spawn, spawnSync } from 'node:child_process';
@@ -42,7 +43,10 @@ const queue = [...files];
 await Promise.all(Array.from({ length: Math.min(jobs, files.length) }, async () => {
   while (queue.length) await runFile(queue.shift());
 }));
-if (isolate) await judgeSuspects(true);
+if (isolate) {
+  await judgeSuspects(true);
+  networkLeftovers();
+}
 printTable();
 const t = results.totals();
 console.log(`1..${point}`);
@@ -154,6 +158,37 @@ function leftovers(tag, work) {
     spawnSync('losetup', ['-d', `/dev/${l.name}`]);
   }
   return found;
+}
+
+/**
+ * The multi-host topologies of test/integration/netns.ts (namespaces vdnN-*, NBD devices): each file tears its
+ * own down, but their names say nothing of the file, so what is left is only judged, and removed, at the end.
+ */
+function networkLeftovers() {
+  const found = [];
+  let names = [];
+  try {
+    names = fs.readdirSync('/run/netns').filter((n) => /^vdn\d+-/.test(n));
+  } catch { /* no namespace was ever made */ }
+  let nbds = [];
+  // Only in the test VM: on a host the NBD devices may be somebody else's.
+  if (process.env.VDISK_IN_VM === '1') try {
+    nbds = fs.readdirSync('/sys/block').filter((d) => /^nbd\d+$/.test(d) && fs.existsSync(`/sys/block/${d}/pid`));
+  } catch { /* no /sys/block */ }
+  for (const d of nbds) {
+    found.push(`/dev/${d} connected`);
+    spawnSync('nbd-client', ['-d', `/dev/${d}`]);
+  }
+  for (const n of names) {
+    found.push(`network namespace ${n}`);
+    spawnSync('ip', ['netns', 'del', n]);
+  }
+  if (!found.length) return;
+  const text = `# Subtest: isolation after all files\n    not ok 1 - left behind: ${found.join(', ')}\n    1..1\n`;
+  results.push(text);
+  results.push(`not ok ${++point} - isolation after all files\n`);
+  process.stdout.write(`${text}not ok ${point} - isolation after all files\n`);
+  times.push({ file: 'isolation after all files', ms: 0, ok: false, pass: 0, fail: 1 });
 }
 
 /** Devices that appeared during a file, are in nobody's hands and are still there once no other file runs. */
