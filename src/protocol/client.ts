@@ -84,9 +84,15 @@ export async function connect(endpoint: Endpoint, opts: ConnectOptions): Promise
   conn.send(hello);
   const first = await conn.firstMessage(Math.max(1, deadline - Date.now())).catch((err: VdiskError) => {
     conn.socket.destroy();
-    const tlsRefusal = typeof endpoint !== 'string' && socketError !== undefined;
-    throw new VdiskError(`the controller at ${socketPath} did not complete the handshake: ${tlsRefusal ? `TLS: ${socketError?.message}` : err.message}`,
-      { code: tlsRefusal ? 'EACCES' : err.code, path: socketPath });
+    const overTls = typeof endpoint !== 'string';
+    // A TLS alert names the refusal (no certificate, say). A certificate the controller cannot verify gets a
+    // bare close from Node's TLS server: said so, but not EACCES (an agent gives up on EACCES, and a close
+    // can also be a controller that is stopping).
+    const why = overTls && socketError ? `TLS: ${socketError.message}`
+      : overTls && err.code === 'ECONNRESET' ? 'it closed the TLS connection before answering: it did not accept this host\'s certificate, or it is stopping'
+        : err.message;
+    throw new VdiskError(`the controller at ${socketPath} did not complete the handshake: ${why}`,
+      { code: overTls && socketError ? 'EACCES' : err.code, path: socketPath });
   });
   if (first.type === 'error') {
     conn.socket.destroy();
