@@ -6,7 +6,7 @@
 // controllerRequest's onResult, that is RequestOptions.onReply), so changes apply in the order the controller sent them.
 import { failpoint } from '../util/failpoints.js';
 import { VdiskError } from '../errors.js';
-import { connect } from '../protocol/client.js';
+import { connect, type Endpoint } from '../protocol/client.js';
 import type { Connection } from '../protocol/connection.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
 import { UblkControlDevice } from '../ublk/control.js';
@@ -20,7 +20,8 @@ import { DEFAULT_LEASE_MS, leaseCheckMs, leaseDrainMs, leaseRangeText, validLeas
 export { DEFAULT_LEASE_MS } from '../protocol/lease.js';
 
 export interface AgentOptions {
-  socketPath: string;
+  /** The controller's Unix socket on this host, or its TLS address with this host's credential. */
+  controller: Endpoint;
   hostId: string;
   leaseMs?: number;
   log?: (msg: string) => void;
@@ -44,6 +45,8 @@ export class Agent {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly log: (msg: string) => void;
   readonly exited: Promise<void>;
+  /** Why the agent gave up, when the controller refused its credential (it then exits). */
+  refused: VdiskError | undefined;
   private exit!: () => void;
 
   constructor(private readonly o: AgentOptions) {
@@ -77,8 +80,16 @@ export class Agent {
     while (!this.stopping) {
       let conn: Connection;
       try {
-        conn = (await connect(this.o.socketPath, { role: 'agent', hostId: this.hostId, timeoutMs: 2000 })).conn;
+        conn = (await connect(this.o.controller, { role: 'agent', hostId: this.hostId, timeoutMs: 2000 })).conn;
       } catch (err) {
+        if (typeof this.o.controller !== 'string' && (err as VdiskError).code === 'EACCES') {
+          // A refused credential (revoked, replaced, another host's) stays refused: retrying would only load
+          // the controller with handshakes. The devices stay quiesced for an agent with a valid credential.
+          this.refused = err as VdiskError;
+          this.log(`the controller refused this host's credential, exiting: ${(err as Error).message}`);
+          await this.stop();
+          return;
+        }
         if (!announced) this.log(`waiting for the controller: ${(err as Error).message}`);
         announced = true;
         await sleep(200);

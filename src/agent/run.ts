@@ -1,10 +1,11 @@
 // Running an agent in this process until SIGINT/SIGTERM or the controller's agent.exit. On exit the devices
 // stay behind, quiesced by the kernel (they were created with user recovery): the next agent for this host
 // takes them over, which is also how the agent is upgraded without unmounting anything.
+import { describeEndpoint, type Endpoint } from '../protocol/client.js';
 import { Agent, DEFAULT_LEASE_MS } from './agent.js';
 import { checkHostId } from './host-id.js';
 
-export async function runAgent(o: { socketPath: string; hostId: string; leaseMs?: number }): Promise<void> {
+export async function runAgent(o: { controller: Endpoint; hostId: string; leaseMs?: number }): Promise<void> {
   checkHostId(o.hostId);
   const log = (m: string) => process.stderr.write(`${new Date().toISOString()} agent ${o.hostId}: ${m}\n`);
   const agent = new Agent({ ...o, leaseMs: o.leaseMs ?? DEFAULT_LEASE_MS, log });
@@ -12,8 +13,14 @@ export async function runAgent(o: { socketPath: string; hostId: string; leaseMs?
   const onSignal = () => { void agent.stop(); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  process.stdout.write(`vdisk agent ${o.hostId} (pid ${process.pid}) using ${o.socketPath}\n`);
+  process.stdout.write(`vdisk agent ${o.hostId} (pid ${process.pid}) using ${describeEndpoint(o.controller)}\n`);
   await agent.exited;
+  if (agent.refused && agent.disks.size > 0) {
+    // Refused for good (a revoked credential) while serving devices: process.exit would join the queue
+    // workers, which stay parked in io_uring_enter on a live device, and never return. End as kill -9
+    // does, the exit every restart recovers from: the kernel quiesces the devices for the next agent.
+    process.kill(process.pid, 'SIGKILL');
+  }
   // Queue workers are still serving (parked in the kernel): leave without tearing the devices down.
-  process.exit(0);
+  process.exit(agent.refused ? 2 : 0);
 }

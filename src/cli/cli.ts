@@ -32,6 +32,9 @@ import { DebugFailpointsCommand } from './commands/debug-failpoints.js';
 import { ControllerBackupCommand } from './commands/controller/backup.js';
 import { ControllerRestoreCommand } from './commands/controller/restore.js';
 import { StatsCommand } from './commands/stats.js';
+import { HostAddCommand } from './commands/host/add.js';
+import { HostLsCommand } from './commands/host/ls.js';
+import { HostRmCommand } from './commands/host/rm.js';
 
 /** Colours only when stdout is a terminal and the user did not ask for none (https://no-color.org). */
 export function colorsWanted(env: Record<string, string | undefined> = process.env, tty = process.stdout.isTTY === true): boolean {
@@ -108,6 +111,7 @@ export function createCli(): Cli {
   for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ControllerBackupCommand, ControllerRestoreCommand, ContainerAddCommand, ContainerLsCommand,
     ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand,
     AgentStartCommand, AgentStopCommand, AgentLsCommand, AttachCommand, DetachCommand,
-    SnapshotCommand, CloneCommand, FoldCommand, CheckCommand, MigrateCommand, InstallUnitsCommand, DebugFailpointsCommand, StatsCommand]) cli.register(c);
+    SnapshotCommand, CloneCommand, FoldCommand, CheckCommand, MigrateCommand, InstallUnitsCommand, DebugFailpointsCommand, StatsCommand,
+    HostAddCommand, HostLsCommand, HostRmCommand]) cli.register(c);
   return cli;
 }

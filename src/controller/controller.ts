@@ -1,5 +1,6 @@
-// The controller process: owns the Store, listens on <data dir>/controller.sock, answers management
-// requests from the CLI and registrations and map faults from agents. Each mutating request awaits its
+// The controller process: owns the Store, listens on <data dir>/controller.sock (and with --listen on a
+// mutual-TLS port for agents on other hosts), answers management requests from the CLI and registrations
+// and map faults from agents, and issues and revokes host credentials. Each mutating request awaits its
 // SQLite commit before the reply goes out, so an acknowledged change survives a crash of the controller.
 import { failpoint } from '../util/failpoints.js';
 import crypto from 'node:crypto';
@@ -11,7 +12,11 @@ import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
 import type { Hello, Role } from '../protocol/messages.js';
-import { startServer, type ProtocolServer } from '../protocol/server.js';
+import { startServer, type Peer, type ProtocolServer } from '../protocol/server.js';
+import type { TlsAddress } from '../protocol/tls-listener.js';
+import { Hosts } from './hosts.js';
+import { ensureServerPki, issueHost } from './pki.js';
+import { checkHostId } from '../agent/host-id.js';
 import { bool, int, optInt, optStr, str } from '../protocol/args.js';
 import { agentRequest, encodeAnswer, parseControllerArgs, type ControllerOps, type HandlerOut } from '../protocol/agent-ops.js';
 import { LOCATION_UNIT, STATE_MASK } from '../table/mapping-table.js';
@@ -32,6 +37,7 @@ import { ensureDir } from '../util/dirs.js';
 export const CONTROLLER_VERSION = '0.1.0';
 
 interface Caller { conn: Connection; hello: Hello }
+export interface ControllerOptions { listen?: { host: string; port: number } }
 type Handler = (args: Record<string, unknown>, caller: Caller) => Promise<unknown>;
 /** What the controller answers an agent's request (protocol/agent-ops.ts). */
 type Sent<K extends keyof ControllerOps> = HandlerOut<ControllerOps[K]>;
@@ -81,6 +87,9 @@ const REQUEST_ROLES = {
   'disk.ioerror': AGENT,
   'fault': AGENT,
   'disk.rm': CLI,
+  'host.add': CLI,
+  'host.ls': CLI,
+  'host.rm': CLI,
 } satisfies Record<string, readonly Role[]>;
 type Op = keyof typeof REQUEST_ROLES;
 
@@ -103,32 +112,58 @@ export class Controller {
   readonly io: SegmentIo;
   readonly migrator: Migrator;
   readonly metrics = new Metrics();
+  readonly hosts: Hosts;
   private metricsServer: http.Server | undefined;
+  /** The look for interrupted migrations at start: stop waits for it, or it would query a closed database. */
+  private resumed: Promise<void> = Promise.resolve();
 
   private constructor(readonly dataDir: string, readonly store: Store) {
+    this.hosts = new Hosts(store.db);
     this.attachments = new Attachments(store, this.agents, log);
     this.io = new SegmentIo(store);
     this.migrator = new Migrator(store, this.attachments, this.io, log);
     this.stopped = new Promise((resolve) => { this.stopping = resolve; });
   }
 
-  static async start(dataDir: string): Promise<Controller> {
+  static async start(dataDir: string, o: ControllerOptions = {}): Promise<Controller> {
     const store = await Store.open(dataDir);
     const c = new Controller(dataDir, store);
     c.agents.knownLeases = await store.agentLeases();
     await c.attachments.loadHolds();
     await c.recordIdentities();
     try {
+      // The CA and server certificate are made on first start. Without openssl only TLS is unavailable.
+      const pki = await ensureServerPki(dataDir).catch((err: Error) => {
+        if (o.listen) throw err;
+        log(`no TLS credentials: ${err.message}`);
+        return undefined;
+      });
       c.server = await startServer(socketPath(dataDir), {
         serverId: c.serverId,
+        admit: (hello, peer) => c.admit(hello, peer),
         onConnection: (conn, hello) => c.accept(conn, hello),
       });
+      if (o.listen && pki) {
+        await c.server.listenTls({
+          ...o.listen, ...pki,
+          authenticate: (hostId, fingerprint) => c.hosts.authenticate(hostId, fingerprint),
+          onRefused: (err, remote) => log(`TLS handshake from ${remote} refused: ${err.message}`),
+        }).catch(async (err: unknown) => {
+          await c.server?.close();
+          throw err;
+        });
+      }
     } catch (err) {
       await store.close();
       throw err;
     }
-    void c.migrator.resumeAll();
+    c.resumed = c.migrator.resumeAll().catch((err: Error) => { log(`resuming migrations: ${err.message}`); });
     return c;
+  }
+
+  /** Where the TLS listener listens (with --listen), for status and tests. */
+  get tlsAddress(): TlsAddress | undefined {
+    return this.server?.tlsAddress;
   }
 
   /** The open connections (CLI and agents), for tests and diagnostics. */
@@ -150,6 +185,7 @@ export class Controller {
     this.metricsServer = undefined;
     await this.server?.close();
     this.server = undefined;
+    await this.resumed;
     this.io.close();
     await this.store.close();
     this.stopping?.();
@@ -188,6 +224,16 @@ export class Controller {
     }
   }
 
+  /**
+   * Before the welcome: a host with a credential is a remote host, whose agent proves itself with its
+   * certificate. One on the Unix socket claiming its id would take over its attachments.
+   */
+  private async admit(hello: Hello, peer: Peer): Promise<void> {
+    if (peer.transport === 'unix' && hello.role === 'agent' && hello.hostId !== undefined && await this.hosts.isRemote(hello.hostId)) {
+      throw new VdiskError(`host ${hello.hostId} is a remote host (it has a credential): its agent connects over TLS with that credential`, { code: 'EACCES' });
+    }
+  }
+
   private accept(conn: Connection, hello: Hello): void {
     // The controller handles no event: each is dropped as it arrives (held, a peer's events would pin memory).
     conn.onEvent(() => undefined);
@@ -221,6 +267,7 @@ export class Controller {
     'controller.status': async () => ({
       pid: process.pid, version: CONTROLLER_VERSION, dataDir: this.dataDir, serverId: this.serverId,
       disks: (await this.store.listDisks()).length, containers: (await this.store.listContainers()).length,
+      ...(this.tlsAddress ? { listen: this.tlsAddress } : {}),
     }),
     'controller.backup': async (a) => this.store.backup(str(a, 'path')),
     'stats': async () => this.metrics.snapshot(this.store, this.agents),
@@ -299,7 +346,15 @@ export class Controller {
       folded: await this.attachments.foldAll(await this.store.disk(str(a, 'name')), this.io, progressTo(caller.conn, a.progress === true, 'fold', 'alternates')),
     }),
     'check': async (a, caller) => checkStore(this.store, progressTo(caller.conn, a.progress === true, 'check', 'segments')),
-    'disk.attach': async (a) => this.attachments.attach(str(a, 'name'), str(a, 'hostId'), { queues: optInt(a, 'queues'), depth: optInt(a, 'depth') }),
+    'disk.attach': async (a) => {
+      const hostId = str(a, 'hostId');
+      // Never ENOAGENT for a remote host: that code makes the CLI start a local agent, which is no agent of it.
+      if (!this.agents.get(hostId) && await this.hosts.isRemote(hostId)) {
+        throw new VdiskError(`the agent of remote host ${hostId} is not connected: start it on ${hostId} ` +
+          `(vdisk agent start --controller ${this.listenText()} --credential FILE)`, { code: 'EHOSTDOWN' });
+      }
+      return this.attachments.attach(str(a, 'name'), hostId, { queues: optInt(a, 'queues'), depth: optInt(a, 'depth') });
+    },
     'disk.detach': async (a) => this.attachments.detach(str(a, 'name'), optStr(a, 'hostId'), bool(a, 'force')),
     'disk.states': async (a) => {
       const bits = int(a, 'bits');
@@ -366,13 +421,38 @@ export class Controller {
       await this.store.removeDisk(str(a, 'name'), progressTo(caller.conn, a.progress === true, 'rm', 'segments'));
       return {};
     },
+    'host.add': async (a) => {
+      const hostId = str(a, 'hostId');
+      checkHostId(hostId);
+      await this.hosts.refuseLive(hostId);
+      if (this.agents.get(hostId)) throw new VdiskError(`a local agent serves host ${hostId}: stop it first (vdisk agent stop --host-id ${hostId})`, { code: 'EBUSY' });
+      // openssl runs outside any transaction; the record commits before the credential is handed out.
+      const issued = await issueHost(this.dataDir, hostId);
+      const rec = await this.hosts.add(hostId, { fingerprint: issued.fingerprint256, serial: issued.serial, notAfter: issued.notAfter });
+      log(`host ${hostId}: credential issued (serial ${rec.serial})`);
+      return { ...rec, credential: issued.credential };
+    },
+    'host.ls': async () => (await this.hosts.list()).map((h) => ({ ...h, connected: this.agents.get(h.hostId) !== undefined })),
+    'host.rm': async (a) => {
+      const hostId = str(a, 'hostId');
+      const rec = await this.hosts.revoke(hostId);
+      // Committed: every later handshake is refused. Now the live ones go, authenticated or not yet.
+      const closed = this.server?.closeHost(hostId, 'EACCES', `the credential of host ${hostId} was revoked`) ?? 0;
+      log(`host ${hostId}: credential revoked, ${closed} connection(s) closed`);
+      return { ...rec, closed };
+    },
   };
+
+  private listenText(): string {
+    const l = this.tlsAddress;
+    return l ? `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}` : 'ADDR:PORT';
+  }
 }
 
 /** Runs a controller in this process until SIGINT/SIGTERM or a controller.stop request. */
-export async function runController(dataDir: string, o: { metrics?: { host: string; port: number } } = {}): Promise<void> {
+export async function runController(dataDir: string, o: { metrics?: { host: string; port: number } } & ControllerOptions = {}): Promise<void> {
   ensureDir(dataDir);
-  const c = await Controller.start(dataDir);
+  const c = await Controller.start(dataDir, { listen: o.listen });
   if (o.metrics) {
     try {
       const port = await c.startMetrics(o.metrics.host, o.metrics.port);
@@ -385,7 +465,8 @@ export async function runController(dataDir: string, o: { metrics?: { host: stri
   const onSignal = () => { void c.stop(); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  process.stdout.write(`vdisk controller ${process.pid} serving ${socketPath(dataDir)}\n`);
+  const tls = c.tlsAddress;
+  process.stdout.write(`vdisk controller ${process.pid} serving ${socketPath(dataDir)}${tls ? ` and TLS on ${tls.host}:${tls.port}` : ''}\n`);
   await c.stopped;
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);

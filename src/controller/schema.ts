@@ -110,6 +110,16 @@ const MIGRATIONS: string[] = [
      first INTEGER NOT NULL,
      count INTEGER NOT NULL
    );`,
+  // 7: host credentials for agents on other machines (TLS). One row per host id: the fingerprint of the one
+  // certificate that is its live credential (a reissue replaces it), and when it was revoked, if it was.
+  `CREATE TABLE hosts (
+     host_id TEXT PRIMARY KEY,
+     fingerprint TEXT NOT NULL,              -- SHA-256 of the certificate, as Node prints fingerprint256
+     serial TEXT NOT NULL,
+     not_after TEXT NOT NULL,
+     issued_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')),
+     revoked_at TEXT
+   ) WITHOUT ROWID;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

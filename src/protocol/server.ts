@@ -1,25 +1,55 @@
-// The controller's listening side: one Unix socket, 0600, in the data dir; a live-socket check so that two
-// controllers never share it; and the hello/welcome handshake before a connection is handed over.
+// The controller's listening side: one Unix socket, 0600, in the data dir (a live-socket check so that two
+// controllers never share it), optionally a mutual-TLS listener (tls-listener.ts), and for both the same
+// hello/welcome handshake before a connection is handed over: everything above the byte stream is shared.
 import fs from 'node:fs';
 import net from 'node:net';
 import { VdiskError } from '../errors.js';
 import { Connection } from './connection.js';
 import { PROTOCOL_VERSION, type Hello, type Message } from './messages.js';
 import { errorCode, errorText } from './reply.js';
+import { listenTls, type TlsAddress, type TlsListenOptions } from './tls-listener.js';
 
 export const HANDSHAKE_TIMEOUT_MS = 5000;
 
+/**
+ * Who is at the other end, as the transport proves it: anyone who can open the 0600 Unix socket (the
+ * controller host's administrator), or over TLS the host whose verified certificate the peer presented.
+ */
+export type Peer = { transport: 'unix' } | { transport: 'tls'; hostId: string };
+
 export interface ServerOptions {
   serverId: string;
+  /** Before the welcome: a rejection refuses the connection with its error (the peer's connect fails). */
+  admit?(hello: Hello, peer: Peer): Promise<void>;
   /** Called after the welcome is sent; a throw or rejection closes that connection with an error frame. */
-  onConnection(conn: Connection, hello: Hello): void | Promise<void>;
+  onConnection(conn: Connection, hello: Hello, peer: Peer): void | Promise<void>;
   handshakeTimeoutMs?: number;
 }
 
 export interface ProtocolServer {
   readonly path: string;
   readonly connections: ReadonlySet<Connection>;
+  /** The address of the TLS listener, once listenTls has been called. */
+  readonly tlsAddress: TlsAddress | undefined;
+  listenTls(o: TlsListenOptions): Promise<TlsAddress>;
+  /** Closes every TLS connection whose certificate is hostId's (authenticated or still being checked). */
+  closeHost(hostId: string, code: string, message: string): number;
   close(): Promise<void>;
+}
+
+/**
+ * Binds a TLS peer's hello to its certificate: a TLS connection is an agent's (the administrator's CLI stays
+ * on the Unix socket), and the host id is the certificate's; a hello naming another host is refused.
+ */
+function bindHello(hello: Hello, peer: Peer): Hello {
+  if (peer.transport === 'unix') return hello;
+  if (hello.role !== 'agent') {
+    throw new VdiskError(`a TLS connection speaks for host ${peer.hostId}'s agent: role ${hello.role} is for the controller host's Unix socket`, { code: 'EPERM' });
+  }
+  if (hello.hostId !== undefined && hello.hostId !== peer.hostId) {
+    throw new VdiskError(`this credential is host ${peer.hostId}'s: it cannot speak for host ${hello.hostId}`, { code: 'EACCES' });
+  }
+  return { ...hello, hostId: peer.hostId };
 }
 
 function inUse(path: string): VdiskError {
@@ -88,10 +118,13 @@ export async function startServer(socketPath: string, opts: ServerOptions): Prom
   }
 
   const connections = new Set<Connection>();
+  /** The host of each TLS connection's certificate, from the moment its TLS handshake completed. */
+  const certHosts = new Map<Connection, string>();
   let closing: Promise<void> | undefined;
+  let tls: { server: net.Server; address: TlsAddress } | undefined;
   const timeoutMs = opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
 
-  const accept = (conn: Connection, msg: Message): void => {
+  const accept = (conn: Connection, msg: Message, peer: Peer): void => {
     if (closing) return void conn.close();
     if (msg.type !== 'hello') {
       return conn.fail('EPROTO', `protocol violation: the first message must be a hello, not ${msg.type}`);
@@ -100,32 +133,63 @@ export async function startServer(socketPath: string, opts: ServerOptions): Prom
       return conn.fail('EVERSION',
         `the client speaks protocol version ${msg.version}, this controller speaks version ${PROTOCOL_VERSION}`);
     }
-    conn.send({ type: 'welcome', version: PROTOCOL_VERSION, serverId: opts.serverId });
-    Promise.resolve()
-      .then(() => opts.onConnection(conn, msg))
+    const hello = bindHello(msg, peer);
+    Promise.resolve(opts.admit?.(hello, peer))
+      .then(() => {
+        if (!conn.isOpen) return;
+        conn.send({ type: 'welcome', version: PROTOCOL_VERSION, serverId: opts.serverId });
+        return opts.onConnection(conn, hello, peer);
+      })
       .catch((err: unknown) => conn.fail(errorCode(err), errorText(err)));
   };
 
-  server.on('connection', (socket) => {
+  /**
+   * Takes a connected byte stream: the peer is known once `peer` resolves (a TLS peer's credential is checked
+   * against the controller's records meanwhile); its hello may arrive before and waits in the Connection.
+   */
+  const adopt = (socket: net.Socket, peer: Promise<Peer>, certHost?: string): void => {
     const conn = new Connection(socket);
     connections.add(conn);
-    void conn.closed.then(() => connections.delete(conn));
-    conn.firstMessage(timeoutMs)
-      .then((msg) => accept(conn, msg), (err: VdiskError) => conn.fail(err.code, err.message))
+    if (certHost !== undefined) certHosts.set(conn, certHost);
+    void conn.closed.then(() => {
+      connections.delete(conn);
+      certHosts.delete(conn);
+    });
+    Promise.all([peer, conn.firstMessage(timeoutMs)])
+      .then(([p, msg]) => accept(conn, msg, p), (err: VdiskError) => conn.fail(err.code ?? 'EFAIL', err.message))
       // Nothing thrown while accepting may reach the process as an unhandled rejection.
-      .catch((err: unknown) => conn.fail('EFAIL', errorText(err)));
-  });
+      .catch((err: unknown) => conn.fail(errorCode(err), errorText(err)));
+  };
+
+  server.on('connection', (socket) => adopt(socket, Promise.resolve({ transport: 'unix' })));
 
   return {
     path: socketPath,
     connections,
+    get tlsAddress() { return tls?.address; },
+    async listenTls(o: TlsListenOptions): Promise<TlsAddress> {
+      if (tls) throw new VdiskError(`the controller already listens on ${tls.address.host}:${tls.address.port}`, { code: 'EEXIST' });
+      if (closing) throw new VdiskError('the controller is stopping', { code: 'ESHUTDOWN' });
+      tls = await listenTls(o, (socket, hostId, checked) => adopt(socket, checked.then(() => ({ transport: 'tls', hostId })), hostId), timeoutMs);
+      return tls.address;
+    },
+    closeHost(hostId: string, code: string, message: string): number {
+      let n = 0;
+      for (const [conn, host] of certHosts) {
+        if (host !== hostId) continue;
+        conn.fail(code, message);
+        n++;
+      }
+      return n;
+    },
     close(): Promise<void> {
       closing ??= (async () => {
         // Unlink while the listener still owns the path, so a newer controller's socket is never removed.
         fs.rmSync(socketPath, { force: true });
-        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        const stopped = [server, tls?.server].filter((s) => s !== undefined)
+          .map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
         await Promise.all([...connections].map((c) => c.close()));
-        await stopped;
+        await Promise.all(stopped);
       })();
       return closing;
     },

@@ -4,10 +4,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Controller } from '../../src/controller/controller.js';
+import { Controller, type ControllerOptions } from '../../src/controller/controller.js';
 import { socketPath } from '../../src/controller/paths.js';
 import { VdiskError } from '../../src/errors.js';
-import { connect } from '../../src/protocol/client.js';
+import { connect, type Endpoint } from '../../src/protocol/client.js';
 import type { Connection } from '../../src/protocol/connection.js';
 import { ENTRY_BYTES, decodeEntry } from '../../src/table/entry-codec.js';
 import type { Entry } from '../../src/table/mapping-table.js';
@@ -18,10 +18,10 @@ export interface Peer { conn: Connection; got: Received[]; ops(): string[] }
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const entriesOf = (p: Buffer | undefined): Entry[] => Array.from({ length: (p?.length ?? 0) / ENTRY_BYTES }, (_, k) => decodeEntry(p!, k));
 
-export async function scriptedController(t: { teardown: (fn: () => unknown) => void }, prefix: string) {
+export async function scriptedController(t: { teardown: (fn: () => unknown) => void }, prefix: string, o: ControllerOptions = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const sock = socketPath(dir);
-  const controller = await Controller.start(dir);
+  const controller = await Controller.start(dir, o);
   const cli = (await connect(sock, { role: 'cli' })).conn;
   const peers: Connection[] = [cli];
   const events: string[] = [];
@@ -31,9 +31,12 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  /** A scripted agent: registers, answers the table/device commands, records everything it is sent. */
-  async function scriptedAgent(hostId: string, devId: number): Promise<Peer> {
-    const { conn } = await connect(sock, { role: 'agent', hostId });
+  /**
+   * A scripted agent: registers, answers the table/device commands, records everything it is sent. It
+   * speaks on the Unix socket, or on `endpoint` (the TLS listener, with a host credential).
+   */
+  async function scriptedAgent(hostId: string, devId: number, endpoint: Endpoint = sock): Promise<Peer> {
+    const { conn } = await connect(endpoint, { role: 'agent', hostId });
     peers.push(conn);
     const got: Received[] = [];
     conn.onRequest(async (op, args, payload) => {

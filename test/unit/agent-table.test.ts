@@ -20,7 +20,7 @@ const LEASE_MS = 600;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-agent-'));
 const logs: string[] = [];
 let controller = await Controller.start(dir);
-const agent = new Agent({ socketPath: socketPath(dir), hostId: 'h1', leaseMs: LEASE_MS, log: (m) => logs.push(m) });
+const agent = new Agent({ controller: socketPath(dir), hostId: 'h1', leaseMs: LEASE_MS, log: (m) => logs.push(m) });
 await agent.start();
 
 t.teardown(async () => {

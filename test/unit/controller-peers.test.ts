@@ -42,7 +42,7 @@ t.test('agent.register: a lease from 0.5 to 3600 s, disks a list of objects; any
 
 t.test('the agent and vdisk agent start take the same range', async (t) => {
   for (const leaseMs of [MIN_LEASE_MS - 1, MAX_LEASE_MS + 1, 0]) {
-    t.throws(() => new Agent({ socketPath: sock, hostId: 'h1', leaseMs }), { code: 'EINVAL' }, `an agent with a lease of ${leaseMs} ms is refused`);
+    t.throws(() => new Agent({ controller: sock, hostId: 'h1', leaseMs }), { code: 'EINVAL' }, `an agent with a lease of ${leaseMs} ms is refused`);
   }
   for (const lease of ['0.4', '3601', 'x', '-1']) {
     const r = await runCli(['agent', 'start', '--host-id', 'h1', '--lease', lease, '--foreground'], dir);

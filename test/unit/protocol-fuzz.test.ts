@@ -326,6 +326,10 @@ const SPECS: Spec[] = [
     args: { diskId: 'diskId', op: 'faultOp', segment: 'segment', states: 'optInt', offset: 'optInt', length: 'optInt' },
   },
   { op: 'disk.rm', args: { name: 'diskRef', progress: 'progress' }, optional: ['progress'], mode: 'write' },
+  // No host has a credential here: host.rm always finds none to revoke; host.add always gets a poisoned id.
+  { op: 'host.add', args: { hostId: 'hostId' }, mode: 'write' },
+  { op: 'host.ls', args: {}, mode: 'read' },
+  { op: 'host.rm', args: { hostId: 'hostId' }, mode: 'refused' },
 ];
 /** Answered EUNKNOWNOP: names of Object.prototype, the agents' own commands, near misses. */
 const UNKNOWN_OPS = [

@@ -1,5 +1,5 @@
 // `vdisk controller start`: runs the controller in the background (or in this process with --foreground)
-// and returns once its socket answers.
+// and returns once its socket answers. --listen adds the mutual-TLS port for agents on other hosts.
 import { Command, Option } from 'clipanion';
 import { VdiskError } from '../../../errors.js';
 import { logPath, socketPath } from '../../../controller/paths.js';
@@ -15,21 +15,24 @@ export class ControllerStartCommand extends ControllerCommand {
 
   foreground = Option.Boolean('--foreground', false, { description: 'run in this process instead of in the background' });
   metrics = Option.String('--metrics', { description: 'also serve Prometheus metrics at http://HOST:PORT/metrics' });
+  listen = Option.String('--listen', { description: 'also accept agents of other hosts on ADDR:PORT (TLS 1.3, host credentials only)' });
 
   async run(): Promise<number> {
     const metrics = this.metrics === undefined ? undefined : hostPort('--metrics', this.metrics);
+    const listen = this.listen === undefined ? undefined : hostPort('--listen', this.listen);
     if (this.foreground) {
       // Loaded here, not at the top: every other command would pay for the controller and sqlite3.
       const { runController } = await import('../../../controller/controller.js');
-      await runController(this.dataDir, { metrics });
+      await runController(this.dataDir, { metrics, listen });
       return 0;
     }
     const running = await this.status();
     if (running) throw new VdiskError(`a controller is already running (pid ${running.pid}, ${socketPath(this.dataDir)})`, { code: 'EALREADY' });
     ensureDir(this.dataDir);
-    const pid = await spawnDaemon('controller', ['controller', 'start', '--data-dir', this.dataDir, ...(this.metrics ? ['--metrics', this.metrics] : [])], logPath(this.dataDir),
+    const pid = await spawnDaemon('controller', ['controller', 'start', '--data-dir', this.dataDir, ...(this.metrics ? ['--metrics', this.metrics] : []),
+      ...(this.listen ? ['--listen', this.listen] : [])], logPath(this.dataDir),
       async (child) => (await this.status())?.pid === child);
-    this.print(`vdisk controller started (pid ${pid}, ${socketPath(this.dataDir)})`);
+    this.print(`vdisk controller started (pid ${pid}, ${socketPath(this.dataDir)}${this.listen ? `, TLS on ${this.listen}` : ''})`);
     return 0;
   }
 
