@@ -110,6 +110,19 @@ const MIGRATIONS: string[] = [
      first INTEGER NOT NULL,
      count INTEGER NOT NULL
    );`,
+  // 7: container labels and per-host paths.
+  // - containers.uuid: the UUID in the container's on-media label (src/label), written before the add
+  //   committed; allocation starts after the label. NULL: a container from before labels, which has none and
+  //   keeps allocating from offset 0 (its data is there), served as before.
+  // - container_paths: the path a host reaches the container by, where it differs from containers.path.
+  `ALTER TABLE containers ADD COLUMN uuid TEXT;
+   CREATE UNIQUE INDEX containers_uuid ON containers (uuid);
+   CREATE TABLE container_paths (
+     container_id INTEGER NOT NULL REFERENCES containers(id),
+     host_id TEXT NOT NULL,
+     path TEXT NOT NULL,
+     PRIMARY KEY (container_id, host_id)
+   ) WITHOUT ROWID;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
