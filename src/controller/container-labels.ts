@@ -16,17 +16,21 @@ export interface Written { uuid: string; undo(): Promise<void> }
  */
 export async function labelNew(p: string, name: string, size: number, known: Container[]): Promise<Written> {
   const before = await readLabelAt(p).catch((err: unknown) => { throw VdiskError.from(err, `cannot read ${p}`); });
-  const found = decodeLabel(before);
-  if (!('problem' in found)) {
-    const mine = known.find((c) => c.uuid === found.uuid);
-    throw new VdiskError(mine
-      ? `${p} holds the label of container ${mine.name} (${mine.path}): one backing store backs at most one container`
-      : `${p} holds the label of vdisk container ${found.name || '?'} (${found.uuid}), which this controller does not know: ` +
-        `another controller's, or one removed while unreachable; if it is free, zero its first ${LABEL_BYTES} bytes first`, { code: 'EEXIST' });
-  }
+  refuseLabelled(p, before, known);
   const uuid = newUuid();
   await writeLabelAt(p, encodeLabel({ uuid, size, name }));
   return { uuid, undo: () => writeLabelAt(p, before) };
+}
+
+/** Refuses storage whose first block `head` is a vdisk label (checked before anything touches the file, and again right before labelling). */
+export function refuseLabelled(p: string, head: Buffer, known: Container[]): void {
+  const found = decodeLabel(head);
+  if ('problem' in found) return;
+  const mine = known.find((c) => c.uuid === found.uuid);
+  throw new VdiskError(mine
+    ? `${p} holds the label of container ${mine.name} (${mine.path}): one backing store backs at most one container`
+    : `${p} holds the label of vdisk container ${found.name || '?'} (${found.uuid}), which this controller does not know: ` +
+      `another controller's, or one removed while unreachable; if it is free, zero its first ${LABEL_BYTES} bytes first`, { code: 'EEXIST' });
 }
 
 /**

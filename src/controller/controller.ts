@@ -22,8 +22,8 @@ import { SegmentIo } from './segment-io.js';
 import { Migrator } from './migrate.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { prepareContainer } from './container-files.js';
-import { labelNew, wipeLabel, type Written } from './container-labels.js';
-import { LABEL_RESERVED_BYTES } from '../label/container-label.js';
+import { labelNew, refuseLabelled, wipeLabel, type Written } from './container-labels.js';
+import { LABEL_RESERVED_BYTES, readLabelAt } from '../label/container-label.js';
 import { isPlainObject } from '../protocol/frame.js';
 import { controllerFileOf, describeControllerFile, identify, overlaps, tryIdentify } from './container-identity.js';
 import { socketPath } from './paths.js';
@@ -247,6 +247,9 @@ export class Controller {
         throw new VdiskError(`container size ${size} leaves no room after its 1 MiB label`, { code: 'EINVAL' });
       }
       const hostPaths = hostPathsArg(a, false) as Record<string, string>;
+      // Labelled storage is refused before prepareContainer grows it (labelNew checks again before writing).
+      const existing = await readLabelAt(path.resolve(str(a, 'path'))).catch(() => undefined);
+      if (existing) refuseLabelled(path.resolve(str(a, 'path')), existing, known);
       const file = prepareContainer(str(a, 'path'), size);
       if (file.size < LABEL_RESERVED_BYTES + LOCATION_UNIT) {
         if (file.created) fs.rmSync(file.path, { force: true });

@@ -3,6 +3,7 @@
 import { Command, Option } from 'clipanion';
 import type { Container } from '../../../controller/store.js';
 import { formatSize } from '../../../util/size.js';
+import { LABEL_RESERVED_BYTES } from '../../../label/container-label.js';
 import { ControllerCommand, formatTable } from '../../controller-command.js';
 
 /** A container as listed: with the hosts that hold it in Error (a wrong or missing label there). */
@@ -26,8 +27,9 @@ export class ContainerLsCommand extends ControllerCommand {
     if (this.json) this.print(JSON.stringify(list));
     else {
       this.context.stdout.write(formatTable(['NAME', 'SIZE', 'USED', 'FREE', 'STATE', 'PATH'],
-        // A failed container allocates nothing: its free space is none, and the state says why.
-        list.map((c) => [c.name, formatSize(c.size), formatSize(c.usedBytes), c.failed ? '0' : formatSize(c.size - c.usedBytes), state(c), c.path])));
+        // A failed container allocates nothing: its free space is none, and the state says why. The label's
+        // reserve is never allocated.
+        list.map((c) => [c.name, formatSize(c.size), formatSize(c.usedBytes), c.failed ? '0' : formatSize(c.size - c.usedBytes - (c.uuid === null ? 0 : LABEL_RESERVED_BYTES)), state(c), c.path])));
       for (const c of list) {
         for (const [host, p] of Object.entries(c.hostPaths)) this.print(`${c.name} on host ${host}: ${p}`);
         for (const e of c.errors) this.print(`${c.name} is in Error on host ${e.hostId}: ${e.problem}`);
