@@ -11,6 +11,8 @@ import { socketPath } from '../../src/controller/paths.js';
 import type { Container, Disk } from '../../src/controller/store.js';
 import { identify } from '../../src/controller/container-identity.js';
 import { LABEL_BYTES, LABEL_RESERVED_BYTES, decodeLabel, encodeLabel, newUuid } from '../../src/label/container-label.js';
+import { FAULT_WRITE } from '../../src/io/translator.js';
+import { STATE_ZERO } from '../../src/table/mapping-table.js';
 import { runCli } from '../support/cli.js';
 import { scriptedController, sleep, type Peer } from '../support/scripted-agent.js';
 
@@ -126,4 +128,25 @@ t.test('an agent that finds the wrong label reports it; container ls and info sh
   t.same((await listed('c1')).errors, [], 'on its right path it is served');
   t.same((await ask<{ containerErrors: unknown[] }>('disk.info', { name: 'd1' })).containerErrors, []);
   t.equal(digest(wrong), sum, 'the wrong file was not written');
+});
+
+t.test('a labelled container whose path lost its label: check reports it, the controller writes nothing there', async (t) => {
+  const p = path.join(dir, 'lost.img');
+  const c = await ask<Container>('container.add', { name: 'lost', path: p, size: 4 * MB });
+  const label = head(p);
+  const fd = fs.openSync(p, 'r+');
+  fs.writeSync(fd, Buffer.alloc(LABEL_BYTES), 0, LABEL_BYTES, 0); // what another device at this path would hold
+  fs.writeSync(fd, Buffer.alloc(3 * MB, 0x99), 0, 3 * MB, MB);
+  const sum = digest(p);
+  t.match(await ask('check'), { ok: false, problems: [new RegExp(`container lost: .*lost\\.img holds no vdisk label, not its label ${c.uuid}`)] });
+  const d = await ask<Disk>('disk.create', { name: 'dl', size: 2 * MB, container: 'lost' });
+  const h = await scriptedAgent('hl', 11);
+  await t.rejects(h.conn.request('fault', { diskId: d.id, op: FAULT_WRITE, segment: 0, states: STATE_ZERO }), { message: /container lost: .* holds no vdisk label/ },
+    'a first write there is not zeroed on the wrong storage');
+  t.equal(digest(p), sum, 'not a byte written');
+  t.match(await ask('disk.info', { name: 'dl' }), { allocatedBytes: 0 }, 'nor anything mapped');
+  fs.writeSync(fd, label, 0, LABEL_BYTES, 0);
+  fs.closeSync(fd);
+  t.match(await h.conn.request('fault', { diskId: d.id, op: FAULT_WRITE, segment: 0, states: STATE_ZERO }), { result: { action: 'entry', allocated: true } }, 'its label back: served');
+  t.match(await ask('check'), { ok: true });
 });
