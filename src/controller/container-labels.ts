@@ -4,29 +4,33 @@
 // a path that cannot be opened there). Those reports live in memory: every agent reports again on each
 // container list it gets (at registration too), so a restarted controller relearns them.
 import { VdiskError } from '../errors.js';
-import { LABEL_BYTES, decodeLabel, encodeLabel, newUuid, readLabelAt, writeLabelAt } from '../label/container-label.js';
+import { LABEL_BYTES, decodeLabel, encodeLabel, readLabelAt, writeLabelAt } from '../label/container-label.js';
 import type { Container } from './store.js';
 
 /** A label written on new storage, and how to put back the block it replaced if the add is then refused. */
 export interface Written { uuid: string; undo(): Promise<void> }
 
+/** What a refusal compares a label with: this controller's containers and its uncommitted adds' labels. */
+export interface KnownLabels { containers: Container[]; intents: Set<string> }
+
 /**
- * Labels the storage at `p` for a new container. Storage that holds a vdisk label already is refused: it is
- * a container of this controller's (by what it holds, whatever path names it) or of another's.
+ * Labels the storage at `p` for a new container with `uuid`, which the caller has recorded as an intent
+ * (durably, first: a crash after this write leaves a label the controller can tell is its own). Storage
+ * that holds another vdisk label is refused: a container of this controller's (by what it holds, whatever
+ * path names it) or of another's.
  */
-export async function labelNew(p: string, name: string, size: number, known: Container[]): Promise<Written> {
+export async function labelNew(p: string, uuid: string, name: string, size: number, known: KnownLabels): Promise<Written> {
   const before = await readLabelAt(p).catch((err: unknown) => { throw VdiskError.from(err, `cannot read ${p}`); });
   refuseLabelled(p, before, known);
-  const uuid = newUuid();
   await writeLabelAt(p, encodeLabel({ uuid, size, name }));
   return { uuid, undo: () => writeLabelAt(p, before) };
 }
 
 /** Refuses storage whose first block `head` is a vdisk label (checked before anything touches the file, and again right before labelling). */
-export function refuseLabelled(p: string, head: Buffer, known: Container[]): void {
+export function refuseLabelled(p: string, head: Buffer, known: KnownLabels): void {
   const found = decodeLabel(head);
-  if ('problem' in found) return;
-  const mine = known.find((c) => c.uuid === found.uuid);
+  if ('problem' in found || known.intents.has(found.uuid)) return; // no label, or one a crashed add of ours left
+  const mine = known.containers.find((c) => c.uuid === found.uuid);
   throw new VdiskError(mine
     ? `${p} holds the label of container ${mine.name} (${mine.path}): one backing store backs at most one container`
     : `${p} holds the label of vdisk container ${found.name || '?'} (${found.uuid}), which this controller does not know: ` +

@@ -23,7 +23,7 @@ import { Migrator } from './migrate.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { prepareContainer } from './container-files.js';
 import { labelNew, refuseLabelled, wipeLabel, type Written } from './container-labels.js';
-import { LABEL_RESERVED_BYTES, readLabelAt } from '../label/container-label.js';
+import { LABEL_RESERVED_BYTES, newUuid, readLabelAt } from '../label/container-label.js';
 import { isPlainObject } from '../protocol/frame.js';
 import { controllerFileOf, describeControllerFile, identify, overlaps, tryIdentify } from './container-identity.js';
 import { socketPath } from './paths.js';
@@ -248,8 +248,9 @@ export class Controller {
       }
       const hostPaths = hostPathsArg(a, false) as Record<string, string>;
       // Labelled storage is refused before prepareContainer grows it (labelNew checks again before writing).
+      const labels = { containers: known, intents: await this.store.labelIntents() };
       const existing = await readLabelAt(path.resolve(str(a, 'path'))).catch(() => undefined);
-      if (existing) refuseLabelled(path.resolve(str(a, 'path')), existing, known);
+      if (existing) refuseLabelled(path.resolve(str(a, 'path')), existing, labels);
       const file = prepareContainer(str(a, 'path'), size);
       if (file.size < LABEL_RESERVED_BYTES + LOCATION_UNIT) {
         if (file.created) fs.rmSync(file.path, { force: true });
@@ -257,13 +258,17 @@ export class Controller {
       }
       let c;
       let label: Written | undefined;
+      const uuid = newUuid();
       try {
-        // Durable on the storage before the add commits: no agent serves it without finding this label.
-        label = await labelNew(file.path, name, file.size, known);
-        c = await this.store.addContainer(name, file.path, file.size, identify(file.path).key, { uuid: label.uuid, hostPaths });
+        // Durable on the storage before the add commits: no agent serves it without finding this label. The
+        // intent first: a crash between the label and the commit leaves a label this controller knows as its own.
+        await this.store.recordLabelIntent(uuid, file.path);
+        label = await labelNew(file.path, uuid, name, file.size, labels);
+        c = await this.store.addContainer(name, file.path, file.size, identify(file.path).key, { uuid, hostPaths });
       } catch (err) {
         if (file.created) fs.rmSync(file.path, { force: true }); // a refused add leaves nothing it made
         else await label?.undo().catch((e: Error) => log(`container ${name}: putting back what its label replaced: ${e.message}`));
+        await this.store.dropLabelIntent(uuid).catch(() => {});
         throw err;
       }
       await this.attachments.broadcastContainers();

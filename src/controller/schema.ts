@@ -115,7 +115,11 @@ const MIGRATIONS: string[] = [
   //   committed; allocation starts after the label. NULL: a container from before labels, which has none and
   //   keeps allocating from offset 0 (its data is there), served as before.
   // - container_paths: the path a host reaches the container by, where it differs from containers.path.
+  // - label_intents: UUIDs of labels being written by an add that has not committed yet. A crash in between
+  //   leaves a label no container has; its UUID here says it is this controller's own, so the storage may be
+  //   added again (any other unknown label is refused: it may be another controller's container).
   `ALTER TABLE containers ADD COLUMN uuid TEXT;
+   CREATE TABLE label_intents (uuid TEXT PRIMARY KEY, path TEXT NOT NULL);
    CREATE UNIQUE INDEX containers_uuid ON containers (uuid);
    CREATE TABLE container_paths (
      container_id INTEGER NOT NULL REFERENCES containers(id),

@@ -153,11 +153,27 @@ export class Store {
       const start = uuid === null ? 0 : LABEL_RESERVED_BYTES / LOCATION_UNIT;
       await this.db.run('INSERT INTO containers (id, name, path, size, identity, uuid, next_unit) VALUES (?, ?, ?, ?, ?, ?, ?)',
         [id, name, filePath, size, identity, uuid, start]);
+      // Its intent is done, and so is any a crashed add left for the same storage (its label is overwritten).
+      if (uuid !== null) await this.db.run('DELETE FROM label_intents WHERE uuid = ? OR path = ?', [uuid, filePath]);
       for (const [host, p] of Object.entries(hostPaths)) {
         await this.db.run('INSERT INTO container_paths (container_id, host_id, path) VALUES (?, ?, ?)', [id, host, p]);
       }
       return { id, name, path: filePath, size, failed: false, usedBytes: 0, uuid, hostPaths };
     });
+  }
+
+  /** Records, durably, that a label with this UUID is about to be written (see schema 7: label_intents). */
+  async recordLabelIntent(uuid: string, filePath: string): Promise<void> {
+    await this.db.transaction(async () => { await this.db.run('INSERT INTO label_intents (uuid, path) VALUES (?, ?)', [uuid, filePath]); });
+  }
+
+  async dropLabelIntent(uuid: string): Promise<void> {
+    await this.db.transaction(async () => { await this.db.run('DELETE FROM label_intents WHERE uuid = ?', [uuid]); });
+  }
+
+  /** UUIDs of labels this controller began writing for adds that never committed. */
+  async labelIntents(): Promise<Set<string>> {
+    return new Set((await this.db.all<{ uuid: string }>('SELECT uuid FROM label_intents')).map((r) => r.uuid));
   }
 
   /** Stored identities by container id (null for containers recorded before identities were). */

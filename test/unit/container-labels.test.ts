@@ -10,7 +10,7 @@ import { Agent } from '../../src/agent/agent.js';
 import { socketPath } from '../../src/controller/paths.js';
 import type { Container, Disk } from '../../src/controller/store.js';
 import { identify } from '../../src/controller/container-identity.js';
-import { LABEL_BYTES, LABEL_RESERVED_BYTES, decodeLabel, encodeLabel, newUuid } from '../../src/label/container-label.js';
+import { LABEL_BYTES, LABEL_RESERVED_BYTES, decodeLabel, encodeLabel, newUuid, writeLabelAt } from '../../src/label/container-label.js';
 import { FAULT_WRITE } from '../../src/io/translator.js';
 import { STATE_ZERO } from '../../src/table/mapping-table.js';
 import { runCli } from '../support/cli.js';
@@ -54,6 +54,20 @@ t.test('storage that already holds a vdisk label is refused, and left as it was'
   t.ok(fs.readFileSync(foreign).equals(b), 'not grown, not a byte of what it held changed');
   await t.rejects(ask('container.add', { name: 'cz', path: path.join(dir, 'small.img'), size: MB }), { code: 'EINVAL', message: /no room after its 1 MiB label/ });
   t.notOk(fs.existsSync(path.join(dir, 'small.img')), 'a refused add leaves no file');
+});
+
+t.test('a label that a crashed add left (its intent recorded first) does not block adding the storage again', async (t) => {
+  const p = path.join(dir, 'crashed.img');
+  fs.writeFileSync(p, Buffer.alloc(2 * MB));
+  const uuid = newUuid();
+  // What an add that died between writing its label and committing leaves behind.
+  await controller.store.recordLabelIntent(uuid, p);
+  await writeLabelAt(p, encodeLabel({ uuid, size: 2 * MB, name: 'crashed' }));
+  const c = await ask<Container>('container.add', { name: 'crashed', path: p });
+  t.not(c.uuid, uuid, 'added, under a new label');
+  t.match(decodeLabel(head(p)), { uuid: c.uuid });
+  t.same([...await controller.store.labelIntents()], [], 'and no intent is left');
+  await ask('container.rm', { name: 'crashed' });
 });
 
 t.test('container rm wipes the label: the storage can be added again', async (t) => {
