@@ -264,6 +264,7 @@ export class Controller {
         // intent first: a crash between the label and the commit leaves a label this controller knows as its own.
         await this.store.recordLabelIntent(uuid, file.path);
         label = await labelNew(file.path, uuid, name, file.size, labels);
+        failpoint('container.labelled');
         c = await this.store.addContainer(name, file.path, file.size, identify(file.path).key, { uuid, hostPaths });
       } catch (err) {
         if (file.created) fs.rmSync(file.path, { force: true }); // a refused add leaves nothing it made
