@@ -227,6 +227,7 @@ async function labels(store: Store): Promise<string[]> {
       'SELECT (SELECT COUNT(*) FROM allocations WHERE container_id = ? AND unit < ?) + (SELECT COUNT(*) FROM free_extents WHERE container_id = ? AND unit < ?) AS n',
       [c.id, reserve, c.id, reserve]);
     if (inside && inside.n > 0) out.push(`container ${c.name}: ${inside.n} segment(s) lie in its label's 1 MiB reserve`);
+    if (c.failed) continue; // known lost: its storage need not answer
     const problem = await readLabelAt(c.path).then((b) => labelProblem(b, { uuid: c.uuid as string, size: c.size }), (err: Error) => `nothing readable (${err.message})`);
     if (problem) out.push(`container ${c.name}: ${c.path} holds ${problem}, not its label ${c.uuid}`);
   }
