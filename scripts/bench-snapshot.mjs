@@ -51,14 +51,14 @@ async function usedBytes(cliJson) {
 }
 
 /** Writes `bytes` of random data at the start of a file (so that copies move real data, not holes). */
-function fillRandom(file, bytes) {
+function fillRandom(file, bytes, from = 0) {
   const fd = fs.openSync(file, 'r+');
   try {
     const buf = Buffer.alloc(4 * MiB);
     for (let off = 0; off < bytes; off += buf.length) {
       for (let k = 0; k < buf.length; k += 65536) buf.fill(Math.random() * 256, k, k + 65536);
       buf.writeUInt32LE(off / MiB, 0);
-      fs.writeSync(fd, buf, 0, Math.min(buf.length, bytes - off), off);
+      fs.writeSync(fd, buf, 0, Math.min(buf.length, bytes - off), from + off);
     }
     fs.fdatasyncSync(fd);
   } finally {
@@ -126,8 +126,9 @@ export async function hostSnapshotBench(o) {
     const cows = o.cows;
     const thickSize = (o.thickGiB ?? THICK_SIZE / GiB) * GiB;
     const thickFile = path.join(dir, 'thick.img');
-    // Room for the disk and for the copies and alternates of 4 x cows segments (a disk with --container allocates only there).
-    await cli('container', 'add', 'thick', '--path', thickFile, '--size', String(thickSize + 4 * cows * MiB));
+    // Room for the label's MiB, the disk, and the copies and alternates of 4 x cows segments (a disk with
+    // --container allocates only there).
+    await cli('container', 'add', 'thick', '--path', thickFile, '--size', String(MiB + thickSize + 4 * cows * MiB));
     const thick = { size: thickSize, entries: thickSize / MiB, mappedEntries: thickSize / MiB };
     thick.createRequestMs = (await rpc('disk.create', { name: 'thick', size: thickSize, segmentSize: MiB, container: 'thick', thick: true, partial: 'copy' })).ms;
     thick.attachMs = await attach('thick');
@@ -139,7 +140,7 @@ export async function hostSnapshotBench(o) {
     // for one 4 KiB piece of No-write segments (shared with the snapshots): --partial copy allocates, copies
     // 1 MiB, fdatasyncs, commits; --partial bitmap allocates an alternate, copies 4 KiB, fdatasyncs, commits.
     // The thick disk is --partial copy; a clone of its first snapshot is --partial bitmap.
-    fillRandom(thickFile, 2 * cows * MiB); // thick allocation starts at offset 0: segment i is the file's MiB i
+    fillRandom(thickFile, 2 * cows * MiB, MiB); // thick allocation starts after the label: segment i is the file's MiB i + 1
     await rpc('disk.clone', { snapshot: 'thick-s0', name: 'thick-b', partial: 'bitmap' });
     await attach('thick-b');
     thick.cow = [];
@@ -247,9 +248,9 @@ export async function snapshotBench(o) {
     out.thin1TiB = thin;
     o.log(`snapshot: 1 TiB thin attached ${thin.runsMs.join(', ')} ms as requests, CLI ${thin.cliMs} ms`);
 
-    // ---- the origin: a thick disk on the bench file, full of random data (thick allocation starts at offset 0
-    // of a fresh container, so segment i is the file's MiB i). Copies go to a second, sparse container.
-    const size = fs.statSync(o.file).size;
+    // ---- the origin: a thick disk on the bench file, full of random data (thick allocation starts after the
+    // container's label, so segment i is the file's MiB i + 1). Copies go to a second, sparse container.
+    const size = fs.statSync(o.file).size - MiB;
     await cli('container', 'add', 'data', '--path', o.file);
     await cli('container', 'add', 'spare', '--path', spare, '--size', '2G');
     await cli('create', 'origin', '--size', String(size), '--segment-size', '1M', '--thick');
@@ -348,6 +349,7 @@ export async function snapshotBench(o) {
     if (agentStarted) await cli('agent', 'stop', '--host-id', HOST).catch((e) => o.log(`cleanup: ${e.message}`));
     await stopController(cli, ctlPid, o.log);
     for (const f of [spare, path.join(o.dir, 'bench-snap-big.img')]) fs.rmSync(f, { force: true });
+    wipeLabel(o.file, o.log);
     if (ok) fs.rmSync(dataDir, { recursive: true, force: true });
     else o.log(`snapshot: the controller's data and logs stay in ${dataDir}`);
   }
@@ -375,18 +377,33 @@ function readDirect(dev, first, n) {
   return r.stdout;
 }
 
+/** The bench file is the bench's own: its container label goes with the data dir (a next run adds it again). */
+function wipeLabel(file, log) {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const head = Buffer.alloc(8);
+    fs.readSync(fd, head, 0, 8, 0);
+    if (head.toString('latin1') !== 'VDISKLBL') return;
+    fs.writeSync(fd, Buffer.alloc(4096), 0, 4096, 0);
+    fs.fdatasyncSync(fd);
+    log(`snapshot: wiped the container label of ${file}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function readFile(file, first, n) {
   const buf = Buffer.alloc(n * MiB);
   const fd = fs.openSync(file, 'r');
   try {
-    fs.readSync(fd, buf, 0, buf.length, first * MiB);
+    fs.readSync(fd, buf, 0, buf.length, (first + 1) * MiB); // after the label's MiB
   } finally {
     fs.closeSync(fd);
   }
   return buf;
 }
 
-/** Compares a few 4 KiB blocks read through the device with the file at the same offsets. */
+/** Compares a few 4 KiB blocks read through the device with the file at the same offsets after its label MiB. */
 function sameData(dev, file, size) {
   const offsets = [0, Math.floor(size / 2 / MiB) * MiB + 4096, size - 4096];
   const a = Buffer.alloc(4096);
@@ -396,7 +413,7 @@ function sameData(dev, file, size) {
   try {
     return offsets.every((off) => {
       fs.readSync(fa, a, 0, 4096, off);
-      fs.readSync(fb, b, 0, 4096, off);
+      fs.readSync(fb, b, 0, 4096, off + MiB); // the disk starts after the file's label MiB
       return a.equals(b);
     });
   } finally {

@@ -25,6 +25,8 @@ const OP_NAMES: Record<number, string> = { [FAULT_READ]: 'read', [FAULT_WRITE]: 
 /** Tells the controller a container failed under segments [first, first + count) of a disk. */
 export type IoErrorSender = (disk: AgentDisk, first: number, count: number) => void;
 
+interface Delay { segment: number; end(cancelled: boolean): void }
+
 export class AgentDisk {
   readonly table: MappingTable;
   device: UblkDevice | undefined;
@@ -34,6 +36,10 @@ export class AgentDisk {
    * Shared with the device's queues; bits are only ever set.
    */
   readonly dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(MAX_CONTAINERS) * 4));
+  /** Faults parked on a 'delay' answer: each waits for its time or for the controller's cancel of its segment. */
+  private readonly delays = new Set<Delay>();
+  /** How parked faults ended so far: by a cancel (or a lost link) or at their time. */
+  readonly delayEnds = { cancelled: 0, expired: 0 };
 
   constructor(
     readonly shape: DiskShape,
@@ -124,12 +130,49 @@ export class AgentDisk {
     await this.device?.barrier(timeoutMs);
   }
 
-  private async fault(f: Fault): Promise<number> {
-    const answer = await this.sendFault(this, f, (a) => this.install(f, a));
+  /**
+   * One parked request's fault (the device calls it): asks the controller, installs the answer, and resolves
+   * with 0 to retry the request (it faults again if the table still cannot serve it) or -errno to fail it.
+   */
+  async fault(f: Fault): Promise<number> {
+    let parked: Promise<void> | undefined;
+    const answer = await this.sendFault(this, f, (a) => {
+      this.install(f, a);
+      // Parked as the answer is decoded: a cancel the controller sends right after it finds the fault parked.
+      if (a.action === 'delay') parked = this.park(f.segment, a.ms);
+    });
     if (answer.action === 'entry') return 0;
     if (answer.action === 'error') return -answer.errno;
-    await new Promise((resolve) => setTimeout(resolve, answer.ms));
-    return 0; // retried: if the table still cannot serve it, it faults again
+    await (parked ?? this.park(f.segment, answer.ms));
+    return 0;
+  }
+
+  /** Faults parked on a delay right now. */
+  get delayed(): number {
+    return this.delays.size;
+  }
+
+  /** Ends the delays of faults on segments [first, first + count) now: their hold is over. */
+  cancelDelays(first: number, count: number): void {
+    for (const d of [...this.delays]) {
+      if (d.segment >= first && d.segment < first + count) d.end(true);
+    }
+  }
+
+  private park(segment: number, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const d: Delay = {
+        segment,
+        end: (cancelled) => {
+          if (!this.delays.delete(d)) return;
+          clearTimeout(timer);
+          this.delayEnds[cancelled ? 'cancelled' : 'expired']++;
+          resolve();
+        },
+      };
+      const timer = setTimeout(() => d.end(false), ms);
+      this.delays.add(d);
+    });
   }
 
   private reportIoError(first: number, count: number): void {

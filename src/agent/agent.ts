@@ -118,6 +118,8 @@ export class Agent {
       this.readyResolve(conn);
       await conn.closed;
       this.conn = undefined;
+      // A cancel can no longer reach us on this link: parked faults ask again (and wait for the next link).
+      for (const d of this.disks.values()) d.cancelDelays(0, d.table.segments);
       this.ready = new Promise((resolve) => { this.readyResolve = resolve; });
       if (!this.stopping) this.log('lost the controller; reconnecting');
     }
@@ -219,14 +221,14 @@ export class Agent {
    */
   private readonly serve = agentDispatcher({
     'containers.set': async ({ containers }) => {
-      const { retired } = this.containers.update(containers, this.log);
+      const { retired, errors } = this.containers.update(containers, this.log);
       if (retired.length) {
         // Publish, drain, close: every request planned with a replaced fd completes before it is closed.
         // A barrier that fails (a stuck queue) leaves them open: a leaked fd, never a recycled one.
         await Promise.all([...this.disks.values()].map((d) => d.barrier()));
         this.containers.retire(retired);
       }
-      return {};
+      return { errors }; // the containers in Error on this host, for the controller to show
     },
     'table.create': (shape) => {
       const cur = this.disks.get(shape.diskId);
@@ -267,6 +269,10 @@ export class Agent {
         await d.barrier();
         failpoint('agent.blocked');
       }
+      return {};
+    },
+    'fault.cancel': ({ diskId, first, count }) => {
+      this.disks.get(diskId)?.cancelDelays(first, count);
       return {};
     },
     'device.start': async ({ diskId, queues, depth }) => {

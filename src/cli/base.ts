@@ -70,6 +70,25 @@ export function hostIdOption(text: string | undefined): string {
   return hostId;
 }
 
+/**
+ * --host-path HOST=PATH (repeatable): the path a host reaches a container by. PATH is made absolute here
+ * only when it is already absolute (it names a file on that host, not here); an empty PATH (HOST=) clears it
+ * where `clearing` allows, i.e. that host uses the container's own path again.
+ */
+export function hostPathsOption(items: string[] | undefined, clearing: boolean): Record<string, string | null> {
+  const out: Record<string, string | null> = {};
+  for (const item of items ?? []) {
+    const eq = item.indexOf('=');
+    if (eq < 0) throw new UsageError(`--host-path takes HOST=PATH, not ${item}`);
+    const host = hostIdOption(item.slice(0, eq));
+    const p = item.slice(eq + 1);
+    if (p === '' && clearing) out[host] = null;
+    else if (!p.startsWith('/')) throw new UsageError(`--host-path ${item}: the path must be absolute (it names a file on host ${host})`);
+    else out[host] = p;
+  }
+  return out;
+}
+
 /** --cow and --partial of create and clone, checked here so a typo is a usage error, not a controller one. */
 export function modesOption(cow: string | undefined, partial: string | undefined): Modes {
   if (cow !== undefined && !(COW_MODES as readonly string[]).includes(cow)) throw new UsageError(`--cow must be ${COW_MODES.join(' or ')}, not ${cow}`);

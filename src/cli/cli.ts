@@ -13,6 +13,7 @@ import { ContainerAddCommand } from './commands/container/add.js';
 import { ContainerFailCommand } from './commands/container/fail.js';
 import { ContainerLsCommand } from './commands/container/ls.js';
 import { ContainerRmCommand } from './commands/container/rm.js';
+import { ContainerSetCommand } from './commands/container/set.js';
 import { CreateCommand } from './commands/create.js';
 import { InfoCommand } from './commands/info.js';
 import { LsCommand } from './commands/ls.js';
@@ -109,7 +110,7 @@ export function createCli(): Cli {
   cli.register(LoopCommand);
   cli.register(FeaturesCommand);
   for (const c of [ControllerStartCommand, ControllerStopCommand, ControllerStatusCommand, ControllerBackupCommand, ControllerRestoreCommand, ContainerAddCommand, ContainerLsCommand,
-    ContainerRmCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand,
+    ContainerRmCommand, ContainerSetCommand, ContainerFailCommand, CreateCommand, LsCommand, InfoCommand, RmCommand,
     AgentStartCommand, AgentStopCommand, AgentLsCommand, AttachCommand, DetachCommand,
     SnapshotCommand, CloneCommand, FoldCommand, CheckCommand, MigrateCommand, InstallUnitsCommand, DebugFailpointsCommand, StatsCommand,
     HostAddCommand, HostLsCommand, HostRmCommand]) cli.register(c);

@@ -20,6 +20,7 @@ import { failpoint } from '../util/failpoints.js';
 import { FAULT_WRITE } from '../io/translator.js';
 import { alternateOf, fold, listAlternates } from './partial.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
+import { ContainerHealth, pathOn } from './container-labels.js';
 import type { Attachment, Disk, Store } from './store.js';
 
 /** Starting or recovering a device under emulation can take a while; a table command should not. */
@@ -43,6 +44,8 @@ export class Attachments {
   private readonly attaching = new Set<string>();
   /** Group commit of first writes into thin segments (made on the first such fault: it needs the SegmentIo). */
   thin: ThinBatcher | undefined;
+  /** The containers each host's agent holds in Error. */
+  readonly health = new ContainerHealth();
 
   constructor(private readonly store: Store, private readonly agents: AgentRegistry, private readonly log: (m: string) => void) {}
 
@@ -114,7 +117,7 @@ export class Attachments {
 
   /** An agent registered: reload what it holds, recover or start what it should hold, stop what it should not. */
   async reconcile(link: AgentLink, held: Array<{ diskId: number; devId: number | null }>): Promise<void> {
-    await this.sendContainers(link.conn);
+    await this.sendContainers(link);
     const atts = await this.store.attachments({ hostId: link.hostId });
     for (const a of atts) {
       if (this.attaching.has(`${a.diskId}/${a.hostId}`)) continue;
@@ -156,7 +159,7 @@ export class Attachments {
 
   /** Table in bulk, then the device. START_DEV reads the partition table, so the lock is not held across it. */
   private async open(link: AgentLink, disk: Disk, o: AttachOptions): Promise<{ devId: number; queues: number }> {
-    await this.sendContainers(link.conn);
+    await this.sendContainers(link);
     await this.withDisk(disk.id, () => this.createTable(link.conn, disk));
     return agentRequest(link.conn, 'device.start',
       { diskId: disk.id, queues: o.queues ?? DEFAULT_QUEUES, depth: o.depth ?? DEFAULT_DEPTH }, { timeoutMs: DEVICE_TIMEOUT_MS });
@@ -182,13 +185,20 @@ export class Attachments {
     }
   }
 
-  async sendContainers(conn: Connection): Promise<void> {
-    const containers = (await this.store.listContainers()).filter((c) => !c.failed).map((c) => ({ id: c.id, path: c.path }));
-    await agentRequest(conn, 'containers.set', { containers }, { timeoutMs: TABLE_TIMEOUT_MS });
+  /**
+   * The containers as this host reaches them (its own path where it has one) with what their labels must say;
+   * the agent answers which it holds in Error, and that is what `container ls` and `info` show.
+   */
+  async sendContainers(link: AgentLink): Promise<void> {
+    const containers = (await this.store.listContainers()).filter((c) => !c.failed)
+      .map((c) => ({ id: c.id, path: pathOn(c, link.hostId), ...(c.uuid === null ? {} : { uuid: c.uuid, size: c.size }) }));
+    const { errors } = await agentRequest(link.conn, 'containers.set', { containers }, { timeoutMs: TABLE_TIMEOUT_MS });
+    for (const e of errors) this.log(`${link.hostId}: container ${containers.find((c) => c.id === e.id)?.path ?? e.id} in Error there: ${e.problem}`);
+    this.health.report(link.hostId, errors);
   }
 
   async broadcastContainers(): Promise<void> {
-    await Promise.all(this.agents.list().map((l) => this.sendContainers(l.conn).catch((err: Error) => this.log(`containers to ${l.hostId}: ${err.message}`))));
+    await Promise.all(this.agents.list().map((l) => this.sendContainers(l).catch((err: Error) => this.log(`containers to ${l.hostId}: ${err.message}`))));
   }
 
   /**
@@ -386,6 +396,18 @@ export class Attachments {
       await this.store.updateEntriesAndHolds(disk, first, count, (e) => ({ ...e, states: set ? e.states | bits : e.states & ~bits }), holds);
       this.holds.set(disk.id, holds);
       await this.toHolders(disk, (conn) => agentRequest(conn, 'table.states', { diskId: disk.id, first, count, bits, set, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
+      for (const [f, n] of list.filter((h) => !holds.includes(h))) await this.cancelDelays(disk, f, n); // holds that ended
     });
+  }
+
+  /**
+   * A hold ended: writes parked on its 'delay' answers fault again now, not at the end of their delay. To
+   * every connected agent (a fault's agent need not be a recorded holder yet, during an attach); sent after
+   * the delay answers (the caller holds the disk's lock, which those answers were computed under). Best
+   * effort: an agent that loses its link ends its delays itself, and a delay ends at its time anyway.
+   */
+  private async cancelDelays(disk: Disk, first: number, count: number): Promise<void> {
+    await Promise.all(this.agents.list().map((l) => agentRequest(l.conn, 'fault.cancel', { diskId: disk.id, first, count }, { timeoutMs: TABLE_TIMEOUT_MS })
+      .catch((err: Error) => this.log(`fault.cancel to ${l.hostId}: ${err.message}`))));
   }
 }

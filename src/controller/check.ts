@@ -2,7 +2,8 @@
 // referenced, every reference has an allocation, a shared segment has no exclusive (writable, not No-write)
 // owner and is shared at one index only, within one family (sharing.ts relies on both), every Alternate
 // entry has its alternate and no alternate lacks its entry, every mapping lies inside a known container, no
-// free extent is in use, no two containers are the same storage, and no container is a file of the controller's.
+// free extent is in use, no two containers are the same storage, no container is a file of the controller's, and
+// every labelled container's label is where its path says, with nothing allocated inside its reserve.
 import path from 'node:path';
 import { LOCATION_UNIT, STATE_ALTERNATE, STATE_NO_WRITE } from '../table/mapping-table.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
@@ -11,6 +12,7 @@ import { isMapped, type Store } from './store.js';
 import { listAlternates } from './partial.js';
 import { controllerFileOf, describeControllerFile, overlaps, tryIdentify } from './container-identity.js';
 import type { ProgressFn } from './progress.js';
+import { LABEL_RESERVED_BYTES, labelProblem, readLabelAt } from '../label/container-label.js';
 
 export interface CheckReport { ok: boolean; disks: number; allocations: number; references: number; problems: string[] }
 
@@ -193,6 +195,7 @@ async function checkSnapshot(store: Store, progress?: ProgressFn): Promise<Check
   for (const f of both) problems.push(`segment ${f.container_id}/${f.unit} is both free and allocated`);
   problems.push(...await containerOverlaps(store));
   problems.push(...await controllerFiles(store));
+  problems.push(...await labels(store));
   return { ok: problems.length === 0, disks: disks.length, allocations, references, problems };
 }
 
@@ -207,6 +210,26 @@ async function containerOverlaps(store: Store): Promise<string[]> {
       if (!a.id || !b.id || !overlaps(a.id, b.id)) continue;
       out.push(`containers ${a.c.name} and ${b.c.name} are ${a.id.key === b.id.key ? 'the same storage' : 'overlapping storage'} (${a.c.path}, ${b.c.path})`);
     }
+  }
+  return out;
+}
+
+/**
+ * Labelled containers: no segment or free extent inside the label's reserve, and the storage at the
+ * controller's path holds the container's label (else the controller's own zeroing and copies refuse it).
+ */
+async function labels(store: Store): Promise<string[]> {
+  const out: string[] = [];
+  const reserve = LABEL_RESERVED_BYTES / LOCATION_UNIT;
+  for (const c of await store.listContainers()) {
+    if (c.uuid === null) continue;
+    const inside = await store.db.get<{ n: number }>(
+      'SELECT (SELECT COUNT(*) FROM allocations WHERE container_id = ? AND unit < ?) + (SELECT COUNT(*) FROM free_extents WHERE container_id = ? AND unit < ?) AS n',
+      [c.id, reserve, c.id, reserve]);
+    if (inside && inside.n > 0) out.push(`container ${c.name}: ${inside.n} segment(s) lie in its label's 1 MiB reserve`);
+    if (c.failed) continue; // known lost: its storage need not answer
+    const problem = await readLabelAt(c.path).then((b) => labelProblem(b, { uuid: c.uuid as string, size: c.size }), (err: Error) => `nothing readable (${err.message})`);
+    if (problem) out.push(`container ${c.name}: ${c.path} holds ${problem}, not its label ${c.uuid}`);
   }
   return out;
 }

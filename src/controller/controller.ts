@@ -27,6 +27,9 @@ import { SegmentIo } from './segment-io.js';
 import { Migrator } from './migrate.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { prepareContainer } from './container-files.js';
+import { labelNew, refuseLabelled, wipeLabel, type Written } from './container-labels.js';
+import { LABEL_RESERVED_BYTES, newUuid, readLabelAt } from '../label/container-label.js';
+import { isPlainObject } from '../protocol/frame.js';
 import { controllerFileOf, describeControllerFile, identify, overlaps, tryIdentify } from './container-identity.js';
 import { socketPath } from './paths.js';
 import { Store, type CowMode, type Modes, type PartialMode } from './store.js';
@@ -65,6 +68,7 @@ const REQUEST_ROLES = {
   'stats': CLI,
   'controller.stop': CLI,
   'container.add': CLI,
+  'container.set': CLI,
   'container.ls': CLI,
   'container.rm': CLI,
   'container.fail': CLI,
@@ -281,29 +285,59 @@ export class Controller {
       // Refused before prepareContainer touches the file (it grows an existing one to the size asked for):
       // a refused add leaves the file as it was. The store checks both again in its transaction.
       checkName('container', name);
-      if ((await this.store.listContainers()).some((c) => c.name === name)) throw new VdiskError(`container ${name} already exists`, { code: 'EEXIST' });
+      const known = await this.store.listContainers();
+      if (known.some((c) => c.name === name)) throw new VdiskError(`container ${name} already exists`, { code: 'EEXIST' });
       this.refuseControllerFile(path.resolve(str(a, 'path')));
       await this.refuseOverlap(path.resolve(str(a, 'path')));
       const size = optInt(a, 'size');
-      if (size !== undefined && size < LOCATION_UNIT) throw new VdiskError(`container size ${size} is below 64 KiB`, { code: 'EINVAL' });
+      if (size !== undefined && size < LABEL_RESERVED_BYTES + LOCATION_UNIT) {
+        throw new VdiskError(`container size ${size} leaves no room after its 1 MiB label`, { code: 'EINVAL' });
+      }
+      const hostPaths = hostPathsArg(a, false) as Record<string, string>;
+      // Labelled storage is refused before prepareContainer grows it (labelNew checks again before writing).
+      const labels = { containers: known, intents: await this.store.labelIntents() };
+      const existing = await readLabelAt(path.resolve(str(a, 'path'))).catch(() => undefined);
+      if (existing) refuseLabelled(path.resolve(str(a, 'path')), existing, labels);
       const file = prepareContainer(str(a, 'path'), size);
+      if (file.size < LABEL_RESERVED_BYTES + LOCATION_UNIT) {
+        if (file.created) fs.rmSync(file.path, { force: true });
+        throw new VdiskError(`${file.path} holds ${file.size} bytes: a container needs room after its 1 MiB label`, { code: 'EINVAL' });
+      }
       let c;
+      let label: Written | undefined;
+      const uuid = newUuid();
       try {
-        c = await this.store.addContainer(name, file.path, file.size, identify(file.path).key);
+        // Durable on the storage before the add commits: no agent serves it without finding this label. The
+        // intent first: a crash between the label and the commit leaves a label this controller knows as its own.
+        await this.store.recordLabelIntent(uuid, file.path);
+        label = await labelNew(file.path, uuid, name, file.size, labels);
+        failpoint('container.labelled');
+        c = await this.store.addContainer(name, file.path, file.size, identify(file.path).key, { uuid, hostPaths });
       } catch (err) {
         if (file.created) fs.rmSync(file.path, { force: true }); // a refused add leaves nothing it made
+        else await label?.undo().catch((e: Error) => log(`container ${name}: putting back what its label replaced: ${e.message}`));
+        await this.store.dropLabelIntent(uuid).catch(() => {});
         throw err;
       }
       await this.attachments.broadcastContainers();
       return c;
     },
-    'container.ls': async () => this.store.listContainers(),
+    'container.set': async (a) => {
+      const c = await this.store.setHostPaths(str(a, 'name'), hostPathsArg(a, true));
+      // Each agent opens the container by its path now (label checked) and drains before closing the old fd.
+      await this.attachments.broadcastContainers();
+      return c;
+    },
+    'container.ls': async () => (await this.store.listContainers()).map((c) => ({ ...c, errors: this.attachments.health.errorsOf(c.id) })),
     'container.rm': async (a) => {
       const c = await this.store.container(str(a, 'name'));
       await this.store.removeContainer(c.name);
       // Nothing maps it any more: agents close it after draining, and so does the controller.
       this.io.forget(c.id);
       await this.attachments.broadcastContainers();
+      // Only once no agent has it open: its storage may then be added again.
+      const kept = await wipeLabel(c);
+      if (kept) log(`container ${c.name} removed; ${kept}`);
       return {};
     },
     'container.fail': async (a) => {
@@ -325,7 +359,13 @@ export class Controller {
       zero: (container, offset, length) => this.io.zero(container, offset, length),
     }),
     'disk.ls': async () => this.store.listDisks(),
-    'disk.info': async (a) => this.store.diskInfo(str(a, 'name')),
+    'disk.info': async (a) => {
+      const info = await this.store.diskInfo(str(a, 'name'));
+      // Containers it maps that some host holds in Error: its segments there fail with EIO on that host.
+      const containerErrors = (await this.store.listContainers()).filter((c) => c.name in info.perContainer)
+        .flatMap((c) => this.attachments.health.errorsOf(c.id).map((e) => ({ container: c.name, ...e })));
+      return { ...info, containerErrors };
+    },
     'disk.migrate': async (a, caller) => {
       let last = 0;
       return this.migrator.migrate(str(a, 'name'), str(a, 'to'), (p) => {
@@ -470,6 +510,24 @@ export async function runController(dataDir: string, o: { metrics?: { host: stri
   await c.stopped;
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
+}
+
+/**
+ * `hostPaths`: host id -> absolute path on that host (null clears it, where `clearing`). The controller cannot
+ * check a path on another machine: the agent there checks the container's label before serving it.
+ */
+function hostPathsArg(a: Record<string, unknown>, clearing: boolean): Record<string, string | null> {
+  const v = a.hostPaths ?? (clearing ? undefined : {});
+  // Changing them (container set) names at least one host: nothing to change is a mistake, not a success.
+  if (!isPlainObject(v) || (clearing && Object.keys(v).length === 0)) {
+    throw new VdiskError('argument hostPaths must be an object of host id -> path' + (clearing ? ' naming at least one host' : ''), { code: 'EINVAL' });
+  }
+  for (const [host, p] of Object.entries(v)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(host)) throw new VdiskError(`host id "${host}" in hostPaths is not a host id`, { code: 'EINVAL' });
+    if (p === null && clearing) continue;
+    if (typeof p !== 'string' || !path.isAbsolute(p)) throw new VdiskError(`the path of host ${host} must be absolute, not ${JSON.stringify(p)}`, { code: 'EINVAL' });
+  }
+  return v as Record<string, string | null>;
 }
 
 /** The optional --cow / --partial choices of create and clone (the store validates them). */

@@ -15,8 +15,12 @@ import { copyOut, copyOutPending } from './copy-out.js';
 import { FOLD_FRACTION, alternateOf, fold, writeToAlternate, type Location } from './partial.js';
 import type { SegmentIo } from './segment-io.js';
 
-/** How long an agent holds a write to a held segment before asking again. */
-const HOLD_DELAY_MS = 50;
+/**
+ * How long an agent parks a write to a held segment before asking again. The controller cancels the delay
+ * (fault.cancel) the moment the hold ends, and an agent that loses its link ends its delays itself, so this
+ * is only the bound for a cancel that never came; it is the most an agent accepts (agent-ops.ts).
+ */
+export const HOLD_DELAY_MS = 60_000;
 const ENOSPC = 28;
 const EROFS = 30;
 

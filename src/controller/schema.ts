@@ -120,6 +120,23 @@ const MIGRATIONS: string[] = [
      issued_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')),
      revoked_at TEXT
    ) WITHOUT ROWID;`,
+  // 8: container labels and per-host paths.
+  // - containers.uuid: the UUID in the container's on-media label (src/label), written before the add
+  //   committed; allocation starts after the label. NULL: a container from before labels, which has none and
+  //   keeps allocating from offset 0 (its data is there), served as before.
+  // - container_paths: the path a host reaches the container by, where it differs from containers.path.
+  // - label_intents: UUIDs of labels being written by an add that has not committed yet. A crash in between
+  //   leaves a label no container has; its UUID here says it is this controller's own, so the storage may be
+  //   added again (any other unknown label is refused: it may be another controller's container).
+  `ALTER TABLE containers ADD COLUMN uuid TEXT;
+   CREATE TABLE label_intents (uuid TEXT PRIMARY KEY, path TEXT NOT NULL);
+   CREATE UNIQUE INDEX containers_uuid ON containers (uuid);
+   CREATE TABLE container_paths (
+     container_id INTEGER NOT NULL REFERENCES containers(id),
+     host_id TEXT NOT NULL,
+     path TEXT NOT NULL,
+     PRIMARY KEY (container_id, host_id)
+   ) WITHOUT ROWID;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

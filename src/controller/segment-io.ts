@@ -7,6 +7,7 @@ import { VdiskError } from '../errors.js';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import type { Store } from './store.js';
+import { labelProblem, readLabelBlock } from '../label/container-label.js';
 
 const EOPNOTSUPP = 95;
 
@@ -158,6 +159,13 @@ export class SegmentIo {
       fd = fs.openSync(c.path, 'r+');
     } catch (err) {
       throw VdiskError.from(err, `cannot open container ${c.name}`);
+    }
+    // The controller zeroes and copies only on the storage its label names: a path that names something else
+    // now (a moved device) fails the flow, which then maps nothing.
+    const problem = c.uuid === null ? null : labelProblem(readLabelBlock(fd), { uuid: c.uuid, size: c.size });
+    if (problem) {
+      fs.closeSync(fd);
+      throw new VdiskError(`container ${c.name}: ${c.path} holds ${problem}, not its label ${c.uuid}`, { code: 'EIO' });
     }
     this.fds.set(id, fd);
     return fd;

@@ -21,9 +21,16 @@ import { ensureDir } from '../util/dirs.js';
 import { dbPath } from './paths.js';
 import { checkName } from './names.js';
 import { failpoint } from '../util/failpoints.js';
+import { LABEL_RESERVED_BYTES } from '../label/container-label.js';
 import type { ProgressFn } from './progress.js';
 
-export interface Container { id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number }
+export interface Container {
+  id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number;
+  /** The UUID in its on-media label; null for a container from before labels (none, data from offset 0). */
+  uuid: string | null;
+  /** Hosts that reach it by another path than `path`: host id -> path. */
+  hostPaths: Record<string, string>;
+}
 export interface Disk {
   id: number; name: string; size: number; segmentSize: number; segments: number; fillStates: number; containerId: number | null;
   /** Snapshots are read-only; parent is a snapshot's origin or a clone's snapshot (null when gone or none). */
@@ -60,7 +67,7 @@ const CHUNKS_PER_QUERY = 8;
 const ZERO_ENTRY: Entry = { states: STATE_ZERO, container: 0, offset: 0, alt: 0 };
 
 interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null; cow_mode: string; partial_mode: string; family_id: number | null }
-interface ContainerRow { id: number; name: string; path: string; size: number; next_unit: number; failed: number }
+interface ContainerRow { id: number; name: string; path: string; size: number; next_unit: number; failed: number; uuid: string | null }
 
 function toDisk(r: DiskRow): Disk {
   return {
@@ -117,10 +124,20 @@ export class Store {
 
   // ---- containers
 
-  /** `identity` is what the file or device is (container-identity.ts): one backing store, one container. */
-  async addContainer(name: string, filePath: string, size: number, identity: string | null = null): Promise<Container> {
+  /**
+   * `identity` is what the file or device is (container-identity.ts): one backing store, one container.
+   * `uuid` is the label the caller has written (and fdatasync'ed) on it: allocation then starts after the
+   * label's reserve. Without one it is a label-less container, allocated from offset 0.
+   */
+  async addContainer(name: string, filePath: string, size: number, identity: string | null = null,
+    o: { uuid?: string; hostPaths?: Record<string, string> } = {}): Promise<Container> {
     checkName('container', name);
     if (!Number.isSafeInteger(size) || size < LOCATION_UNIT) throw new VdiskError(`container size ${size} is below 64 KiB`, { code: 'EINVAL' });
+    const uuid = o.uuid ?? null;
+    const hostPaths = o.hostPaths ?? {};
+    if (uuid !== null && size < LABEL_RESERVED_BYTES + LOCATION_UNIT) {
+      throw new VdiskError(`container size ${size} leaves no room after its 1 MiB label`, { code: 'EINVAL' });
+    }
     return this.db.transaction(async () => {
       if (await this.db.get('SELECT 1 FROM containers WHERE name = ?', [name])) throw new VdiskError(`container ${name} already exists`, { code: 'EEXIST' });
       const same = identity === null ? undefined : await this.db.get<{ name: string; path: string }>('SELECT name, path FROM containers WHERE identity = ?', [identity]);
@@ -130,9 +147,33 @@ export class Store {
       const top = await this.db.get<{ id: number | null }>('SELECT MAX(id) AS id FROM containers');
       const id = Math.max(counter?.next ?? 1, (top?.id ?? 0) + 1);
       await this.db.run("INSERT OR REPLACE INTO counters (name, next) VALUES ('container', ?)", [id + 1]);
-      await this.db.run('INSERT INTO containers (id, name, path, size, identity) VALUES (?, ?, ?, ?, ?)', [id, name, filePath, size, identity]);
-      return { id, name, path: filePath, size, failed: false, usedBytes: 0 };
+      if (uuid !== null && await this.db.get('SELECT 1 FROM containers WHERE uuid = ?', [uuid])) {
+        throw new VdiskError(`a container with label ${uuid} exists already`, { code: 'EEXIST' });
+      }
+      const start = uuid === null ? 0 : LABEL_RESERVED_BYTES / LOCATION_UNIT;
+      await this.db.run('INSERT INTO containers (id, name, path, size, identity, uuid, next_unit) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        [id, name, filePath, size, identity, uuid, start]);
+      // Its intent is done, and so is any a crashed add left for the same storage (its label is overwritten).
+      if (uuid !== null) await this.db.run('DELETE FROM label_intents WHERE uuid = ? OR path = ?', [uuid, filePath]);
+      for (const [host, p] of Object.entries(hostPaths)) {
+        await this.db.run('INSERT INTO container_paths (container_id, host_id, path) VALUES (?, ?, ?)', [id, host, p]);
+      }
+      return { id, name, path: filePath, size, failed: false, usedBytes: 0, uuid, hostPaths };
     });
+  }
+
+  /** Records, durably, that a label with this UUID is about to be written (see schema 7: label_intents). */
+  async recordLabelIntent(uuid: string, filePath: string): Promise<void> {
+    await this.db.transaction(async () => { await this.db.run('INSERT INTO label_intents (uuid, path) VALUES (?, ?)', [uuid, filePath]); });
+  }
+
+  async dropLabelIntent(uuid: string): Promise<void> {
+    await this.db.transaction(async () => { await this.db.run('DELETE FROM label_intents WHERE uuid = ?', [uuid]); });
+  }
+
+  /** UUIDs of labels this controller began writing for adds that never committed. */
+  async labelIntents(): Promise<Set<string>> {
+    return new Set((await this.db.all<{ uuid: string }>('SELECT uuid FROM label_intents')).map((r) => r.uuid));
   }
 
   /** Stored identities by container id (null for containers recorded before identities were). */
@@ -148,7 +189,24 @@ export class Store {
   async listContainers(): Promise<Container[]> {
     const rows = await this.db.all<ContainerRow & { used: number | null }>(
       'SELECT c.*, (SELECT SUM(units) FROM allocations a WHERE a.container_id = c.id) AS used FROM containers c ORDER BY c.id');
-    return rows.map((r) => ({ id: r.id, name: r.name, path: r.path, size: r.size, failed: r.failed !== 0, usedBytes: (r.used ?? 0) * LOCATION_UNIT }));
+    const paths = await this.db.all<{ container_id: number; host_id: string; path: string }>('SELECT * FROM container_paths ORDER BY host_id');
+    return rows.map((r) => ({
+      id: r.id, name: r.name, path: r.path, size: r.size, failed: r.failed !== 0, usedBytes: (r.used ?? 0) * LOCATION_UNIT, uuid: r.uuid,
+      hostPaths: Object.fromEntries(paths.filter((p) => p.container_id === r.id).map((p) => [p.host_id, p.path])),
+    }));
+  }
+
+  /** Sets (a path) or clears (null: the host uses the container's own path) per-host paths, in one transaction. */
+  async setHostPaths(name: string, changes: Record<string, string | null>): Promise<Container> {
+    await this.db.transaction(async () => {
+      const c = await this.db.get<ContainerRow>('SELECT * FROM containers WHERE name = ?', [name]);
+      if (!c) throw new VdiskError(`no container named ${name}`, { code: 'ENOENT' });
+      for (const [host, p] of Object.entries(changes)) {
+        if (p === null) await this.db.run('DELETE FROM container_paths WHERE container_id = ? AND host_id = ?', [c.id, host]);
+        else await this.db.run('INSERT OR REPLACE INTO container_paths (container_id, host_id, path) VALUES (?, ?, ?)', [c.id, host, p]);
+      }
+    });
+    return this.container(name);
   }
 
   async container(name: string): Promise<Container> {
@@ -169,6 +227,7 @@ export class Store {
           'remove or move those disks first', { code: 'EBUSY' });
       }
       await this.db.run('DELETE FROM free_extents WHERE container_id = ?', [c.id]);
+      await this.db.run('DELETE FROM container_paths WHERE container_id = ?', [c.id]);
       await this.db.run('DELETE FROM containers WHERE id = ?', [c.id]);
     });
   }

@@ -5,7 +5,7 @@
 // what they share is here (the controller imports nothing from src/agent or the hot path).
 import { VdiskError } from '../errors.js';
 import type { Entry } from '../table/mapping-table.js';
-import { bool, int, objects, optInt, optObjects, str } from './args.js';
+import { bool, int, objects, optInt, optObjects, optStr, str } from './args.js';
 import type { Connection, Reply, RequestHandler, RequestOptions } from './connection.js';
 import type { Alternate, FaultAnswer } from './fault-answer.js';
 import { isPlainObject } from './frame.js';
@@ -17,7 +17,10 @@ type Args = Record<string, unknown>;
 /** No arguments, or a result that carries nothing (whatever the peer answers is ignored). */
 export type Empty = Record<string, never>;
 
-export interface ContainerRef { id: number; path: string }
+/** A container as one host reaches it: its path there, and what its label must say (none before labels). */
+export interface ContainerRef { id: number; path: string; uuid?: string; size?: number }
+/** A container an agent does not serve (a wrong or missing label, a path that cannot be opened), and why. */
+export interface ContainerError { id: number; problem: string }
 export interface TableShape { diskId: number; name: string; size: number; segmentSize: number; readOnly: boolean }
 export interface DeviceInfo { devId: number; path: string; queues: number }
 /** What an agent reports in agent.status. */
@@ -44,13 +47,15 @@ interface OpType { args: object; result: unknown; payload?: string; replyPayload
 
 /** Controller -> agent: the commands of src/agent/agent.ts. */
 export interface AgentOps {
-  'containers.set': { args: { containers: ContainerRef[] }; result: Empty };
+  'containers.set': { args: { containers: ContainerRef[] }; result: { errors: ContainerError[] } };
   'table.create': { args: TableShape; result: Empty };
   'table.delete': { args: { diskId: number }; result: Empty };
   'table.get': { args: { diskId: number; first: number; count: number }; result: { first: number; count: number }; replyPayload: true };
   'table.set': { args: { diskId: number; first: number; blocking: boolean }; payload: 'the entries'; result: Empty };
   'table.alt': { args: { diskId: number; slot: number; container: number; offset: number }; payload: 'the bitmap'; result: Empty };
   'table.states': { args: { diskId: number; first: number; count: number; bits: number; set: boolean; blocking: boolean }; result: Empty };
+  /** A hold on segments [first, first + count) ended: writes waiting on a 'delay' answer there fault again now. */
+  'fault.cancel': { args: { diskId: number; first: number; count: number }; result: Empty };
   'device.start': { args: { diskId: number; queues: number; depth: number }; result: DeviceInfo };
   'device.recover': { args: { diskId: number; devId: number }; result: DeviceInfo };
   'device.stop': { args: { diskId: number }; result: Empty };
@@ -107,8 +112,10 @@ const device = (op: string) => (v: unknown): DeviceInfo =>
 
 export const AGENT_OPS: Specs<AgentOps> = {
   'containers.set': {
-    payload: false, replyPayload: false, result: done,
-    args: (a) => ({ containers: objects(a, 'containers').map((c) => ({ id: int(c, 'id'), path: str(c, 'path') })) }),
+    payload: false, replyPayload: false,
+    args: (a) => ({ containers: objects(a, 'containers').map(containerRef) }),
+    // An agent from before labels answers nothing: no errors.
+    result: (v) => resultOf('containers.set', v, (o) => ({ errors: optObjects(o, 'errors').map((e) => ({ id: int(e, 'id'), problem: str(e, 'problem') })) })),
   },
   'table.create': {
     payload: false, replyPayload: false, result: done,
@@ -134,6 +141,10 @@ export const AGENT_OPS: Specs<AgentOps> = {
       diskId: int(a, 'diskId'), first: int(a, 'first'), count: int(a, 'count'), bits: int(a, 'bits'),
       set: bool(a, 'set'), blocking: bool(a, 'blocking'),
     }),
+  },
+  'fault.cancel': {
+    payload: false, replyPayload: false, result: done,
+    args: (a) => ({ diskId: int(a, 'diskId'), first: int(a, 'first'), count: int(a, 'count') }),
   },
   'device.start': {
     payload: false, replyPayload: false, result: device('device.start'),
@@ -182,6 +193,17 @@ export const CONTROLLER_OPS: Specs<ControllerOps> = {
     result: (v) => resultOf('disk.ioerror', v, (o) => ({ entries: int(o, 'entries') })),
   },
 };
+
+/** A container reference: a label to check comes as a UUID and the size the label must say, both or neither. */
+function containerRef(c: Args): ContainerRef {
+  const ref: ContainerRef = { id: int(c, 'id'), path: str(c, 'path') };
+  const uuid = optStr(c, 'uuid');
+  if (uuid !== undefined) {
+    ref.uuid = uuid;
+    ref.size = int(c, 'size');
+  }
+  return ref;
+}
 
 /** An agent's status, reduced to what the controller shows: a field it cannot read is left out, not fatal. */
 function parseStatus(v: unknown): AgentStatusReport {

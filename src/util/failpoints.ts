@@ -17,6 +17,7 @@ export const FAILPOINTS = {
   'migrate.remapped': 'a migration step committed its remap, the agents not yet told',
   'rm.committed': 'a disk removal committed',
   'attach.recorded': 'an attach recorded its attachment, the device not yet started',
+  'container.labelled': 'a container add wrote and fdatasynced its label, the container not yet committed',
   // In the agent process.
   'agent.loaded': 'the agent installed a piece of a table load (attach, reconnect), not yet acknowledged',
   'agent.blocked': 'the agent applied a blocking change and drained the requests before it, not yet acknowledged',

@@ -100,14 +100,15 @@ t.test('an I/O error from the container turns the affected entry to Error', asyn
   });
   await c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
   // A thick disk is zeroed before it is mapped: over failing storage that cannot be promised.
-  const refused = await c.vdisk('create', 'd0', '--size', '32M', '--thick');
+  // 31 MiB: the container's first MiB is its label's reserve.
+  const refused = await c.vdisk('create', 'd0', '--size', '31M', '--thick');
   t.not(refused.status, 0, 'a thick create over the failing half fails');
   t.match(refused.err, /Input\/output error/);
   t.not((await c.vdisk('info', 'd0')).status, 0, 'and leaves no disk');
   // Created while the whole container works, then half of it fails under the disk.
   t.equal(dm(['reload', name, '--table', `0 ${2 * half} linear ${loop} 0`]).status, 0);
   t.equal(dm(['resume', name]).status, 0);
-  await c.ok('create', 'd1', '--size', '32M', '--thick'); // segment i is container MiB i
+  await c.ok('create', 'd1', '--size', '31M', '--thick'); // segment i is container MiB i + 1 (after the label)
   t.equal(dm(['reload', name, '--table', `0 ${half} linear ${loop} 0\n${half} ${half} error`]).status, 0);
   t.equal(dm(['resume', name]).status, 0, 'the second half fails again');
   const dev = await c.attach('d1');
@@ -128,14 +129,15 @@ t.test('an I/O error from the container turns the affected entry to Error', asyn
 });
 
 t.test('container faults during writes: dm-flakey fails exactly its segments, dm-delay only slows another disk', async (t) => {
-  const fileA = makeFile('flaky', 16 * MB);
+  const fileA = makeFile('flaky', 17 * MB); // 16 MiB for d1 after the label's 1 MiB
   const fileB = makeFile('delay', 32 * MB);
   const loopA = run('losetup', ['-f', '--show', fileA]).trim();
   const loopB = run('losetup', ['-f', '--show', fileB]).trim();
   const flaky = `vdisk-flaky-${process.pid}`;
   const slow = `vdisk-delay-${process.pid}`;
   const half = (8 * MB) / 512;
-  t.equal(dm(['create', flaky, '--table', `0 ${2 * half} linear ${loopA} 0`]).status, 0, 'container A: a linear dm device');
+  const label = MB / 512;
+  t.equal(dm(['create', flaky, '--table', `0 ${2 * half + label} linear ${loopA} 0`]).status, 0, 'container A: a linear dm device');
   t.equal(dm(['create', slow, '--table', `0 ${(32 * MB) / 512} delay ${loopB} 0 50`]).status, 0, 'container B: every I/O delayed 50 ms');
   const c = await Cluster.start('vd-faults');
   t.teardown(async () => {
@@ -147,7 +149,7 @@ t.test('container faults during writes: dm-flakey fails exactly its segments, dm
   });
   await c.ok('container', 'add', 'fa', '--path', `/dev/mapper/${flaky}`);
   await c.ok('container', 'add', 'dl', '--path', `/dev/mapper/${slow}`);
-  await c.ok('create', 'd1', '--size', '16M', '--thick', '--container', 'fa'); // segment i is container MiB i
+  await c.ok('create', 'd1', '--size', '16M', '--thick', '--container', 'fa'); // segment i is container MiB i + 1 (after the label)
   await c.ok('create', 'd2', '--size', '16M', '--container', 'dl');
   const dev1 = await c.attach('d1');
   const dev2 = await c.attach('d2', 'h1', '--queues', '2');
@@ -155,8 +157,8 @@ t.test('container faults during writes: dm-flakey fails exactly its segments, dm
   writeDirect(dev1, 0, data);
   const fio = fioVerify(dev2, '16M', ['--number_ios=60', '--rate_iops=30']);
 
-  // The second half of A now fails every write (reads still pass): dm-flakey, always down, error_writes.
-  t.equal(dm(['reload', flaky, '--table', `0 ${half} linear ${loopA} 0\n${half} ${half} flakey ${loopA} ${half} 0 3600 1 error_writes`]).status, 0);
+  // The second half of d1 on A now fails every write (reads still pass): dm-flakey, always down, error_writes.
+  t.equal(dm(['reload', flaky, '--table', `0 ${half + label} linear ${loopA} 0\n${half + label} ${half} flakey ${loopA} ${half + label} 0 3600 1 error_writes`]).status, 0);
   t.equal(dm(['resume', flaky]).status, 0, 'writes to the second half of A fail from now on');
   const bad = spawnSync('dd', [`of=${dev1}`, 'bs=64K', `seek=${(10 * MB) / 65536}`, 'count=1', 'oflag=direct', 'status=none'],
     { input: crypto.randomBytes(65536), encoding: 'utf8' });
@@ -175,7 +177,7 @@ t.test('container faults during writes: dm-flakey fails exactly its segments, dm
   t.equal(await errors('d2'), 0, 'and no entry of d2 turned Error');
 
   // Repair A: everything but the Error entry serves again, writes included.
-  t.equal(dm(['reload', flaky, '--table', `0 ${2 * half} linear ${loopA} 0`]).status, 0);
+  t.equal(dm(['reload', flaky, '--table', `0 ${2 * half + label} linear ${loopA} 0`]).status, 0);
   t.equal(dm(['resume', flaky]).status, 0, 'container A repaired');
   const later = crypto.randomBytes(MB);
   writeDirect(dev1, 12 * MB, later);

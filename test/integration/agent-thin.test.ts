@@ -87,7 +87,7 @@ t.test('thin disks, ext4, two disks on two containers', async (t) => {
 t.test('a thick disk made of a removed disk\'s segments reads zeros through its device, not the old data', async (t) => {
   const c = await Cluster.start('vd-thick-reuse');
   t.teardown(() => c.stop());
-  await c.container('c1', '16M'); // room for exactly one 16 MiB disk: the thick one must reuse every segment
+  await c.container('c1', '17M'); // room for exactly one 16 MiB disk after the label: the thick one must reuse every segment
   await c.ok('create', 'old', '--size', '16M', '--container', 'c1');
   const pattern = Buffer.alloc(16 * MB, 0xab);
   writeDirect(await c.attach('old'), 0, pattern);

@@ -132,6 +132,20 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
       }
     },
   },
+  'container.labelled': {
+    // Adds that die between their label and their commit: the label is the controller's own (its intent was
+    // recorded first), so the same storage is added afterwards, not refused as another controller's.
+    act: async (x) => { for (let k = 0; k < 3; k++) await x.c.vdisk('container', 'add', `l${x.i}-${k}`, '--path', `${x.c.dir}/l${x.i}-${k}.img`, '--size', '4M'); },
+    after: async (x, t) => {
+      for (let k = 0; k < 3; k++) {
+        const name = `l${x.i}-${k}`;
+        const ls = await x.c.json<Array<{ name: string }>>('container', 'ls');
+        if (!ls.some((e) => e.name === name)) await x.c.ok('container', 'add', name, '--path', `${x.c.dir}/${name}.img`, '--size', '4M');
+        await x.c.ok('container', 'rm', name);
+      }
+      t.pass('every storage an interrupted add labelled was added again');
+    },
+  },
   'migrate.remapped': {
     setup: async (x) => { writeDirect(x.dev, 0, crypto.randomBytes(SIZE)); },
     // To the container the disk is not on (a later pass finds it moved by the first).
@@ -153,7 +167,7 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
 let baseSha = '';
 
 /** The two halves of the matrix, by failpoint name prefix: flows of the data path, then commits and the agent. */
-const PARTS = [['staged.', 'batch.', 'thick.'], ['snapshot.', 'clone.', 'migrate.', 'rm.', 'attach.', 'agent.']];
+const PARTS = [['staged.', 'batch.', 'thick.'], ['snapshot.', 'clone.', 'migrate.', 'rm.', 'attach.', 'container.', 'agent.']];
 
 /** kill -9 of h1's agent (its devices stay, quiesced) and a new one started with the environment as it is now. */
 async function restartAgent(c: Cluster): Promise<void> {

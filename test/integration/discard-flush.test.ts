@@ -73,7 +73,7 @@ t.test('a FLUSH reaches each of the disk\'s containers, more than a request\'s r
   const loopOf = async (name: string): Promise<string> => {
     const file = path.join(back, `${name}.img`);
     fs.writeFileSync(file, '');
-    fs.truncateSync(file, MB);
+    fs.truncateSync(file, 2 * MB); // the label's MiB, then one segment
     const loop = run('losetup', ['-f', '--show', file]).trim();
     loops.push(loop);
     await c.ok('container', 'add', name, '--path', loop);

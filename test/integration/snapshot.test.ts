@@ -144,7 +144,7 @@ t.test('discard frees whole segments, but never one a snapshot shares', async (t
 t.test('out of space: ENOSPC for new segments only, until a container is added', async (t) => {
   const c = await Cluster.start('vd-nospc');
   t.teardown(() => c.stop());
-  await c.container('small', '4M');
+  await c.container('small', '5M'); // 4 MiB after the label
   await c.ok('create', 'd', '--size', '16M');
   const dev = await c.attach('d');
   const data = crypto.randomBytes(4 * MB);

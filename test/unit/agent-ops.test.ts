@@ -17,13 +17,18 @@ const BAD: Record<Kind, unknown[]> = {
   optInt: ['1', -1, 1.5, null, true, 2 ** 53],
   str: [undefined, '', 5, null, ['x'], 'x'.repeat(4097)],
   bool: ['true', 1, null, {}],
-  containers: [undefined, 'x', [1], [null], [{ id: '1', path: '/c' }], [{ id: 1 }], [{ id: -1, path: '/c' }], [{ id: 1, path: '' }]],
+  containers: [undefined, 'x', [1], [null], [{ id: '1', path: '/c' }], [{ id: 1 }], [{ id: -1, path: '/c' }], [{ id: 1, path: '' }],
+    [{ id: 1, path: '/c', uuid: 'u' }], [{ id: 1, path: '/c', uuid: 7, size: 1 }]], // a label to check needs its size
   disks: ['x', [1], [{ diskId: 'a', devId: null }], [{ diskId: 1, devId: -1 }], [{ diskId: 1, devId: '0' }], [{ devId: null }]],
   lease: ['1', -1, 1.5, null, MIN_LEASE_MS - 1, MAX_LEASE_MS + 1, 0],
 };
 
 const AGENT: Record<AgentOp, Case> = {
-  'containers.set': { args: { containers: 'containers' }, good: { containers: [{ id: 1, path: '/c1' }, { id: 2, path: '/c2', failed: false }] }, parsed: { containers: [{ id: 1, path: '/c1' }, { id: 2, path: '/c2' }] } },
+  'containers.set': {
+    args: { containers: 'containers' },
+    good: { containers: [{ id: 1, path: '/c1' }, { id: 2, path: '/c2', failed: false }, { id: 3, path: '/c3', uuid: 'u', size: 4096 }] },
+    parsed: { containers: [{ id: 1, path: '/c1' }, { id: 2, path: '/c2' }, { id: 3, path: '/c3', uuid: 'u', size: 4096 }] },
+  },
   'table.create': {
     args: { diskId: 'int', name: 'str', size: 'int', segmentSize: 'int', readOnly: 'bool' },
     good: { diskId: 1, name: 'd1', size: 1 << 20, segmentSize: 1 << 16, readOnly: true },
@@ -36,6 +41,7 @@ const AGENT: Record<AgentOp, Case> = {
     args: { diskId: 'int', first: 'int', count: 'int', bits: 'int', set: 'bool', blocking: 'bool' },
     good: { diskId: 1, first: 0, count: 4, bits: 2, set: true, blocking: false },
   },
+  'fault.cancel': { args: { diskId: 'int', first: 'int', count: 'int' }, good: { diskId: 1, first: 2, count: 1 } },
   'device.start': { args: { diskId: 'int', queues: 'int', depth: 'int' }, good: { diskId: 1, queues: 1, depth: 128 } },
   'device.recover': { args: { diskId: 'int', devId: 'int' }, good: { diskId: 1, devId: 0 } },
   'device.stop': { args: { diskId: 'int' }, good: { diskId: 1 } },
@@ -69,7 +75,7 @@ function check(side: string, parse: (op: string, a: Record<string, unknown>, p?:
           if (v === undefined) delete args[field];
           // A bad element of a list is named by its own field (argument id, argument devId).
           const named = kind === 'containers' ? '(containers|id|path)' : kind === 'disks' ? '(disks|diskId|devId)' : field;
-          t.throws(() => parse(op, args, payload), { code: 'EINVAL', message: new RegExp(`^argument ${named} must be`) },
+          t.throws(() => parse(op, args, payload), { code: 'EINVAL', message: new RegExp(`^argument (${named}|uuid|size) must be`) },
             `${field} = ${v === undefined ? 'missing' : JSON.stringify(v)?.slice(0, 40)} is refused`);
         }
       }

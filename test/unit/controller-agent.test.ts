@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Container, Disk } from '../../src/controller/store.js';
 import { FAULT_READ, FAULT_WRITE } from '../../src/io/translator.js';
 import { ENTRY_BYTES } from '../../src/table/entry-codec.js';
+import { LABEL_BYTES, LABEL_RESERVED_BYTES } from '../../src/label/container-label.js';
 import { entriesOf, scriptedController, type Peer } from '../support/scripted-agent.js';
 import { STATE_ERROR, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 
@@ -19,8 +20,8 @@ const fault = async (p: Peer, diskId: number, op: number, segment: number): Prom
   (await p.conn.request('fault', { diskId, op, segment, states: STATE_ZERO })).result as Answer;
 
 const img = path.join(dir, 'c1.img');
-fs.writeFileSync(img, Buffer.alloc(MB, 0xff));
-const c1 = await ask<Container>('container.add', { name: 'c1', path: img, size: MB });
+fs.writeFileSync(img, Buffer.alloc(2 * MB, 0xff));
+const c1 = await ask<Container>('container.add', { name: 'c1', path: img, size: 2 * MB });
 const disk = await ask<Disk>('disk.create', { name: 'd1', size: SEGMENTS * SEG, segmentSize: SEG });
 const hx = await scriptedAgent('hx', 7);
 let allocated: Entry;
@@ -38,7 +39,7 @@ t.test('attach: table.create, then the whole table in bulk (all Zero), then devi
   t.same(start.args, { diskId: disk.id, queues: 1, depth: 64 });
   const sets = hx.got.filter((g) => g.op === 'containers.set');
   t.ok(sets.length > 0, 'the agent was told the containers');
-  t.same(sets.at(-1)?.args, { containers: [{ id: c1.id, path: img }] });
+  t.same(sets.at(-1)?.args, { containers: [{ id: c1.id, path: img, uuid: c1.uuid, size: 2 * MB }] }, 'with what its label says');
   t.same(await ask('attachment.ls'), [{ diskId: disk.id, disk: 'd1', hostId: 'hx', devId: 7 }]);
   t.match(await ask('agent.ls'), [{ hostId: 'hx', pid: process.pid, leaseMs: 5000, disks: ['d1'] }]);
 });
@@ -55,9 +56,10 @@ t.test('write fault on a Zero segment allocates a zeroed segment; faults are ide
   t.match(a, { action: 'entry', allocated: true, entry: { states: 0, container: c1.id } });
   allocated = a.entry;
   t.equal(allocated.offset % SEG, 0, 'segment-aligned');
+  t.ok(allocated.offset >= LABEL_RESERVED_BYTES, 'after the label\'s reserve');
   const bytes = fs.readFileSync(img);
   t.ok(bytes.subarray(allocated.offset, allocated.offset + SEG).every((b) => b === 0), 'the new segment reads as zeros');
-  const rest = Buffer.concat([bytes.subarray(0, allocated.offset), bytes.subarray(allocated.offset + SEG)]);
+  const rest = Buffer.concat([bytes.subarray(LABEL_BYTES, allocated.offset), bytes.subarray(allocated.offset + SEG)]);
   t.ok(rest.every((b) => b === 0xff), 'and nothing else was touched');
   const again = await fault(hx, disk.id, FAULT_WRITE, 2);
   t.same(again.entry, allocated, 'a second write fault gets the same entry');

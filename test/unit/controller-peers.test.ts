@@ -88,7 +88,7 @@ t.test('roles: an agent cannot manage (nor stop the controller), the cli cannot 
   t.notOk(fs.existsSync(path.join(dir, 'c2.img')) || fs.existsSync(path.join(dir, 'backup.db')), 'no file made');
   t.same(await ask('agent.ls').then((l) => (l as Array<{ hostId: string }>).map((a) => a.hostId)), ['hz'], 'only the agent that registered counts');
   t.same((await hz.conn.request('fault', { diskId: d1.id, op: FAULT_WRITE, segment: 0, states: STATE_ZERO, offset: 0, length: 4096 })).result,
-    { action: 'entry', allocated: true, entry: { states: 0, container: 1, offset: 0, alt: 0 } }, 'what an agent may send still works');
+    { action: 'entry', allocated: true, entry: { states: 0, container: 1, offset: 1 << 20, alt: 0 } }, 'what an agent may send still works (after the label)');
 });
 
 t.test('events: the controller listens for none, so it drops them as they come and holds nothing', async (t) => {

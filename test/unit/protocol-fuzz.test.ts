@@ -287,7 +287,7 @@ function handledOps(): string[] {
 /** 'read': may succeed and changes nothing; 'write': always sent with a poisoned argument; 'refused': always refused here (c1 is in use, the fuzz agents refuse every command). */
 type Mode = 'read' | 'write' | 'refused';
 type Kind = 'diskRef' | 'snapRef' | 'newDisk' | 'contRef' | 'newCont' | 'contPath' | 'backupPath' | 'size' | 'contSize' | 'segSize' | 'bool' | 'cow'
-  | 'partial' | 'hostId' | 'smallInt' | 'diskId' | 'segment' | 'first' | 'count' | 'bits' | 'faultOp' | 'optInt' | 'leaseMs' | 'pid' | 'disks' | 'progress';
+  | 'partial' | 'hostId' | 'hostPaths' | 'smallInt' | 'diskId' | 'segment' | 'first' | 'count' | 'bits' | 'faultOp' | 'optInt' | 'leaseMs' | 'pid' | 'disks' | 'progress';
 /** `agent`: for agents only (else for the cli only, unless `anyone`); `from`: sent only from these peers. */
 interface Spec { op: string; args: Record<string, Kind>; optional?: string[]; mode: Mode; agent?: boolean; anyone?: boolean; from?: PeerName[] }
 
@@ -298,6 +298,7 @@ const SPECS: Spec[] = [
   { op: 'controller.backup', args: { path: 'backupPath' }, mode: 'write' },
   { op: 'stats', args: {}, mode: 'read' },
   { op: 'container.add', args: { name: 'newCont', path: 'contPath', size: 'contSize' }, optional: ['size'], mode: 'write' },
+  { op: 'container.set', args: { name: 'contRef', hostPaths: 'hostPaths' }, mode: 'write' },
   { op: 'container.ls', args: {}, mode: 'read' },
   { op: 'container.rm', args: { name: 'contRef' }, mode: 'refused' },
   { op: 'container.fail', args: { name: 'contRef' }, mode: 'write' },
@@ -381,6 +382,10 @@ function values(kind: Kind): { valid: string[]; poison: string[] } {
     case 'bool': return { valid: ['true', 'false', MISSING], poison: ['"true"', '1', '0', 'null', '[]'] };
     case 'cow': return { valid: [q('redirect'), q('copy-out'), MISSING], poison: [q('bogus'), q('REDIRECT'), '""', '5', 'null'] };
     case 'partial': return { valid: [q('bitmap'), q('copy'), MISSING], poison: [q('bogus'), '""', '5', 'null'] };
+    case 'hostPaths': return {
+      valid: ['{"fz-a":"/dev/null"}', '{"fz-b":null}'],
+      poison: [MISSING, '{}', '[]', '"x"', '5', 'null', '{"bad host":"/x"}', '{"fz-a":"relative.img"}', '{"fz-a":5}', '{"fz-a":""}'],
+    };
     case 'hostId': return { valid: [q('fz-a'), q('fz-b'), q('fz-setup'), q('nobody'), long(300)], poison: ['""', ...NOT_STRING] };
     case 'smallInt': return { valid: ['1', '4', '0', '9007199254740991', MISSING], poison: ['-1', '"4"', '1.5', 'null'] };
     case 'diskId': return { valid: [String(thin.id), String(thick.id), String(snap.id)], poison: ['0', '999999', '9007199254740991', ...NOT_INT, MISSING] };

@@ -6,6 +6,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Controller } from '../../src/controller/controller.js';
+import { HOLD_DELAY_MS } from '../../src/controller/faults.js';
 import type { Connection } from '../../src/protocol/connection.js';
 import { Store } from '../../src/controller/store.js';
 import { FAULT_WRITE } from '../../src/io/translator.js';
@@ -17,7 +18,7 @@ const MB = 1 << 20;
 t.test('a thick disk created over a removed disk\'s segments reads zeros, not its data', async (t) => {
   const { dir, controller, ask } = await scriptedController(t, 'vdisk-safety-');
   const file = path.join(dir, 'c1.img');
-  await ask('container.add', { name: 'c1', path: file, size: 8 * MB }); // room for one disk: the second reuses
+  await ask('container.add', { name: 'c1', path: file, size: 9 * MB }); // room for one disk after the label: the second reuses
   controller.store.quarantineMs = 0; // reuse at once: the quarantine has its own test
   const old = await controller.store.createDisk({ name: 'old', size: 8 * MB, segmentSize: MB });
   const fd = fs.openSync(file, 'r+');
@@ -35,7 +36,7 @@ t.test('a thick disk created over a removed disk\'s segments reads zeros, not it
     fs.readSync(fd, buf, 0, MB, e.offset);
     for (const b of buf) if (b !== 0) stale++;
   }
-  t.same(entries.map((e) => e.offset).sort((a, b) => a - b), Array.from({ length: 8 }, (_, i) => i * MB), 'the thick disk reuses the freed segments');
+  t.same(entries.map((e) => e.offset).sort((a, b) => a - b), Array.from({ length: 8 }, (_, i) => (i + 1) * MB), 'the thick disk reuses the freed segments (after the label)');
   t.equal(stale, 0, 'and every byte it maps reads zero');
 });
 
@@ -131,11 +132,11 @@ t.test('an operator hold survives a controller restart: a write to the held segm
   await controller.attachments.changeStates(d, 0, 1, STATE_NO_WRITE, true);
   const write = { op: FAULT_WRITE, segment: 0, states: STATE_NO_WRITE, offset: 0, length: 4096 };
   const nobody = {} as Connection; // no other holder: nothing is pushed
-  t.same(await controller.attachments.fault(nobody, d, write, controller.io), { action: 'delay', ms: 50 }, 'held before the restart');
+  t.same(await controller.attachments.fault(nobody, d, write, controller.io), { action: 'delay', ms: HOLD_DELAY_MS }, 'held before the restart');
   await controller.stop();
   controller = await Controller.start(dir);
   t.teardown(() => controller.stop());
-  t.same(await controller.attachments.fault(nobody, d, write, controller.io), { action: 'delay', ms: 50 }, 'and after it');
+  t.same(await controller.attachments.fault(nobody, d, write, controller.io), { action: 'delay', ms: HOLD_DELAY_MS }, 'and after it');
   const [e] = await controller.store.getEntries(d, 0, 1);
   t.ok(e.states & STATE_NO_WRITE, 'still No-write, not copied away');
 });

@@ -132,7 +132,8 @@ t.test('schema 1 databases migrate to the current schema; agents keep their leas
   await store.putAttachment(disk.id, 'h1', 3);
   // Make it a schema-1 database again (before the lease column existed).
   await store.db.exec('ALTER TABLE agents DROP COLUMN lease_ms; ALTER TABLE disks DROP COLUMN read_only; ALTER TABLE disks DROP COLUMN parent_id; DROP TABLE migrations; ALTER TABLE disks DROP COLUMN cow_mode; ALTER TABLE disks DROP COLUMN family_id; ALTER TABLE disks DROP COLUMN partial_mode; DROP TABLE alternates; DROP TABLE copyouts; ' +
-    'DROP INDEX containers_identity; ALTER TABLE containers DROP COLUMN identity; ALTER TABLE allocations DROP COLUMN pending; ALTER TABLE free_extents DROP COLUMN reusable_at; DROP TABLE counters; DROP TABLE holds; PRAGMA user_version = 1');
+    'DROP INDEX containers_identity; ALTER TABLE containers DROP COLUMN identity; ALTER TABLE allocations DROP COLUMN pending; ALTER TABLE free_extents DROP COLUMN reusable_at; DROP TABLE counters; DROP TABLE holds; ' +
+    'DROP TABLE hosts; DROP INDEX containers_uuid; ALTER TABLE containers DROP COLUMN uuid; DROP TABLE container_paths; DROP TABLE label_intents; PRAGMA user_version = 1');
   await store.close();
   const again = await Store.open(dir);
   t.teardown(() => again.close());

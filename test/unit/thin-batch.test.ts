@@ -15,8 +15,8 @@ const { dir, controller, scriptedAgent, ask } = await scriptedController(t, 'vdi
 type Answer = { action: string; entry: Entry; allocated?: boolean; errno?: number };
 
 const img = path.join(dir, 'c1.img');
-fs.writeFileSync(img, Buffer.alloc(2 * MB, 0xff)); // a container that was never blank
-await ask('container.add', { name: 'c1', path: img, size: 2 * MB });
+fs.writeFileSync(img, Buffer.alloc(3 * MB, 0xff)); // a container that was never blank (its first MiB: the label's)
+await ask('container.add', { name: 'c1', path: img, size: 3 * MB });
 const hx = await scriptedAgent('hx', 3);
 const fault = async (diskId: number, segment: number): Promise<Answer> =>
   (await hx.conn.request('fault', { diskId, op: FAULT_WRITE, segment, states: STATE_ZERO, offset: 0, length: 4096 })).result as Answer;
@@ -45,7 +45,7 @@ t.test('16 concurrent first writes: grouped, distinct, zeroed, committed before 
 });
 
 t.test('what a batch cannot settle takes the one-fault path: no space, a held segment', async (t) => {
-  // c1 has 2 MiB = 32 segments of 64 KiB; 16 are used: a 20-segment batch does not fit.
+  // c1 has 2 MiB after its label = 32 segments of 64 KiB; 16 are used: a 20-segment batch does not fit.
   const d = await ask<Disk>('disk.create', { name: 'h', size: 20 * SEG, segmentSize: SEG });
   await ask('disk.attach', { name: 'h', hostId: 'hx' });
   await ask('disk.states', { name: 'h', first: 19, count: 1, bits: 2, set: true });

@@ -12,7 +12,7 @@ export class InfoCommand extends ControllerCommand {
   json = Option.Boolean('--json', false, { description: 'print as JSON' });
 
   async run(): Promise<number> {
-    const d = await this.call<DiskInfo>('disk.info', { name: this.name });
+    const d = await this.call<DiskInfo & { containerErrors?: Array<{ container: string; hostId: string; problem: string }> }>('disk.info', { name: this.name });
     if (this.json) {
       this.print(JSON.stringify(d));
       return 0;
@@ -28,6 +28,8 @@ export class InfoCommand extends ControllerCommand {
       `  exclusive     ${formatSize(d.exclusiveBytes)}, shared ${formatSize(d.sharedBytes)}`,
       `  copy-on-write ${d.cow}, partial writes ${d.partial}${d.alternates ? `; ${d.alternates} segment(s) with alternate blocks (vdisk fold ${d.name})` : ''}`,
       `  free          ${formatSize(d.freeBytes)}${d.freeBytes === 0 ? ' (out of space: writes to unallocated segments fail with ENOSPC)' : ''}`,
+      // A container in Error on a host: that host's I/O to its segments fails with EIO (container-labels.ts).
+      ...(d.containerErrors ?? []).map((e) => `  ERROR         container ${e.container} on host ${e.hostId}: ${e.problem}`),
     ].join('\n'));
     return 0;
   }
