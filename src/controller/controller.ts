@@ -111,7 +111,7 @@ export class Controller {
   private stopping: (() => void) | undefined;
   readonly stopped: Promise<void>;
   readonly serverId = crypto.randomUUID();
-  readonly agents = new AgentRegistry();
+  readonly agents = new AgentRegistry(log);
   readonly attachments: Attachments;
   readonly io: SegmentIo;
   readonly migrator: Migrator;
@@ -189,6 +189,7 @@ export class Controller {
     this.metricsServer = undefined;
     await this.server?.close();
     this.server = undefined;
+    this.agents.stop();
     await this.resumed;
     this.io.close();
     await this.store.close();
@@ -429,8 +430,9 @@ export class Controller {
       return {};
     },
     'agent.ping': async (a, caller): Promise<Sent<'agent.ping'>> => {
-      this.registered(caller);
+      const hostId = this.registered(caller);
       parseControllerArgs('agent.ping', a);
+      this.agents.heardFrom(hostId, caller.conn);
       return {};
     },
     'disk.ioerror': async (a, caller): Promise<Sent<'disk.ioerror'>> => {

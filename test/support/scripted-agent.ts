@@ -13,7 +13,7 @@ import { ENTRY_BYTES, decodeEntry } from '../../src/table/entry-codec.js';
 import type { Entry } from '../../src/table/mapping-table.js';
 
 export interface Received { op: string; args: Record<string, unknown>; payload: Buffer | undefined }
-export interface Peer { conn: Connection; got: Received[]; ops(): string[] }
+export interface Peer { conn: Connection; got: Received[]; ops(): string[]; /** From now on: no pings, no answers (a partition). */ silence(): void; lastContact(): number }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const entriesOf = (p: Buffer | undefined): Entry[] => Array.from({ length: (p?.length ?? 0) / ENTRY_BYTES }, (_, k) => decodeEntry(p!, k));
@@ -35,11 +35,25 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
    * A scripted agent: registers, answers the table/device commands, records everything it is sent. It
    * speaks on the Unix socket, or on `endpoint` (the TLS listener, with a host credential).
    */
-  async function scriptedAgent(hostId: string, devId: number, endpoint: Endpoint = sock): Promise<Peer> {
+  async function scriptedAgent(hostId: string, devId: number, endpoint: Endpoint = sock, o: { leaseMs?: number } = {}): Promise<Peer> {
     const { conn } = await connect(endpoint, { role: 'agent', hostId });
     peers.push(conn);
     const got: Received[] = [];
+    const leaseMs = o.leaseMs ?? 5000;
+    // Pings at the real agent's rate (a quarter lease) until silenced: the controller drops a silent agent.
+    let silent = false;
+    // As the real agent counts its lease: from the send time of the last register or ping that was answered.
+    let lastContact = Date.now();
+    const pinger = setInterval(() => {
+      if (silent) return;
+      const sent = Date.now();
+      void conn.request('agent.ping', {}).then(() => { if (!silent) lastContact = Math.max(lastContact, sent); }, () => {});
+    }, Math.floor(leaseMs / 4));
+    pinger.unref();
+    void conn.closed.then(() => clearInterval(pinger));
     conn.onRequest(async (op, args, payload) => {
+      // A partitioned agent: nothing it would answer reaches the controller.
+      if (silent) return new Promise(() => {});
       got.push({ op, args, payload });
       events.push(`${hostId}:${op}`);
       switch (op) {
@@ -50,12 +64,12 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
         default: throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
       }
     });
-    await conn.request('agent.register', { pid: process.pid, leaseMs: 5000, disks: [] });
+    await conn.request('agent.register', { pid: process.pid, leaseMs, disks: [] });
     // Let the registration's reconciliation (containers.set, then a look at the host's attachments) finish
     // before the test attaches, so its commands are only those of the attach.
     for (let i = 0; i < 250 && !got.some((g) => g.op === 'containers.set'); i++) await sleep(20);
     await sleep(50);
-    return { conn, got, ops: () => got.map((r) => r.op).filter((op) => op !== 'containers.set') };
+    return { conn, got, ops: () => got.map((r) => r.op).filter((op) => op !== 'containers.set'), silence: () => { silent = true; }, lastContact: () => lastContact };
   }
 
   const ask = async <T>(op: string, args: Record<string, unknown> = {}): Promise<T> => (await cli.request(op, args)).result as T;
