@@ -63,9 +63,21 @@ export function fioOnePerSegment(dev: string, offsetMiB: number, count: number, 
   };
 }
 
+/** The file system type of the mount holding dir, from /proc/self/mounts (stat -f says "ext2/ext3" for ext4). */
 export function fsType(dir: string): string {
-  const r = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : 'unknown';
+  try {
+    const real = fs.realpathSync(dir);
+    let best = { at: '', type: 'unknown' };
+    for (const line of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+      const [, at, type] = line.split(' ');
+      if (!at || !type) continue;
+      const under = at === '/' || real === at || real.startsWith(`${at}/`);
+      if (under && at.length >= best.at.length) best = { at, type };
+    }
+    return best.type;
+  } catch {
+    return 'unknown';
+  }
 }
 
 /** Segments [first, first + n) of a device (1 MiB each), read with O_DIRECT, past the page cache. */
