@@ -10,6 +10,8 @@ import { startKernelLoop, type Served } from './servers.js';
 export interface ThinVolume { dev: string; size: number; remove(): Promise<void> }
 
 const SECTOR = 512;
+/** dmsetup makes its own /dev/mapper nodes: the VM runs no udev, which dmsetup would otherwise wait for. */
+const dmsetup = (args: string[]): string => sh('dmsetup', args, { ...process.env, DM_DISABLE_UDEV: '1' });
 const BLOCK_SECTORS = MiB / SECTOR;
 
 /** A fresh thin volume of `size` bytes over a pool of `poolSize` bytes, named `name` (and `name`-pool). */
@@ -19,7 +21,7 @@ export async function createThin(dir: string, name: string, size: number, poolSi
   const loops: Served[] = [];
   const created: string[] = [];
   const remove = async () => {
-    for (const dm of created.reverse()) sh('dmsetup', ['remove', dm]);
+    for (const dm of created.reverse()) dmsetup(['remove', dm]);
     for (const l of loops) await l.stop();
     for (const f of [metaFile, dataFile]) fs.rmSync(f, { force: true });
   };
@@ -30,10 +32,10 @@ export async function createThin(dir: string, name: string, size: number, poolSi
       loops.push(startKernelLoop(file));
     }
     const [meta, data] = loops as [Served, Served];
-    sh('dmsetup', ['create', `${name}-pool`, '--table', `0 ${poolSize / SECTOR} thin-pool ${meta.dev} ${data.dev} ${BLOCK_SECTORS} 0`]);
+    dmsetup(['create', `${name}-pool`, '--table', `0 ${poolSize / SECTOR} thin-pool ${meta.dev} ${data.dev} ${BLOCK_SECTORS} 0`]);
     created.push(`${name}-pool`);
-    sh('dmsetup', ['message', `/dev/mapper/${name}-pool`, '0', 'create_thin 0']);
-    sh('dmsetup', ['create', name, '--table', `0 ${size / SECTOR} thin /dev/mapper/${name}-pool 0`]);
+    dmsetup(['message', `/dev/mapper/${name}-pool`, '0', 'create_thin 0']);
+    dmsetup(['create', name, '--table', `0 ${size / SECTOR} thin /dev/mapper/${name}-pool 0`]);
     created.push(name);
     return { dev: `/dev/mapper/${name}`, size, remove };
   } catch (err) {

@@ -7,8 +7,8 @@ import { VdiskError } from '../errors.js';
 export const MiB = 1 << 20;
 export const GiB = 1024 * MiB;
 
-export function sh(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+export function sh(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, env: env ?? process.env });
   if (r.error) throw VdiskError.from(r.error, `${cmd} could not run`);
   if (r.status !== 0) throw new VdiskError(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr.trim()}`, { code: 'EIO' });
   return r.stdout;

@@ -14,7 +14,8 @@ import { startVdiskLoop } from './servers.js';
 import { BenchSession, elapsed, type FaultRun } from './session.js';
 
 const HOST = 'bench';
-const SEQ_MIB = 256;
+/** The sequential first-write range: 256 MiB, less for a quick run with few faults. */
+const seqMiB = (faults: number) => Math.min(256, 4 * faults);
 const RWS: RandRw[] = ['randread', 'randwrite'];
 
 interface FreshRun extends FirstWrites { allocatedOk?: boolean }
@@ -22,7 +23,7 @@ export interface VmController {
   cliStartupMs: number;
   big: { createCliMs: number; createRequestMs: number; attachCliMs: number; attachRequestMs: number; attachWithoutDevice: AttachWithoutDevice };
   firstWrites: { vdisk: FreshRun[]; dmThin: FirstWrites[] };
-  sequential: { fresh: SeqResult; allocated: SeqResult; dmThinFresh: SeqResult; dmThinAllocated: SeqResult };
+  sequential: { sizeMiB: number; fresh: SeqResult; allocated: SeqResult; dmThinFresh: SeqResult; dmThinAllocated: SeqResult };
   controllerOnly: FaultRun[];
   mappedVsLoop: { sameDataAsFile: boolean; runs: Record<'mapped' | 'loop', Record<RandRw, RandResult[]>>; summary: Record<RandRw, { mapped: number; loop: number }> };
   dmThinError?: string;
@@ -65,10 +66,11 @@ export async function vmControllerBench(o: { dir: string; file: string; runtime:
 
     // ---- 2. first writes into fresh thin segments, and the same on dm-thin
     const F = o.faults;
+    const seqMiBs = seqMiB(F);
     const seqAt = 2 * F;
-    const ctlAt = seqAt + SEQ_MIB;
+    const ctlAt = seqAt + seqMiBs;
     const size = (ctlAt + FAULT_CONCURRENCY.length * F) * MiB;
-    o.log(`controller: first writes, ${F} segments at QD 1 and QD 16, then ${SEQ_MIB} MiB sequential`);
+    o.log(`controller: first writes, ${F} segments at QD 1 and QD 16, then ${seqMiBs} MiB sequential`);
     await s.cli('container', 'add', 'thin', '--path', path.join(o.dir, 'bench-thin.img'), '--size', String(size));
     await s.cli('create', 'faults', '--size', String(size), '--segment-size', '1M', '--container', 'thin');
     const dev = await attach('faults');
@@ -79,8 +81,8 @@ export async function vmControllerBench(o: { dir: string; file: string; runtime:
       vdisk.push(run);
       o.log(`controller: first 4k writes at QD ${qd}: ${run.iops}/s, allocation ${run.allocatedOk ? 'ok' : 'WRONG'}`);
     }
-    const fresh = fioSeqWrite(dev, 'fresh', '1M', seqAt, SEQ_MIB);
-    const allocated = fioSeqWrite(dev, 'allocated', '1M', seqAt, SEQ_MIB);
+    const fresh = fioSeqWrite(dev, 'fresh', '1M', seqAt, seqMiBs);
+    const allocated = fioSeqWrite(dev, 'allocated', '1M', seqAt, seqMiBs);
     o.log(`controller: 1 MiB sequential, fresh thin ${fresh.mbPerSec} MB/s, allocated ${allocated.mbPerSec} MB/s`);
     await detach('faults');
     const controllerOnly: FaultRun[] = [];
@@ -96,7 +98,7 @@ export async function vmControllerBench(o: { dir: string; file: string; runtime:
       const thin = await createThin(o.dir, 'vdisk-bench-thin', size, size);
       try {
         for (const [i, qd] of [1, 16].entries()) dmThin.push(fioOnePerSegment(thin.dev, i * F, F, qd));
-        dmSeq = { fresh: fioSeqWrite(thin.dev, 'fresh', '1M', seqAt, SEQ_MIB), allocated: fioSeqWrite(thin.dev, 'allocated', '1M', seqAt, SEQ_MIB) };
+        dmSeq = { fresh: fioSeqWrite(thin.dev, 'fresh', '1M', seqAt, seqMiBs), allocated: fioSeqWrite(thin.dev, 'allocated', '1M', seqAt, seqMiBs) };
         o.log(`controller: dm-thin first 4k writes ${dmThin.map((r) => `${r.iops}/s at QD ${r.iodepth}`).join(', ')}; 1 MiB sequential fresh ${dmSeq.fresh.mbPerSec} MB/s`);
       } finally {
         await thin.remove();
@@ -138,7 +140,7 @@ export async function vmControllerBench(o: { dir: string; file: string; runtime:
     await s.cli('check');
     const out: VmController = {
       cliStartupMs, big: { createCliMs, createRequestMs, attachCliMs, attachRequestMs, attachWithoutDevice: noDevice },
-      firstWrites: { vdisk, dmThin }, sequential: { fresh, allocated, dmThinFresh: dmSeq?.fresh ?? none, dmThinAllocated: dmSeq?.allocated ?? none },
+      firstWrites: { vdisk, dmThin }, sequential: { sizeMiB: seqMiBs, fresh, allocated, dmThinFresh: dmSeq?.fresh ?? none, dmThinAllocated: dmSeq?.allocated ?? none },
       controllerOnly, mappedVsLoop: { sameDataAsFile, runs, summary },
     };
     if (dmThinError) out.dmThinError = dmThinError;
@@ -167,7 +169,7 @@ export function vmControllerRows(c: VmController, where: Where): Row[] {
     if (d) rows.push(ratioRow(section, where, `  vdisk thin / dm-thin (1 MiB blocks), QD ${v.iodepth}`, v.iops, d.iops, 'IOPS'));
   }
   const q = c.sequential;
-  rows.push(ratioRow(section, where, `1 MiB sequential writes QD 16 (${SEQ_MIB} MiB): fresh thin / allocated, same run`, q.fresh.mbPerSec, q.allocated.mbPerSec, 'MB/s', 0.8));
+  rows.push(ratioRow(section, where, `1 MiB sequential writes QD 16 (${q.sizeMiB} MiB): fresh thin / allocated, same run`, q.fresh.mbPerSec, q.allocated.mbPerSec, 'MB/s', 0.8));
   if (!Number.isNaN(q.dmThinFresh.mbPerSec)) {
     rows.push(ratioRow(section, where, '  first writes: vdisk fresh thin / dm-thin fresh', q.fresh.mbPerSec, q.dmThinFresh.mbPerSec, 'MB/s'));
     rows.push(ratioRow(section, where, '  dm-thin: fresh / allocated', q.dmThinFresh.mbPerSec, q.dmThinAllocated.mbPerSec, 'MB/s'));

@@ -15,8 +15,6 @@ import { printRows, whereAmI, writeReport, type Report, type Row } from './repor
 import { vmControllerBench, vmControllerRows, type VmController } from './vm-controller.js';
 import { vmSnapshotBench, vmSnapshotRows, type VmSnapshot } from './vm-snapshot.js';
 
-const SIZE_MB = 1024;
-
 export async function vmMain(argv: string[]): Promise<number> {
   const { opts, positionals } = parseBenchArgs(argv);
   const outFile = positionals[0];
@@ -42,8 +40,8 @@ export async function vmMain(argv: string[]): Promise<number> {
       return undefined;
     }
   };
-  log(`writing a ${SIZE_MB} MiB backing file in ${dir} (${report.dirFsType})`);
-  sh('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${SIZE_MB}`, 'oflag=direct', 'status=none']);
+  log(`writing a ${opts.fileMiB} MiB backing file in ${dir} (${report.dirFsType})`);
+  sh('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${opts.fileMiB}`, 'oflag=direct', 'status=none']);
   try {
     if (opts.loop) {
       const loops: LoopCompare[] = [];

@@ -14,7 +14,7 @@ import { CHAIN, SNAPSHOT_TARGET_MS } from './host-snapshot.js';
 
 const HOST = 'bench-snap';
 /** The COW sequential rows: the region written twice, and the write sizes (1 MiB: whole segments, nothing copied). */
-const COW_SEQ_MIB = 256;
+const cowSeqMiB = (cows: number) => Math.min(256, 4 * cows);
 const COW_SEQ_TARGET = 0.5;
 
 interface CowRun extends FirstWrites { usedGrowthBytes: number; physicalGrowthBytes: number; spaceAmplification: number; physicalAmplification: number; growthOk: boolean }
@@ -23,7 +23,7 @@ export interface VmSnapshot {
   thin: { runsMs: number[]; ms: number; cliMs: number };
   chain: { lastSameDataAsFile: boolean; runs: { origin: RandResult[]; clone: RandResult[] }; originIops: number; cloneIops: number };
   cow: { snapshotRequestMs: number; entries: number; modes: Record<string, CowMode> };
-  cowSequential: Array<{ bs: string; first: SeqResult; steady: SeqResult }>;
+  cowSequential: Array<{ bs: string; sizeMiB: number; first: SeqResult; steady: SeqResult }>;
   checkOk: boolean;
 }
 
@@ -127,10 +127,11 @@ export async function vmSnapshotBench(o: { dir: string; file: string; runtime: n
     const cowSequential: VmSnapshot['cowSequential'] = [];
     await s.rpc('disk.clone', { snapshot: 'cow-snap', name: 'cow-seq', partial: 'copy' });
     const seqDev = await attach('cow-seq');
+    const seqMiB = cowSeqMiB(o.cows);
     for (const [i, bs] of ['256k', '1M'].entries()) {
-      const first = fioSeqWrite(seqDev, `cow-first-${bs}`, bs, i * COW_SEQ_MIB, COW_SEQ_MIB);
-      const steady = fioSeqWrite(seqDev, `cow-steady-${bs}`, bs, i * COW_SEQ_MIB, COW_SEQ_MIB);
-      cowSequential.push({ bs, first, steady });
+      const first = fioSeqWrite(seqDev, `cow-first-${bs}`, bs, i * seqMiB, seqMiB);
+      const steady = fioSeqWrite(seqDev, `cow-steady-${bs}`, bs, i * seqMiB, seqMiB);
+      cowSequential.push({ bs, sizeMiB: seqMiB, first, steady });
       o.log(`snapshot: sequential ${bs} after a snapshot ${first.mbPerSec} MB/s, steady ${steady.mbPerSec} MB/s`);
     }
     await detach('cow-seq');
@@ -171,7 +172,7 @@ export function vmSnapshotRows(v: VmSnapshot, where: Where): Row[] {
     if (m.foldCliMs !== undefined) rows.push({ section, where, name: `  --partial ${mode}: vdisk fold of ${m.alternates} alternates (CLI wall)`, value: sec(m.foldCliMs) });
   }
   for (const c of v.cowSequential) {
-    rows.push(ratioRow(section, where, `sequential ${c.bs} writes QD 16 (${COW_SEQ_MIB} MiB), COW first write after a snapshot / steady${c.bs === '1M' ? ' (whole segments)' : ''}`,
+    rows.push(ratioRow(section, where, `sequential ${c.bs} writes QD 16 (${c.sizeMiB} MiB), COW first write after a snapshot / steady${c.bs === '1M' ? ' (whole segments)' : ''}`,
       c.first.mbPerSec, c.steady.mbPerSec, 'MB/s', COW_SEQ_TARGET));
   }
   rows.push({ section, where, name: `clone ${CHAIN} deep reads the origin file's data`, value: v.chain.lastSameDataAsFile ? 'yes' : 'NO', target: 'yes', met: v.chain.lastSameDataAsFile });
