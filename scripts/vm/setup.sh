@@ -8,11 +8,12 @@ VM_KPKG_META=linux-image-6.12-amd64
 # Modules the guest init loads (their dependencies are added automatically). The guest has
 # no modprobe, so everything a test needs must be here: ext4 for the scratch disk, loop for
 # comparisons, crc32c which ext4 asks the crypto API for, dm_mod for tests that stall I/O (dmsetup suspend),
-# dm_flakey and dm_delay for containers that fail writes or answer slowly; veth, bridge, nbd and sch_netem
-# for the multi-host topology (test/integration/netns.ts: namespaces on a bridge, NBD over the veths, netem
-# to drop a host's packets). "Early" ones are needed to build the root; the others load in the background meanwhile.
+# dm_flakey and dm_delay for containers that fail writes or answer slowly, dm_thin_pool for the bench's dm-thin
+# rows (npm run bench); veth, bridge, nbd and sch_netem for the multi-host topology (test/integration/netns.ts:
+# namespaces on a bridge, NBD over the veths, netem to drop a host's packets). "Early" ones are needed to build
+# the root; the others load in the background meanwhile.
 VM_MODULES_EARLY="9p 9pnet_virtio overlay ublk_drv"
-VM_MODULES_LATE="loop virtio_blk ext4 crc32c_generic dm_mod dm_flakey dm_delay veth bridge nbd sch_netem"
+VM_MODULES_LATE="loop virtio_blk ext4 crc32c_generic dm_mod dm_flakey dm_delay dm_thin_pool veth bridge nbd sch_netem"
 # Bump when the layout of the unpacked kernel dir changes.
 VM_KERNEL_STAMP="v2 $VM_MODULES_EARLY / $VM_MODULES_LATE"
 

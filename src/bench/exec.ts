@@ -1,0 +1,137 @@
+// The system tools the benchmarks drive (fio, losetup, dd, stat) and the byte-level checks they make on
+// devices and files. A tool that fails throws a VdiskError with its stderr: a bench row is never made up.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import { VdiskError } from '../errors.js';
+
+export const MiB = 1 << 20;
+export const GiB = 1024 * MiB;
+
+export function sh(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, env: env ?? process.env });
+  if (r.error) throw VdiskError.from(r.error, `${cmd} could not run`);
+  if (r.status !== 0) throw new VdiskError(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr.trim()}`, { code: 'EIO' });
+  return r.stdout;
+}
+
+/** One side (read or write) of a fio job, as its JSON output has it. */
+export interface FioSide {
+  iops: number; bw_bytes: number; bw: number; runtime: number; total_ios: number;
+  clat_ns: { mean: number; percentile?: Record<string, number> };
+}
+export interface FioJob { read: FioSide; write: FioSide }
+
+export function fioJob(args: string[]): FioJob {
+  const out = sh('fio', [...args, '--output-format=json']);
+  const parsed = JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] };
+  const job = parsed.jobs[0];
+  if (!job) throw new VdiskError(`fio ${args.join(' ')} reported no job`, { code: 'EIO' });
+  return job;
+}
+
+export interface RandResult { iops: number; clatP50us: number; clatP99us: number }
+export type RandRw = 'randread' | 'randwrite';
+
+/** The issue's workload: 4k random, QD 32, 1 job, libaio, direct, time based. */
+export function fioRand(dev: string, rw: RandRw, runtime: number): RandResult {
+  const job = fioJob([`--name=${rw}`, `--filename=${dev}`, `--rw=${rw}`, '--bs=4k', '--iodepth=32', '--numjobs=1',
+    '--ioengine=libaio', '--direct=1', '--time_based', `--runtime=${runtime}`, '--ramp_time=3', '--norandommap', '--randrepeat=0']);
+  const side = rw === 'randread' ? job.read : job.write;
+  const p = side.clat_ns.percentile ?? {};
+  return { iops: side.iops, clatP50us: (p['50.000000'] ?? NaN) / 1000, clatP99us: (p['99.000000'] ?? NaN) / 1000 };
+}
+
+export interface SeqResult { mbPerSec: number; elapsedMs: number; ios: number }
+
+/** Sequential writes of `bs` over [offset, offset + size) MiB, once, QD 16. */
+export function fioSeqWrite(dev: string, label: string, bs: string, offsetMiB: number, sizeMiB: number): SeqResult {
+  const w = fioJob([`--name=${label}`, `--filename=${dev}`, '--rw=write', `--bs=${bs}`, `--offset=${offsetMiB}M`, `--size=${sizeMiB}M`,
+    '--iodepth=16', '--numjobs=1', '--ioengine=libaio', '--direct=1']).write;
+  return { mbPerSec: Number((w.bw_bytes / MiB).toFixed(1)), elapsedMs: w.runtime, ios: w.total_ios };
+}
+
+export interface FirstWrites { iodepth: number; ios: number; elapsedMs: number; iops: number; clatMeanMs: number; clatP99Ms: number }
+
+/** One 4 KiB write at a random offset in each 1 MiB segment of [offset, offset + count MiB), in order. */
+export function fioOnePerSegment(dev: string, offsetMiB: number, count: number, qd: number): FirstWrites {
+  const w = fioJob(['--name=first', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--zonemode=strided', '--zonesize=4k',
+    '--zonerange=1M', `--offset=${offsetMiB}M`, `--size=${count}M`, `--number_ios=${count}`, `--iodepth=${qd}`, '--numjobs=1',
+    '--ioengine=libaio', '--direct=1', '--randrepeat=0']).write;
+  return {
+    iodepth: qd, ios: w.total_ios, elapsedMs: w.runtime, iops: Math.round(w.total_ios / (w.runtime / 1000)),
+    clatMeanMs: Number((w.clat_ns.mean / 1e6).toFixed(2)), clatP99Ms: Number(((w.clat_ns.percentile?.['99.000000'] ?? NaN) / 1e6).toFixed(2)),
+  };
+}
+
+/** The file system type of the mount holding dir, from /proc/self/mounts (stat -f says "ext2/ext3" for ext4). */
+export function fsType(dir: string): string {
+  try {
+    const real = fs.realpathSync(dir);
+    let best = { at: '', type: 'unknown' };
+    for (const line of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+      const [, at, type] = line.split(' ');
+      if (!at || !type) continue;
+      const under = at === '/' || real === at || real.startsWith(`${at}/`);
+      if (under && at.length >= best.at.length) best = { at, type };
+    }
+    return best.type;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Segments [first, first + n) of a device (1 MiB each), read with O_DIRECT, past the page cache. */
+export function readDirect(dev: string, first: number, n: number): Buffer {
+  const r = spawnSync('dd', [`if=${dev}`, 'iflag=direct', 'bs=1M', `skip=${first}`, `count=${n}`, 'status=none'], { maxBuffer: (n + 1) * MiB });
+  if (r.status !== 0) throw new VdiskError(`dd from ${dev}: ${r.stderr.toString()}`, { code: 'EIO' });
+  return r.stdout;
+}
+
+export function readFileMiB(file: string, first: number, n: number): Buffer {
+  const buf = Buffer.alloc(n * MiB);
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.readSync(fd, buf, 0, buf.length, first * MiB);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return buf;
+}
+
+/** Compares a few 4 KiB blocks read through the device with the file at the same offsets. */
+export function sameData(dev: string, file: string, size: number): boolean {
+  const offsets = [0, Math.floor(size / 2 / MiB) * MiB + 4096, size - 4096];
+  const a = Buffer.alloc(4096);
+  const b = Buffer.alloc(4096);
+  const fa = fs.openSync(dev, 'r');
+  const fb = fs.openSync(file, 'r');
+  try {
+    return offsets.every((off) => {
+      fs.readSync(fa, a, 0, 4096, off);
+      fs.readSync(fb, b, 0, 4096, off);
+      return a.equals(b);
+    });
+  } finally {
+    fs.closeSync(fa);
+    fs.closeSync(fb);
+  }
+}
+
+/** Bytes the file really occupies (st_blocks). */
+export const physicalBytes = (file: string): number => fs.statSync(file).blocks * 512;
+
+/** Writes `bytes` of random data at the start of a file (so that copies move real data, not holes). */
+export function fillRandom(file: string, bytes: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const buf = Buffer.alloc(4 * MiB);
+    for (let off = 0; off < bytes; off += buf.length) {
+      for (let k = 0; k < buf.length; k += 65536) buf.fill(Math.floor(Math.random() * 256), k, k + 65536);
+      buf.writeUInt32LE(off / MiB, 0);
+      fs.writeSync(fd, buf, 0, Math.min(buf.length, bytes - off), off);
+    }
+    fs.fdatasyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}

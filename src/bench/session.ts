@@ -1,0 +1,188 @@
+// A benchmark's view of one controller: the real `vdisk` binary (spawned, so its wall time includes node's
+// start), single requests on the controller's socket, and a stand-in agent built from the real protocol
+// (agentDispatcher, controllerRequest) and the agent's real table, which starts no device: no ublk needed.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { socketPath } from '../controller/paths.js';
+import { VdiskError } from '../errors.js';
+import { agentDispatcher, controllerRequest, type AgentHandlers } from '../protocol/agent-ops.js';
+import { connect } from '../protocol/client.js';
+import type { Connection } from '../protocol/connection.js';
+import { FAULT_WRITE } from '../io/translator.js';
+import { ENTRY_BYTES } from '../table/entry-codec.js';
+import { MappingTable, STATE_ZERO } from '../table/mapping-table.js';
+
+/** The built CLI next to this file (dist/bench -> dist/cli/main.js; dist-test/src/bench likewise). */
+export const CLI_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+/** The stand-in agent's host id: it answers table commands and starts no device. */
+export const NO_DEVICE_HOST = 'bench-nodevice';
+
+export const elapsed = (t0: number): number => Number((performance.now() - t0).toFixed(1));
+
+export interface CliRun { out: string; ms: number }
+
+/** What the stand-in agent saw, with performance.now() times: how the controller's work splits up. */
+export interface StandInMarks {
+  tableCreate?: number; tableCreated?: number; tableSet?: number; tableLoaded?: number; entries?: number; deviceStart?: number;
+  tableStates?: { count: number; blocking: boolean; ms: number };
+}
+export interface StandIn { conn: Connection; marks: StandInMarks; tables: Map<number, MappingTable>; close(): Promise<void> }
+
+export interface FaultRun { concurrency: number; faults: number; elapsedMs: number; faultsPerSec: number }
+
+export class BenchSession {
+  readonly sock: string;
+  /** A clean environment: nothing inherited (NODE_OPTIONS...) reaches the controller and agent daemons. */
+  readonly env: NodeJS.ProcessEnv;
+
+  constructor(readonly dataDir: string) {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    this.sock = socketPath(dataDir);
+    this.env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: process.env.HOME ?? '/root', VDISK_DATA_DIR: dataDir };
+    for (const [k, v] of Object.entries(process.env)) if (k.startsWith('VDISK_TEST_') || k === 'VDISK_IN_VM') this.env[k] = v;
+  }
+
+  /** Runs the CLI to completion: its stdout and wall time (node start included). */
+  cli(...args: string[]): Promise<CliRun> {
+    return new Promise((resolve, reject) => {
+      const t0 = performance.now();
+      const p = spawn(process.execPath, [CLI_MAIN, ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+      p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+      p.once('error', reject);
+      p.once('exit', (code) => {
+        if (code === 0) resolve({ out, ms: elapsed(t0) });
+        else reject(new VdiskError(`vdisk ${args.join(' ')} exited ${code}: ${err.trim()}`, { code: 'EIO' }));
+      });
+    });
+  }
+
+  async cliJson<T>(...args: string[]): Promise<T> {
+    return JSON.parse((await this.cli(...args, '--json')).out) as T;
+  }
+
+  /** One request on its own connection; ms is the request alone (connecting excluded). */
+  async rpc<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<{ result: T; ms: number }> {
+    const { conn } = await connect(this.sock, { role: 'cli' });
+    try {
+      const t0 = performance.now();
+      const r = await conn.request(op, args, { timeoutMs: 300_000 });
+      return { result: r.result as T, ms: elapsed(t0) };
+    } finally {
+      await conn.close();
+    }
+  }
+
+  /** Median of three `controller status` runs: node's start, to subtract from CLI wall times. */
+  async cliStartup(): Promise<{ median: number; runs: number[] }> {
+    const runs: number[] = [];
+    for (let i = 0; i < 3; i++) runs.push((await this.cli('controller', 'status', '--json')).ms);
+    return { median: [...runs].sort((a, b) => a - b)[1]!, runs };
+  }
+
+  /**
+   * A stand-in agent in this process: the agent's real table (one MappingTable per disk) behind the real
+   * dispatcher, but no device. With no device there is no I/O in flight, so the blocking flag costs nothing:
+   * what remains is the controller's work and the table's.
+   */
+  async standIn(hostId = NO_DEVICE_HOST): Promise<StandIn> {
+    const { conn } = await connect(this.sock, { role: 'agent', hostId });
+    const marks: StandInMarks = {};
+    const tables = new Map<number, MappingTable>();
+    const table = (diskId: number): MappingTable => {
+      const t = tables.get(diskId);
+      if (!t) throw new VdiskError(`the stand-in agent holds no table for disk ${diskId}`, { code: 'ENOENT' });
+      return t;
+    };
+    let reconciled!: () => void;
+    const ready = new Promise<void>((resolve) => { reconciled = resolve; });
+    const device = (diskId: number, queues: number) => ({ devId: 900_000 + diskId, path: '/dev/null', queues });
+    const handlers: AgentHandlers = {
+      'containers.set': () => { reconciled(); return {}; },
+      'table.create': (a) => {
+        marks.tableCreate = performance.now();
+        tables.set(a.diskId, MappingTable.create({ segments: Math.ceil(a.size / a.segmentSize), segmentSize: a.segmentSize }));
+        marks.tableCreated = performance.now();
+        return {};
+      },
+      'table.delete': (a) => { tables.delete(a.diskId); return {}; },
+      'table.get': (a) => {
+        const words = table(a.diskId).words;
+        const bytes = new Uint8Array(words.buffer, words.byteOffset + a.first * ENTRY_BYTES, a.count * ENTRY_BYTES).slice();
+        return { result: { first: a.first, count: a.count }, payload: bytes };
+      },
+      'table.set': (a, payload) => {
+        marks.tableSet = performance.now();
+        table(a.diskId).loadBytes(a.first, payload);
+        marks.tableLoaded = performance.now();
+        marks.entries = payload.byteLength / ENTRY_BYTES;
+        return {};
+      },
+      'table.alt': (a, payload) => {
+        const alts = table(a.diskId).alternates;
+        if (!alts) throw new VdiskError('this table has no alternate locations', { code: 'EINVAL' });
+        alts.set(a.slot, a.container, a.offset, payload);
+        return {};
+      },
+      'table.states': (a) => {
+        const t0 = performance.now();
+        table(a.diskId).changeStates(a.first, a.count, a.bits, a.set);
+        marks.tableStates = { count: a.count, blocking: a.blocking, ms: Number((performance.now() - t0).toFixed(2)) };
+        return {};
+      },
+      'device.start': (a) => { marks.deviceStart = performance.now(); return device(a.diskId, a.queues); },
+      'device.recover': (a) => device(a.diskId, 1),
+      'device.stop': () => ({}),
+      'agent.status': () => ({ pid: process.pid, hostId, leaseMs: 10_000, suspended: false, drained: false, disks: [] }),
+      'agent.exit': () => ({}),
+    };
+    conn.onRequest(agentDispatcher(handlers));
+    await controllerRequest(conn, 'agent.register', { pid: process.pid, leaseMs: 10_000, disks: [] });
+    await ready; // the controller reconciles a new agent right after registering it
+    return { conn, marks, tables, close: () => conn.close() };
+  }
+
+  /**
+   * The controller's side of `count` map faults, sent by a stand-in agent `concurrency` at a time as first
+   * writes to distinct Zero segments from `first` on: allocation, zeroing + fdatasync, SQLite commit.
+   */
+  async faults(disk: string, first: number, count: number, concurrency: number): Promise<FaultRun> {
+    const agent = await this.standIn();
+    try {
+      const { id } = (await this.rpc<{ id: number }>('disk.info', { name: disk })).result;
+      let next = first;
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: concurrency }, async () => {
+        while (next < first + count) {
+          const segment = next++;
+          const r = await controllerRequest(agent.conn, 'fault', { diskId: id, op: FAULT_WRITE, segment, states: STATE_ZERO, offset: 0 }, { timeoutMs: 0 });
+          if (r.action !== 'entry' || r.entry.states & STATE_ZERO) throw new VdiskError(`fault on segment ${segment}: ${JSON.stringify(r)}`, { code: 'EIO' });
+        }
+      }));
+      const ms = performance.now() - t0;
+      return { concurrency, faults: count, elapsedMs: Number(ms.toFixed(1)), faultsPerSec: Math.round(count / (ms / 1000)) };
+    } finally {
+      await agent.close();
+    }
+  }
+
+  /**
+   * `vdisk controller stop`, then makes sure the controller is gone: after a failure (a request that never got
+   * its answer) it may hang in its own shutdown, and it must not outlive the bench.
+   */
+  async stopController(pid: number | undefined, log: (m: string) => void): Promise<void> {
+    await this.cli('controller', 'stop').catch((e: Error) => log(`cleanup: ${e.message}`));
+    if (pid === undefined) return;
+    const alive = () => { try { process.kill(pid, 0); return true; } catch { return false; } };
+    for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
+    if (alive()) {
+      log(`cleanup: controller ${pid} still running 5 s after controller stop: killing it`);
+      process.kill(pid, 'SIGKILL');
+    }
+  }
+}
