@@ -103,7 +103,8 @@ export class BenchSession {
     const ready = new Promise<void>((resolve) => { reconciled = resolve; });
     const device = (diskId: number, queues: number) => ({ devId: 900_000 + diskId, path: '/dev/null', queues });
     const handlers: AgentHandlers = {
-      'containers.set': () => { reconciled(); return {}; },
+      'containers.set': () => { reconciled(); return { errors: [] }; },
+      'fault.cancel': () => ({}), // the stand-in parks no delayed fault
       'table.create': (a) => {
         marks.tableCreate = performance.now();
         tables.set(a.diskId, MappingTable.create({ segments: Math.ceil(a.size / a.segmentSize), segmentSize: a.segmentSize }));
