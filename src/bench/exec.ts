@@ -3,9 +3,15 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { VdiskError } from '../errors.js';
+import { LABEL_BYTES, LABEL_RESERVED_BYTES } from '../label/container-label.js';
 
 export const MiB = 1 << 20;
 export const GiB = 1024 * MiB;
+/**
+ * Where a thick disk's data starts in a container that `vdisk container add` labelled: nothing is allocated
+ * in the label's reserve, so segment i is the file's MiB i + 1 (with 1 MiB segments).
+ */
+export const DATA_AT = LABEL_RESERVED_BYTES;
 
 export function sh(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, env: env ?? process.env });
@@ -32,10 +38,14 @@ export function fioJob(args: string[]): FioJob {
 export interface RandResult { iops: number; clatP50us: number; clatP99us: number }
 export type RandRw = 'randread' | 'randwrite';
 
-/** The issue's workload: 4k random, QD 32, 1 job, libaio, direct, time based. */
-export function fioRand(dev: string, rw: RandRw, runtime: number): RandResult {
+/**
+ * The issue's workload: 4k random, QD 32, 1 job, libaio, direct, time based; over the whole device, or over
+ * [offset, offset + size) bytes of it.
+ */
+export function fioRand(dev: string, rw: RandRw, runtime: number, range?: { offset: number; size: number }): RandResult {
   const job = fioJob([`--name=${rw}`, `--filename=${dev}`, `--rw=${rw}`, '--bs=4k', '--iodepth=32', '--numjobs=1',
-    '--ioengine=libaio', '--direct=1', '--time_based', `--runtime=${runtime}`, '--ramp_time=3', '--norandommap', '--randrepeat=0']);
+    '--ioengine=libaio', '--direct=1', '--time_based', `--runtime=${runtime}`, '--ramp_time=3', '--norandommap', '--randrepeat=0',
+    ...(range ? [`--offset=${range.offset}`, `--size=${range.size}`] : [])]);
   const side = rw === 'randread' ? job.read : job.write;
   const p = side.clat_ns.percentile ?? {};
   return { iops: side.iops, clatP50us: (p['50.000000'] ?? NaN) / 1000, clatP99us: (p['99.000000'] ?? NaN) / 1000 };
@@ -98,8 +108,11 @@ export function readFileMiB(file: string, first: number, n: number): Buffer {
   return buf;
 }
 
-/** Compares a few 4 KiB blocks read through the device with the file at the same offsets. */
-export function sameData(dev: string, file: string, size: number): boolean {
+/**
+ * Compares a few 4 KiB blocks read through a device of `size` bytes with the file `fileOffset` further on
+ * (a thick disk on a labelled container: DATA_AT).
+ */
+export function sameData(dev: string, file: string, size: number, fileOffset: number): boolean {
   const offsets = [0, Math.floor(size / 2 / MiB) * MiB + 4096, size - 4096];
   const a = Buffer.alloc(4096);
   const b = Buffer.alloc(4096);
@@ -108,7 +121,7 @@ export function sameData(dev: string, file: string, size: number): boolean {
   try {
     return offsets.every((off) => {
       fs.readSync(fa, a, 0, 4096, off);
-      fs.readSync(fb, b, 0, 4096, off);
+      fs.readSync(fb, b, 0, 4096, fileOffset + off);
       return a.equals(b);
     });
   } finally {
@@ -120,17 +133,38 @@ export function sameData(dev: string, file: string, size: number): boolean {
 /** Bytes the file really occupies (st_blocks). */
 export const physicalBytes = (file: string): number => fs.statSync(file).blocks * 512;
 
-/** Writes `bytes` of random data at the start of a file (so that copies move real data, not holes). */
-export function fillRandom(file: string, bytes: number): void {
+/**
+ * Writes `bytes` of random data into a file from byte `at` (so that copies move real data, not holes); each
+ * MiB starts with its index from `at`.
+ */
+export function fillRandom(file: string, at: number, bytes: number): void {
   const fd = fs.openSync(file, 'r+');
   try {
     const buf = Buffer.alloc(4 * MiB);
     for (let off = 0; off < bytes; off += buf.length) {
       for (let k = 0; k < buf.length; k += 65536) buf.fill(Math.floor(Math.random() * 256), k, k + 65536);
-      buf.writeUInt32LE(off / MiB, 0);
-      fs.writeSync(fd, buf, 0, Math.min(buf.length, bytes - off), off);
+      for (let m = 0; m < buf.length; m += MiB) buf.writeUInt32LE((off + m) / MiB, m);
+      fs.writeSync(fd, buf, 0, Math.min(buf.length, bytes - off), at + off);
     }
     fs.fdatasyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Wipes a vdisk label left at the start of a file (the controller that wrote it is gone with its data
+ * directory, so no `container rm` will), so that a next run can add the file again. True when there was one.
+ */
+export function wipeLeftLabel(file: string): boolean {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const head = Buffer.alloc(8);
+    fs.readSync(fd, head, 0, head.length, 0);
+    if (head.toString('latin1') !== 'VDISKLBL') return false;
+    fs.writeSync(fd, Buffer.alloc(LABEL_BYTES), 0, LABEL_BYTES, 0);
+    fs.fdatasyncSync(fd);
+    return true;
   } finally {
     fs.closeSync(fd);
   }

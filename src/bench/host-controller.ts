@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { DiskInfo } from '../controller/store.js';
-import { fsType, MiB } from './exec.js';
+import { DATA_AT, fsType, MiB } from './exec.js';
 import { sec, thousands, whereAmI, type Row } from './report.js';
 import { BenchSession, elapsed, NO_DEVICE_HOST, type FaultRun } from './session.js';
 
@@ -69,7 +69,8 @@ export async function hostControllerBench(o: { faults: number; log: (m: string) 
     await s.cli('rm', 'big1');
     // Room for every run's faults: one 1 MiB segment each.
     const size = Math.max(THIN_SIZE, FAULT_CONCURRENCY.length * o.faults * MiB);
-    await s.cli('container', 'add', 'thin', '--path', path.join(dir, 'thin.img'), '--size', String(size));
+    // The container: that and the label's reserve (the faults may fill the disk).
+    await s.cli('container', 'add', 'thin', '--path', path.join(dir, 'thin.img'), '--size', String(DATA_AT + size));
     await s.cli('create', 'faults', '--size', String(size), '--segment-size', '1M', '--container', 'thin');
     const faults: FaultRun[] = [];
     for (const [i, c] of FAULT_CONCURRENCY.entries()) faults.push(await s.faults('faults', i * o.faults, o.faults, c));

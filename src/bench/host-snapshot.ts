@@ -9,7 +9,7 @@ import { VdiskError } from '../errors.js';
 import { FAULT_WRITE } from '../io/translator.js';
 import { controllerRequest } from '../protocol/agent-ops.js';
 import { STATE_NO_WRITE } from '../table/mapping-table.js';
-import { fillRandom, fsType, GiB, MiB } from './exec.js';
+import { DATA_AT, fillRandom, fsType, GiB, MiB } from './exec.js';
 import { DEPTH, QUEUES } from './host-controller.js';
 import { mean, median, round, sec, thousands, whereAmI, type Row } from './report.js';
 import { BenchSession, NO_DEVICE_HOST } from './session.js';
@@ -76,7 +76,8 @@ export async function hostSnapshotBench(o: { cows: number; thickGiB?: number; lo
     // ---- a thick disk (1 TiB by default) on a sparse container, attached, with room for the copies
     const thickSize = (o.thickGiB ?? 1024) * GiB;
     const thickFile = path.join(dir, 'thick.img');
-    await s.cli('container', 'add', 'thick', '--path', thickFile, '--size', String(thickSize + 4 * o.cows * MiB));
+    // The label's reserve (1 MiB) comes first: the disk, then room for the copies, after it.
+    await s.cli('container', 'add', 'thick', '--path', thickFile, '--size', String(DATA_AT + thickSize + 4 * o.cows * MiB));
     const createRequestMs = (await s.rpc('disk.create', { name: 'thick', size: thickSize, segmentSize: MiB, container: 'thick', thick: true, partial: 'copy' })).ms;
     await attach('thick');
     const thickSnap = await snapshots('thick', 3, 'thick-s');
@@ -85,7 +86,7 @@ export async function hostSnapshotBench(o: { cows: number; thickGiB?: number; lo
 
     // ---- the controller's side of the first write after a snapshot: write faults for one 4 KiB piece of
     // No-write segments. The thick disk is --partial copy (1 MiB copied); a clone of its snapshot is bitmap (4 KiB).
-    fillRandom(thickFile, 2 * o.cows * MiB); // thick allocation starts at offset 0: segment i is the file's MiB i
+    fillRandom(thickFile, DATA_AT, 2 * o.cows * MiB); // thick allocation starts after the label's reserve: segment i is the file's MiB i + 1
     await s.rpc('disk.clone', { snapshot: 'thick-s0', name: 'thick-b', partial: 'bitmap' });
     await attach('thick-b');
     const cow: CowFaults[] = [];

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { DiskInfo } from '../controller/store.js';
 import { createThin } from './dm-thin.js';
-import { fioOnePerSegment, fioRand, fioSeqWrite, MiB, sameData, type FirstWrites, type RandResult, type RandRw, type SeqResult } from './exec.js';
+import { DATA_AT, fioOnePerSegment, fioRand, fioSeqWrite, MiB, sameData, wipeLeftLabel, type FirstWrites, type RandResult, type RandRw, type SeqResult } from './exec.js';
 import { attachWithoutDevice, BIG_SIZE, DEPTH, FAULT_CONCURRENCY, QUEUES, type AttachWithoutDevice } from './host-controller.js';
 import { mean, ratioRow, sec, thousands, type Row, type Where } from './report.js';
 import { startVdiskLoop } from './servers.js';
@@ -71,7 +71,8 @@ export async function vmControllerBench(o: { dir: string; file: string; runtime:
     const ctlAt = seqAt + seqMiBs;
     const size = (ctlAt + FAULT_CONCURRENCY.length * F) * MiB;
     o.log(`controller: first writes, ${F} segments at QD 1 and QD 16, then ${seqMiBs} MiB sequential`);
-    await s.cli('container', 'add', 'thin', '--path', path.join(o.dir, 'bench-thin.img'), '--size', String(size));
+    // The runs below allocate every segment of the disk: the container is that and the label's reserve.
+    await s.cli('container', 'add', 'thin', '--path', path.join(o.dir, 'bench-thin.img'), '--size', String(DATA_AT + size));
     await s.cli('create', 'faults', '--size', String(size), '--segment-size', '1M', '--container', 'thin');
     const dev = await attach('faults');
     const vdisk: FreshRun[] = [];
@@ -109,14 +110,16 @@ export async function vmControllerBench(o: { dir: string; file: string; runtime:
     }
     const none: SeqResult = { mbPerSec: NaN, elapsedMs: NaN, ios: 0 };
 
-    // ---- 3. a thick mapped disk against `vdisk loop` on its container file (segment i is the file's MiB i)
+    // ---- 3. a thick mapped disk against `vdisk loop` on its container file. The disk starts after the
+    // label's reserve (segment i is the file's MiB i + 1); `vdisk loop` serves the file from byte 0, so fio
+    // works on its range [DATA_AT, file end): the same bytes as the whole mapped disk, and the label untouched.
     o.log('controller: 4k randread/randwrite, thick mapped disk vs vdisk loop on its container file');
-    const fileSize = fs.statSync(o.file).size;
+    const diskSize = fs.statSync(o.file).size - DATA_AT;
     await s.cli('container', 'add', 'thick', '--path', o.file);
-    await s.cli('create', 'mapped', '--size', String(fileSize), '--segment-size', '1M', '--container', 'thick', '--thick');
+    await s.cli('create', 'mapped', '--size', String(diskSize), '--segment-size', '1M', '--container', 'thick', '--thick');
     const mdev = await attach('mapped');
     const runs = { mapped: { randread: [], randwrite: [] }, loop: { randread: [], randwrite: [] } } as VmController['mappedVsLoop']['runs'];
-    const sameDataAsFile = sameData(mdev, o.file, fileSize);
+    const sameDataAsFile = sameData(mdev, o.file, diskSize, DATA_AT);
     for (let round = 0; round < o.rounds; round++) {
       for (const rw of RWS) {
         for (const which of round % 2 === 0 ? ['mapped', 'loop'] as const : ['loop', 'mapped'] as const) {
@@ -124,7 +127,7 @@ export async function vmControllerBench(o: { dir: string; file: string; runtime:
             runs.mapped[rw].push(fioRand(mdev, rw, o.runtime));
           } else {
             const l = await startVdiskLoop(o.file, QUEUES, DEPTH, s.env);
-            try { runs.loop[rw].push(fioRand(l.dev, rw, o.runtime)); } finally { await l.stop(); }
+            try { runs.loop[rw].push(fioRand(l.dev, rw, o.runtime, { offset: DATA_AT, size: diskSize })); } finally { await l.stop(); }
           }
         }
         o.log(`controller: round ${round + 1} ${rw}: mapped ${runs.mapped[rw].at(-1)!.iops.toFixed(0)}, vdisk loop ${runs.loop[rw].at(-1)!.iops.toFixed(0)} IOPS`);
@@ -132,6 +135,7 @@ export async function vmControllerBench(o: { dir: string; file: string; runtime:
     }
     await detach('mapped');
     await s.cli('rm', 'mapped');
+    await s.cli('container', 'rm', 'thick'); // wipes the file's label: the snapshot bench (or a next run) adds it again
     const avg = (xs: RandResult[]) => Math.round(mean(xs.map((r) => r.iops)));
     const summary = {
       randread: { mapped: avg(runs.mapped.randread), loop: avg(runs.loop.randread) },
@@ -150,6 +154,8 @@ export async function vmControllerBench(o: { dir: string; file: string; runtime:
     if (agentStarted) await s.cli('agent', 'stop', '--host-id', HOST).catch((e: Error) => o.log(`cleanup: ${e.message}`));
     await s.stopController(pid, o.log);
     for (const f of ['bench-big.img', 'bench-thin.img']) fs.rmSync(path.join(o.dir, f), { force: true });
+    // After a failure the bench file may still hold thick's label: the snapshot bench must be able to add it.
+    try { if (wipeLeftLabel(o.file)) o.log(`cleanup: wiped the label left on ${o.file}`); } catch (e) { o.log(`cleanup: ${(e as Error).message}`); }
   }
 }
 

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DiskInfo } from '../controller/store.js';
 import { VdiskError } from '../errors.js';
-import { fioOnePerSegment, fioRand, fioSeqWrite, MiB, physicalBytes, readDirect, readFileMiB, sameData, type FirstWrites, type RandResult, type SeqResult } from './exec.js';
+import { DATA_AT, fioOnePerSegment, fioRand, fioSeqWrite, MiB, physicalBytes, readDirect, readFileMiB, sameData, wipeLeftLabel, type FirstWrites, type RandResult, type SeqResult } from './exec.js';
 import { DEPTH, QUEUES } from './host-controller.js';
 import { mean, ratioRow, round, sec, thousands, type Row, type Where } from './report.js';
 import { BenchSession } from './session.js';
@@ -62,8 +62,9 @@ export async function vmSnapshotBench(o: { dir: string; file: string; runtime: n
     await s.cli('container', 'rm', 'big'); // so that the origin (no --container: containers in id order) fills the bench file
     o.log(`snapshot: 1 TiB thin attached ${runsMs.join(', ')} ms as requests`);
 
-    // ---- the origin: a thick disk on the bench file (segment i is the file's MiB i); copies go to a spare container
-    const size = fs.statSync(o.file).size;
+    // ---- the origin: a thick disk on the bench file, after the label's reserve (segment i is the file's
+    // MiB i + 1) and filling the rest of it; copies go to a spare container
+    const size = fs.statSync(o.file).size - DATA_AT;
     await s.cli('container', 'add', 'data', '--path', o.file);
     await s.cli('container', 'add', 'spare', '--path', spare, '--size', '3G');
     await s.cli('create', 'origin', '--size', String(size), '--segment-size', '1M', '--thick');
@@ -82,7 +83,7 @@ export async function vmSnapshotBench(o: { dir: string; file: string; runtime: n
     }
     const originDev = await attach('origin');
     const lastDev = await attach(prev);
-    const lastSameDataAsFile = sameData(lastDev, o.file, size);
+    const lastSameDataAsFile = sameData(lastDev, o.file, size, DATA_AT);
     const chainRuns = { origin: [] as RandResult[], clone: [] as RandResult[] };
     for (let r = 0; r < o.rounds; r++) {
       for (const which of r % 2 === 0 ? ['origin', 'clone'] as const : ['clone', 'origin'] as const) {
@@ -113,8 +114,9 @@ export async function vmSnapshotBench(o: { dir: string; file: string; runtime: n
       }
       const rewrite = fioOnePerSegment(dev, 0, o.cows, 1);
       const n = Math.min(4, o.cows);
-      const sharedUnchanged = [0, o.cows].every((first) => readDirect(lastDev, first, n).equals(readFileMiB(o.file, first, n)));
-      const cloneChanged = [0, o.cows].every((first) => !readDirect(dev, first, n).equals(readFileMiB(o.file, first, n)));
+      const fileAt = (first: number) => readFileMiB(o.file, first + DATA_AT / MiB, n);
+      const sharedUnchanged = [0, o.cows].every((first) => readDirect(lastDev, first, n).equals(fileAt(first)));
+      const cloneChanged = [0, o.cows].every((first) => !readDirect(dev, first, n).equals(fileAt(first)));
       const alternates = (await s.cliJson<DiskInfo>('info', name)).alternates;
       const mode: CowMode = { runs, rewrite, sharedUnchanged, cloneChanged, alternates };
       if (partial === 'bitmap') mode.foldCliMs = (await s.cli('fold', name, '--json')).ms;
@@ -147,6 +149,9 @@ export async function vmSnapshotBench(o: { dir: string; file: string; runtime: n
     if (agentStarted) await s.cli('agent', 'stop', '--host-id', HOST).catch((e: Error) => o.log(`cleanup: ${e.message}`));
     await s.stopController(pid, o.log);
     for (const f of [spare, path.join(o.dir, 'bench-snap-big.img')]) fs.rmSync(f, { force: true });
+    // The bench file keeps the label of 'data' (its controller's data goes, no `container rm` is coming):
+    // wiped, so that a next run can add it again.
+    try { if (wipeLeftLabel(o.file)) o.log(`snapshot: wiped the label on ${o.file}`); } catch (e) { o.log(`cleanup: ${(e as Error).message}`); }
     if (ok) fs.rmSync(s.dataDir, { recursive: true, force: true });
     else o.log(`snapshot: the controller's data and logs stay in ${s.dataDir}`);
   }
