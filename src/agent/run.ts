@@ -15,12 +15,13 @@ export async function runAgent(o: { controller: Endpoint; hostId: string; leaseM
   process.on('SIGTERM', onSignal);
   process.stdout.write(`vdisk agent ${o.hostId} (pid ${process.pid}) using ${describeEndpoint(o.controller)}\n`);
   await agent.exited;
-  if (agent.refused && agent.disks.size > 0) {
-    // Refused for good (a revoked credential) while serving devices: process.exit would join the queue
-    // workers, which stay parked in io_uring_enter on a live device, and never return. End as kill -9
-    // does, the exit every restart recovers from: the kernel quiesces the devices for the next agent.
+  const live = [...agent.disks.values()].filter((d) => d.device).length;
+  if (live > 0) {
+    // Queue workers of live devices are parked in io_uring_enter and cannot be joined: process.exit would
+    // never return (a `vdisk agent stop` with disks attached hung so). End as kill -9 does, the exit every
+    // restart recovers from: the kernel quiesces the devices (user recovery) for the next agent of this host.
+    log(`exiting with ${live} device(s) left quiesced for the next agent of this host`);
     process.kill(process.pid, 'SIGKILL');
   }
-  // Queue workers are still serving (parked in the kernel): leave without tearing the devices down.
   process.exit(agent.refused ? 2 : 0);
 }

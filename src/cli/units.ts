@@ -58,8 +58,10 @@ After=${CONTROLLER_UNIT}
 Type=simple
 ExecStart=${literal(`${vdisk} agent start --foreground --host-id ${q(o.hostId)} ${dd}`)}
 ExecStartPost=${literal(waitUntil(`${vdisk} agent ls --json ${dd} | grep -q ${q(`"hostId":"${o.hostId}"`)}`))}
-# SIGTERM: the agent exits and leaves its devices quiesced for the next one (ublk user recovery).
+# SIGTERM: the agent exits and leaves its devices quiesced for the next one (ublk user recovery). With
+# devices live it ends itself with SIGKILL (its queue threads sit in the kernel): that is a clean stop.
 KillMode=mixed
+SuccessExitStatus=SIGKILL
 Restart=on-failure
 RestartSec=1
 

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { Cluster } from './cluster.js';
 import { UblkControlDevice } from '../../src/ublk/control.js';
 import {
-  inflight, readDirect, readDirectAsync, tracked, ublkAvailable, waitFor, writeDirect, writeDirectAsync, writesCompleted,
+  alive, inflight, readDirect, readDirectAsync, tracked, ublkAvailable, waitFor, writeDirect, writeDirectAsync, writesCompleted,
 } from './helpers.js';
 
 const missing = ublkAvailable();
@@ -101,4 +101,24 @@ t.test('kill -9 of the controller during writes, and the lease', async (t) => {
   t.ok((await suspended.p).equals(a.subarray(0, 4096)), 'the suspended read completed with the right data');
   t.ok(readDirect(dev, 10 * MB, fresh.length).equals(fresh), 'the late write is there');
   t.equal((await c.json<{ allocatedBytes: number }>('info', 'd1')).allocatedBytes, 2 * MB, 'and its segment is recorded');
+});
+
+t.test('vdisk agent stop with a device attached: the agent exits, the next one recovers the device', async (t) => {
+  const c = await Cluster.start('vd-agent-stop');
+  t.teardown(() => c.stop());
+  await c.container('c1', '64M');
+  await c.ok('create', 'up', '--size', '16M');
+  const dev = await c.attach('up');
+  const data = crypto.randomBytes(2 * MB);
+  writeDirect(dev, 4 * MB, data);
+  const pid = await c.agentPid();
+  await c.ok('agent', 'stop', '--host-id', 'h1');
+  // Before the fix the agent never exited here: process.exit waited for queue workers parked in the kernel.
+  await c.until(`the stopped agent (pid ${pid}) to exit`, () => !alive(pid));
+  t.pass('the agent exited');
+  await c.until('the device to be quiesced', async () => (await devState(dev)) === QUIESCED);
+  t.ok(fs.existsSync(dev), 'its device stays, quiesced');
+  await c.ok('agent', 'start', '--host-id', 'h1');
+  t.ok(readDirect(dev, 4 * MB, 2 * MB).equals(data), 'the next agent recovered the device with its data');
+  t.equal(...(await c.check()));
 });

@@ -39,6 +39,7 @@ t.test('install-units writes both units with absolute paths', async (t) => {
     t.equal(field(u, 'WantedBy'), 'multi-user.target');
   }
   t.equal(field(a, 'After'), CONTROLLER_UNIT, 'the agent starts after the controller');
+  t.equal(field(a, 'SuccessExitStatus'), 'SIGKILL', 'an agent that ends itself with SIGKILL (devices left quiesced) stopped cleanly');
   t.equal(field(a, 'Wants'), CONTROLLER_UNIT);
   // systemd's own check, where this machine has it (it parses the command lines, quotes and escapes included).
   const verify = spawnSync('systemd-analyze', ['verify', path.join(units, CONTROLLER_UNIT), path.join(units, AGENT_UNIT)], { encoding: 'utf8' });
