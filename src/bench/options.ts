@@ -6,10 +6,12 @@ import { VdiskError } from '../errors.js';
 export interface BenchOptions {
   runtime: number; rounds: number; faults: number; cows: number; fileMiB: number; snapshotThickGiB: number | undefined;
   loop: boolean; controller: boolean; snapshot: boolean; stalls: boolean;
+  /** Host only: the TLS rows beside the Unix socket's, the idle-agents part (N agents, S s windows), no VM part. */
+  tls: boolean; idle: boolean; idleAgents: number; idleSeconds: number; hostOnly: boolean;
 }
 
 export const USAGE = 'usage: npm run bench -- [--runtime S] [--rounds N] [--faults N] [--cows N] [--snapshot-thick GiB] ' +
-  '[--file-mib N] [--no-loop] [--no-controller] [--no-snapshot] [--no-stalls]';
+  '[--file-mib N] [--idle-agents N] [--idle-seconds S] [--no-loop] [--no-controller] [--no-snapshot] [--no-stalls] [--no-tls] [--no-idle] [--host-only]';
 
 export function parseBenchArgs(argv: string[]): { opts: BenchOptions; positionals: string[] } {
   const { values, positionals } = parseArgs({
@@ -18,6 +20,8 @@ export function parseBenchArgs(argv: string[]): { opts: BenchOptions; positional
       runtime: { type: 'string' }, rounds: { type: 'string' }, faults: { type: 'string' }, cows: { type: 'string' },
       'snapshot-thick': { type: 'string' }, 'file-mib': { type: 'string' }, 'no-loop': { type: 'boolean' }, 'no-controller': { type: 'boolean' },
       'no-snapshot': { type: 'boolean' }, 'no-stalls': { type: 'boolean' },
+      'idle-agents': { type: 'string' }, 'idle-seconds': { type: 'string' }, 'no-tls': { type: 'boolean' }, 'no-idle': { type: 'boolean' },
+      'host-only': { type: 'boolean' },
     },
   });
   const num = (name: string, v: string | undefined, def: number): number => {
@@ -35,6 +39,8 @@ export function parseBenchArgs(argv: string[]): { opts: BenchOptions; positional
       runtime, rounds: num('rounds', values.rounds, 2), faults, cows: num('cows', values.cows, faults), fileMiB: num('file-mib', values['file-mib'], 1024),
       snapshotThickGiB: values['snapshot-thick'] === undefined ? undefined : num('snapshot-thick', values['snapshot-thick'], 1024),
       loop: !values['no-loop'], controller: !values['no-controller'], snapshot: !values['no-snapshot'], stalls: !values['no-stalls'],
+      tls: !values['no-tls'], idle: !values['no-idle'], idleAgents: num('idle-agents', values['idle-agents'], 100),
+      idleSeconds: num('idle-seconds', values['idle-seconds'], Math.min(20, runtime)), hostOnly: values['host-only'] ?? false,
     },
   };
 }

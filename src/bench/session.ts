@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { socketPath } from '../controller/paths.js';
 import { VdiskError } from '../errors.js';
 import { agentDispatcher, controllerRequest, type AgentHandlers } from '../protocol/agent-ops.js';
-import { connect } from '../protocol/client.js';
+import { connect, type TlsEndpoint } from '../protocol/client.js';
 import type { Connection } from '../protocol/connection.js';
 import { FAULT_WRITE } from '../io/translator.js';
 import { ENTRY_BYTES } from '../table/entry-codec.js';
@@ -33,6 +33,23 @@ export interface StandIn { conn: Connection; marks: StandInMarks; tables: Map<nu
 
 export interface FaultRun { concurrency: number; faults: number; elapsedMs: number; faultsPerSec: number }
 
+/** Runs the built CLI with `env` to completion: its stdout and wall time (node start included). */
+export function runCli(env: NodeJS.ProcessEnv, args: string[]): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const p = spawn(process.execPath, [CLI_MAIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    p.once('error', reject);
+    p.once('exit', (code) => {
+      if (code === 0) resolve({ out, ms: elapsed(t0) });
+      else reject(new VdiskError(`vdisk ${args.join(' ')} exited ${code}: ${err.trim()}`, { code: 'EIO' }));
+    });
+  });
+}
+
 export class BenchSession {
   readonly sock: string;
   /** A clean environment: nothing inherited (NODE_OPTIONS...) reaches the controller and agent daemons. */
@@ -47,19 +64,7 @@ export class BenchSession {
 
   /** Runs the CLI to completion: its stdout and wall time (node start included). */
   cli(...args: string[]): Promise<CliRun> {
-    return new Promise((resolve, reject) => {
-      const t0 = performance.now();
-      const p = spawn(process.execPath, [CLI_MAIN, ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-      p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-      p.once('error', reject);
-      p.once('exit', (code) => {
-        if (code === 0) resolve({ out, ms: elapsed(t0) });
-        else reject(new VdiskError(`vdisk ${args.join(' ')} exited ${code}: ${err.trim()}`, { code: 'EIO' }));
-      });
-    });
+    return runCli(this.env, args);
   }
 
   async cliJson<T>(...args: string[]): Promise<T> {
@@ -88,10 +93,12 @@ export class BenchSession {
   /**
    * A stand-in agent in this process: the agent's real table (one MappingTable per disk) behind the real
    * dispatcher, but no device. With no device there is no I/O in flight, so the blocking flag costs nothing:
-   * what remains is the controller's work and the table's.
+   * what remains is the controller's work and the table's. `via`: over the controller's TLS listener with that
+   * host credential (its host id), as an agent of another host connects, instead of the Unix socket.
    */
-  async standIn(hostId = NO_DEVICE_HOST): Promise<StandIn> {
-    const { conn } = await connect(this.sock, { role: 'agent', hostId });
+  async standIn(o: { hostId?: string; via?: TlsEndpoint } = {}): Promise<StandIn> {
+    const hostId = o.via?.credential.hostId ?? o.hostId ?? NO_DEVICE_HOST;
+    const { conn } = await connect(o.via ?? this.sock, { role: 'agent', hostId });
     const marks: StandInMarks = {};
     const tables = new Map<number, MappingTable>();
     const table = (diskId: number): MappingTable => {
@@ -150,10 +157,11 @@ export class BenchSession {
 
   /**
    * The controller's side of `count` map faults, sent by a stand-in agent `concurrency` at a time as first
-   * writes to distinct Zero segments from `first` on: allocation, zeroing + fdatasync, SQLite commit.
+   * writes to distinct Zero segments from `first` on: allocation, zeroing + fdatasync, SQLite commit. `via`:
+   * the stand-in connects over TLS (see standIn).
    */
-  async faults(disk: string, first: number, count: number, concurrency: number): Promise<FaultRun> {
-    const agent = await this.standIn();
+  async faults(disk: string, first: number, count: number, concurrency: number, via?: TlsEndpoint): Promise<FaultRun> {
+    const agent = await this.standIn({ via });
     try {
       const { id } = (await this.rpc<{ id: number }>('disk.info', { name: disk })).result;
       let next = first;
