@@ -74,8 +74,11 @@ export async function connect(endpoint: Endpoint, opts: ConnectOptions): Promise
     throw new VdiskError(`cannot connect: ${(err as Error).message}`, { code: 'EINVAL' });
   }
   const timeoutMs = opts.timeoutMs ?? CONNECT_TIMEOUT_MS;
-  const deadline = Date.now() + timeoutMs;
   const socket = await openSocket(endpoint, timeoutMs);
+  // The welcome gets a budget of its own once the stream is open: a TLS handshake under load (seen in the
+  // emulated test VM) could use up a shared deadline and leave 1 ms for the controller's answer, so an agent
+  // retried forever without ever being welcomed.
+  const deadline = Date.now() + timeoutMs;
   // Under TLS 1.3 the controller judges our certificate after our side has finished: its refusal is an
   // alert that arrives as a socket error while we wait for the welcome.
   let socketError: Error | undefined;

@@ -10,11 +10,13 @@ import path from 'node:path';
 import { Cluster } from './cluster.js';
 import { CLI, alive, fioVerify, readDirect, sha256, ublkAvailable, writeDirect } from './helpers.js';
 import { topology, type Host, type NsProcess, type Topology } from './netns.js';
+import { fileURLToPath } from 'node:url';
 
 const missing = ublkAvailable();
 if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
 const MB = 1 << 20;
 const PORT = 9420;
+const PROBE = fileURLToPath(new URL('./tls-probe.js', import.meta.url));
 /** A short lease, so that the partition's fence passes quickly (8.25 s), yet not so short that emulation lapses it. */
 const LEASE_S = '5';
 
@@ -129,9 +131,21 @@ t.test('one disk on two hosts over TLS, h2 through NBD: data, snapshot, partitio
   t.equal(...(await c.check()));
 });
 
-t.test('credentials: another host\'s, revoked; a host path to the wrong device', async (t) => {
+t.test('credentials: none, another host\'s, revoked, plaintext, garbage; a host path to the wrong device', async (t) => {
   const n = await setup(t);
   const { c, topo } = n;
+  // Hostile peers from h1's namespace, each a process of its own (tls-probe.ts), while h2's agent is served.
+  await startAgent(n, 'h2');
+  const probe = (mode: string) => JSON.parse(topo.exec('h1', process.execPath, PROBE, mode, topo.addr.ctl, String(PORT), n.cred.h1)) as
+    { frames: number; welcome: boolean; errors: number; responses: number; error: string };
+  const nocert = probe('nocert');
+  t.same([nocert.welcome, nocert.frames], [false, 0], `no credential: no welcome, no frame (${nocert.error})`);
+  const plain = probe('plain');
+  t.same([plain.welcome, plain.frames], [false, 0], 'plaintext on the TLS port: no welcome, no frame');
+  const garbage = probe('garbage');
+  t.ok(garbage.welcome, 'an authenticated host is welcomed');
+  t.equal(garbage.responses, 1000, `each of its 1,000 requests (register, then 999 bad ones) answered (${garbage.errors} error frames)`);
+  t.same((await c.json<Array<{ hostId: string }>>('agent', 'ls')).map((a) => a.hostId).sort(), ['h2'], 'h2\'s agent is still served; the garbage host was closed');
   const agentIn = (h: Host, args: string[]) => topo.spawn(h, process.execPath, [CLI, 'agent', 'start', '--controller', n.listen, ...args, '--foreground']);
   const posing = agentIn('h2', ['--credential', n.cred.h2, '--host-id', 'h3']);
   await c.until('h2 posing as h3 to be refused', () => posing.finished() || /refus|EPERM|EACCES/i.test(posing.stderr()));
@@ -143,7 +157,7 @@ t.test('credentials: another host\'s, revoked; a host path to the wrong device',
   await c.until('the revoked credential to be refused', () => revoked.finished() || /refus|certificate|EACCES/i.test(revoked.stderr()));
   t.match(revoked.stderr(), /refus|certificate|EACCES/i, `a revoked credential: refused (${revoked.stderr().trim().split('\n')[0]})`);
   if (!revoked.finished()) revoked.child.kill('SIGTERM');
-  t.same((await c.json<Array<{ hostId: string }>>('agent', 'ls')).map((a) => a.hostId), [], 'no agent got in');
+  t.same((await c.json<Array<{ hostId: string }>>('agent', 'ls')).map((a) => a.hostId), ['h2'], 'no agent got in: only h2\'s is there');
 
   // c2's path on h2 leads to other storage (a file with no label, over NBD): Error on h2, never served.
   await nbdContainer(n, 'c1', '64M');
@@ -154,7 +168,6 @@ t.test('credentials: another host\'s, revoked; a host path to the wrong device',
   const file2 = path.join(c.dir, 'c2.img');
   await c.ok('container', 'add', 'c2', '--path', file2, '--size', '64M', '--host-path', `h2=${otherNbd}`);
   await startAgent(n, 'h1');
-  await startAgent(n, 'h2');
   await c.ok('create', 'e', '--size', '8M', '--container', 'c2');
   const e1 = await c.attach('e', 'h1');
   const E = crypto.randomBytes(2 * MB);
