@@ -7,7 +7,7 @@ const TOOLS = {
   fio: 'fio', 'mkfs.ext4': 'e2fsprogs', 'fsck.ext4': 'e2fsprogs', blkdiscard: 'util-linux', losetup: 'mount',
   setpriv: 'util-linux', unshare: 'util-linux', dd: 'coreutils', dmsetup: 'dmsetup',
 };
-/** Only the integration tests' multi-host topology (test/integration/netns.ts): namespaces, veths, netem, NBD. */
+/** Only the multi-host topology (src/bench/netns.ts) of the integration tests and the bench: namespaces, veths, netem, NBD. */
 export const NET_TOOLS = { ip: 'iproute2', tc: 'iproute2', ss: 'iproute2', 'qemu-nbd': 'qemu-utils', 'nbd-client': 'nbd-client' };
 
 function have(tool) {

@@ -3,7 +3,7 @@
 // per-file time table and tap's closing "# { total, pass, fail }" line. No per-file loader or transpile.
 // With --isolate (the integration tests, run as root in the test VM): each file gets its own work dir and
 // tag, and afterwards must have left nothing behind: no process, mount, loop or dm device, ublk device (nor,
-// at the end, a network namespace or NBD device of test/integration/netns.ts).
+// at the end, a network namespace or NBD device of src/bench/netns.ts).
 //
 //   node scripts/run-tests.mjs [--jobs N] [--timeout SECONDS] [--isolate] FILE...
 import { spawn, spawnSync } from 'node:child_process';
@@ -161,7 +161,7 @@ function leftovers(tag, work) {
 }
 
 /**
- * The multi-host topologies of test/integration/netns.ts (namespaces vdnN-*, NBD devices): each file tears its
+ * The multi-host topologies of src/bench/netns.ts (namespaces vdnN-*, NBD devices): each file tears its
  * own down, but their names say nothing of the file, so what is left is only judged, and removed, at the end.
  */
 function networkLeftovers() {

@@ -9,7 +9,7 @@ VM_KPKG_META=linux-image-6.12-amd64
 # no modprobe, so everything a test needs must be here: ext4 for the scratch disk, loop for
 # comparisons, crc32c which ext4 asks the crypto API for, dm_mod for tests that stall I/O (dmsetup suspend),
 # dm_flakey and dm_delay for containers that fail writes or answer slowly, dm_thin_pool for the bench's dm-thin
-# rows (npm run bench); veth, bridge, nbd and sch_netem for the multi-host topology (test/integration/netns.ts:
+# rows (npm run bench); veth, bridge, nbd and sch_netem for the multi-host topology (src/bench/netns.ts:
 # namespaces on a bridge, NBD over the veths, netem to drop a host's packets). "Early" ones are needed to build
 # the root; the others load in the background meanwhile.
 VM_MODULES_EARLY="9p 9pnet_virtio overlay ublk_drv"

@@ -6,12 +6,14 @@ import { VdiskError } from '../errors.js';
 export interface BenchOptions {
   runtime: number; rounds: number; faults: number; cows: number; fileMiB: number; snapshotThickGiB: number | undefined;
   loop: boolean; controller: boolean; snapshot: boolean; stalls: boolean;
+  /** VM only: one disk on two hosts, h2 through NBD. */
+  hosts: boolean;
   /** Host only: the TLS rows beside the Unix socket's, the idle-agents part (N agents, S s windows), no VM part. */
   tls: boolean; idle: boolean; idleAgents: number; idleSeconds: number; hostOnly: boolean;
 }
 
 export const USAGE = 'usage: npm run bench -- [--runtime S] [--rounds N] [--faults N] [--cows N] [--snapshot-thick GiB] ' +
-  '[--file-mib N] [--idle-agents N] [--idle-seconds S] [--no-loop] [--no-controller] [--no-snapshot] [--no-stalls] [--no-tls] [--no-idle] [--host-only]';
+  '[--file-mib N] [--idle-agents N] [--idle-seconds S] [--no-loop] [--no-controller] [--no-snapshot] [--no-hosts] [--no-stalls] [--no-tls] [--no-idle] [--host-only]';
 
 export function parseBenchArgs(argv: string[]): { opts: BenchOptions; positionals: string[] } {
   const { values, positionals } = parseArgs({
@@ -19,7 +21,7 @@ export function parseBenchArgs(argv: string[]): { opts: BenchOptions; positional
     options: {
       runtime: { type: 'string' }, rounds: { type: 'string' }, faults: { type: 'string' }, cows: { type: 'string' },
       'snapshot-thick': { type: 'string' }, 'file-mib': { type: 'string' }, 'no-loop': { type: 'boolean' }, 'no-controller': { type: 'boolean' },
-      'no-snapshot': { type: 'boolean' }, 'no-stalls': { type: 'boolean' },
+      'no-snapshot': { type: 'boolean' }, 'no-hosts': { type: 'boolean' }, 'no-stalls': { type: 'boolean' },
       'idle-agents': { type: 'string' }, 'idle-seconds': { type: 'string' }, 'no-tls': { type: 'boolean' }, 'no-idle': { type: 'boolean' },
       'host-only': { type: 'boolean' },
     },
@@ -38,7 +40,7 @@ export function parseBenchArgs(argv: string[]): { opts: BenchOptions; positional
     opts: {
       runtime, rounds: num('rounds', values.rounds, 2), faults, cows: num('cows', values.cows, faults), fileMiB: num('file-mib', values['file-mib'], 1024),
       snapshotThickGiB: values['snapshot-thick'] === undefined ? undefined : num('snapshot-thick', values['snapshot-thick'], 1024),
-      loop: !values['no-loop'], controller: !values['no-controller'], snapshot: !values['no-snapshot'], stalls: !values['no-stalls'],
+      loop: !values['no-loop'], controller: !values['no-controller'], snapshot: !values['no-snapshot'], hosts: !values['no-hosts'], stalls: !values['no-stalls'],
       tls: !values['no-tls'], idle: !values['no-idle'], idleAgents: num('idle-agents', values['idle-agents'], 100),
       idleSeconds: num('idle-seconds', values['idle-seconds'], Math.min(20, runtime)), hostOnly: values['host-only'] ?? false,
     },
@@ -51,5 +53,6 @@ export function benchArgs(o: BenchOptions): string[] {
   if (!o.loop) a.push('--no-loop');
   if (!o.controller) a.push('--no-controller');
   if (!o.snapshot) a.push('--no-snapshot');
+  if (!o.hosts) a.push('--no-hosts');
   return a;
 }

@@ -1,6 +1,7 @@
 // The benchmark body where ublk exists (inside the VM for `npm run bench`, or natively on a ublk host):
 // vdisk loop against the kernel loop device (and ublksrv) on a tmpfs file and on a file on ext4 over the
-// virtio scratch disk, then the controller and snapshot parts, which reuse the ext4 file. Writes OUT.json.
+// virtio scratch disk, then the controller and snapshot parts, which reuse the ext4 file, and one disk on two
+// hosts (network namespaces, h2 through NBD). Writes OUT.json.
 // Usage: node dist/bench/vm-main.js OUT.json [options of main.ts]
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,6 +14,7 @@ import { DEPTH, QUEUES } from './host-controller.js';
 import { parseBenchArgs } from './options.js';
 import { printRows, whereAmI, writeReport, type Report, type Row } from './report.js';
 import { vmControllerBench, vmControllerRows, type VmController } from './vm-controller.js';
+import { vmHostsBench, vmHostsRows, type VmHosts } from './vm-hosts.js';
 import { vmSnapshotBench, vmSnapshotRows, type VmSnapshot } from './vm-snapshot.js';
 
 export async function vmMain(argv: string[]): Promise<number> {
@@ -66,6 +68,11 @@ export async function vmMain(argv: string[]): Promise<number> {
       const s: VmSnapshot | undefined = await part('snapshot', () => vmSnapshotBench({ dir, file, runtime: opts.runtime, rounds: opts.rounds, cows: opts.cows, log }));
       report.snapshot = s ?? { error: errors.at(-1) };
       if (s) rows.push(...vmSnapshotRows(s, where));
+    }
+    if (opts.hosts) {
+      const h: VmHosts | undefined = await part('hosts', () => vmHostsBench({ dir, sizeMiB: opts.fileMiB, runtime: opts.runtime, rounds: opts.rounds, log }));
+      report.hosts = h ?? { error: errors.at(-1) };
+      if (h) rows.push(...vmHostsRows(h, where));
     }
   } finally {
     fs.rmSync(file, { force: true });

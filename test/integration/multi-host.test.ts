@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Cluster } from './cluster.js';
 import { CLI, alive, fioVerify, readDirect, sha256, ublkAvailable, writeDirect } from './helpers.js';
-import { topology, type Host, type NsProcess, type Topology } from './netns.js';
+import { topology, type Host, type NsProcess, type Topology } from '../../src/bench/netns.js';
 import { fileURLToPath } from 'node:url';
 
 const missing = ublkAvailable();

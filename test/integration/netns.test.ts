@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { inflight, makeFile, waitFor } from './helpers.js';
-import { running, topology, type Host, type NbdExport } from './netns.js';
+import { running, topology, type Host, type NbdExport } from '../../src/bench/netns.js';
 
 if (process.getuid?.() !== 0) t.fail('needs root (network namespaces)');
 const MB = 1 << 20;
@@ -149,7 +149,7 @@ t.test('teardown removes every namespace, device and process', async (t) => {
 
 t.test('a test process that dies with a topology built leaves nothing of it behind', async (t) => {
   // The 'exit' handler of netns.ts tears down what no t.teardown will: here after an uncaught exception.
-  const mod = new URL('./netns.js', import.meta.url).href;
+  const mod = new URL('../../src/bench/netns.js', import.meta.url).href;
   const script = `import { topology } from ${JSON.stringify(mod)};
 const topo = topology(); const p = topo.spawn('h1', 'sleep', ['3600']);
 console.log(topo.prefix, topo.namespaces().length, p.pid); throw new Error('a failing test');`;
