@@ -34,6 +34,8 @@ function openSocket(endpoint: Endpoint, timeoutMs: number): Promise<net.Socket> 
         minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3',
       })
       : net.createConnection(endpoint as string);
+    // No Nagle on TCP: requests in flight together are small frames, each sent as it is made (see tls-listener.ts).
+    if (tlsEnd) socket.setNoDelay(true);
     let settled = false;
     const timer = setTimeout(
       () => settle(new VdiskError(`connecting to ${path} timed out`, { code: 'ETIMEDOUT', path })), timeoutMs);

@@ -35,6 +35,10 @@ export async function listenTls(o: TlsListenOptions, adopt: Adopt, handshakeTime
     minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3',
     handshakeTimeout: handshakeTimeoutMs,
   });
+  // Answers are small frames written as they are ready: with Nagle's algorithm each waits for the ACK of the
+  // last, and the peer delays its ACKs, so faults in flight together trickled out (0.36-0.41 of the Unix
+  // socket's rate at 64 at a time; 1.2-1.3 without Nagle).
+  server.on('connection', (socket: net.Socket) => socket.setNoDelay(true));
   server.on('tlsClientError', (err, socket) => o.onRefused?.(err, `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`));
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     const cert = socket.getPeerCertificate();
