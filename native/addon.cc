@@ -1,5 +1,6 @@
-// Module entry: exports the control device, the queue, the error-class hook, the eventfd wake helper and
-// the batch ABI constants (checked against src/native/abi.ts at load). Context-aware: loads in every worker.
+// Module entry: exports the control device, the queue, the error-class hook, the eventfd wake helper, an
+// aligned O_DIRECT read and the batch ABI constants (checked against src/native/abi.ts at load).
+// Context-aware: loads in every worker.
 #include <napi.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
@@ -7,6 +8,8 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "control.h"
 #include "errors.h"
@@ -30,6 +33,39 @@ Napi::Value MakeEventfd(const Napi::CallbackInfo& info) {
   int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) ThrowSysError(info.Env(), errno, "eventfd");
   return Napi::Number::New(info.Env(), fd);
+}
+
+// preadDirect(fd, length, offset) -> Buffer: length bytes at offset from a descriptor opened O_DIRECT, read into
+// page-aligned memory (O_DIRECT's rule, which no JS allocation can promise) and copied out; zeros past the end.
+// The agent reads container labels this way: a block device's page cache may hold what another host has since
+// overwritten on the shared storage. Synchronous: a few KiB, where the caller already blocks.
+Napi::Value PreadDirect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int64_t length = info[1].As<Napi::Number>().Int64Value();
+  int64_t offset = info[2].As<Napi::Number>().Int64Value();
+  constexpr int64_t kAlign = 4096;
+  if (length <= 0 || length % kAlign != 0 || offset < 0 || offset % kAlign != 0 || length > (64 << 20)) {
+    ThrowSysError(env, EINVAL, "pread", "preadDirect: length and offset must be multiples of 4096 (length up to 64 MiB)");
+  }
+  void* mem = nullptr;
+  if (posix_memalign(&mem, kAlign, static_cast<size_t>(length)) != 0) ThrowSysError(env, ENOMEM, "posix_memalign");
+  int64_t got = 0;
+  while (got < length) {
+    ssize_t n = pread(fd, static_cast<char*>(mem) + got, static_cast<size_t>(length - got), offset + got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      free(mem);
+      ThrowSysError(env, err, "pread");
+    }
+    if (n == 0) break;
+    got += n;
+  }
+  if (got < length) memset(static_cast<char*>(mem) + got, 0, static_cast<size_t>(length - got));
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::Copy(env, static_cast<uint8_t*>(mem), static_cast<size_t>(length));
+  free(mem);
+  return out;
 }
 
 // fallocate(fd, mode, offset, length) -> Promise<void>: the controller zeroes segments before it maps them.
@@ -96,6 +132,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfd", Napi::Function::New(env, MakeEventfd));
   exports.Set("eventfdWrite", Napi::Function::New(env, EventfdWrite));
   exports.Set("fallocate", Napi::Function::New(env, Fallocate));
+  exports.Set("preadDirect", Napi::Function::New(env, PreadDirect));
   exports.Set("constants", Constants(env));
   return exports;
 }

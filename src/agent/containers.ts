@@ -95,17 +95,15 @@ export class AgentContainers {
  */
 function openChecked(c: ContainerRef): Opened {
   if (c.uuid === undefined) return { ...openContainer(c.path, { direct: true }), uuid: undefined };
-  let probe: number;
+  // O_DIRECT where the file system allows it: a block device's page cache on this host can hold a label that
+  // another host has since overwritten on the shared storage (held open by anyone, the cache outlives our
+  // closes), and that stale label would pass for the container's.
+  const probe = openContainer(c.path, { direct: true, readOnly: true });
   try {
-    probe = fs.openSync(c.path, fs.constants.O_RDONLY);
-  } catch (err) {
-    throw VdiskError.from(err, `cannot use ${c.path}`);
-  }
-  try {
-    const problem = labelProblem(readLabelBlock(probe), { uuid: c.uuid, size: c.size ?? -1 });
+    const problem = labelProblem(readLabelBlock(probe.fd, probe.direct), { uuid: c.uuid, size: c.size ?? -1 });
     if (problem) throw new VdiskError(`${c.path} holds ${problem}, not this container's label (${c.uuid}): not served on this host`, { code: 'EMEDIUMTYPE' });
     const oc = openContainer(c.path, { direct: true });
-    const a = fs.fstatSync(probe);
+    const a = fs.fstatSync(probe.fd);
     const b = fs.fstatSync(oc.fd);
     const same = a.isBlockDevice() ? b.isBlockDevice() && a.rdev === b.rdev : a.dev === b.dev && a.ino === b.ino;
     const short = c.size !== undefined && oc.size < c.size;
@@ -116,6 +114,6 @@ function openChecked(c: ContainerRef): Opened {
     }
     return { ...oc, uuid: c.uuid };
   } finally {
-    fs.closeSync(probe);
+    fs.closeSync(probe.fd);
   }
 }

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import zlib from 'node:zlib';
+import { addon } from '../native/addon.js';
 import { VdiskError } from '../errors.js';
 
 /** The label block at byte 0 (one 4 KiB block: any logical block size divides it). */
@@ -68,8 +69,12 @@ export function labelProblem(b: Buffer, expected: { uuid: string; size: number }
   return null;
 }
 
-/** The first LABEL_BYTES of an open file (zeros past its end). Through the page cache: see readLabelAt. */
-export function readLabelBlock(fd: number): Buffer {
+/**
+ * The first LABEL_BYTES of an open file (zeros past its end). `direct`: fd was opened O_DIRECT, and the read
+ * bypasses the page cache, which may hold what was on shared storage before another host overwrote it.
+ */
+export function readLabelBlock(fd: number, direct = false): Buffer {
+  if (direct) return addon().preadDirect(fd, LABEL_BYTES, 0);
   const b = Buffer.alloc(LABEL_BYTES);
   for (let got = 0; got < LABEL_BYTES;) {
     const n = fs.readSync(fd, b, got, LABEL_BYTES - got, got);

@@ -119,5 +119,10 @@ export interface NativeAddon {
   eventfdWrite(fd: number): void;
   /** fallocate(2) on libuv's thread pool; rejects with a VdiskError (syscall 'fallocate') on failure. */
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  /**
+   * pread(2) of `length` bytes at `offset` (both multiples of 4096) into page-aligned memory, for a descriptor
+   * opened O_DIRECT; zeros past the end. Synchronous. Throws a VdiskError (syscall 'pread') on failure.
+   */
+  preadDirect(fd: number, length: number, offset: number): Buffer;
   constants: NativeConstants;
 }

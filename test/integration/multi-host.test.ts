@@ -134,8 +134,27 @@ t.test('one disk on two hosts over TLS, h2 through NBD: data, snapshot, partitio
 t.test('credentials: none, another host\'s, revoked, plaintext, garbage; a host path to the wrong device', async (t) => {
   const n = await setup(t);
   const { c, topo } = n;
+  // A stale page cache: c3's label is overwritten on the storage while h2 still has the old label block cached
+  // for its NBD device (another process there holds the device open, so the cache outlives every close). h2's
+  // agent must read the storage, not its cache: c3 is Error on h2.
+  const c3 = await nbdContainer(n, 'c3', '64M');
+  const holder = topo.spawn('h2', 'sh', ['-c', `exec 3<${c3.nbd}; dd if=${c3.nbd} of=/dev/null bs=4096 count=1 status=none; echo primed; exec sleep 3600`]);
+  await c.until('h2 to have c3\'s label cached', () => holder.stdout().includes('primed') || holder.finished());
+  const fd = fs.openSync(c3.file, 'r+');
+  fs.writeSync(fd, crypto.randomBytes(4096), 0, 4096, 0);
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  const head = (direct: boolean) => topo.execWith('h2', {}, 'dd', `if=${c3.nbd}`, 'bs=4096', 'count=1', 'status=none', ...(direct ? ['iflag=direct'] : [])).subarray(0, 8).toString('latin1');
+  t.equal(head(false), 'VDISKLBL', 'through h2\'s page cache the old label is still there (a cached read would pass it)');
+  t.not(head(true), 'VDISKLBL', 'on the storage it is gone');
   // Hostile peers from h1's namespace, each a process of its own (tls-probe.ts), while h2's agent is served.
   await startAgent(n, 'h2');
+  const c3Errors = async () => (await c.json<Array<{ name: string; errors: Array<{ hostId: string; problem: string }> }>>('container', 'ls'))
+    .find((x) => x.name === 'c3')?.errors ?? [];
+  await c.until('h2\'s agent to report on c3', async () => (await c3Errors()).length > 0, 60_000).catch(() => {});
+  t.match(await c3Errors(), [{ hostId: 'h2', problem: /label/ }], 'h2\'s agent read the storage: c3 is Error on h2');
+  holder.child.kill('SIGKILL');
+  await holder.exited;
   const probe = (mode: string) => JSON.parse(topo.exec('h1', process.execPath, PROBE, mode, topo.addr.ctl, String(PORT), n.cred.h1)) as
     { frames: number; welcome: boolean; errors: number; responses: number; error: string };
   const nocert = probe('nocert');
