@@ -292,7 +292,8 @@ export class Agent {
     },
     'agent.status': () => ({
       pid: process.pid, hostId: this.hostId, leaseMs: this.leaseMs, suspended: this.suspended, drained: this.drained,
-      disks: [...this.disks.values()].map((d) => ({ diskId: d.id, name: d.shape.name, device: d.device?.path ?? null, io: d.device?.ioStats() ?? null })),
+      disks: [...this.disks.values()].map((d) => ({ diskId: d.id, name: d.shape.name, device: d.device?.path ?? null, io: d.device?.ioStats() ?? null,
+        delays: { parked: d.delayed, ...d.delayEnds } })),
     }),
     'agent.exit': () => {
       setImmediate(() => { void this.stop(); });

@@ -6,7 +6,7 @@
 import http from 'node:http';
 import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../io/translator.js';
 import { agentRequest, type AgentStatusReport } from '../protocol/agent-ops.js';
-import type { IoCounts } from '../protocol/io-counts.js';
+import type { DelayCounts, IoCounts } from '../protocol/io-counts.js';
 import { ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
 import { STATE_ERROR } from '../table/mapping-table.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
@@ -40,7 +40,8 @@ export interface DiskStats {
   name: string; sizeBytes: number; readOnly: boolean;
   /** Bytes of segments the table maps (alternates included), and entries in the Error state. */
   allocatedBytes: number; errorSegments: number;
-  hosts: Array<{ hostId: string; device: string | null; io: IoCounts | null }>;
+  /** delays: the disk's delayed faults there (null from an agent that does not report them). */
+  hosts: Array<{ hostId: string; device: string | null; io: IoCounts | null; delays: DelayCounts | null }>;
 }
 
 export class Metrics {
@@ -83,7 +84,7 @@ export class Metrics {
         hosts: links.flatMap((l, i) => {
           const a = answers[i];
           const held = 'disks' in a ? a.disks.find((x) => x.name === t.name) : undefined;
-          return held ? [{ hostId: l.hostId, device: held.device, io: held.io }] : [];
+          return held ? [{ hostId: l.hostId, device: held.device, io: held.io, delays: held.delays }] : [];
         }),
       })),
     };
@@ -157,6 +158,10 @@ export function prometheusText(s: StatsSnapshot): string {
     ['vdisk_disk_faults_total', 'faults', 'Requests that faulted to the controller, by disk and host.'],
   ];
   for (const [name, field, help] of io) metric(name, 'counter', help, served.map((r) => [r.labels, r.io[field]]));
+  const delayed = s.diskStats.flatMap((d) => d.hosts.filter((h) => h.delays !== null).map((h) => ({ labels: `disk="${label(d.name)}",host="${label(h.hostId)}"`, delays: h.delays as DelayCounts })));
+  metric('vdisk_disk_delayed_faults', 'gauge', 'Faults parked on a delay (a held segment), by disk and host.', delayed.map((r) => [`{${r.labels}}`, r.delays.parked]));
+  metric('vdisk_disk_delays_ended_total', 'counter', 'Delays ended, by the controller\'s cancel or by running out, by disk and host.',
+    delayed.flatMap((r) => [[`{${r.labels},how="cancelled"}`, r.delays.cancelled], [`{${r.labels},how="expired"}`, r.delays.expired]]));
   metric('vdisk_controller_uptime_seconds', 'gauge', 'Seconds since the controller started.', [['', s.uptimeS]]);
   return `${out.join('\n')}\n`;
 }

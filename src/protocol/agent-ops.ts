@@ -9,7 +9,7 @@ import { bool, int, objects, optInt, optObjects, optStr, str } from './args.js';
 import type { Connection, Reply, RequestHandler, RequestOptions } from './connection.js';
 import type { Alternate, FaultAnswer } from './fault-answer.js';
 import { isPlainObject } from './frame.js';
-import { parseIoCounts, type IoCounts } from './io-counts.js';
+import { parseDelayCounts, parseIoCounts, type DelayCounts, type IoCounts } from './io-counts.js';
 import { DEFAULT_LEASE_MS, leaseRangeText, validLease } from './lease.js';
 import { errorText } from './reply.js';
 
@@ -26,10 +26,10 @@ export interface DeviceInfo { devId: number; path: string; queues: number }
 /** What an agent reports in agent.status. */
 export interface AgentStatus {
   pid: number; hostId: string; leaseMs: number; suspended: boolean; drained: boolean;
-  disks: Array<{ diskId: number; name: string; device: string | null; io: IoCounts | null }>;
+  disks: Array<{ diskId: number; name: string; device: string | null; io: IoCounts | null; delays: DelayCounts }>;
 }
 /** The part of an agent's status the controller reads, field by field (a peer's answer). */
-export interface AgentStatusReport { suspended: boolean; disks: Array<{ name: string; device: string | null; io: IoCounts | null }> }
+export interface AgentStatusReport { suspended: boolean; disks: Array<{ name: string; device: string | null; io: IoCounts | null; delays: DelayCounts | null }> }
 /** A disk an agent holds when it registers, and the device serving it (null: none yet). */
 export interface HeldDisk { diskId: number; devId: number | null }
 export interface FaultArgs { diskId: number; op: number; segment: number; states: number; offset: number; length?: number }
@@ -213,6 +213,7 @@ function parseStatus(v: unknown): AgentStatusReport {
     suspended: r.suspended === true,
     disks: disks.filter((d) => typeof d.name === 'string').map((d) => ({
       name: d.name as string, device: typeof d.device === 'string' ? d.device : null, io: parseIoCounts(d.io) ?? null,
+      delays: parseDelayCounts(d.delays) ?? null,
     })),
   };
 }

@@ -11,6 +11,20 @@ export interface IoCounts {
   faults: number;
 }
 
+/**
+ * A disk's delayed faults on one host (the controller's 'delay' answer for a held segment): parked now, and
+ * since the agent began, how many delays the controller's fault.cancel ended and how many ran out.
+ */
+export interface DelayCounts { parked: number; cancelled: number; expired: number }
+
+/** Validates an agent's delay counts (a peer's value), or undefined. */
+export function parseDelayCounts(v: unknown): DelayCounts | undefined {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const o = v as Record<string, unknown>;
+  const ok = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0;
+  return ok(o.parked) && ok(o.cancelled) && ok(o.expired) ? { parked: o.parked, cancelled: o.cancelled, expired: o.expired } : undefined;
+}
+
 export const IO_COUNT_NAMES: ReadonlyArray<keyof IoCounts> =
   ['reads', 'readBytes', 'writes', 'writeBytes', 'discards', 'discardBytes', 'flushes', 'errors', 'faults'];
 

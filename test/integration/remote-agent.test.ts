@@ -8,10 +8,14 @@ import t from 'tap';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { socketPath } from '../../src/controller/paths.js';
+import type { StatsSnapshot } from '../../src/controller/metrics.js';
+import { connect } from '../../src/protocol/client.js';
+import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
 import { UblkControlDevice } from '../../src/ublk/control.js';
 import { runCli } from '../support/cli.js';
 import { Cluster } from './cluster.js';
-import { alive, readDirect, run, ublkAvailable, waitFor, writeDirect } from './helpers.js';
+import { alive, readDirect, run, tracked, ublkAvailable, waitFor, writeDirect, writeDirectAsync } from './helpers.js';
 
 const missing = ublkAvailable();
 if (missing) t.fail(`needs a real ublk kernel: ${missing}`);
@@ -65,6 +69,22 @@ t.test('a remote agent over TLS serves a disk attached with --host-id, and survi
   run('fio', ['--name=v', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--offset=16M', '--size=16M', '--iodepth=16',
     '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--randrepeat=0']);
   t.pass('fio verify passed on the remote agent\'s device');
+
+  // Delay and cancel on the remote host (issue 13 item 6): a write to a segment the operator holds parks on the
+  // controller's 60 s delay, and the hold's end cancels the delay over TLS at once: the write is then served.
+  const cli = (await connect(socketPath(c.dir), { role: 'cli' })).conn;
+  t.teardown(() => cli.close());
+  const hold = (set: boolean) => cli.request('disk.states', { name: 'd1', first: 40, count: 1, bits: STATE_NO_WRITE, set });
+  const delays = async () => (await c.json<StatsSnapshot>('stats')).diskStats.find((d) => d.name === 'd1')?.hosts.find((h) => h.hostId === 'h2')?.delays;
+  await hold(true);
+  const W = crypto.randomBytes(MB);
+  const held = tracked(writeDirectAsync(dev, 40 * MB, W));
+  await waitFor('h2 to report the write parked on its delay', async () => (await delays())?.parked === 1);
+  t.notOk(held.done(), 'the write to the held segment is pending, parked on h2');
+  await hold(false);
+  await held.p;
+  t.same(await delays(), { parked: 0, cancelled: 1, expired: 0 }, 'its delay ended by the controller\'s cancel over TLS, not by running out');
+  t.ok(readDirect(dev, 40 * MB, MB).equals(W), 'and the write, served after the hold, reads back');
 
   // kill -9 of the remote agent: the device is quiesced; the same credential's new agent recovers it.
   const pid = await c.agentPid('h2');

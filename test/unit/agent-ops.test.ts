@@ -117,8 +117,10 @@ t.test('peers\' results are checked', async (t) => {
     t.throws(() => AGENT_OPS['device.recover'].result(bad, undefined), { code: 'EPROTO', message: /bad device.recover result from the peer/ }, JSON.stringify(bad) ?? 'undefined');
   }
   t.same(AGENT_OPS['table.states'].result('anything', undefined), {}, 'a result that carries nothing is ignored');
-  t.same(AGENT_OPS['agent.status'].result({ suspended: true, disks: [null, { name: 'd', device: 5, io: { reads: 1 } }, { device: '/x' }] }, undefined),
-    { suspended: true, disks: [{ name: 'd', device: null, io: null }] }, 'agent.status is read field by field');
+  t.same(AGENT_OPS['agent.status'].result({ suspended: true, disks: [null, { name: 'd', device: 5, io: { reads: 1 }, delays: { parked: -1, cancelled: 0, expired: 0 } }, { device: '/x' },
+    { name: 'e', device: '/dev/ublkb2', delays: { parked: 1, cancelled: 2, expired: 3, extra: 4 } }] }, undefined),
+  { suspended: true, disks: [{ name: 'd', device: null, io: null, delays: null }, { name: 'e', device: '/dev/ublkb2', io: null, delays: { parked: 1, cancelled: 2, expired: 3 } }] },
+  'agent.status is read field by field');
   t.same(AGENT_OPS['agent.status'].result(undefined, undefined), { suspended: false, disks: [] });
   t.throws(() => CONTROLLER_OPS['disk.ioerror'].result({ entries: -1 }, undefined), { code: 'EPROTO' });
   // The 10,000-frame fuzz (seed 1208851254): an empty report at the disk's end (first = segments, count 0) was answered.

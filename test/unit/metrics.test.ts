@@ -62,8 +62,9 @@ t.test('per disk: allocation and Error segments from the table, I/O counts from 
   const { conn: hy } = await connect(socketPath(dir), { role: 'agent', hostId: 'hy' });
   t.teardown(() => hy.close());
   const io = { reads: 10, readBytes: 40960, writes: 3, writeBytes: 3 * SEG, discards: 1, discardBytes: SEG, flushes: 2, errors: 1, faults: 4 };
+  const delays = { parked: 2, cancelled: 5, expired: 1 };
   hy.onRequest(async (op) => {
-    if (op === 'agent.status') return { suspended: false, disks: [{ diskId: d.id, name: 'm', device: '/dev/ublkb7', io }] };
+    if (op === 'agent.status') return { suspended: false, disks: [{ diskId: d.id, name: 'm', device: '/dev/ublkb7', io, delays }] };
     if (op === 'containers.set') return {};
     throw new VdiskError(`unexpected ${op}`, { code: 'EUNKNOWNOP' });
   });
@@ -75,9 +76,9 @@ t.test('per disk: allocation and Error segments from the table, I/O counts from 
   t.match(s.agents.find((a) => a.hostId === 'hy'), { suspended: false });
   const m = s.diskStats.find((x) => x.name === 'm');
   t.match(m, { sizeBytes: 4 * SEG, allocatedBytes: 3 * SEG, errorSegments: 1 }, 'three mapped segments, one of them now Error');
-  t.same(m?.hosts, [{ hostId: 'hy', device: '/dev/ublkb7', io }], 'and the counters of the one host serving it');
+  t.same(m?.hosts, [{ hostId: 'hy', device: '/dev/ublkb7', io, delays }], 'and the counters of the one host serving it, with its delayed faults');
   const text = await runCli(['stats'], dir);
-  t.match(text.out, /^m\s+256K\s+192K\s+1\s+hy\s+\/dev\/ublkb7\s+10\s+40K\s+3\s+192K\s+2\s+1$/m, 'one row per disk and host');
+  t.match(text.out, /^m\s+256K\s+192K\s+1\s+hy\s+\/dev\/ublkb7\s+10\s+40K\s+3\s+192K\s+2\s+1\s+2$/m, 'one row per disk and host');
   t.match(text.out, /^hx .*not answering/m);
 
   await t.rejects(controller.startMetrics('127.0.0.1', 0), { code: 'EEXIST' }, 'one endpoint per controller');
@@ -85,6 +86,9 @@ t.test('per disk: allocation and Error segments from the table, I/O counts from 
   t.match(body, /^vdisk_disk_reads_total\{disk="m",host="hy"\} 10$/m);
   t.match(body, new RegExp(`^vdisk_disk_written_bytes_total\\{disk="m",host="hy"\\} ${3 * SEG}$`, 'm'));
   t.match(body, /^vdisk_disk_io_errors_total\{disk="m",host="hy"\} 1$/m);
+  t.match(body, /^vdisk_disk_delayed_faults\{disk="m",host="hy"\} 2$/m);
+  t.match(body, /^vdisk_disk_delays_ended_total\{disk="m",host="hy",how="cancelled"\} 5$/m);
+  t.match(body, /^vdisk_disk_delays_ended_total\{disk="m",host="hy",how="expired"\} 1$/m);
   t.match(body, /^vdisk_disk_error_segments\{disk="m"\} 1$/m);
   t.match(body, new RegExp(`^vdisk_disk_allocated_bytes\\{disk="m"\\} ${3 * SEG}$`, 'm'));
   t.match(body, /^vdisk_agent_unanswered\{host="hx"\} 1$/m);

@@ -53,9 +53,10 @@ function report(s: StatsSnapshot): string {
       s.containers.map((c) => [c.name, formatSize(c.sizeBytes), formatSize(c.usedBytes), c.failed ? 'failed' : 'ok']))
     + formatTable(['AGENT', 'LEASE', 'CONNECTED', 'STATE'], s.agents.map((a) => [a.hostId, `${a.leaseMs / 1000} s`, `${a.connectedS} s`,
       a.unanswered !== undefined ? `not answering (${a.unanswered})` : a.suspended ? 'suspended' : 'serving']))
-    + formatTable(['DISK', 'SIZE', 'ALLOCATED', 'ERROR SEGS', 'HOST', 'DEVICE', 'READS', 'READ', 'WRITES', 'WRITTEN', 'FLUSHES', 'IO ERRORS'],
+    + formatTable(['DISK', 'SIZE', 'ALLOCATED', 'ERROR SEGS', 'HOST', 'DEVICE', 'READS', 'READ', 'WRITES', 'WRITTEN', 'FLUSHES', 'IO ERRORS', 'DELAYED'],
       s.diskStats.flatMap((d) => (d.hosts.length ? d.hosts : [undefined]).map((h) => [
         d.name, formatSize(d.sizeBytes), formatSize(d.allocatedBytes), d.errorSegments, h?.hostId ?? '-', h?.device ?? '-',
         io(h?.io?.reads), bytes(h?.io?.readBytes), io(h?.io?.writes), bytes(h?.io?.writeBytes), io(h?.io?.flushes), io(h?.io?.errors),
+        io(h?.delays?.parked),
       ])));
 }
