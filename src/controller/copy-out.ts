@@ -37,9 +37,9 @@ export async function copyOut(store: Store, disk: Disk, segment: number, copy: (
         if (others.length > 0) {
           await use(fresh);
           for (const other of others) {
-            const data = await store.chunk(other, chunk);
+            const data = await store.tables.chunk(other, chunk);
             encodeEntry(data, k, { ...decodeEntry(data, k), container: fresh.container, offset: fresh.offset });
-            await store.putChunk(other.id, chunk, data);
+            await store.tables.putChunk(other.id, chunk, data);
           }
           await store.db.run('INSERT OR REPLACE INTO copyouts (disk_id, segment, disks) VALUES (?, ?, ?)', [disk.id, segment, JSON.stringify(others.map((d) => d.id))]);
         }

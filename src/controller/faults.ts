@@ -44,7 +44,7 @@ export async function answerFault(store: Store, io: SegmentIo, disk: Disk, f: Fa
   }
   const offset = Number.isInteger(f.offset) && f.offset >= 0 && f.offset < disk.segmentSize ? f.offset : 0;
   const length = Number.isInteger(f.length) && f.length > 0 && offset + f.length <= disk.segmentSize ? f.length : disk.segmentSize - offset;
-  let [entry] = await store.getEntries(disk, segment, 1);
+  let [entry] = await store.tables.getEntries(disk, segment, 1);
   const plain = (e: Entry): Promise<Outcome> => withAlternate(store, disk, segment, e);
   if (entry.states & STATE_ERROR) return plain(entry); // the agent installs E: the I/O fails with EIO
   if (entry.states & STATE_INVALID) return { answer: { action: 'error', errno: abi.EIO } };

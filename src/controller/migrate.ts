@@ -53,7 +53,7 @@ export class Migrator {
     await this.att.withDisk(disk.id, async () => {});
     // Only stored chunks can map anything (an absent one is all fill state): the scan costs what the disk
     // holds, not its size, and yields between chunks so pings and faults are answered meanwhile.
-    for await (const { chunk, data } of this.store.chunks(disk)) { // a guide only: each segment is re-read under the lock
+    for await (const { chunk, data } of this.store.tables.chunks(disk)) { // a guide only: each segment is re-read under the lock
       const first = chunk * CHUNK_ENTRIES;
       for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
         const guess = decodeEntry(data, k);
@@ -78,7 +78,7 @@ export class Migrator {
   private async moveOne(disk: Disk, segment: number, to: number): Promise<boolean> {
     return this.att.withDisk(disk.id, async () => {
       // An Alternate segment moves as one: fold it first (a fault cannot make a new one while we hold the lock).
-      const [now] = await this.store.getEntries(disk, segment, 1);
+      const [now] = await this.store.tables.getEntries(disk, segment, 1);
       if (now.states & STATE_ALTERNATE) await this.att.foldLocked(disk, segment, this.io);
       await this.att.toHolders(disk, (conn) => agentRequest(conn, 'table.states',
         { diskId: disk.id, first: segment, count: 1, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TIMEOUT_MS }));
@@ -86,7 +86,7 @@ export class Migrator {
       failpoint('migrate.remapped');
       // The agents get the stored entry either way: it also takes back the No-write set above.
       const bytes = Buffer.alloc(ENTRY_BYTES);
-      encodeEntry(bytes, 0, entry ?? (await this.store.getEntries(disk, segment, 1))[0]);
+      encodeEntry(bytes, 0, entry ?? (await this.store.tables.getEntries(disk, segment, 1))[0]);
       // Blocking: reads planned with the old entry finish before its segment can be handed out again.
       await this.att.toHolders(disk, (conn) => agentRequest(conn, 'table.set', { diskId: disk.id, first: segment, blocking: true }, { payload: bytes, timeoutMs: TIMEOUT_MS }));
       return entry !== null;

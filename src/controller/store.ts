@@ -10,11 +10,11 @@ import {
   LOCATION_UNIT, MAX_SEGMENTS, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, maxDiskSize, type Entry,
 } from '../table/mapping-table.js';
 import { formatSize } from '../util/size.js';
-import { turn } from '../util/sleep.js';
-import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry, filledChunk } from '../table/entry-codec.js';
+import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
 import { Allocator, runOf, type Run } from './allocator.js';
 import { Db } from './db.js';
 import { migrate } from './schema.js';
+import { Tables, ZERO_ENTRY, checkRange } from './tables.js';
 import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js';
 import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
 import { ensureDir } from '../util/dirs.js';
@@ -62,10 +62,6 @@ export type Zero = (container: number, offset: number, length: number) => Promis
 export type Prepare = (entry: Entry, length: number) => Promise<void>;
 export interface Attachment { diskId: number; disk: string; hostId: string; devId: number | null }
 
-/** Chunks per query when walking a table (8 x 16 KiB). */
-const CHUNKS_PER_QUERY = 8;
-const ZERO_ENTRY: Entry = { states: STATE_ZERO, container: 0, offset: 0, alt: 0 };
-
 interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null; cow_mode: string; partial_mode: string; family_id: number | null }
 interface ContainerRow { id: number; name: string; path: string; size: number; next_unit: number; failed: number; uuid: string | null }
 
@@ -79,9 +75,12 @@ function toDisk(r: DiskRow): Disk {
 
 export class Store {
   readonly alloc: Allocator;
+  /** The disks' mapping tables (chunk I/O). */
+  readonly tables: Tables;
 
   private constructor(readonly db: Db, readonly file: string) {
     this.alloc = new Allocator(db);
+    this.tables = new Tables(db);
   }
 
   /** How long a freed segment waits before reuse (see Allocator.quarantineMs). */
@@ -243,7 +242,7 @@ export class Store {
       const altIn = new Set((await this.db.all<{ disk_id: number; segment: number }>('SELECT disk_id, segment FROM alternates WHERE container_id = ?', [c.id]))
         .map((a) => `${a.disk_id}/${a.segment}`));
       // Disk by disk, chunk by chunk: never every table in memory at once.
-      for (const d of await this.listDisks()) for await (const { chunk, data } of this.chunks(d)) {
+      for (const d of await this.listDisks()) for await (const { chunk, data } of this.tables.chunks(d)) {
         const row = { disk_id: d.id, chunk, data };
         let changed = false;
         for (let k = 0; k < row.data.length / ENTRY_BYTES; k++) {
@@ -256,7 +255,7 @@ export class Store {
           touched.set(row.disk_id, list);
           changed = true;
         }
-        if (changed) await this.putChunk(row.disk_id, row.chunk, row.data);
+        if (changed) await this.tables.putChunk(row.disk_id, row.chunk, row.data);
       }
       return touched;
     });
@@ -403,7 +402,7 @@ export class Store {
       [name, from.size, from.segmentSize, from.fillStates, from.containerId, readOnly ? 1 : 0, from.id, modes.cow ?? from.cow, modes.partial ?? from.partial, from.family]);
     // No-write on every mapped entry of the origin, set on the stored bytes (no decoding: a million entries
     // take milliseconds); the copy carries it too. Nothing is counted per segment (see sharing.ts).
-    for await (const r of this.chunks(from)) {
+    for await (const r of this.tables.chunks(from)) {
       let changed = false;
       for (let o = 4; o < r.data.length; o += ENTRY_BYTES) {
         const s = r.data[o];
@@ -411,7 +410,7 @@ export class Store {
         r.data[o] = s | STATE_NO_WRITE;
         changed = true;
       }
-      if (changed) await this.putChunk(from.id, r.chunk, r.data);
+      if (changed) await this.tables.putChunk(from.id, r.chunk, r.data);
     }
     await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) SELECT ?, chunk, data FROM table_chunks WHERE disk_id = ?', [lastID, from.id]);
     return toDisk((await this.db.get<DiskRow>('SELECT * FROM disks WHERE id = ?', [lastID]))!);
@@ -448,7 +447,7 @@ export class Store {
 
   /** A whole segment was discarded: the entry turns Zero and drops its reference (freed if it was the last). */
   async reclaimSegment(disk: Disk, segment: number): Promise<Entry> {
-    return this.updateEntry(disk, segment, async (e, put) => {
+    return this.tables.updateEntry(disk, segment, async (e, put) => {
       if (!isMapped(e)) return e;
       await put(ZERO_ENTRY);
       await releaseUnlessShared(this, disk, segment, e);
@@ -508,100 +507,6 @@ export class Store {
     }, { lazyPlan: true });
   }
 
-  // ---- tables
-
-  /** The whole table in the agents' layout (segments x 16 bytes); for tests and small disks, see readRange. */
-  async readTable(disk: Disk): Promise<Buffer> {
-    return this.readRange(disk, 0, disk.segments);
-  }
-
-  /** Entries first..first+count-1 in the agents' layout, built from the stored chunks that cover them. */
-  async readRange(disk: Disk, first: number, count: number): Promise<Buffer> {
-    checkRange(disk, first, count);
-    const out = Buffer.alloc(count * ENTRY_BYTES);
-    const fill = filledChunk(Math.min(CHUNK_ENTRIES, count), { ...ZERO_ENTRY, states: disk.fillStates });
-    for (let off = 0; off < out.length; off += fill.length) fill.copy(out, off);
-    if (count === 0) return out;
-    const rows = await this.db.all<{ chunk: number; data: Buffer }>('SELECT chunk, data FROM table_chunks WHERE disk_id = ? AND chunk BETWEEN ? AND ?',
-      [disk.id, Math.floor(first / CHUNK_ENTRIES), Math.floor((first + count - 1) / CHUNK_ENTRIES)]);
-    for (const r of rows) {
-      const start = r.chunk * CHUNK_ENTRIES;
-      const from = Math.max(first, start);
-      const to = Math.min(first + count, start + r.data.length / ENTRY_BYTES);
-      r.data.copy(out, (from - first) * ENTRY_BYTES, (from - start) * ENTRY_BYTES, (to - start) * ENTRY_BYTES);
-    }
-    return out;
-  }
-
-  /** The table chunks stored for the disk, in order; every other chunk holds only the disk's fill state. */
-  async storedChunks(disk: Disk): Promise<number[]> {
-    return (await this.db.all<{ chunk: number }>('SELECT chunk FROM table_chunks WHERE disk_id = ? ORDER BY chunk', [disk.id])).map((r) => r.chunk);
-  }
-
-  /**
-   * The disk's stored chunks in order, fetched a few per query, with a turn of the event loop before each:
-   * how every walk over a table goes (info, check, migration, snapshot, fail, rm), so its cost follows what
-   * the table holds and no stretch of it keeps pings and faults waiting. Inside a transaction it reads the
-   * transaction's view; a chunk the caller rewrites as it goes is not fetched again.
-   */
-  async *chunks(disk: Disk): AsyncGenerator<{ chunk: number; data: Buffer }> {
-    for (let after = -1; ;) {
-      const rows = await this.db.all<{ chunk: number; data: Buffer }>(
-        'SELECT chunk, data FROM table_chunks WHERE disk_id = ? AND chunk > ? ORDER BY chunk LIMIT ?', [disk.id, after, CHUNKS_PER_QUERY]);
-      for (const r of rows) {
-        await turn();
-        yield r;
-      }
-      if (rows.length < CHUNKS_PER_QUERY) return;
-      after = rows[rows.length - 1].chunk;
-    }
-  }
-
-  async getEntries(disk: Disk, first: number, count: number): Promise<Entry[]> {
-    checkRange(disk, first, count);
-    const out: Entry[] = [];
-    for (let i = first; i < first + count;) {
-      const chunk = Math.floor(i / CHUNK_ENTRIES);
-      const data = await this.chunk(disk, chunk);
-      for (; i < first + count && i < (chunk + 1) * CHUNK_ENTRIES; i++) out.push(decodeEntry(data, i - chunk * CHUNK_ENTRIES));
-    }
-    return out;
-  }
-
-  /** Replaces entries [first, first + entries.length); call inside a transaction or alone (one commit). */
-  async setEntries(disk: Disk, first: number, entries: Entry[]): Promise<void> {
-    checkRange(disk, first, entries.length);
-    const write = async () => {
-      for (let i = first; i < first + entries.length;) {
-        const chunk = Math.floor(i / CHUNK_ENTRIES);
-        const data = await this.chunk(disk, chunk);
-        for (; i < first + entries.length && i < (chunk + 1) * CHUNK_ENTRIES; i++) encodeEntry(data, i - chunk * CHUNK_ENTRIES, entries[i - first]);
-        await this.putChunk(disk.id, chunk, data);
-      }
-    };
-    await this.db.transaction(write);
-  }
-
-  /** Maps entries [first, first + count) through fn and replaces the disk's operator holds, in one commit. */
-  async updateEntriesAndHolds(disk: Disk, first: number, count: number, fn: (e: Entry) => Entry, holds: Array<[number, number]>): Promise<void> {
-    await this.db.transaction(async () => {
-      await this.setEntries(disk, first, (await this.getEntries(disk, first, count)).map(fn));
-      await this.db.run('DELETE FROM holds WHERE disk_id = ?', [disk.id]);
-      for (const [f, n] of holds) await this.db.run('INSERT INTO holds (disk_id, first, count) VALUES (?, ?, ?)', [disk.id, f, n]);
-    });
-  }
-
-  /** Operator holds (No-write ranges whose writes wait) by disk id: [first, count] ranges. */
-  async holds(): Promise<Map<number, Array<[number, number]>>> {
-    const out = new Map<number, Array<[number, number]>>();
-    for (const r of await this.db.all<{ disk_id: number; first: number; count: number }>('SELECT * FROM holds ORDER BY rowid')) {
-      const list = out.get(r.disk_id) ?? [];
-      list.push([r.first, r.count]);
-      out.set(r.disk_id, list);
-    }
-    return out;
-  }
-
   /**
    * Thin provisioning: gives Zero segment `segment` of the disk its own storage and returns the new entry.
    * Idempotent: if the segment was allocated meanwhile (two faults racing), the existing entry is returned.
@@ -639,7 +544,7 @@ export class Store {
       let data: Buffer = Buffer.alloc(0);
       for (const s of list) {
         const c = Math.floor(s / CHUNK_ENTRIES);
-        if (c !== chunk) data = await this.chunk(disk, (chunk = c));
+        if (c !== chunk) data = await this.tables.chunk(disk, (chunk = c));
         out.set(s, decodeEntry(data, s - c * CHUNK_ENTRIES));
       }
       return out;
@@ -686,9 +591,9 @@ export class Store {
         byChunk.set(c, list);
       }
       for (const [c, list] of byChunk) {
-        const data = await this.chunk(disk, c);
+        const data = await this.tables.chunk(disk, c);
         for (const [segment, e] of list) encodeEntry(data, segment - c * CHUNK_ENTRIES, e);
-        await this.putChunk(disk.id, c, data);
+        await this.tables.putChunk(disk.id, c, data);
       }
       return mapped;
     });
@@ -715,7 +620,7 @@ export class Store {
     // What the table holds, chunk by chunk (an absent chunk is its fill state, counted at once): the cost
     // follows the stored entries, not the disk's size, and each chunk is one turn of the event loop.
     let stored = 0;
-    for await (const { data } of this.chunks(disk)) {
+    for await (const { data } of this.tables.chunks(disk)) {
       const n = data.length / ENTRY_BYTES;
       for (let k = 0; k < n; k++) tally(decodeEntry(data, k), 1);
       stored += n;
@@ -798,30 +703,6 @@ export class Store {
 
   // ---- allocation internals (callers hold a transaction)
 
-  /** One transaction over entry `segment`: fn sees it and may replace it with put() (the chunk is rewritten). */
-  updateEntry<T>(disk: Disk, segment: number, fn: (e: Entry, put: (e: Entry) => Promise<void>) => Promise<T>, o: { durable?: boolean } = {}): Promise<T> {
-    checkRange(disk, segment, 1);
-    return this.db.transaction(async () => {
-      const chunk = Math.floor(segment / CHUNK_ENTRIES);
-      const data = await this.chunk(disk, chunk);
-      const k = segment - chunk * CHUNK_ENTRIES;
-      return fn(decodeEntry(data, k), async (e) => {
-        encodeEntry(data, k, e);
-        await this.putChunk(disk.id, chunk, data);
-      });
-    }, o);
-  }
-
-  async putChunk(diskId: number, chunk: number, data: Buffer): Promise<void> {
-    await this.db.run('INSERT OR REPLACE INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [diskId, chunk, data]);
-  }
-
-  async chunk(disk: Disk, chunk: number): Promise<Buffer> {
-    const row = await this.db.get<{ data: Buffer }>('SELECT data FROM table_chunks WHERE disk_id = ? AND chunk = ?', [disk.id, chunk]);
-    if (row) return row.data;
-    return filledChunk(Math.min(CHUNK_ENTRIES, disk.segments - chunk * CHUNK_ENTRIES), { ...ZERO_ENTRY, states: disk.fillStates });
-  }
-
   /**
    * One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. `pending`
    * reserves it for a staged flow (see staged()); otherwise the caller's transaction names it.
@@ -857,7 +738,7 @@ export class Store {
       let planned: Entry | undefined;
       // lazyPlan: the plan only reserves (it never puts), so it commits without its own fsync: a crash may
       // undo a reservation nobody names yet, and the durable commit that maps it covers it.
-      const step = await this.updateEntry(disk, segment, (e, put) => {
+      const step = await this.tables.updateEntry(disk, segment, (e, put) => {
         planned = e;
         const putGuarded = o.lazyPlan ? () => { throw new VdiskError('a lazy plan must not change the entry', { code: 'EINVAL' }); } : put;
         return plan(e, putGuarded, async (pinned) => {
@@ -872,7 +753,7 @@ export class Store {
       try {
         await step.io();
         failpoint('staged.io');
-        result = await this.updateEntry(disk, segment, async (e, put) => {
+        result = await this.tables.updateEntry(disk, segment, async (e, put) => {
           if (!sameEntry(e, planned!)) return RETRY;
           const r = await step.commit(e, put, async (loc) => {
             const i = reserved.findIndex((x) => x.container === loc.container && x.unit * LOCATION_UNIT === loc.offset);
@@ -947,8 +828,3 @@ function checkModes(m: Modes): void {
   if (m.partial !== undefined && !PARTIAL_MODES.includes(m.partial)) throw new VdiskError(`--partial must be ${PARTIAL_MODES.join(' or ')}, not ${String(m.partial)}`, { code: 'EINVAL' });
 }
 
-function checkRange(disk: Disk, first: number, count: number): void {
-  if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count < 0 || first + count > disk.segments) {
-    throw new VdiskError(`entries ${first}..${first + count - 1} are outside disk ${disk.name} (${disk.segments} segments)`, { code: 'ERANGE' });
-  }
-}

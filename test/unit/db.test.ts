@@ -88,7 +88,7 @@ t.test('during a copy-out, another request reads the sharer\'s committed entry, 
   const origin = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB, cow: 'copy-out' });
   await store.allocateSegment(origin, 0);
   const snap = await store.snapshot('d', 's');
-  const [before] = await store.getEntries(snap, 0, 1);
+  const [before] = await store.tables.getEntries(snap, 0, 1);
   const copying = gate();
   const release = gate();
   const job = copyOut(store, await store.disk('d'), 0, async () => {
@@ -97,11 +97,11 @@ t.test('during a copy-out, another request reads the sharer\'s committed entry, 
     throw new Error('container write failed');
   });
   await copying.wait;
-  const [during] = await store.getEntries(snap, 0, 1);
+  const [during] = await store.tables.getEntries(snap, 0, 1);
   t.same(during, before, 'the snapshot still maps the shared segment while the copy-out is open');
   release.open();
   await t.rejects(job, /container write failed/);
-  const [after] = await store.getEntries(snap, 0, 1);
+  const [after] = await store.tables.getEntries(snap, 0, 1);
   t.same(after, before, 'nothing of the failed copy-out remains');
   t.ok(after.states & STATE_NO_WRITE, 'still shared No-write');
 });

@@ -34,7 +34,7 @@ async function setup(t: { teardown: (fn: () => unknown) => void }) {
 
 async function containersOf(store: Store, disk: Disk): Promise<Map<number, number>> {
   const out = new Map<number, number>();
-  for (const e of await store.getEntries(disk, 0, disk.segments)) {
+  for (const e of await store.tables.getEntries(disk, 0, disk.segments)) {
     if (e.states === 0) out.set(e.container, (out.get(e.container) ?? 0) + 1);
   }
   return out;
@@ -85,8 +85,8 @@ t.test('the scan follows stored chunks: a 64 Mi-segment thin disk with two mappe
   const progress: MigrationProgress[] = [];
   const done = await migrator.migrate('big', 'c2', (p) => progress.push({ ...p }));
   t.equal(done.moved, 2, 'both segments moved');
-  const [a] = await store.getEntries(disk, 7, 1);
-  const [b] = await store.getEntries(disk, far, 1);
+  const [a] = await store.tables.getEntries(disk, 7, 1);
+  const [b] = await store.tables.getEntries(disk, far, 1);
   t.same([a.container, b.container], [ids.c2, ids.c2], 'both now on c2');
   // One report per moved segment and per stored chunk, and the final one: not one per segment of the disk.
   t.equal(progress.length, 5, `${progress.length} progress reports`);

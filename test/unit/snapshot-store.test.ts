@@ -26,12 +26,12 @@ const refcount = references;
 
 t.test('snapshot, copy-on-write, clone, removal', async (t) => {
   const { store, d } = await setup(t);
-  const before = await store.getEntries(d, 0, 4);
+  const before = await store.tables.getEntries(d, 0, 4);
   const s = await store.snapshot('d', 's1');
   t.ok(s.readOnly, 'a snapshot is read-only');
   t.equal(s.parent, d.id, 'its parent is the origin');
-  const se = await store.getEntries(s, 0, 16);
-  const de = await store.getEntries(d, 0, 16);
+  const se = await store.tables.getEntries(s, 0, 16);
+  const de = await store.tables.getEntries(d, 0, 16);
   for (let i = 0; i < 4; i++) {
     t.same({ ...se[i], states: 0 }, before[i], `segment ${i}: the snapshot maps the same storage`);
     t.ok(se[i].states & STATE_NO_WRITE && de[i].states & STATE_NO_WRITE, `segment ${i}: No-write on both sides`);
@@ -49,7 +49,7 @@ t.test('snapshot, copy-on-write, clone, removal', async (t) => {
   t.equal(r.entry.states, 0, 'the new entry is writable');
   t.equal(await refcount(store, before[1]), 1, 'the old segment is now the snapshot\'s alone');
   t.equal(await refcount(store, r.entry), 1, 'the new one the disk\'s');
-  t.same((await store.getEntries(s, 1, 1))[0], se[1], 'the snapshot still maps the old segment');
+  t.same((await store.tables.getEntries(s, 1, 1))[0], se[1], 'the snapshot still maps the old segment');
   t.notOk((await store.copyOnWrite(d, 1, copy)).remapped, 'a second write finds a private segment');
   t.equal(copies.length, 1, 'and copies nothing');
   await t.rejects(store.copyOnWrite(s, 0, copy), { code: 'EROFS' }, 'a snapshot is never written');
@@ -90,7 +90,7 @@ t.test('chains of 10 snapshots and clones stay flat', async (t) => {
     name = `c${i}`;
   }
   const last = await store.disk('c9');
-  const e = await store.getEntries(last, 0, 4);
+  const e = await store.tables.getEntries(last, 0, 4);
   t.equal(e.length, 4, 'the deepest clone has its own full table: lookups do not walk the chain');
   const report = await checkStore(store);
   t.ok(report.ok, `check: consistent (${report.references} references to ${report.allocations} segments)`);
@@ -99,9 +99,9 @@ t.test('chains of 10 snapshots and clones stay flat', async (t) => {
 
 t.test('check reports broken invariants', async (t) => {
   const { store, d } = await setup(t);
-  const [e] = await store.getEntries(d, 0, 1);
+  const [e] = await store.tables.getEntries(d, 0, 1);
   await store.snapshot('d', 's');
-  await store.setEntries(d, 0, [{ ...e, states: 0 }]); // the origin may write a segment the snapshot shares
+  await store.tables.setEntries(d, 0, [{ ...e, states: 0 }]); // the origin may write a segment the snapshot shares
   await store.db.run('INSERT INTO allocations (container_id, unit, units, refcount) VALUES (?, 1000, 16, 1)', [e.container]);
   const r = await checkStore(store);
   t.notOk(r.ok);
@@ -123,15 +123,15 @@ t.test('out of space: info says so, and a new container makes room again', async
 t.test('reclaiming a whole segment frees it only when nobody else shares it', async (t) => {
   const { store, d } = await setup(t);
   const used = async () => (await store.listContainers())[0].usedBytes / MB;
-  const [e0] = await store.getEntries(d, 0, 1);
+  const [e0] = await store.tables.getEntries(d, 0, 1);
   t.equal((await store.reclaimSegment(d, 0)).states, STATE_ZERO, 'the entry turns Zero');
   t.equal(await used(), 3, 'an unshared segment is freed');
   await store.snapshot('d', 's');
-  const [e1] = await store.getEntries(d, 1, 1);
+  const [e1] = await store.tables.getEntries(d, 1, 1);
   await store.reclaimSegment(d, 1);
   t.equal(await used(), 3, 'a shared one is not');
   t.equal(await refcount(store, e1), 1, 'it just loses the origin\'s reference');
-  t.same({ ...(await store.getEntries(await store.disk('s'), 1, 1))[0], states: 0 }, { ...e1, states: 0 }, 'the snapshot still maps it');
+  t.same({ ...(await store.tables.getEntries(await store.disk('s'), 1, 1))[0], states: 0 }, { ...e1, states: 0 }, 'the snapshot still maps it');
   await store.removeDisk('s');
   t.equal(await used(), 2, 'removing the snapshot frees it');
   const fresh = await store.allocateSegment(d, 5);
@@ -154,7 +154,7 @@ t.test('migration moves segments one transaction at a time and is resumable', as
   const copies: Entry[] = [];
   for (let i = 0; i < d.segments; i++) await store.migrateSegment(disk, i, to.id, async (_from, dst) => { copies.push(dst); });
   t.equal(copies.length, 4, 'the 4 mapped segments were copied (Zero ones need nothing)');
-  const e = await store.getEntries(disk, 0, 4);
+  const e = await store.tables.getEntries(disk, 0, 4);
   t.ok(e.every((x) => x.container === to.id && x.states === 0), 'all on the target, writable (the copies are private)');
   t.equal(await store.migrateSegment(disk, 0, to.id, async () => { t.fail('no second copy'); }), null, 'moving again is a no-op');
   const info = await store.diskInfo('d');

@@ -24,7 +24,7 @@ t.test('a 1 TiB thin disk is created all-Zero and loads in full', async (t) => {
   await store.addContainer('c1', '/tmp/c1.img', 10 * GB);
   const disk = await store.createDisk({ name: 'big', size: 2 ** 40, segmentSize: MB });
   t.equal(disk.segments, 1048576);
-  const table = await store.readTable(disk);
+  const table = await store.tables.readTable(disk);
   t.equal(table.length, 1048576 * ENTRY_BYTES);
   t.same(decodeEntry(table, 1048575), { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
   const info = await store.diskInfo('big');
@@ -42,7 +42,7 @@ t.test('allocation: aligned, idempotent, counted, reused after rm, ENOSPC when f
   t.same(await store.allocateSegment(disk, 5), a, 'a second fault on the same segment gets the same entry');
   const b = await store.allocateSegment(disk, 6);
   t.equal(b.offset, MB);
-  t.same((await store.getEntries(disk, 4, 3)).map((e) => e.states), [STATE_ZERO, 0, 0]);
+  t.same((await store.tables.getEntries(disk, 4, 3)).map((e) => e.states), [STATE_ZERO, 0, 0]);
   const info = await store.diskInfo('d');
   t.equal(info.allocatedBytes, 2 * MB);
   t.same(info.perContainer, { small: 2 * MB });
@@ -50,7 +50,7 @@ t.test('allocation: aligned, idempotent, counted, reused after rm, ENOSPC when f
   await store.allocateSegment(disk, 7);
   await store.allocateSegment(disk, 8);
   await t.rejects(store.allocateSegment(disk, 9), { code: 'ENOSPC' }, 'container full');
-  t.equal((await store.getEntries(disk, 9, 1))[0].states, STATE_ZERO, 'a failed allocation leaves the entry Zero');
+  t.equal((await store.tables.getEntries(disk, 9, 1))[0].states, STATE_ZERO, 'a failed allocation leaves the entry Zero');
   await t.rejects(store.removeContainer('small'), { code: 'EBUSY' });
   await store.removeDisk('d');
   const again = await store.createDisk({ name: 'e', size: 8 * MB, segmentSize: MB });
@@ -68,7 +68,7 @@ t.test('thick disks allocate everything at creation; mixed segment sizes stay al
   const zero = async (container: number, offset: number, length: number) => { zeroed.push([container, offset, length]); };
   await t.rejects(store.createDisk({ name: 'thick', size: 8 * MB, segmentSize: 4 * MB, thick: true }), { code: 'EINVAL' }, 'never without zeroing');
   const thick = await store.createDisk({ name: 'thick', size: 8 * MB, segmentSize: 4 * MB, thick: true, zero });
-  const entries = await store.getEntries(thick, 0, 2);
+  const entries = await store.tables.getEntries(thick, 0, 2);
   t.same(entries.map((e) => e.offset), [4 * MB, 8 * MB], 'aligned to the 4 MiB segment size after a 64 KiB one');
   t.same(zeroed, [[entries[0].container, 4 * MB, 8 * MB]], 'both segments zeroed, as one run, before they were mapped');
   t.equal((await store.diskInfo('thick')).entriesByState.mapped, 2);
@@ -82,13 +82,13 @@ t.test('set/get entries across a chunk boundary; range and name checks', async (
   const disk = await store.createDisk({ name: 'd', size: 4 * GB, segmentSize: MB });
   const first = CHUNK_ENTRIES - 3;
   const entries = Array.from({ length: 6 }, (_, k) => ({ states: k % 2 ? STATE_NO_WRITE : 0, container: 1, offset: k * MB, alt: 0 }));
-  await store.setEntries(disk, first, entries);
-  t.same(await store.getEntries(disk, first, 6), entries);
-  t.equal((await store.getEntries(disk, first - 1, 1))[0].states, STATE_ZERO);
-  const table = await store.readTable(disk);
+  await store.tables.setEntries(disk, first, entries);
+  t.same(await store.tables.getEntries(disk, first, 6), entries);
+  t.equal((await store.tables.getEntries(disk, first - 1, 1))[0].states, STATE_ZERO);
+  const table = await store.tables.readTable(disk);
   t.same(decodeEntry(table, CHUNK_ENTRIES + 2), entries[5]);
-  await t.rejects(store.getEntries(disk, 4095, 2), { code: 'ERANGE' });
-  await t.rejects(store.setEntries(disk, -1, entries), { code: 'ERANGE' });
+  await t.rejects(store.tables.getEntries(disk, 4095, 2), { code: 'ERANGE' });
+  await t.rejects(store.tables.setEntries(disk, -1, entries), { code: 'ERANGE' });
   await t.rejects(store.createDisk({ name: 'bad name', size: MB, segmentSize: MB }), { code: 'EINVAL' });
   await t.rejects(store.createDisk({ name: 'odd', size: 1000, segmentSize: MB }), { code: 'EINVAL' });
   await t.rejects(store.createDisk({ name: 'd', size: MB, segmentSize: MB }), { code: 'EEXIST' });
@@ -107,8 +107,8 @@ t.test('a failed container turns exactly its mapped entries to Error', async (t)
   await store.allocateSegment(db, 1);
   const touched = await store.failContainer('a');
   t.same([...touched], [[da.id, [1, 3]]]);
-  t.same((await store.getEntries(da, 0, 4)).map((e) => e.states), [STATE_ZERO, STATE_ERROR, STATE_ZERO, STATE_ERROR]);
-  t.equal((await store.getEntries(db, 1, 1))[0].states, 0, 'the other container is untouched');
+  t.same((await store.tables.getEntries(da, 0, 4)).map((e) => e.states), [STATE_ZERO, STATE_ERROR, STATE_ZERO, STATE_ERROR]);
+  t.equal((await store.tables.getEntries(db, 1, 1))[0].states, 0, 'the other container is untouched');
   t.ok((await store.container('a')).failed);
   await t.rejects(store.allocateSegment(da, 2), { code: 'ENOSPC' }, 'a failed container allocates nothing');
 });
@@ -122,7 +122,7 @@ t.test('everything committed survives a reopen', async (t) => {
   const again = await Store.open(dir);
   t.teardown(() => again.close());
   const d2 = await again.disk('keep');
-  t.same((await again.getEntries(d2, 17, 1))[0], e);
+  t.same((await again.tables.getEntries(d2, 17, 1))[0], e);
   t.equal((await again.listContainers()).length, 1);
 });
 
