@@ -1,5 +1,5 @@
 // Answers map faults. The answer is computed from the store under the disk's lock: a thin (Zero) segment
-// that is written gets a new segment, reserved, zeroed and fdatasync'ed, and only then mapped (store.staged),
+// that is written gets a new segment, reserved, zeroed and fdatasync'ed, and only then mapped (store.alloc.staged),
 // so the mapping commits only once the segment reads as zeros; a write to a shared (No-write) segment gets a
 // private copy (redirect-on-write) the same way. The answer goes out after the commit. Everything else is
 // answered with the stored entry (an agent that restarted or lost its lease reloads this way).
@@ -59,7 +59,7 @@ export async function answerFault(store: Store, io: SegmentIo, disk: Disk, f: Fa
       return { answer: { action: 'entry', entry: await store.reclaimSegment(disk, segment), allocated: true, reclaimed: true } };
     }
     if (op === FAULT_WRITE && entry.states & STATE_ZERO) {
-      entry = await store.allocateSegment(disk, segment, (e: Entry, len: number) => io.zero(e.container, e.offset, len));
+      entry = await store.alloc.allocateSegment(disk, segment, (e: Entry, len: number) => io.zero(e.container, e.offset, len));
       return { answer: { action: 'entry', entry, allocated: true } };
     }
     if (entry.states & STATE_ALTERNATE && f.states & STATE_ALTERNATE && (op !== FAULT_WRITE || entry.states & STATE_NO_WRITE)) {

@@ -47,7 +47,7 @@ export async function sharers(store: Store, disk: Disk, segment: number, at: { c
 /** Frees the segment the disk's entry `segment` named unless another disk of its family still names it there. */
 export async function releaseUnlessShared(store: Store, disk: Disk, segment: number, at: { container: number; offset: number }): Promise<boolean> {
   if ((await sharers(store, disk, segment, at)).length > 0) return false;
-  await store.free(at.container, at.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
+  await store.alloc.free(at.container, at.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
   return true;
 }
 

@@ -11,10 +11,10 @@ import {
 } from '../table/mapping-table.js';
 import { formatSize } from '../util/size.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
-import { Allocator, runOf, type Run } from './allocator.js';
+import { SegmentAlloc, type Zero } from './segment-alloc.js';
 import { Db } from './db.js';
 import { migrate } from './schema.js';
-import { Tables, ZERO_ENTRY, checkRange } from './tables.js';
+import { Tables, ZERO_ENTRY } from './tables.js';
 import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js';
 import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
 import { ensureDir } from '../util/dirs.js';
@@ -56,10 +56,6 @@ export interface DiskInfo extends Disk {
   freeBytes: number;
 }
 
-/** Makes bytes [offset, offset + length) of a container read as zeros, durably (SegmentIo.zero). */
-export type Zero = (container: number, offset: number, length: number) => Promise<void>;
-/** Called with a newly allocated segment before its mapping commits (the controller zeroes it there). */
-export type Prepare = (entry: Entry, length: number) => Promise<void>;
 export interface Attachment { diskId: number; disk: string; hostId: string; devId: number | null }
 
 interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null; cow_mode: string; partial_mode: string; family_id: number | null }
@@ -74,18 +70,19 @@ function toDisk(r: DiskRow): Disk {
 }
 
 export class Store {
-  readonly alloc: Allocator;
   /** The disks' mapping tables (chunk I/O). */
   readonly tables: Tables;
+  /** Storage for disks' entries: thin and thick allocation, staged flows, freeing. */
+  readonly alloc: SegmentAlloc;
 
   private constructor(readonly db: Db, readonly file: string) {
-    this.alloc = new Allocator(db);
     this.tables = new Tables(db);
+    this.alloc = new SegmentAlloc(db, this.tables);
   }
 
   /** How long a freed segment waits before reuse (see Allocator.quarantineMs). */
-  get quarantineMs(): number { return this.alloc.quarantineMs; }
-  set quarantineMs(ms: number) { this.alloc.quarantineMs = ms; }
+  get quarantineMs(): number { return this.alloc.pool.quarantineMs; }
+  set quarantineMs(ms: number) { this.alloc.pool.quarantineMs = ms; }
 
   static async open(dataDir: string): Promise<Store> {
     ensureDir(dataDir);
@@ -98,7 +95,7 @@ export class Store {
       await migrate(db);
       const store = new Store(db, file);
       // No flow runs yet: every reservation belongs to one a crash interrupted.
-      await db.transaction(() => store.alloc.recoverPending());
+      await db.transaction(() => store.alloc.pool.recoverPending());
       return store;
     } catch (err) {
       await db.close().catch(() => {});
@@ -294,46 +291,11 @@ export class Store {
     if (!o.thick) return this.db.transaction(async () => insert(await exists()));
     const zero = o.zero;
     if (!zero) throw new VdiskError('a thick disk needs a way to zero its segments', { code: 'EINVAL' });
-    // Reserve, zero outside any transaction, then create the disk naming them: a thick disk maps storage
-    // that may hold a removed disk's data (reused extents, or a container that was never blank), and no
-    // disk reads bytes that were not zeroed for it. One run from a bump pointer when a container has room
-    // for all of it (one fallocate for the lot), else segment by segment wherever there is room.
-    const segments = Math.ceil(o.size / o.segmentSize);
-    const units = o.segmentSize / LOCATION_UNIT;
-    const runs = await this.db.transaction(async () => {
-      const only = await exists();
-      const run = await this.alloc.run(units, segments, only, true);
-      if (run) return [run];
-      const list: Run[] = [];
-      for (let i = 0; i < segments; i++) list.push(runOf(await this.alloc.segment(units, only, true, `${o.segmentSize}-byte segment`), units));
-      return list;
+    return this.alloc.thick(o.segmentSize, Math.ceil(o.size / o.segmentSize), zero, exists, async (runs) => {
+      const disk = await insert(await exists());
+      await this.tables.insertRuns(disk.id, disk.segments, runs);
+      return disk;
     });
-    failpoint('thick.reserved');
-    try {
-      for (const r of coalesce(runs)) await zero(r.container, r.unit * LOCATION_UNIT, r.count * r.units * LOCATION_UNIT);
-      failpoint('thick.zeroed');
-      return await this.db.transaction(async () => {
-        const disk = await insert(await exists());
-        // The reserved segments in order: segment i of the disk is the i-th of them.
-        let ri = 0;
-        let rk = 0;
-        for (let first = 0; first < segments; first += CHUNK_ENTRIES) {
-          const count = Math.min(CHUNK_ENTRIES, segments - first);
-          const data = Buffer.alloc(count * ENTRY_BYTES);
-          for (let k = 0; k < count; k++) {
-            const r = runs[ri];
-            encodeEntry(data, k, { states: 0, container: r.container, offset: (r.unit + rk * r.units) * LOCATION_UNIT, alt: 0 });
-            if (++rk === r.count) { ri++; rk = 0; }
-          }
-          await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [disk.id, first / CHUNK_ENTRIES, data]);
-        }
-        for (const r of runs) await this.alloc.claim(r);
-        return disk;
-      });
-    } catch (err) {
-      await this.db.transaction(async () => { for (const r of runs) await this.alloc.unreserve(r); });
-      throw err;
-    }
   }
 
   async listDisks(): Promise<Disk[]> {
@@ -353,10 +315,10 @@ export class Store {
       const attached = await this.db.all<{ host_id: string }>('SELECT host_id FROM attachments WHERE disk_id = ?', [disk.id]);
       if (attached.length) throw new VdiskError(`disk ${name} is attached on ${attached.map((a) => a.host_id).join(', ')}: detach it first`, { code: 'EBUSY' });
       await eachMapped(this, disk, async (data, k, _i, shared) => {
-        if (!shared) await this.free(data.readUInt32LE(k * ENTRY_BYTES + 4) >>> 8, data.readUInt32LE(k * ENTRY_BYTES + 8), disk.segmentSize / LOCATION_UNIT);
+        if (!shared) await this.alloc.free(data.readUInt32LE(k * ENTRY_BYTES + 4) >>> 8, data.readUInt32LE(k * ENTRY_BYTES + 8), disk.segmentSize / LOCATION_UNIT);
       }, progress);
       for (const a of await this.db.all<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ?', [disk.id])) {
-        await this.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT); // alternates are never shared
+        await this.alloc.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT); // alternates are never shared
       }
       await this.db.run('DELETE FROM alternates WHERE disk_id = ?', [disk.id]);
       await this.db.run('DELETE FROM table_chunks WHERE disk_id = ?', [disk.id]);
@@ -422,7 +384,7 @@ export class Store {
    * the old one; if nobody else references it any more, No-write is simply cleared.
    */
   async copyOnWrite(disk: Disk, segment: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<{ entry: Entry; remapped: boolean }> {
-    return this.staged<{ entry: Entry; remapped: boolean }>(disk, segment, async (e, put, reserve) => {
+    return this.alloc.staged<{ entry: Entry; remapped: boolean }>(disk, segment, async (e, put, reserve) => {
       if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return { done: { entry: e, remapped: false } };
       if (disk.readOnly) throw new VdiskError(`${disk.name} is a read-only snapshot`, { code: 'EROFS' });
       if ((await sharers(this, disk, segment, e)).length === 0) {
@@ -453,7 +415,7 @@ export class Store {
       await releaseUnlessShared(this, disk, segment, e);
       if (e.states & STATE_ALTERNATE) {
         const a = await this.db.get<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
-        if (a) await this.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT);
+        if (a) await this.alloc.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT);
         await this.db.run('DELETE FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
       }
       return ZERO_ENTRY;
@@ -490,7 +452,7 @@ export class Store {
    * Returns the new entry, or null when there was nothing to move.
    */
   async migrateSegment(disk: Disk, segment: number, to: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<Entry | null> {
-    return this.staged<Entry | null>(disk, segment, async (e, _put, reserve) => {
+    return this.alloc.staged<Entry | null>(disk, segment, async (e, _put, reserve) => {
       if (!isMapped(e) || e.container === to || e.states & STATE_ERROR) return { done: null };
       if (e.states & STATE_ALTERNATE) throw new VdiskError(`${disk.name} segment ${segment} has an alternate location: fold it before moving it`, { code: 'EBUSY' });
       const fresh = await reserve(to);
@@ -505,100 +467,6 @@ export class Store {
         },
       };
     }, { lazyPlan: true });
-  }
-
-  /**
-   * Thin provisioning: gives Zero segment `segment` of the disk its own storage and returns the new entry.
-   * Idempotent: if the segment was allocated meanwhile (two faults racing), the existing entry is returned.
-   */
-  async allocateSegment(disk: Disk, segment: number, prepare?: Prepare): Promise<Entry> {
-    return this.staged<Entry>(disk, segment, async (current, _put, reserve) => {
-      if ((current.states & STATE_ZERO) === 0) return { done: current };
-      const entry = await reserve();
-      return {
-        // Before the mapping commits: a crash before the segment reads as zeros leaves it unmapped.
-        io: async () => { if (prepare) await prepare(entry, disk.segmentSize); },
-        commit: async (_e, put, use) => {
-          await use(entry);
-          await put(entry);
-          return entry;
-        },
-      };
-    }, { lazyPlan: true });
-  }
-
-  /**
-   * allocateSegment for many Zero segments of one disk at once (group commit): one transaction reserves a
-   * segment for each, `zero` zeroes them all (outside any transaction, durably), one transaction maps every
-   * one whose entry is still Zero. Returns the new entries by segment; a segment that was not Zero (at plan
-   * or at commit) is absent and its reservation goes back. ENOSPC reserves nothing (the caller goes one by one).
-   */
-  async allocateSegments(disk: Disk, segments: number[], zero: (locs: Entry[], length: number) => Promise<void>): Promise<Map<number, Entry>> {
-    const units = disk.segmentSize / LOCATION_UNIT;
-    for (const s of segments) checkRange(disk, s, 1);
-    const unique = [...new Set(segments)].sort((x, y) => x - y);
-    // The entries, one read per chunk (inside the caller's transaction: its view).
-    const entriesOf = async (list: number[]): Promise<Map<number, Entry>> => {
-      const out = new Map<number, Entry>();
-      let chunk = -1;
-      let data: Buffer = Buffer.alloc(0);
-      for (const s of list) {
-        const c = Math.floor(s / CHUNK_ENTRIES);
-        if (c !== chunk) data = await this.tables.chunk(disk, (chunk = c));
-        out.set(s, decodeEntry(data, s - c * CHUNK_ENTRIES));
-      }
-      return out;
-    };
-    const planned = await this.db.transaction(async () => {
-      const now = await entriesOf(unique);
-      const zeroes = unique.filter((s) => now.get(s)!.states === STATE_ZERO);
-      if (zeroes.length === 0) return [];
-      // One run above a bump pointer when the preferred container (or any) has room: three statements for
-      // the lot; else segment by segment, reused extents included.
-      const pref = (await this.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id]))?.container_id ?? null;
-      const run = await this.alloc.run(units, zeroes.length, pref, true);
-      if (run) return zeroes.map((segment, i) => ({ segment, loc: { states: 0, container: run.container, offset: (run.unit + i * units) * LOCATION_UNIT, alt: 0 } }));
-      const out: Array<{ segment: number; loc: Entry }> = [];
-      for (const segment of zeroes) out.push({ segment, loc: await this.allocateUnits(disk, undefined, true) });
-      return out;
-    }, { durable: false }); // reservations only: the mapping commit below is durable and covers them
-    const giveBack = (list: Array<{ loc: Entry }>) => this.db.transaction(async () => {
-      for (const p of list) await this.alloc.unreserve(runOf(p.loc, units));
-    });
-    failpoint('batch.planned');
-    try {
-      // Before the mappings commit: a crash before the segments read as zeros leaves them unmapped.
-      if (planned.length) await zero(planned.map((p) => p.loc), disk.segmentSize);
-    } catch (err) {
-      await giveBack(planned);
-      throw err;
-    }
-    failpoint('batch.zeroed');
-    const mappedAll = await this.db.transaction(async () => {
-      const now = await entriesOf(planned.map((p) => p.segment));
-      const mapped = new Map<number, Entry>();
-      for (const p of planned) {
-        if (now.get(p.segment)!.states !== STATE_ZERO) await this.alloc.unreserve(runOf(p.loc, units)); // changed meanwhile
-        else mapped.set(p.segment, p.loc);
-      }
-      for (const r of coalesce([...mapped.values()].map((e) => runOf(e, units)))) await this.alloc.claim(r);
-      // One rewrite per chunk, however many of its entries changed.
-      const byChunk = new Map<number, Array<[number, Entry]>>();
-      for (const [segment, e] of mapped) {
-        const c = Math.floor(segment / CHUNK_ENTRIES);
-        const list = byChunk.get(c) ?? [];
-        list.push([segment, e]);
-        byChunk.set(c, list);
-      }
-      for (const [c, list] of byChunk) {
-        const data = await this.tables.chunk(disk, c);
-        for (const [segment, e] of list) encodeEntry(data, segment - c * CHUNK_ENTRIES, e);
-        await this.tables.putChunk(disk.id, c, data);
-      }
-      return mapped;
-    });
-    failpoint('batch.committed');
-    return mappedAll;
   }
 
   async diskInfo(name: string): Promise<DiskInfo> {
@@ -637,22 +505,8 @@ export class Store {
     }
     return {
       ...disk, entriesByState: byState, allocatedBytes: allocated, perContainer: per, alternates: alts.length,
-      exclusiveBytes: allocated - sharedBytes, sharedBytes, freeBytes: await this.freeFor(disk),
+      exclusiveBytes: allocated - sharedBytes, sharedBytes, freeBytes: await this.alloc.freeFor(disk),
     };
-  }
-
-  /** Bytes of new segments the disk could still get: free extents of its size plus room above each bump pointer. */
-  private async freeFor(disk: Disk): Promise<number> {
-    const units = disk.segmentSize / LOCATION_UNIT;
-    const cs = await this.db.all<ContainerRow & { free: number }>(
-      'SELECT c.*, (SELECT COUNT(*) FROM free_extents f WHERE f.container_id = c.id AND f.units = ?) AS free FROM containers c WHERE failed = 0', [units]);
-    let segments = 0;
-    for (const c of cs) {
-      if (disk.containerId !== null && c.id !== disk.containerId) continue;
-      const next = Math.ceil(c.next_unit / units) * units;
-      segments += c.free + Math.max(0, Math.floor((c.size / LOCATION_UNIT - next) / units));
-    }
-    return segments * disk.segmentSize;
   }
 
   async containerById(id: number): Promise<Container | undefined> {
@@ -700,82 +554,6 @@ export class Store {
       await this.db.run('DELETE FROM attachments WHERE disk_id = ? AND host_id = ?', [diskId, hostId]);
     });
   }
-
-  // ---- allocation internals (callers hold a transaction)
-
-  /**
-   * One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. `pending`
-   * reserves it for a staged flow (see staged()); otherwise the caller's transaction names it.
-   */
-  async allocateUnits(disk: Disk, pinned?: number | null, pending = false): Promise<Entry> {
-    // The preference is read here, inside the caller's transaction, not taken from `disk`: callers hold Disk
-    // objects from before a migration changed it, and a segment allocated on the old container after the
-    // migration's scan passed it would stay behind.
-    const only = pinned !== undefined ? pinned
-      : await this.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id])
-        .then((r) => (r ? r.container_id : disk.containerId));
-    return this.alloc.segment(disk.segmentSize / LOCATION_UNIT, only, pending, `${disk.segmentSize}-byte segment`);
-  }
-
-  /** Returns a segment to the free pool, quarantined (see Allocator.free); the caller knows nobody names it. */
-  async free(containerId: number, unit: number, units: number): Promise<void> {
-    await this.alloc.free(containerId, unit, units);
-  }
-
-  /**
-   * A change of entry `segment` that needs file I/O (zeroing or copying into a new segment) between choosing
-   * the segment and committing the mapping that names it, without holding a transaction across the I/O
-   * (every other write would wait for it). plan() runs in a transaction: it sees the entry, may put() it
-   * and finish ({ done }), or reserve segments and return the I/O and the commit. io() runs outside any
-   * transaction; nobody can read a reserved segment, since no table names it. commit() runs in a second
-   * transaction only if the entry is still the planned one (else everything starts over); it names the
-   * reserved segments it keeps with use(), and the others go back. A failure returns every reservation.
-   */
-  async staged<T>(disk: Disk, segment: number, plan: Plan<T>, o: { lazyPlan?: boolean } = {}): Promise<T> {
-    const units = disk.segmentSize / LOCATION_UNIT;
-    for (let attempt = 1; ; attempt++) {
-      const reserved: Run[] = [];
-      let planned: Entry | undefined;
-      // lazyPlan: the plan only reserves (it never puts), so it commits without its own fsync: a crash may
-      // undo a reservation nobody names yet, and the durable commit that maps it covers it.
-      const step = await this.tables.updateEntry(disk, segment, (e, put) => {
-        planned = e;
-        const putGuarded = o.lazyPlan ? () => { throw new VdiskError('a lazy plan must not change the entry', { code: 'EINVAL' }); } : put;
-        return plan(e, putGuarded, async (pinned) => {
-          const loc = await this.allocateUnits(disk, pinned, true);
-          reserved.push(runOf(loc, units));
-          return loc;
-        });
-      }, { durable: !o.lazyPlan });
-      if ('done' in step) return step.done;
-      failpoint('staged.planned');
-      let result: T | typeof RETRY;
-      try {
-        await step.io();
-        failpoint('staged.io');
-        result = await this.tables.updateEntry(disk, segment, async (e, put) => {
-          if (!sameEntry(e, planned!)) return RETRY;
-          const r = await step.commit(e, put, async (loc) => {
-            const i = reserved.findIndex((x) => x.container === loc.container && x.unit * LOCATION_UNIT === loc.offset);
-            if (i < 0) throw new VdiskError(`segment ${loc.container}/${loc.offset} was not reserved by this flow`, { code: 'EINVAL' });
-            await this.alloc.claim(reserved[i]);
-            reserved.splice(i, 1);
-          });
-          if (r !== RETRY) for (const x of reserved.splice(0)) await this.alloc.unreserve(x);
-          return r;
-        });
-      } catch (err) {
-        await this.db.transaction(async () => { for (const x of reserved) await this.alloc.unreserve(x); });
-        throw err;
-      }
-      if (result !== RETRY) {
-        failpoint('staged.committed');
-        return result;
-      }
-      await this.db.transaction(async () => { for (const x of reserved) await this.alloc.unreserve(x); });
-      if (attempt >= 8) throw new VdiskError(`${disk.name} segment ${segment} keeps changing under a copy: try again`, { code: 'EAGAIN' });
-    }
-  }
 }
 
 /**
@@ -796,29 +574,6 @@ export async function checkIntegrity(db: Db, file: string): Promise<void> {
 
 function sqlString(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
-}
-
-/** A staged flow's answer to "start over": the entry changed between its two transactions. */
-export const RETRY: unique symbol = Symbol('retry');
-export interface Stage<T> {
-  io: () => Promise<void>;
-  commit: (e: Entry, put: (e: Entry) => Promise<void>, use: (loc: Entry) => Promise<void>) => Promise<T | typeof RETRY>;
-}
-export type Plan<T> = (e: Entry, put: (e: Entry) => Promise<void>, reserve: (pinned?: number | null) => Promise<Entry>) => Promise<{ done: T } | Stage<T>>;
-
-/** Adjacent single segments of one container as one run, so zeroing them takes one call. */
-function coalesce(runs: Run[]): Run[] {
-  const out: Run[] = [];
-  for (const r of runs) {
-    const last = out[out.length - 1];
-    if (last && last.container === r.container && last.units === r.units && last.unit + last.count * last.units === r.unit) last.count += r.count;
-    else out.push({ ...r });
-  }
-  return out;
-}
-
-function sameEntry(a: Entry, b: Entry): boolean {
-  return a.states === b.states && a.container === b.container && a.offset === b.offset && a.alt === b.alt;
 }
 
 export { isMapped } from './sharing.js';

@@ -3,9 +3,10 @@
 // state", which makes a thin disk cost the same at 1 GiB and at 1 TiB. Every statement joins the caller's
 // transaction when there is one (db.ts), so a flow's table change commits together with its allocation.
 import { VdiskError } from '../errors.js';
-import { STATE_ZERO, type Entry } from '../table/mapping-table.js';
+import { LOCATION_UNIT, STATE_ZERO, type Entry } from '../table/mapping-table.js';
 import { turn } from '../util/sleep.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry, filledChunk } from '../table/entry-codec.js';
+import type { Run } from './allocator.js';
 import type { Db } from './db.js';
 import type { Disk } from './store.js';
 
@@ -116,6 +117,22 @@ export class Tables {
       out.set(r.disk_id, list);
     }
     return out;
+  }
+
+  /** A new disk's table naming reserved runs (a thick disk): segment i of the disk is the i-th of their segments. */
+  async insertRuns(diskId: number, segments: number, runs: Run[]): Promise<void> {
+    let ri = 0;
+    let rk = 0;
+    for (let first = 0; first < segments; first += CHUNK_ENTRIES) {
+      const count = Math.min(CHUNK_ENTRIES, segments - first);
+      const data = Buffer.alloc(count * ENTRY_BYTES);
+      for (let k = 0; k < count; k++) {
+        const r = runs[ri];
+        encodeEntry(data, k, { states: 0, container: r.container, offset: (r.unit + rk * r.units) * LOCATION_UNIT, alt: 0 });
+        if (++rk === r.count) { ri++; rk = 0; }
+      }
+      await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [diskId, first / CHUNK_ENTRIES, data]);
+    }
   }
 
   /** One transaction over entry `segment`: fn sees it and may replace it with put() (the chunk is rewritten). */

@@ -40,8 +40,8 @@ t.test('info, check and table reads of the largest thin disk cost what it holds'
   const store = await fresh(t);
   const disk = await store.createDisk({ name: 'max', size: maxDiskSize(MB), segmentSize: MB });
   const last = disk.segments - 1;
-  const a = await store.allocateSegment(disk, 3);
-  const b = await store.allocateSegment(disk, last);
+  const a = await store.alloc.allocateSegment(disk, 3);
+  const b = await store.alloc.allocateSegment(disk, last);
   const info = await store.diskInfo('max');
   t.same(info.entriesByState, { mapped: 2, zero: MAX_SEGMENTS - 2, invalid: 0, error: 0, noWrite: 0 });
   t.same(info.perContainer, { c1: 2 * MB });
@@ -59,7 +59,7 @@ t.test('info, check and table reads of the largest thin disk cost what it holds'
 t.test('check reports a mapping outside its container or into an unknown one', async (t) => {
   const store = await fresh(t);
   const disk = await store.createDisk({ name: 'd', size: 16 * MB, segmentSize: MB });
-  const e = await store.allocateSegment(disk, 0);
+  const e = await store.alloc.allocateSegment(disk, 0);
   t.same((await checkStore(store)).problems, []);
   // Damage the stored chunk directly, as a bug or a hand-edited database would.
   const chunk = await store.tables.chunk(disk, 0);

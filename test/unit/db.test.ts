@@ -86,7 +86,7 @@ t.test('during a copy-out, another request reads the sharer\'s committed entry, 
   t.teardown(() => store.close());
   await store.addContainer('c1', path.join(dir, 'c1.img'), 64 * MB);
   const origin = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB, cow: 'copy-out' });
-  await store.allocateSegment(origin, 0);
+  await store.alloc.allocateSegment(origin, 0);
   const snap = await store.snapshot('d', 's');
   const [before] = await store.tables.getEntries(snap, 0, 1);
   const copying = gate();
@@ -143,13 +143,13 @@ t.test('vdisk check during a commit that maps a new segment reports no false lea
   await store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   const a = await store.createDisk({ name: 'a', size: 16 * 64 * 1024, segmentSize: 64 * 1024 });
   const b = await store.createDisk({ name: 'b', size: 4096 * 64 * 1024, segmentSize: 64 * 1024 });
-  for (const i of [0, 1024, 2048, 3072]) await store.allocateSegment(b, i); // 4 stored chunks: 4 turns of check
-  await store.allocateSegment(a, 0);
+  for (const i of [0, 1024, 2048, 3072]) await store.alloc.allocateSegment(b, i); // 4 stored chunks: 4 turns of check
+  await store.alloc.allocateSegment(a, 0);
   let committed = false;
   const report = await checkStore(store, async (done) => {
     // Once a's table has been read (b's scan is under way), a fault maps a's segment 5 and commits.
     if (done > a.segments && !committed) {
-      await store.allocateSegment(a, 5);
+      await store.alloc.allocateSegment(a, 5);
       committed = true;
     }
   });

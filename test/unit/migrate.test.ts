@@ -49,13 +49,13 @@ const until = async (what: string, cond: () => boolean): Promise<void> => {
 t.test('a fault staging on the old container when the migration starts is moved too', async (t) => {
   const { store, att, migrator, ids } = await setup(t);
   const disk = await store.createDisk({ name: 'd', size: 16 * SEG, segmentSize: SEG, container: 'c1' });
-  await store.allocateSegment(disk, 0);
+  await store.alloc.allocateSegment(disk, 0);
   // The fault's zeroing I/O (between its two transactions, under the disk's lock, as answerFault runs it)
   // stalls until the migration is observably waiting for the same lock.
   let entered = false;
   let release!: () => void;
   const gate = new Promise<void>((r) => { release = r; });
-  const fault = att.withDisk(disk.id, () => store.allocateSegment(disk, 5, async (e) => {
+  const fault = att.withDisk(disk.id, () => store.alloc.allocateSegment(disk, 5, async (e) => {
     t.equal(e.container, ids.c1, 'the fault planned on c1, the preference before the migration');
     entered = true;
     await gate;
@@ -80,8 +80,8 @@ t.test('the scan follows stored chunks: a 64 Mi-segment thin disk with two mappe
   const segments = 64 * CHUNK_ENTRIES * CHUNK_ENTRIES;
   const disk = await store.createDisk({ name: 'big', size: segments * SEG, segmentSize: SEG, container: 'c1' });
   const far = segments - 3;
-  await store.allocateSegment(disk, 7);
-  await store.allocateSegment(disk, far);
+  await store.alloc.allocateSegment(disk, 7);
+  await store.alloc.allocateSegment(disk, far);
   const progress: MigrationProgress[] = [];
   const done = await migrator.migrate('big', 'c2', (p) => progress.push({ ...p }));
   t.equal(done.moved, 2, 'both segments moved');

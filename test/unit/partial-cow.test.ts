@@ -31,7 +31,7 @@ async function setup(t: { teardown: (fn: () => unknown) => void }, modes: { cow?
   t.teardown(() => fs.closeSync(fd));
   // Segment k of d holds bytes equal to k + 1 everywhere.
   for (let seg = 0; seg < 4; seg++) {
-    const e = await store.allocateSegment(d, seg);
+    const e = await store.alloc.allocateSegment(d, seg);
     fs.writeSync(fd, Buffer.alloc(MB, seg + 1), 0, MB, e.offset);
   }
   await store.snapshot('d', 's');

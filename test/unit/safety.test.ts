@@ -24,7 +24,7 @@ t.test('a thick disk created over a removed disk\'s segments reads zeros, not it
   const fd = fs.openSync(file, 'r+');
   t.teardown(() => fs.closeSync(fd));
   for (let i = 0; i < 8; i++) {
-    const e = await controller.store.allocateSegment(old, i);
+    const e = await controller.store.alloc.allocateSegment(old, i);
     fs.writeSync(fd, Buffer.alloc(MB, 0xa5), 0, MB, e.offset); // what the old disk's user wrote
   }
   await ask('disk.rm', { name: 'old' });
@@ -113,12 +113,12 @@ t.test('the freed-segment quarantine survives a restart of the store', async (t)
   await store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   store.quarantineMs = 3_600_000;
   const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
-  const freed = await store.allocateSegment(d, 0);
+  const freed = await store.alloc.allocateSegment(d, 0);
   await store.reclaimSegment(d, 0);
   await store.close();
   store = await Store.open(dir);
   t.teardown(() => store.close());
-  const next = await store.allocateSegment(await store.disk('d'), 1);
+  const next = await store.alloc.allocateSegment(await store.disk('d'), 1);
   t.not(next.offset, freed.offset, 'a restarted controller does not hand out a quarantined segment');
 });
 
@@ -128,7 +128,7 @@ t.test('an operator hold survives a controller restart: a write to the held segm
   let controller = await Controller.start(dir);
   await controller.store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   const d = await controller.store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
-  await controller.store.allocateSegment(d, 0);
+  await controller.store.alloc.allocateSegment(d, 0);
   await controller.attachments.changeStates(d, 0, 1, STATE_NO_WRITE, true);
   const write = { op: FAULT_WRITE, segment: 0, states: STATE_NO_WRITE, offset: 0, length: 4096 };
   const nobody = {} as Connection; // no other holder: nothing is pushed
@@ -149,7 +149,7 @@ t.test('zeroing and copying run outside transactions: other requests commit mean
   await store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
   let during: Entry[] = [];
-  const e = await store.allocateSegment(d, 0, async () => {
+  const e = await store.alloc.allocateSegment(d, 0, async () => {
     // Another request's transaction commits while this segment is being zeroed (it would wait forever
     // for a transaction held across the I/O).
     await store.touchAgent('h1', 1234);
@@ -169,7 +169,7 @@ t.test('a reservation left by a crash between the two transactions goes back to 
   await store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
   // The zeroing "crashes" the flow: the store gives the reservation back itself.
-  await t.rejects(store.allocateSegment(d, 0, async () => { throw new Error('EIO from the container'); }), /EIO from the container/);
+  await t.rejects(store.alloc.allocateSegment(d, 0, async () => { throw new Error('EIO from the container'); }), /EIO from the container/);
   t.same(await store.db.all('SELECT * FROM allocations'), [], 'a failed zeroing leaves no allocation');
   t.same(await store.tables.getEntries(d, 0, 1), [{ states: 4, container: 0, offset: 0, alt: 0 }], 'and no mapping');
   // A real crash leaves the row pending: simulate one and reopen.

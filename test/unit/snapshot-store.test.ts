@@ -18,7 +18,7 @@ async function setup(t: { teardown: (fn: () => unknown) => void }) {
   t.teardown(async () => { await store.close(); fs.rmSync(dir, { recursive: true, force: true }); });
   await store.addContainer('c', '/tmp/never-opened.img', 256 * MB);
   const d = await store.createDisk({ name: 'd', size: 16 * MB, segmentSize: MB });
-  for (const seg of [0, 1, 2, 3]) await store.allocateSegment(d, seg);
+  for (const seg of [0, 1, 2, 3]) await store.alloc.allocateSegment(d, seg);
   return { store, d };
 }
 
@@ -112,12 +112,12 @@ t.test('check reports broken invariants', async (t) => {
 t.test('out of space: info says so, and a new container makes room again', async (t) => {
   const { store } = await setup(t);
   const full = await store.createDisk({ name: 'full', size: 512 * MB, segmentSize: MB });
-  for (let i = 0; i < 252; i++) await store.allocateSegment(full, i);
+  for (let i = 0; i < 252; i++) await store.alloc.allocateSegment(full, i);
   t.equal((await store.diskInfo('full')).freeBytes, 0, 'no room left');
-  await t.rejects(store.allocateSegment(full, 300), { code: 'ENOSPC' }, 'the next allocation fails with ENOSPC');
+  await t.rejects(store.alloc.allocateSegment(full, 300), { code: 'ENOSPC' }, 'the next allocation fails with ENOSPC');
   await store.addContainer('more', '/tmp/never-opened-2.img', 8 * MB);
   t.equal((await store.diskInfo('full')).freeBytes, 8 * MB, 'a new container brings room');
-  t.ok(await store.allocateSegment(full, 300), 'and allocations proceed');
+  t.ok(await store.alloc.allocateSegment(full, 300), 'and allocations proceed');
 });
 
 t.test('reclaiming a whole segment frees it only when nobody else shares it', async (t) => {
@@ -134,11 +134,11 @@ t.test('reclaiming a whole segment frees it only when nobody else shares it', as
   t.same({ ...(await store.tables.getEntries(await store.disk('s'), 1, 1))[0], states: 0 }, { ...e1, states: 0 }, 'the snapshot still maps it');
   await store.removeDisk('s');
   t.equal(await used(), 2, 'removing the snapshot frees it');
-  const fresh = await store.allocateSegment(d, 5);
+  const fresh = await store.alloc.allocateSegment(d, 5);
   t.notOk(fresh.offset === e0.offset || fresh.offset === e1.offset, 'freed segments are not handed out at once (in-flight reads may still use them)');
   store.quarantineMs = 0;
   await store.reclaimSegment(d, 5);
-  const again = await store.allocateSegment(d, 6);
+  const again = await store.alloc.allocateSegment(d, 6);
   t.same([again.container, again.offset], [fresh.container, fresh.offset], 'out of quarantine, freed space is reused');
   t.ok((await checkStore(store)).ok, 'check: consistent');
 });
