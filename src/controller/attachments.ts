@@ -379,7 +379,7 @@ export class Attachments {
       await this.foldAllLocked(disk, io);
       await this.toHolders(disk, (conn) => agentRequest(conn, 'table.states',
         { diskId: disk.id, first: 0, count: disk.segments, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
-      const snap = await this.store.snapshot(diskName, snapName);
+      const snap = await this.store.cow.snapshot(diskName, snapName);
       failpoint('snapshot.committed');
       return snap;
     });

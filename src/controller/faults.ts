@@ -56,7 +56,7 @@ export async function answerFault(store: Store, io: SegmentIo, disk: Disk, f: Fa
   return guardSpace(async () => {
     if (op === FAULT_RECLAIM) {
       if (entry.states & STATE_ZERO) return plain(entry);
-      return { answer: { action: 'entry', entry: await store.reclaimSegment(disk, segment), allocated: true, reclaimed: true } };
+      return { answer: { action: 'entry', entry: await store.cow.reclaimSegment(disk, segment), allocated: true, reclaimed: true } };
     }
     if (op === FAULT_WRITE && entry.states & STATE_ZERO) {
       entry = await store.alloc.allocateSegment(disk, segment, (e: Entry, len: number) => io.zero(e.container, e.offset, len));
@@ -71,7 +71,7 @@ export async function answerFault(store: Store, io: SegmentIo, disk: Disk, f: Fa
     if (op === FAULT_WRITE && (entry.states & (STATE_NO_WRITE | STATE_ALTERNATE))) return copyOnWrite(store, io, disk, segment, entry, offset, length);
     if (writing && entry.states & STATE_NO_WRITE) {
       // A discard of part of a shared segment: the disk needs its own copy first (then it discards in it).
-      const r = await store.copyOnWrite(disk, segment, (from, to, len) => io.copy(from, to, len));
+      const r = await store.cow.copyOnWrite(disk, segment, (from, to, len) => io.copy(from, to, len));
       return { answer: { action: 'entry', entry: r.entry, allocated: r.remapped } };
     }
     return plain(entry);
@@ -97,7 +97,7 @@ async function copyOnWrite(store: Store, io: SegmentIo, disk: Disk, segment: num
     return { answer: { action: 'entry', entry: r?.entry ?? entry, allocated: true }, copyOut: r?.moved.length ? r.moved : undefined };
   }
   const whole = length === disk.segmentSize;
-  const r = await store.copyOnWrite(disk, segment, whole
+  const r = await store.cow.copyOnWrite(disk, segment, whole
     ? (_from, to, len) => io.zero(to.container, to.offset, len) // overwritten entirely: nothing to keep
     : (from, to, len) => io.copy(from, to, len));
   return { answer: { action: 'entry', entry: r.entry, allocated: r.remapped } };

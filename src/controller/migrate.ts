@@ -21,14 +21,14 @@ export class Migrator {
 
   /** Starts (or joins) the migration of a disk; progress is reported per segment moved and per chunk examined. */
   async migrate(name: string, to: string, onProgress: (p: MigrationProgress) => void = () => {}): Promise<MigrationProgress> {
-    const { disk, to: c } = await this.store.startMigration(name, to);
+    const { disk, to: c } = await this.store.cow.startMigration(name, to);
     return this.run(disk, c.id, c.name, onProgress);
   }
 
   /** Resumes the migrations a previous controller left unfinished. */
   async resumeAll(): Promise<void> {
     const containers = await this.store.listContainers();
-    for (const m of await this.store.migrations()) {
+    for (const m of await this.store.cow.migrations()) {
       const disk = await this.store.diskById(m.diskId);
       const c = containers.find((x) => x.id === m.to);
       if (!disk || !c) continue;
@@ -70,7 +70,7 @@ export class Migrator {
     }
     p.done = disk.segments;
     onProgress(p);
-    await this.store.finishMigration(disk.id);
+    await this.store.cow.finishMigration(disk.id);
     this.log(`migrated ${disk.name} to ${toName}: ${p.moved} segment(s) moved`);
     return p;
   }
@@ -82,7 +82,7 @@ export class Migrator {
       if (now.states & STATE_ALTERNATE) await this.att.foldLocked(disk, segment, this.io);
       await this.att.toHolders(disk, (conn) => agentRequest(conn, 'table.states',
         { diskId: disk.id, first: segment, count: 1, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TIMEOUT_MS }));
-      const entry = await this.store.migrateSegment(disk, segment, to, (from, dst, length) => this.io.copy(from, dst, length));
+      const entry = await this.store.cow.migrateSegment(disk, segment, to, (from, dst, length) => this.io.copy(from, dst, length));
       failpoint('migrate.remapped');
       // The agents get the stored entry either way: it also takes back the No-write set above.
       const bytes = Buffer.alloc(ENTRY_BYTES);

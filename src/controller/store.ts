@@ -1,13 +1,12 @@
-// The controller's persistent state: containers, disks, their mapping tables and segment allocation, in
-// SQLite. Every mutation is one transaction that has committed (fsync'd) before the returned promise
-// resolves, so whatever the controller answers after awaiting it survives a crash. Tables are stored as
-// chunks of CHUNK_ENTRIES entries; an absent chunk means "every entry in the disk's fill state", which
-// makes creating a thin disk cost the same at 1 GiB and at 1 TiB.
+// The controller's persistent state, in SQLite: containers, disks, agents and attachments here, and as parts
+// a Store owns, the disks' tables (tables.ts), their segments (segment-alloc.ts) and the sharing of segments
+// between disks (cow.ts). Every mutation is one transaction that has committed (fsync'd) before the returned
+// promise resolves, so whatever the controller answers after awaiting it survives a crash.
 import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import {
-  LOCATION_UNIT, MAX_SEGMENTS, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, maxDiskSize, type Entry,
+  LOCATION_UNIT, MAX_SEGMENTS, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, maxDiskSize, type Entry,
 } from '../table/mapping-table.js';
 import { formatSize } from '../util/size.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
@@ -15,8 +14,9 @@ import { SegmentAlloc, type Zero } from './segment-alloc.js';
 import { Db } from './db.js';
 import { migrate } from './schema.js';
 import { Tables, ZERO_ENTRY } from './tables.js';
-import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js';
-import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
+import { eachMapped } from './sharing.js';
+import { checkModes, type CowMode, type Modes, type PartialMode } from './modes.js';
+import { CowOps } from './cow.js';
 import { ensureDir } from '../util/dirs.js';
 import { dbPath } from './paths.js';
 import { checkName } from './names.js';
@@ -74,10 +74,13 @@ export class Store {
   readonly tables: Tables;
   /** Storage for disks' entries: thin and thick allocation, staged flows, freeing. */
   readonly alloc: SegmentAlloc;
+  /** Snapshots, clones, copy-on-write, reclaim and migration steps. */
+  readonly cow: CowOps;
 
   private constructor(readonly db: Db, readonly file: string) {
     this.tables = new Tables(db);
     this.alloc = new SegmentAlloc(db, this.tables);
+    this.cow = new CowOps(this);
   }
 
   /** How long a freed segment waits before reuse (see Allocator.quarantineMs). */
@@ -328,147 +331,6 @@ export class Store {
     failpoint('rm.committed');
   }
 
-  // ---- snapshots and clones
-
-  /**
-   * A read-only copy of the disk's table that shares every segment: No-write on each mapped entry of both,
-   * one more reference per segment. One transaction; its cost grows with the table, not with the data.
-   * The caller has already made every agent stop writing to the disk (No-write with the blocking flag).
-   */
-  async snapshot(diskName: string, snapName: string): Promise<Disk> {
-    checkName('snapshot', snapName);
-    return this.db.transaction(async () => {
-      const from = await this.disk(diskName);
-      return this.share(from, snapName, true);
-    });
-  }
-
-  /** A writable disk sharing every segment of a snapshot; writes copy on write. */
-  async clone(snapName: string, name: string, modes: Modes = {}): Promise<Disk> {
-    checkName('disk', name);
-    checkModes(modes);
-    return this.db.transaction(async () => {
-      const from = await this.disk(snapName);
-      if (!from.readOnly) throw new VdiskError(`${snapName} is not a snapshot: clone a snapshot of it (vdisk snapshot ${snapName} SNAP)`, { code: 'EINVAL' });
-      return this.share(from, name, false, modes);
-    });
-  }
-
-  private async share(from: Disk, name: string, readOnly: boolean, modes: Modes = {}): Promise<Disk> {
-    if (await this.db.get('SELECT 1 FROM disks WHERE name = ?', [name])) throw new VdiskError(`disk ${name} already exists`, { code: 'EEXIST' });
-    // Alternates are per disk: the caller folds them first (a shared table must name only whole segments).
-    const alts = await this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM alternates WHERE disk_id = ?', [from.id]);
-    if ((alts?.n ?? 0) > 0) throw new VdiskError(`${from.name} has ${alts?.n} alternate location(s): fold them before sharing`, { code: 'EBUSY' });
-    const { lastID } = await this.db.run(
-      'INSERT INTO disks (name, size, segment_size, fill_states, container_id, read_only, parent_id, cow_mode, partial_mode, family_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      [name, from.size, from.segmentSize, from.fillStates, from.containerId, readOnly ? 1 : 0, from.id, modes.cow ?? from.cow, modes.partial ?? from.partial, from.family]);
-    // No-write on every mapped entry of the origin, set on the stored bytes (no decoding: a million entries
-    // take milliseconds); the copy carries it too. Nothing is counted per segment (see sharing.ts).
-    for await (const r of this.tables.chunks(from)) {
-      let changed = false;
-      for (let o = 4; o < r.data.length; o += ENTRY_BYTES) {
-        const s = r.data[o];
-        if ((s & (STATE_INVALID | STATE_ZERO)) !== 0 || (s & STATE_NO_WRITE) !== 0) continue;
-        r.data[o] = s | STATE_NO_WRITE;
-        changed = true;
-      }
-      if (changed) await this.tables.putChunk(from.id, r.chunk, r.data);
-    }
-    await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) SELECT ?, chunk, data FROM table_chunks WHERE disk_id = ?', [lastID, from.id]);
-    return toDisk((await this.db.get<DiskRow>('SELECT * FROM disks WHERE id = ?', [lastID]))!);
-  }
-
-  /**
-   * A write reached a No-write entry. If its segment is still shared, the disk gets a new segment holding a
-   * copy (redirect: `copy` runs inside the transaction, before the remap commits) and drops its reference to
-   * the old one; if nobody else references it any more, No-write is simply cleared.
-   */
-  async copyOnWrite(disk: Disk, segment: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<{ entry: Entry; remapped: boolean }> {
-    return this.alloc.staged<{ entry: Entry; remapped: boolean }>(disk, segment, async (e, put, reserve) => {
-      if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return { done: { entry: e, remapped: false } };
-      if (disk.readOnly) throw new VdiskError(`${disk.name} is a read-only snapshot`, { code: 'EROFS' });
-      if ((await sharers(this, disk, segment, e)).length === 0) {
-        const entry = { ...e, states: e.states & ~STATE_NO_WRITE };
-        await put(entry);
-        return { done: { entry, remapped: false } };
-      }
-      const fresh = await reserve();
-      return {
-        io: () => copy(e, fresh, disk.segmentSize), // the shared segment is No-write everywhere: it holds still
-        commit: async (_e, put2, use) => {
-          await use(fresh);
-          const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE };
-          await put2(entry);
-          // Kept if somebody else still names it; freed if its last sharer went meanwhile (a snapshot rm).
-          await releaseUnlessShared(this, disk, segment, e);
-          return { entry, remapped: true };
-        },
-      };
-    });
-  }
-
-  /** A whole segment was discarded: the entry turns Zero and drops its reference (freed if it was the last). */
-  async reclaimSegment(disk: Disk, segment: number): Promise<Entry> {
-    return this.tables.updateEntry(disk, segment, async (e, put) => {
-      if (!isMapped(e)) return e;
-      await put(ZERO_ENTRY);
-      await releaseUnlessShared(this, disk, segment, e);
-      if (e.states & STATE_ALTERNATE) {
-        const a = await this.db.get<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
-        if (a) await this.alloc.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT);
-        await this.db.run('DELETE FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
-      }
-      return ZERO_ENTRY;
-    });
-  }
-
-  // ---- migration
-
-  /** Records a migration of the disk to a container (resumed after a controller restart); new allocations go there. */
-  async startMigration(name: string, to: string): Promise<{ disk: Disk; to: Container }> {
-    return this.db.transaction(async () => {
-      const disk = await this.disk(name);
-      if (disk.readOnly) throw new VdiskError(`${name} is a snapshot: its segments move with its origin's copies, not on their own`, { code: 'EROFS' });
-      const c = (await this.listContainers()).find((x) => x.name === to);
-      if (!c) throw new VdiskError(`no container named ${to}`, { code: 'ENOENT' });
-      if (c.failed) throw new VdiskError(`container ${to} has failed`, { code: 'EIO' });
-      await this.db.run('INSERT OR REPLACE INTO migrations (disk_id, to_container) VALUES (?, ?)', [disk.id, c.id]);
-      await this.db.run('UPDATE disks SET container_id = ? WHERE id = ?', [c.id, disk.id]);
-      return { disk: { ...disk, containerId: c.id }, to: c };
-    });
-  }
-
-  async migrations(): Promise<Array<{ diskId: number; to: number }>> {
-    return (await this.db.all<{ disk_id: number; to_container: number }>('SELECT * FROM migrations')).map((m) => ({ diskId: m.disk_id, to: m.to_container }));
-  }
-
-  async finishMigration(diskId: number): Promise<void> {
-    await this.db.transaction(async () => { await this.db.run('DELETE FROM migrations WHERE disk_id = ?', [diskId]); });
-  }
-
-  /**
-   * Moves one segment of the disk to container `to`: a new segment there receives a copy (inside the
-   * transaction), the entry is remapped and the old segment loses this disk's reference, all in one commit.
-   * Returns the new entry, or null when there was nothing to move.
-   */
-  async migrateSegment(disk: Disk, segment: number, to: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<Entry | null> {
-    return this.alloc.staged<Entry | null>(disk, segment, async (e, _put, reserve) => {
-      if (!isMapped(e) || e.container === to || e.states & STATE_ERROR) return { done: null };
-      if (e.states & STATE_ALTERNATE) throw new VdiskError(`${disk.name} segment ${segment} has an alternate location: fold it before moving it`, { code: 'EBUSY' });
-      const fresh = await reserve(to);
-      return {
-        io: () => copy(e, fresh, disk.segmentSize), // the caller made the segment No-write on every agent
-        commit: async (_e, put, use) => {
-          await use(fresh);
-          const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE }; // the copy is this disk's alone
-          await put(entry);
-          await releaseUnlessShared(this, disk, segment, e);
-          return entry;
-        },
-      };
-    }, { lazyPlan: true });
-  }
-
   async diskInfo(name: string): Promise<DiskInfo> {
     const disk = await this.disk(name);
     const byState: Record<string, number> = { mapped: 0, zero: 0, invalid: 0, error: 0, noWrite: 0 };
@@ -577,9 +439,4 @@ function sqlString(s: string): string {
 }
 
 export { isMapped } from './sharing.js';
-
-function checkModes(m: Modes): void {
-  if (m.cow !== undefined && !COW_MODES.includes(m.cow)) throw new VdiskError(`--cow must be ${COW_MODES.join(' or ')}, not ${String(m.cow)}`, { code: 'EINVAL' });
-  if (m.partial !== undefined && !PARTIAL_MODES.includes(m.partial)) throw new VdiskError(`--partial must be ${PARTIAL_MODES.join(' or ')}, not ${String(m.partial)}`, { code: 'EINVAL' });
-}
 

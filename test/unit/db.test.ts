@@ -87,7 +87,7 @@ t.test('during a copy-out, another request reads the sharer\'s committed entry, 
   await store.addContainer('c1', path.join(dir, 'c1.img'), 64 * MB);
   const origin = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB, cow: 'copy-out' });
   await store.alloc.allocateSegment(origin, 0);
-  const snap = await store.snapshot('d', 's');
+  const snap = await store.cow.snapshot('d', 's');
   const [before] = await store.tables.getEntries(snap, 0, 1);
   const copying = gate();
   const release = gate();

@@ -64,7 +64,7 @@ t.test('a fault staging on the old container when the migration starts is moved 
   const progress: MigrationProgress[] = [];
   const job = migrator.migrate('d', 'c2', (p) => progress.push({ ...p }));
   await until('the migration to wait for the disk lock', () => att.locks.users(disk.id) === 2);
-  t.same(await store.migrations(), [{ diskId: disk.id, to: ids.c2 }], 'the migration is recorded before the fault commits');
+  t.same(await store.cow.migrations(), [{ diskId: disk.id, to: ids.c2 }], 'the migration is recorded before the fault commits');
   release();
   t.equal((await fault).container, ids.c1, 'the fault committed its c1 segment after the migration started');
   const done = await job;
@@ -91,5 +91,5 @@ t.test('the scan follows stored chunks: a 64 Mi-segment thin disk with two mappe
   // One report per moved segment and per stored chunk, and the final one: not one per segment of the disk.
   t.equal(progress.length, 5, `${progress.length} progress reports`);
   t.equal(progress.at(-1)?.done, segments, 'the last report covers the whole disk');
-  t.same(await store.migrations(), [], 'the job is finished');
+  t.same(await store.cow.migrations(), [], 'the job is finished');
 });

@@ -34,7 +34,7 @@ async function setup(t: { teardown: (fn: () => unknown) => void }, modes: { cow?
     const e = await store.alloc.allocateSegment(d, seg);
     fs.writeSync(fd, Buffer.alloc(MB, seg + 1), 0, MB, e.offset);
   }
-  await store.snapshot('d', 's');
+  await store.cow.snapshot('d', 's');
   return { store, io, d, fd, file };
 }
 

@@ -114,7 +114,7 @@ t.test('the freed-segment quarantine survives a restart of the store', async (t)
   store.quarantineMs = 3_600_000;
   const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
   const freed = await store.alloc.allocateSegment(d, 0);
-  await store.reclaimSegment(d, 0);
+  await store.cow.reclaimSegment(d, 0);
   await store.close();
   store = await Store.open(dir);
   t.teardown(() => store.close());

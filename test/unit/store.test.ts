@@ -151,7 +151,7 @@ t.test('after a migration starts, faults allocate on the new container even thro
   await store.addContainer('c2', '/tmp/c2.img', 64 * MB);
   const disk = await store.createDisk({ name: 'd', size: 16 * MB, segmentSize: MB, container: 'c1' });
   t.equal((await store.alloc.allocateSegment(disk, 0)).container, 1, 'before: the preferred container c1');
-  const { to } = await store.startMigration('d', 'c2');
+  const { to } = await store.cow.startMigration('d', 'c2');
   // `disk` still says c1, as the fault handler's copy did when the migration left segments behind on c1.
   t.equal(disk.containerId, 1);
   t.equal((await store.alloc.allocateSegment(disk, 1)).container, to.id, 'a fault after the start allocates on c2');
