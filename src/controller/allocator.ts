@@ -103,3 +103,14 @@ export class Allocator {
 export function runOf(e: { container: number; offset: number }, units: number): Run {
   return { container: e.container, unit: e.offset / LOCATION_UNIT, units, count: 1 };
 }
+
+/** Adjacent single segments of one container as one run, so zeroing them takes one call. */
+export function coalesce(runs: Run[]): Run[] {
+  const out: Run[] = [];
+  for (const r of runs) {
+    const last = out[out.length - 1];
+    if (last && last.container === r.container && last.units === r.units && last.unit + last.count * last.units === r.unit) last.count += r.count;
+    else out.push({ ...r });
+  }
+  return out;
+}

@@ -55,7 +55,7 @@ export class Attachments {
    */
   /** Reads the persisted holds; the controller calls it before it serves any fault. */
   async loadHolds(): Promise<void> {
-    this.holds = await this.store.holds();
+    this.holds = await this.store.tables.holds();
   }
 
   withDisk<T>(diskId: number, fn: () => Promise<T>): Promise<T> {
@@ -178,7 +178,7 @@ export class Attachments {
     // Piece by piece from the store: the controller never holds more than one message of a big table.
     for (let first = 0; first < disk.segments; first += LOAD_ENTRIES) {
       const end = Math.min(disk.segments, first + LOAD_ENTRIES);
-      const piece = await this.store.readRange(disk, first, end - first);
+      const piece = await this.store.tables.readRange(disk, first, end - first);
       // The blocking flag on the last piece: the barrier then covers every piece before it too.
       await agentRequest(conn, 'table.set', { diskId: disk.id, first, blocking: blocking && end === disk.segments },
         { payload: piece, timeoutMs: TABLE_TIMEOUT_MS });
@@ -287,7 +287,7 @@ export class Attachments {
 
   /** Sends the stored entry (and its alternate) to every holder of the disk; the caller holds its lock. */
   private async pushStored(disk: Disk, segment: number, blocking: boolean): Promise<void> {
-    const [entry] = await this.store.getEntries(disk, segment, 1);
+    const [entry] = await this.store.tables.getEntries(disk, segment, 1);
     const alternate = entry.states & STATE_ALTERNATE ? await alternateOf(this.store, disk.id, segment) : undefined;
     await this.toHolders(disk, (conn) => this.sendEntry(conn, disk, segment, entry, alternate, blocking));
   }
@@ -342,7 +342,7 @@ export class Attachments {
    */
   async markIoError(disk: Disk, first: number, count: number): Promise<number> {
     return this.withDisk(disk.id, async () => {
-      const entries = await this.store.getEntries(disk, first, count);
+      const entries = await this.store.tables.getEntries(disk, first, count);
       let changed = 0;
       const next = entries.map((e) => {
         if (e.states & (STATE_INVALID | STATE_ZERO | STATE_ERROR)) return e;
@@ -350,7 +350,7 @@ export class Attachments {
         return { ...e, states: e.states | STATE_ERROR };
       });
       if (!changed) return 0;
-      await this.store.setEntries(disk, first, next);
+      await this.store.tables.setEntries(disk, first, next);
       const bytes = Buffer.alloc(count * ENTRY_BYTES);
       next.forEach((e, k) => encodeEntry(bytes, k, e));
       await this.toHolders(disk, (conn) => agentRequest(conn, 'table.set', { diskId: disk.id, first, blocking: true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS }));
@@ -379,7 +379,7 @@ export class Attachments {
       await this.foldAllLocked(disk, io);
       await this.toHolders(disk, (conn) => agentRequest(conn, 'table.states',
         { diskId: disk.id, first: 0, count: disk.segments, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
-      const snap = await this.store.snapshot(diskName, snapName);
+      const snap = await this.store.cow.snapshot(diskName, snapName);
       failpoint('snapshot.committed');
       return snap;
     });
@@ -393,7 +393,7 @@ export class Attachments {
       const list = this.holds.get(disk.id) ?? [];
       const holds: Array<[number, number]> = !(bits & STATE_NO_WRITE) ? list
         : set ? [...list, [first, count]] : list.filter(([f, n]) => f + n <= first || f >= first + count);
-      await this.store.updateEntriesAndHolds(disk, first, count, (e) => ({ ...e, states: set ? e.states | bits : e.states & ~bits }), holds);
+      await this.store.tables.updateEntriesAndHolds(disk, first, count, (e) => ({ ...e, states: set ? e.states | bits : e.states & ~bits }), holds);
       this.holds.set(disk.id, holds);
       await this.toHolders(disk, (conn) => agentRequest(conn, 'table.states', { diskId: disk.id, first, count, bits, set, blocking: true }, { timeoutMs: TABLE_TIMEOUT_MS }));
       for (const [f, n] of list.filter((h) => !holds.includes(h))) await this.cancelDelays(disk, f, n); // holds that ended

@@ -128,7 +128,7 @@ async function checkSnapshot(store: Store, progress?: ProgressFn): Promise<Check
     const alts = new Map((await listAlternates(store, d.id)).map((a) => [a.segment, a]));
     // Stored chunks only (an absent chunk is all fill state, which maps nothing), one turn of the event loop
     // each: check costs what the tables hold and never stalls faults and pings.
-    for await (const { chunk, data } of store.chunks(d)) {
+    for await (const { chunk, data } of store.tables.chunks(d)) {
       await progress?.(before + Math.min(d.segments, chunk * CHUNK_ENTRIES), total);
       for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
         const i = chunk * CHUNK_ENTRIES + k;

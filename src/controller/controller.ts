@@ -379,7 +379,7 @@ export class Controller {
     },
     'disk.snapshot': async (a) => this.attachments.snapshot(str(a, 'name'), str(a, 'snapshot'), this.io),
     'disk.clone': async (a) => {
-      const clone = await this.store.clone(str(a, 'snapshot'), str(a, 'name'), modes(a));
+      const clone = await this.store.cow.clone(str(a, 'snapshot'), str(a, 'name'), modes(a));
       failpoint('clone.committed');
       return clone;
     },

@@ -19,7 +19,7 @@ export interface CopyOut { entry: Entry; moved: number[] }
 export async function copyOut(store: Store, disk: Disk, segment: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<CopyOut | null> {
   const chunk = Math.floor(segment / CHUNK_ENTRIES);
   const k = segment - chunk * CHUNK_ENTRIES;
-  return store.staged<CopyOut | null>(disk, segment, async (e, put, reserve) => {
+  return store.alloc.staged<CopyOut | null>(disk, segment, async (e, put, reserve) => {
     if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return { done: null };
     if (disk.readOnly) throw new VdiskError(`${disk.name} is a read-only snapshot`, { code: 'EROFS' });
     const entry = { ...e, states: e.states & ~STATE_NO_WRITE };
@@ -37,9 +37,9 @@ export async function copyOut(store: Store, disk: Disk, segment: number, copy: (
         if (others.length > 0) {
           await use(fresh);
           for (const other of others) {
-            const data = await store.chunk(other, chunk);
+            const data = await store.tables.chunk(other, chunk);
             encodeEntry(data, k, { ...decodeEntry(data, k), container: fresh.container, offset: fresh.offset });
-            await store.putChunk(other.id, chunk, data);
+            await store.tables.putChunk(other.id, chunk, data);
           }
           await store.db.run('INSERT OR REPLACE INTO copyouts (disk_id, segment, disks) VALUES (?, ?, ?)', [disk.id, segment, JSON.stringify(others.map((d) => d.id))]);
         }

@@ -1,5 +1,5 @@
 // Answers map faults. The answer is computed from the store under the disk's lock: a thin (Zero) segment
-// that is written gets a new segment, reserved, zeroed and fdatasync'ed, and only then mapped (store.staged),
+// that is written gets a new segment, reserved, zeroed and fdatasync'ed, and only then mapped (store.alloc.staged),
 // so the mapping commits only once the segment reads as zeros; a write to a shared (No-write) segment gets a
 // private copy (redirect-on-write) the same way. The answer goes out after the commit. Everything else is
 // answered with the stored entry (an agent that restarted or lost its lease reloads this way).
@@ -44,7 +44,7 @@ export async function answerFault(store: Store, io: SegmentIo, disk: Disk, f: Fa
   }
   const offset = Number.isInteger(f.offset) && f.offset >= 0 && f.offset < disk.segmentSize ? f.offset : 0;
   const length = Number.isInteger(f.length) && f.length > 0 && offset + f.length <= disk.segmentSize ? f.length : disk.segmentSize - offset;
-  let [entry] = await store.getEntries(disk, segment, 1);
+  let [entry] = await store.tables.getEntries(disk, segment, 1);
   const plain = (e: Entry): Promise<Outcome> => withAlternate(store, disk, segment, e);
   if (entry.states & STATE_ERROR) return plain(entry); // the agent installs E: the I/O fails with EIO
   if (entry.states & STATE_INVALID) return { answer: { action: 'error', errno: abi.EIO } };
@@ -56,10 +56,10 @@ export async function answerFault(store: Store, io: SegmentIo, disk: Disk, f: Fa
   return guardSpace(async () => {
     if (op === FAULT_RECLAIM) {
       if (entry.states & STATE_ZERO) return plain(entry);
-      return { answer: { action: 'entry', entry: await store.reclaimSegment(disk, segment), allocated: true, reclaimed: true } };
+      return { answer: { action: 'entry', entry: await store.cow.reclaimSegment(disk, segment), allocated: true, reclaimed: true } };
     }
     if (op === FAULT_WRITE && entry.states & STATE_ZERO) {
-      entry = await store.allocateSegment(disk, segment, (e: Entry, len: number) => io.zero(e.container, e.offset, len));
+      entry = await store.alloc.allocateSegment(disk, segment, (e: Entry, len: number) => io.zero(e.container, e.offset, len));
       return { answer: { action: 'entry', entry, allocated: true } };
     }
     if (entry.states & STATE_ALTERNATE && f.states & STATE_ALTERNATE && (op !== FAULT_WRITE || entry.states & STATE_NO_WRITE)) {
@@ -71,7 +71,7 @@ export async function answerFault(store: Store, io: SegmentIo, disk: Disk, f: Fa
     if (op === FAULT_WRITE && (entry.states & (STATE_NO_WRITE | STATE_ALTERNATE))) return copyOnWrite(store, io, disk, segment, entry, offset, length);
     if (writing && entry.states & STATE_NO_WRITE) {
       // A discard of part of a shared segment: the disk needs its own copy first (then it discards in it).
-      const r = await store.copyOnWrite(disk, segment, (from, to, len) => io.copy(from, to, len));
+      const r = await store.cow.copyOnWrite(disk, segment, (from, to, len) => io.copy(from, to, len));
       return { answer: { action: 'entry', entry: r.entry, allocated: r.remapped } };
     }
     return plain(entry);
@@ -97,7 +97,7 @@ async function copyOnWrite(store: Store, io: SegmentIo, disk: Disk, segment: num
     return { answer: { action: 'entry', entry: r?.entry ?? entry, allocated: true }, copyOut: r?.moved.length ? r.moved : undefined };
   }
   const whole = length === disk.segmentSize;
-  const r = await store.copyOnWrite(disk, segment, whole
+  const r = await store.cow.copyOnWrite(disk, segment, whole
     ? (_from, to, len) => io.zero(to.container, to.offset, len) // overwritten entirely: nothing to keep
     : (from, to, len) => io.copy(from, to, len));
   return { answer: { action: 'entry', entry: r.entry, allocated: r.remapped } };

@@ -106,7 +106,7 @@ async function agentStatus(l: AgentLink): Promise<AgentAnswer> {
 async function tableSummary(store: Store, d: Disk): Promise<{ allocatedBytes: number; errorSegments: number }> {
   let mapped = 0;
   let errors = 0;
-  for await (const { data } of store.chunks(d)) {
+  for await (const { data } of store.tables.chunks(d)) {
     for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
       const e = decodeEntry(data, k);
       if (!isMapped(e)) continue;

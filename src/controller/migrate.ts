@@ -21,14 +21,14 @@ export class Migrator {
 
   /** Starts (or joins) the migration of a disk; progress is reported per segment moved and per chunk examined. */
   async migrate(name: string, to: string, onProgress: (p: MigrationProgress) => void = () => {}): Promise<MigrationProgress> {
-    const { disk, to: c } = await this.store.startMigration(name, to);
+    const { disk, to: c } = await this.store.cow.startMigration(name, to);
     return this.run(disk, c.id, c.name, onProgress);
   }
 
   /** Resumes the migrations a previous controller left unfinished. */
   async resumeAll(): Promise<void> {
     const containers = await this.store.listContainers();
-    for (const m of await this.store.migrations()) {
+    for (const m of await this.store.cow.migrations()) {
       const disk = await this.store.diskById(m.diskId);
       const c = containers.find((x) => x.id === m.to);
       if (!disk || !c) continue;
@@ -53,7 +53,7 @@ export class Migrator {
     await this.att.withDisk(disk.id, async () => {});
     // Only stored chunks can map anything (an absent one is all fill state): the scan costs what the disk
     // holds, not its size, and yields between chunks so pings and faults are answered meanwhile.
-    for await (const { chunk, data } of this.store.chunks(disk)) { // a guide only: each segment is re-read under the lock
+    for await (const { chunk, data } of this.store.tables.chunks(disk)) { // a guide only: each segment is re-read under the lock
       const first = chunk * CHUNK_ENTRIES;
       for (let k = 0; k < data.length / ENTRY_BYTES; k++) {
         const guess = decodeEntry(data, k);
@@ -70,7 +70,7 @@ export class Migrator {
     }
     p.done = disk.segments;
     onProgress(p);
-    await this.store.finishMigration(disk.id);
+    await this.store.cow.finishMigration(disk.id);
     this.log(`migrated ${disk.name} to ${toName}: ${p.moved} segment(s) moved`);
     return p;
   }
@@ -78,15 +78,15 @@ export class Migrator {
   private async moveOne(disk: Disk, segment: number, to: number): Promise<boolean> {
     return this.att.withDisk(disk.id, async () => {
       // An Alternate segment moves as one: fold it first (a fault cannot make a new one while we hold the lock).
-      const [now] = await this.store.getEntries(disk, segment, 1);
+      const [now] = await this.store.tables.getEntries(disk, segment, 1);
       if (now.states & STATE_ALTERNATE) await this.att.foldLocked(disk, segment, this.io);
       await this.att.toHolders(disk, (conn) => agentRequest(conn, 'table.states',
         { diskId: disk.id, first: segment, count: 1, bits: STATE_NO_WRITE, set: true, blocking: true }, { timeoutMs: TIMEOUT_MS }));
-      const entry = await this.store.migrateSegment(disk, segment, to, (from, dst, length) => this.io.copy(from, dst, length));
+      const entry = await this.store.cow.migrateSegment(disk, segment, to, (from, dst, length) => this.io.copy(from, dst, length));
       failpoint('migrate.remapped');
       // The agents get the stored entry either way: it also takes back the No-write set above.
       const bytes = Buffer.alloc(ENTRY_BYTES);
-      encodeEntry(bytes, 0, entry ?? (await this.store.getEntries(disk, segment, 1))[0]);
+      encodeEntry(bytes, 0, entry ?? (await this.store.tables.getEntries(disk, segment, 1))[0]);
       // Blocking: reads planned with the old entry finish before its segment can be handed out again.
       await this.att.toHolders(disk, (conn) => agentRequest(conn, 'table.set', { diskId: disk.id, first: segment, blocking: true }, { payload: bytes, timeoutMs: TIMEOUT_MS }));
       return entry !== null;

@@ -2,12 +2,13 @@
 // blocks are copied from the shared segment to the disk's own alternate segment, marked in a bitmap, and
 // the write goes there; reads merge the two block by block (src/io/translator.ts). Folding copies the
 // unmarked blocks too and makes the alternate the entry's plain, private location. Each function is a
-// staged store flow (store.staged): the copies run between its two transactions, and no bitmap bit
+// staged store flow (store.alloc.staged): the copies run between its two transactions, and no bitmap bit
 // commits before its block holds the data.
 import { VdiskError } from '../errors.js';
 import { ALT_BLOCK, ALT_BLOCK_SHIFT, altLayout, bitmapBytes, countBits, hasBit, setBits } from '../table/alternates.js';
 import { LOCATION_UNIT, STATE_ALTERNATE, STATE_NO_WRITE, type Entry } from '../table/mapping-table.js';
-import { RETRY, type Disk, type Store } from './store.js';
+import { RETRY } from './segment-alloc.js';
+import type { Disk, Store } from './store.js';
 import { releaseUnlessShared } from './sharing.js';
 
 export interface AltRecord { slot: number; container: number; offset: number; bitmap: Buffer }
@@ -55,9 +56,9 @@ export async function writeToAlternate(store: Store, disk: Disk, segment: number
     throw new VdiskError(`write of ${length} bytes at ${offset} is outside a ${disk.segmentSize}-byte segment`, { code: 'ERANGE' });
   }
   const total = disk.segmentSize / ALT_BLOCK;
-  // The copies run between the store's two transactions (store.staged): blocks not yet marked in a bitmap
+  // The copies run between the store's two transactions (store.alloc.staged): blocks not yet marked in a bitmap
   // are never read from the alternate, and a new alternate is named by nothing until the second commits.
-  return store.staged<AltWrite | null>(disk, segment, async (e, _put, reserve) => {
+  return store.alloc.staged<AltWrite | null>(disk, segment, async (e, _put, reserve) => {
     if (e.states & STATE_ALTERNATE) {
       const a = await alternateOf(store, disk.id, segment);
       if (!a) throw new VdiskError(`${disk.name} segment ${segment} is Alternate without an alternate location: run vdisk check`, { code: 'EIO' });
@@ -110,7 +111,7 @@ async function freeSlot(store: Store, diskId: number): Promise<number> {
  * to fold. The caller pushes the new entry with the blocking flag before the slot is used again.
  */
 export async function fold(store: Store, disk: Disk, segment: number, copy: CopyRanges): Promise<Entry | null> {
-  return store.staged<Entry | null>(disk, segment, async (e) => {
+  return store.alloc.staged<Entry | null>(disk, segment, async (e) => {
     if (!(e.states & STATE_ALTERNATE)) return { done: null };
     const a = await alternateOf(store, disk.id, segment);
     if (!a) throw new VdiskError(`${disk.name} segment ${segment} is Alternate without an alternate location: run vdisk check`, { code: 'EIO' });

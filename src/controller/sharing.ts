@@ -38,7 +38,7 @@ export async function sharers(store: Store, disk: Disk, segment: number, at: { c
   const chunk = Math.floor(segment / CHUNK_ENTRIES);
   const k = segment - chunk * CHUNK_ENTRIES;
   for (const other of await familyOf(store, disk, segment)) {
-    const data = await store.chunk(other, chunk);
+    const data = await store.tables.chunk(other, chunk);
     if (mappedAt(data, k) && data.readUInt32LE(k * ENTRY_BYTES + 4) >>> 8 === at.container && data.readUInt32LE(k * ENTRY_BYTES + 8) * LOCATION_UNIT === at.offset) out.push(other);
   }
   return out;
@@ -47,7 +47,7 @@ export async function sharers(store: Store, disk: Disk, segment: number, at: { c
 /** Frees the segment the disk's entry `segment` named unless another disk of its family still names it there. */
 export async function releaseUnlessShared(store: Store, disk: Disk, segment: number, at: { container: number; offset: number }): Promise<boolean> {
   if ((await sharers(store, disk, segment, at)).length > 0) return false;
-  await store.free(at.container, at.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
+  await store.alloc.free(at.container, at.offset / LOCATION_UNIT, disk.segmentSize / LOCATION_UNIT);
   return true;
 }
 
@@ -58,10 +58,10 @@ export async function releaseUnlessShared(store: Store, disk: Disk, segment: num
 export async function eachMapped(store: Store, disk: Disk, fn: (data: Buffer, k: number, index: number, shared: boolean) => Promise<void> | void,
   progress?: ProgressFn): Promise<void> {
   const family = await familyOf(store, disk);
-  for await (const { chunk, data } of store.chunks(disk)) {
+  for await (const { chunk, data } of store.tables.chunks(disk)) {
     progress?.(Math.min(disk.segments, chunk * CHUNK_ENTRIES), disk.segments);
     const others: Buffer[] = [];
-    for (const f of family) if (f.segments > chunk * CHUNK_ENTRIES) others.push(await store.chunk(f, chunk));
+    for (const f of family) if (f.segments > chunk * CHUNK_ENTRIES) others.push(await store.tables.chunk(f, chunk));
     const n = data.length / ENTRY_BYTES;
     for (let k = 0; k < n; k++) {
       if (!mappedAt(data, k)) continue;

@@ -1,22 +1,22 @@
-// The controller's persistent state: containers, disks, their mapping tables and segment allocation, in
-// SQLite. Every mutation is one transaction that has committed (fsync'd) before the returned promise
-// resolves, so whatever the controller answers after awaiting it survives a crash. Tables are stored as
-// chunks of CHUNK_ENTRIES entries; an absent chunk means "every entry in the disk's fill state", which
-// makes creating a thin disk cost the same at 1 GiB and at 1 TiB.
+// The controller's persistent state, in SQLite: containers, disks, agents and attachments here, and as parts
+// a Store owns, the disks' tables (tables.ts), their segments (segment-alloc.ts) and the sharing of segments
+// between disks (cow.ts). Every mutation is one transaction that has committed (fsync'd) before the returned
+// promise resolves, so whatever the controller answers after awaiting it survives a crash.
 import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import {
-  LOCATION_UNIT, MAX_SEGMENTS, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, maxDiskSize, type Entry,
+  LOCATION_UNIT, MAX_SEGMENTS, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, maxDiskSize, type Entry,
 } from '../table/mapping-table.js';
 import { formatSize } from '../util/size.js';
-import { turn } from '../util/sleep.js';
-import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry, filledChunk } from '../table/entry-codec.js';
-import { Allocator, runOf, type Run } from './allocator.js';
+import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
+import { SegmentAlloc, type Zero } from './segment-alloc.js';
 import { Db } from './db.js';
 import { migrate } from './schema.js';
-import { eachMapped, isMapped, releaseUnlessShared, sharers } from './sharing.js';
-import { COW_MODES, PARTIAL_MODES, type CowMode, type Modes, type PartialMode } from './modes.js';
+import { Tables, ZERO_ENTRY } from './tables.js';
+import { eachMapped } from './sharing.js';
+import { checkModes, type CowMode, type Modes, type PartialMode } from './modes.js';
+import { CowOps } from './cow.js';
 import { ensureDir } from '../util/dirs.js';
 import { dbPath } from './paths.js';
 import { checkName } from './names.js';
@@ -56,15 +56,7 @@ export interface DiskInfo extends Disk {
   freeBytes: number;
 }
 
-/** Makes bytes [offset, offset + length) of a container read as zeros, durably (SegmentIo.zero). */
-export type Zero = (container: number, offset: number, length: number) => Promise<void>;
-/** Called with a newly allocated segment before its mapping commits (the controller zeroes it there). */
-export type Prepare = (entry: Entry, length: number) => Promise<void>;
 export interface Attachment { diskId: number; disk: string; hostId: string; devId: number | null }
-
-/** Chunks per query when walking a table (8 x 16 KiB). */
-const CHUNKS_PER_QUERY = 8;
-const ZERO_ENTRY: Entry = { states: STATE_ZERO, container: 0, offset: 0, alt: 0 };
 
 interface DiskRow { id: number; name: string; size: number; segment_size: number; fill_states: number; container_id: number | null; read_only: number; parent_id: number | null; cow_mode: string; partial_mode: string; family_id: number | null }
 interface ContainerRow { id: number; name: string; path: string; size: number; next_unit: number; failed: number; uuid: string | null }
@@ -78,15 +70,22 @@ function toDisk(r: DiskRow): Disk {
 }
 
 export class Store {
-  readonly alloc: Allocator;
+  /** The disks' mapping tables (chunk I/O). */
+  readonly tables: Tables;
+  /** Storage for disks' entries: thin and thick allocation, staged flows, freeing. */
+  readonly alloc: SegmentAlloc;
+  /** Snapshots, clones, copy-on-write, reclaim and migration steps. */
+  readonly cow: CowOps;
 
   private constructor(readonly db: Db, readonly file: string) {
-    this.alloc = new Allocator(db);
+    this.tables = new Tables(db);
+    this.alloc = new SegmentAlloc(db, this.tables);
+    this.cow = new CowOps(this);
   }
 
   /** How long a freed segment waits before reuse (see Allocator.quarantineMs). */
-  get quarantineMs(): number { return this.alloc.quarantineMs; }
-  set quarantineMs(ms: number) { this.alloc.quarantineMs = ms; }
+  get quarantineMs(): number { return this.alloc.pool.quarantineMs; }
+  set quarantineMs(ms: number) { this.alloc.pool.quarantineMs = ms; }
 
   static async open(dataDir: string): Promise<Store> {
     ensureDir(dataDir);
@@ -99,7 +98,7 @@ export class Store {
       await migrate(db);
       const store = new Store(db, file);
       // No flow runs yet: every reservation belongs to one a crash interrupted.
-      await db.transaction(() => store.alloc.recoverPending());
+      await db.transaction(() => store.alloc.pool.recoverPending());
       return store;
     } catch (err) {
       await db.close().catch(() => {});
@@ -243,7 +242,7 @@ export class Store {
       const altIn = new Set((await this.db.all<{ disk_id: number; segment: number }>('SELECT disk_id, segment FROM alternates WHERE container_id = ?', [c.id]))
         .map((a) => `${a.disk_id}/${a.segment}`));
       // Disk by disk, chunk by chunk: never every table in memory at once.
-      for (const d of await this.listDisks()) for await (const { chunk, data } of this.chunks(d)) {
+      for (const d of await this.listDisks()) for await (const { chunk, data } of this.tables.chunks(d)) {
         const row = { disk_id: d.id, chunk, data };
         let changed = false;
         for (let k = 0; k < row.data.length / ENTRY_BYTES; k++) {
@@ -256,7 +255,7 @@ export class Store {
           touched.set(row.disk_id, list);
           changed = true;
         }
-        if (changed) await this.putChunk(row.disk_id, row.chunk, row.data);
+        if (changed) await this.tables.putChunk(row.disk_id, row.chunk, row.data);
       }
       return touched;
     });
@@ -295,46 +294,11 @@ export class Store {
     if (!o.thick) return this.db.transaction(async () => insert(await exists()));
     const zero = o.zero;
     if (!zero) throw new VdiskError('a thick disk needs a way to zero its segments', { code: 'EINVAL' });
-    // Reserve, zero outside any transaction, then create the disk naming them: a thick disk maps storage
-    // that may hold a removed disk's data (reused extents, or a container that was never blank), and no
-    // disk reads bytes that were not zeroed for it. One run from a bump pointer when a container has room
-    // for all of it (one fallocate for the lot), else segment by segment wherever there is room.
-    const segments = Math.ceil(o.size / o.segmentSize);
-    const units = o.segmentSize / LOCATION_UNIT;
-    const runs = await this.db.transaction(async () => {
-      const only = await exists();
-      const run = await this.alloc.run(units, segments, only, true);
-      if (run) return [run];
-      const list: Run[] = [];
-      for (let i = 0; i < segments; i++) list.push(runOf(await this.alloc.segment(units, only, true, `${o.segmentSize}-byte segment`), units));
-      return list;
+    return this.alloc.thick(o.segmentSize, Math.ceil(o.size / o.segmentSize), zero, exists, async (runs) => {
+      const disk = await insert(await exists());
+      await this.tables.insertRuns(disk.id, disk.segments, runs);
+      return disk;
     });
-    failpoint('thick.reserved');
-    try {
-      for (const r of coalesce(runs)) await zero(r.container, r.unit * LOCATION_UNIT, r.count * r.units * LOCATION_UNIT);
-      failpoint('thick.zeroed');
-      return await this.db.transaction(async () => {
-        const disk = await insert(await exists());
-        // The reserved segments in order: segment i of the disk is the i-th of them.
-        let ri = 0;
-        let rk = 0;
-        for (let first = 0; first < segments; first += CHUNK_ENTRIES) {
-          const count = Math.min(CHUNK_ENTRIES, segments - first);
-          const data = Buffer.alloc(count * ENTRY_BYTES);
-          for (let k = 0; k < count; k++) {
-            const r = runs[ri];
-            encodeEntry(data, k, { states: 0, container: r.container, offset: (r.unit + rk * r.units) * LOCATION_UNIT, alt: 0 });
-            if (++rk === r.count) { ri++; rk = 0; }
-          }
-          await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [disk.id, first / CHUNK_ENTRIES, data]);
-        }
-        for (const r of runs) await this.alloc.claim(r);
-        return disk;
-      });
-    } catch (err) {
-      await this.db.transaction(async () => { for (const r of runs) await this.alloc.unreserve(r); });
-      throw err;
-    }
   }
 
   async listDisks(): Promise<Disk[]> {
@@ -354,10 +318,10 @@ export class Store {
       const attached = await this.db.all<{ host_id: string }>('SELECT host_id FROM attachments WHERE disk_id = ?', [disk.id]);
       if (attached.length) throw new VdiskError(`disk ${name} is attached on ${attached.map((a) => a.host_id).join(', ')}: detach it first`, { code: 'EBUSY' });
       await eachMapped(this, disk, async (data, k, _i, shared) => {
-        if (!shared) await this.free(data.readUInt32LE(k * ENTRY_BYTES + 4) >>> 8, data.readUInt32LE(k * ENTRY_BYTES + 8), disk.segmentSize / LOCATION_UNIT);
+        if (!shared) await this.alloc.free(data.readUInt32LE(k * ENTRY_BYTES + 4) >>> 8, data.readUInt32LE(k * ENTRY_BYTES + 8), disk.segmentSize / LOCATION_UNIT);
       }, progress);
       for (const a of await this.db.all<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ?', [disk.id])) {
-        await this.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT); // alternates are never shared
+        await this.alloc.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT); // alternates are never shared
       }
       await this.db.run('DELETE FROM alternates WHERE disk_id = ?', [disk.id]);
       await this.db.run('DELETE FROM table_chunks WHERE disk_id = ?', [disk.id]);
@@ -365,335 +329,6 @@ export class Store {
       await this.db.run('DELETE FROM disks WHERE id = ?', [disk.id]);
     });
     failpoint('rm.committed');
-  }
-
-  // ---- snapshots and clones
-
-  /**
-   * A read-only copy of the disk's table that shares every segment: No-write on each mapped entry of both,
-   * one more reference per segment. One transaction; its cost grows with the table, not with the data.
-   * The caller has already made every agent stop writing to the disk (No-write with the blocking flag).
-   */
-  async snapshot(diskName: string, snapName: string): Promise<Disk> {
-    checkName('snapshot', snapName);
-    return this.db.transaction(async () => {
-      const from = await this.disk(diskName);
-      return this.share(from, snapName, true);
-    });
-  }
-
-  /** A writable disk sharing every segment of a snapshot; writes copy on write. */
-  async clone(snapName: string, name: string, modes: Modes = {}): Promise<Disk> {
-    checkName('disk', name);
-    checkModes(modes);
-    return this.db.transaction(async () => {
-      const from = await this.disk(snapName);
-      if (!from.readOnly) throw new VdiskError(`${snapName} is not a snapshot: clone a snapshot of it (vdisk snapshot ${snapName} SNAP)`, { code: 'EINVAL' });
-      return this.share(from, name, false, modes);
-    });
-  }
-
-  private async share(from: Disk, name: string, readOnly: boolean, modes: Modes = {}): Promise<Disk> {
-    if (await this.db.get('SELECT 1 FROM disks WHERE name = ?', [name])) throw new VdiskError(`disk ${name} already exists`, { code: 'EEXIST' });
-    // Alternates are per disk: the caller folds them first (a shared table must name only whole segments).
-    const alts = await this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM alternates WHERE disk_id = ?', [from.id]);
-    if ((alts?.n ?? 0) > 0) throw new VdiskError(`${from.name} has ${alts?.n} alternate location(s): fold them before sharing`, { code: 'EBUSY' });
-    const { lastID } = await this.db.run(
-      'INSERT INTO disks (name, size, segment_size, fill_states, container_id, read_only, parent_id, cow_mode, partial_mode, family_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      [name, from.size, from.segmentSize, from.fillStates, from.containerId, readOnly ? 1 : 0, from.id, modes.cow ?? from.cow, modes.partial ?? from.partial, from.family]);
-    // No-write on every mapped entry of the origin, set on the stored bytes (no decoding: a million entries
-    // take milliseconds); the copy carries it too. Nothing is counted per segment (see sharing.ts).
-    for await (const r of this.chunks(from)) {
-      let changed = false;
-      for (let o = 4; o < r.data.length; o += ENTRY_BYTES) {
-        const s = r.data[o];
-        if ((s & (STATE_INVALID | STATE_ZERO)) !== 0 || (s & STATE_NO_WRITE) !== 0) continue;
-        r.data[o] = s | STATE_NO_WRITE;
-        changed = true;
-      }
-      if (changed) await this.putChunk(from.id, r.chunk, r.data);
-    }
-    await this.db.run('INSERT INTO table_chunks (disk_id, chunk, data) SELECT ?, chunk, data FROM table_chunks WHERE disk_id = ?', [lastID, from.id]);
-    return toDisk((await this.db.get<DiskRow>('SELECT * FROM disks WHERE id = ?', [lastID]))!);
-  }
-
-  /**
-   * A write reached a No-write entry. If its segment is still shared, the disk gets a new segment holding a
-   * copy (redirect: `copy` runs inside the transaction, before the remap commits) and drops its reference to
-   * the old one; if nobody else references it any more, No-write is simply cleared.
-   */
-  async copyOnWrite(disk: Disk, segment: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<{ entry: Entry; remapped: boolean }> {
-    return this.staged<{ entry: Entry; remapped: boolean }>(disk, segment, async (e, put, reserve) => {
-      if (!isMapped(e) || !(e.states & STATE_NO_WRITE)) return { done: { entry: e, remapped: false } };
-      if (disk.readOnly) throw new VdiskError(`${disk.name} is a read-only snapshot`, { code: 'EROFS' });
-      if ((await sharers(this, disk, segment, e)).length === 0) {
-        const entry = { ...e, states: e.states & ~STATE_NO_WRITE };
-        await put(entry);
-        return { done: { entry, remapped: false } };
-      }
-      const fresh = await reserve();
-      return {
-        io: () => copy(e, fresh, disk.segmentSize), // the shared segment is No-write everywhere: it holds still
-        commit: async (_e, put2, use) => {
-          await use(fresh);
-          const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE };
-          await put2(entry);
-          // Kept if somebody else still names it; freed if its last sharer went meanwhile (a snapshot rm).
-          await releaseUnlessShared(this, disk, segment, e);
-          return { entry, remapped: true };
-        },
-      };
-    });
-  }
-
-  /** A whole segment was discarded: the entry turns Zero and drops its reference (freed if it was the last). */
-  async reclaimSegment(disk: Disk, segment: number): Promise<Entry> {
-    return this.updateEntry(disk, segment, async (e, put) => {
-      if (!isMapped(e)) return e;
-      await put(ZERO_ENTRY);
-      await releaseUnlessShared(this, disk, segment, e);
-      if (e.states & STATE_ALTERNATE) {
-        const a = await this.db.get<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
-        if (a) await this.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT);
-        await this.db.run('DELETE FROM alternates WHERE disk_id = ? AND segment = ?', [disk.id, segment]);
-      }
-      return ZERO_ENTRY;
-    });
-  }
-
-  // ---- migration
-
-  /** Records a migration of the disk to a container (resumed after a controller restart); new allocations go there. */
-  async startMigration(name: string, to: string): Promise<{ disk: Disk; to: Container }> {
-    return this.db.transaction(async () => {
-      const disk = await this.disk(name);
-      if (disk.readOnly) throw new VdiskError(`${name} is a snapshot: its segments move with its origin's copies, not on their own`, { code: 'EROFS' });
-      const c = (await this.listContainers()).find((x) => x.name === to);
-      if (!c) throw new VdiskError(`no container named ${to}`, { code: 'ENOENT' });
-      if (c.failed) throw new VdiskError(`container ${to} has failed`, { code: 'EIO' });
-      await this.db.run('INSERT OR REPLACE INTO migrations (disk_id, to_container) VALUES (?, ?)', [disk.id, c.id]);
-      await this.db.run('UPDATE disks SET container_id = ? WHERE id = ?', [c.id, disk.id]);
-      return { disk: { ...disk, containerId: c.id }, to: c };
-    });
-  }
-
-  async migrations(): Promise<Array<{ diskId: number; to: number }>> {
-    return (await this.db.all<{ disk_id: number; to_container: number }>('SELECT * FROM migrations')).map((m) => ({ diskId: m.disk_id, to: m.to_container }));
-  }
-
-  async finishMigration(diskId: number): Promise<void> {
-    await this.db.transaction(async () => { await this.db.run('DELETE FROM migrations WHERE disk_id = ?', [diskId]); });
-  }
-
-  /**
-   * Moves one segment of the disk to container `to`: a new segment there receives a copy (inside the
-   * transaction), the entry is remapped and the old segment loses this disk's reference, all in one commit.
-   * Returns the new entry, or null when there was nothing to move.
-   */
-  async migrateSegment(disk: Disk, segment: number, to: number, copy: (from: Entry, to: Entry, length: number) => Promise<void>): Promise<Entry | null> {
-    return this.staged<Entry | null>(disk, segment, async (e, _put, reserve) => {
-      if (!isMapped(e) || e.container === to || e.states & STATE_ERROR) return { done: null };
-      if (e.states & STATE_ALTERNATE) throw new VdiskError(`${disk.name} segment ${segment} has an alternate location: fold it before moving it`, { code: 'EBUSY' });
-      const fresh = await reserve(to);
-      return {
-        io: () => copy(e, fresh, disk.segmentSize), // the caller made the segment No-write on every agent
-        commit: async (_e, put, use) => {
-          await use(fresh);
-          const entry = { ...fresh, states: e.states & ~STATE_NO_WRITE }; // the copy is this disk's alone
-          await put(entry);
-          await releaseUnlessShared(this, disk, segment, e);
-          return entry;
-        },
-      };
-    }, { lazyPlan: true });
-  }
-
-  // ---- tables
-
-  /** The whole table in the agents' layout (segments x 16 bytes); for tests and small disks, see readRange. */
-  async readTable(disk: Disk): Promise<Buffer> {
-    return this.readRange(disk, 0, disk.segments);
-  }
-
-  /** Entries first..first+count-1 in the agents' layout, built from the stored chunks that cover them. */
-  async readRange(disk: Disk, first: number, count: number): Promise<Buffer> {
-    checkRange(disk, first, count);
-    const out = Buffer.alloc(count * ENTRY_BYTES);
-    const fill = filledChunk(Math.min(CHUNK_ENTRIES, count), { ...ZERO_ENTRY, states: disk.fillStates });
-    for (let off = 0; off < out.length; off += fill.length) fill.copy(out, off);
-    if (count === 0) return out;
-    const rows = await this.db.all<{ chunk: number; data: Buffer }>('SELECT chunk, data FROM table_chunks WHERE disk_id = ? AND chunk BETWEEN ? AND ?',
-      [disk.id, Math.floor(first / CHUNK_ENTRIES), Math.floor((first + count - 1) / CHUNK_ENTRIES)]);
-    for (const r of rows) {
-      const start = r.chunk * CHUNK_ENTRIES;
-      const from = Math.max(first, start);
-      const to = Math.min(first + count, start + r.data.length / ENTRY_BYTES);
-      r.data.copy(out, (from - first) * ENTRY_BYTES, (from - start) * ENTRY_BYTES, (to - start) * ENTRY_BYTES);
-    }
-    return out;
-  }
-
-  /** The table chunks stored for the disk, in order; every other chunk holds only the disk's fill state. */
-  async storedChunks(disk: Disk): Promise<number[]> {
-    return (await this.db.all<{ chunk: number }>('SELECT chunk FROM table_chunks WHERE disk_id = ? ORDER BY chunk', [disk.id])).map((r) => r.chunk);
-  }
-
-  /**
-   * The disk's stored chunks in order, fetched a few per query, with a turn of the event loop before each:
-   * how every walk over a table goes (info, check, migration, snapshot, fail, rm), so its cost follows what
-   * the table holds and no stretch of it keeps pings and faults waiting. Inside a transaction it reads the
-   * transaction's view; a chunk the caller rewrites as it goes is not fetched again.
-   */
-  async *chunks(disk: Disk): AsyncGenerator<{ chunk: number; data: Buffer }> {
-    for (let after = -1; ;) {
-      const rows = await this.db.all<{ chunk: number; data: Buffer }>(
-        'SELECT chunk, data FROM table_chunks WHERE disk_id = ? AND chunk > ? ORDER BY chunk LIMIT ?', [disk.id, after, CHUNKS_PER_QUERY]);
-      for (const r of rows) {
-        await turn();
-        yield r;
-      }
-      if (rows.length < CHUNKS_PER_QUERY) return;
-      after = rows[rows.length - 1].chunk;
-    }
-  }
-
-  async getEntries(disk: Disk, first: number, count: number): Promise<Entry[]> {
-    checkRange(disk, first, count);
-    const out: Entry[] = [];
-    for (let i = first; i < first + count;) {
-      const chunk = Math.floor(i / CHUNK_ENTRIES);
-      const data = await this.chunk(disk, chunk);
-      for (; i < first + count && i < (chunk + 1) * CHUNK_ENTRIES; i++) out.push(decodeEntry(data, i - chunk * CHUNK_ENTRIES));
-    }
-    return out;
-  }
-
-  /** Replaces entries [first, first + entries.length); call inside a transaction or alone (one commit). */
-  async setEntries(disk: Disk, first: number, entries: Entry[]): Promise<void> {
-    checkRange(disk, first, entries.length);
-    const write = async () => {
-      for (let i = first; i < first + entries.length;) {
-        const chunk = Math.floor(i / CHUNK_ENTRIES);
-        const data = await this.chunk(disk, chunk);
-        for (; i < first + entries.length && i < (chunk + 1) * CHUNK_ENTRIES; i++) encodeEntry(data, i - chunk * CHUNK_ENTRIES, entries[i - first]);
-        await this.putChunk(disk.id, chunk, data);
-      }
-    };
-    await this.db.transaction(write);
-  }
-
-  /** Maps entries [first, first + count) through fn and replaces the disk's operator holds, in one commit. */
-  async updateEntriesAndHolds(disk: Disk, first: number, count: number, fn: (e: Entry) => Entry, holds: Array<[number, number]>): Promise<void> {
-    await this.db.transaction(async () => {
-      await this.setEntries(disk, first, (await this.getEntries(disk, first, count)).map(fn));
-      await this.db.run('DELETE FROM holds WHERE disk_id = ?', [disk.id]);
-      for (const [f, n] of holds) await this.db.run('INSERT INTO holds (disk_id, first, count) VALUES (?, ?, ?)', [disk.id, f, n]);
-    });
-  }
-
-  /** Operator holds (No-write ranges whose writes wait) by disk id: [first, count] ranges. */
-  async holds(): Promise<Map<number, Array<[number, number]>>> {
-    const out = new Map<number, Array<[number, number]>>();
-    for (const r of await this.db.all<{ disk_id: number; first: number; count: number }>('SELECT * FROM holds ORDER BY rowid')) {
-      const list = out.get(r.disk_id) ?? [];
-      list.push([r.first, r.count]);
-      out.set(r.disk_id, list);
-    }
-    return out;
-  }
-
-  /**
-   * Thin provisioning: gives Zero segment `segment` of the disk its own storage and returns the new entry.
-   * Idempotent: if the segment was allocated meanwhile (two faults racing), the existing entry is returned.
-   */
-  async allocateSegment(disk: Disk, segment: number, prepare?: Prepare): Promise<Entry> {
-    return this.staged<Entry>(disk, segment, async (current, _put, reserve) => {
-      if ((current.states & STATE_ZERO) === 0) return { done: current };
-      const entry = await reserve();
-      return {
-        // Before the mapping commits: a crash before the segment reads as zeros leaves it unmapped.
-        io: async () => { if (prepare) await prepare(entry, disk.segmentSize); },
-        commit: async (_e, put, use) => {
-          await use(entry);
-          await put(entry);
-          return entry;
-        },
-      };
-    }, { lazyPlan: true });
-  }
-
-  /**
-   * allocateSegment for many Zero segments of one disk at once (group commit): one transaction reserves a
-   * segment for each, `zero` zeroes them all (outside any transaction, durably), one transaction maps every
-   * one whose entry is still Zero. Returns the new entries by segment; a segment that was not Zero (at plan
-   * or at commit) is absent and its reservation goes back. ENOSPC reserves nothing (the caller goes one by one).
-   */
-  async allocateSegments(disk: Disk, segments: number[], zero: (locs: Entry[], length: number) => Promise<void>): Promise<Map<number, Entry>> {
-    const units = disk.segmentSize / LOCATION_UNIT;
-    for (const s of segments) checkRange(disk, s, 1);
-    const unique = [...new Set(segments)].sort((x, y) => x - y);
-    // The entries, one read per chunk (inside the caller's transaction: its view).
-    const entriesOf = async (list: number[]): Promise<Map<number, Entry>> => {
-      const out = new Map<number, Entry>();
-      let chunk = -1;
-      let data: Buffer = Buffer.alloc(0);
-      for (const s of list) {
-        const c = Math.floor(s / CHUNK_ENTRIES);
-        if (c !== chunk) data = await this.chunk(disk, (chunk = c));
-        out.set(s, decodeEntry(data, s - c * CHUNK_ENTRIES));
-      }
-      return out;
-    };
-    const planned = await this.db.transaction(async () => {
-      const now = await entriesOf(unique);
-      const zeroes = unique.filter((s) => now.get(s)!.states === STATE_ZERO);
-      if (zeroes.length === 0) return [];
-      // One run above a bump pointer when the preferred container (or any) has room: three statements for
-      // the lot; else segment by segment, reused extents included.
-      const pref = (await this.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id]))?.container_id ?? null;
-      const run = await this.alloc.run(units, zeroes.length, pref, true);
-      if (run) return zeroes.map((segment, i) => ({ segment, loc: { states: 0, container: run.container, offset: (run.unit + i * units) * LOCATION_UNIT, alt: 0 } }));
-      const out: Array<{ segment: number; loc: Entry }> = [];
-      for (const segment of zeroes) out.push({ segment, loc: await this.allocateUnits(disk, undefined, true) });
-      return out;
-    }, { durable: false }); // reservations only: the mapping commit below is durable and covers them
-    const giveBack = (list: Array<{ loc: Entry }>) => this.db.transaction(async () => {
-      for (const p of list) await this.alloc.unreserve(runOf(p.loc, units));
-    });
-    failpoint('batch.planned');
-    try {
-      // Before the mappings commit: a crash before the segments read as zeros leaves them unmapped.
-      if (planned.length) await zero(planned.map((p) => p.loc), disk.segmentSize);
-    } catch (err) {
-      await giveBack(planned);
-      throw err;
-    }
-    failpoint('batch.zeroed');
-    const mappedAll = await this.db.transaction(async () => {
-      const now = await entriesOf(planned.map((p) => p.segment));
-      const mapped = new Map<number, Entry>();
-      for (const p of planned) {
-        if (now.get(p.segment)!.states !== STATE_ZERO) await this.alloc.unreserve(runOf(p.loc, units)); // changed meanwhile
-        else mapped.set(p.segment, p.loc);
-      }
-      for (const r of coalesce([...mapped.values()].map((e) => runOf(e, units)))) await this.alloc.claim(r);
-      // One rewrite per chunk, however many of its entries changed.
-      const byChunk = new Map<number, Array<[number, Entry]>>();
-      for (const [segment, e] of mapped) {
-        const c = Math.floor(segment / CHUNK_ENTRIES);
-        const list = byChunk.get(c) ?? [];
-        list.push([segment, e]);
-        byChunk.set(c, list);
-      }
-      for (const [c, list] of byChunk) {
-        const data = await this.chunk(disk, c);
-        for (const [segment, e] of list) encodeEntry(data, segment - c * CHUNK_ENTRIES, e);
-        await this.putChunk(disk.id, c, data);
-      }
-      return mapped;
-    });
-    failpoint('batch.committed');
-    return mappedAll;
   }
 
   async diskInfo(name: string): Promise<DiskInfo> {
@@ -715,7 +350,7 @@ export class Store {
     // What the table holds, chunk by chunk (an absent chunk is its fill state, counted at once): the cost
     // follows the stored entries, not the disk's size, and each chunk is one turn of the event loop.
     let stored = 0;
-    for await (const { data } of this.chunks(disk)) {
+    for await (const { data } of this.tables.chunks(disk)) {
       const n = data.length / ENTRY_BYTES;
       for (let k = 0; k < n; k++) tally(decodeEntry(data, k), 1);
       stored += n;
@@ -732,22 +367,8 @@ export class Store {
     }
     return {
       ...disk, entriesByState: byState, allocatedBytes: allocated, perContainer: per, alternates: alts.length,
-      exclusiveBytes: allocated - sharedBytes, sharedBytes, freeBytes: await this.freeFor(disk),
+      exclusiveBytes: allocated - sharedBytes, sharedBytes, freeBytes: await this.alloc.freeFor(disk),
     };
-  }
-
-  /** Bytes of new segments the disk could still get: free extents of its size plus room above each bump pointer. */
-  private async freeFor(disk: Disk): Promise<number> {
-    const units = disk.segmentSize / LOCATION_UNIT;
-    const cs = await this.db.all<ContainerRow & { free: number }>(
-      'SELECT c.*, (SELECT COUNT(*) FROM free_extents f WHERE f.container_id = c.id AND f.units = ?) AS free FROM containers c WHERE failed = 0', [units]);
-    let segments = 0;
-    for (const c of cs) {
-      if (disk.containerId !== null && c.id !== disk.containerId) continue;
-      const next = Math.ceil(c.next_unit / units) * units;
-      segments += c.free + Math.max(0, Math.floor((c.size / LOCATION_UNIT - next) / units));
-    }
-    return segments * disk.segmentSize;
   }
 
   async containerById(id: number): Promise<Container | undefined> {
@@ -795,106 +416,6 @@ export class Store {
       await this.db.run('DELETE FROM attachments WHERE disk_id = ? AND host_id = ?', [diskId, hostId]);
     });
   }
-
-  // ---- allocation internals (callers hold a transaction)
-
-  /** One transaction over entry `segment`: fn sees it and may replace it with put() (the chunk is rewritten). */
-  updateEntry<T>(disk: Disk, segment: number, fn: (e: Entry, put: (e: Entry) => Promise<void>) => Promise<T>, o: { durable?: boolean } = {}): Promise<T> {
-    checkRange(disk, segment, 1);
-    return this.db.transaction(async () => {
-      const chunk = Math.floor(segment / CHUNK_ENTRIES);
-      const data = await this.chunk(disk, chunk);
-      const k = segment - chunk * CHUNK_ENTRIES;
-      return fn(decodeEntry(data, k), async (e) => {
-        encodeEntry(data, k, e);
-        await this.putChunk(disk.id, chunk, data);
-      });
-    }, o);
-  }
-
-  async putChunk(diskId: number, chunk: number, data: Buffer): Promise<void> {
-    await this.db.run('INSERT OR REPLACE INTO table_chunks (disk_id, chunk, data) VALUES (?, ?, ?)', [diskId, chunk, data]);
-  }
-
-  async chunk(disk: Disk, chunk: number): Promise<Buffer> {
-    const row = await this.db.get<{ data: Buffer }>('SELECT data FROM table_chunks WHERE disk_id = ? AND chunk = ?', [disk.id, chunk]);
-    if (row) return row.data;
-    return filledChunk(Math.min(CHUNK_ENTRIES, disk.segments - chunk * CHUNK_ENTRIES), { ...ZERO_ENTRY, states: disk.fillStates });
-  }
-
-  /**
-   * One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. `pending`
-   * reserves it for a staged flow (see staged()); otherwise the caller's transaction names it.
-   */
-  async allocateUnits(disk: Disk, pinned?: number | null, pending = false): Promise<Entry> {
-    // The preference is read here, inside the caller's transaction, not taken from `disk`: callers hold Disk
-    // objects from before a migration changed it, and a segment allocated on the old container after the
-    // migration's scan passed it would stay behind.
-    const only = pinned !== undefined ? pinned
-      : await this.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id])
-        .then((r) => (r ? r.container_id : disk.containerId));
-    return this.alloc.segment(disk.segmentSize / LOCATION_UNIT, only, pending, `${disk.segmentSize}-byte segment`);
-  }
-
-  /** Returns a segment to the free pool, quarantined (see Allocator.free); the caller knows nobody names it. */
-  async free(containerId: number, unit: number, units: number): Promise<void> {
-    await this.alloc.free(containerId, unit, units);
-  }
-
-  /**
-   * A change of entry `segment` that needs file I/O (zeroing or copying into a new segment) between choosing
-   * the segment and committing the mapping that names it, without holding a transaction across the I/O
-   * (every other write would wait for it). plan() runs in a transaction: it sees the entry, may put() it
-   * and finish ({ done }), or reserve segments and return the I/O and the commit. io() runs outside any
-   * transaction; nobody can read a reserved segment, since no table names it. commit() runs in a second
-   * transaction only if the entry is still the planned one (else everything starts over); it names the
-   * reserved segments it keeps with use(), and the others go back. A failure returns every reservation.
-   */
-  async staged<T>(disk: Disk, segment: number, plan: Plan<T>, o: { lazyPlan?: boolean } = {}): Promise<T> {
-    const units = disk.segmentSize / LOCATION_UNIT;
-    for (let attempt = 1; ; attempt++) {
-      const reserved: Run[] = [];
-      let planned: Entry | undefined;
-      // lazyPlan: the plan only reserves (it never puts), so it commits without its own fsync: a crash may
-      // undo a reservation nobody names yet, and the durable commit that maps it covers it.
-      const step = await this.updateEntry(disk, segment, (e, put) => {
-        planned = e;
-        const putGuarded = o.lazyPlan ? () => { throw new VdiskError('a lazy plan must not change the entry', { code: 'EINVAL' }); } : put;
-        return plan(e, putGuarded, async (pinned) => {
-          const loc = await this.allocateUnits(disk, pinned, true);
-          reserved.push(runOf(loc, units));
-          return loc;
-        });
-      }, { durable: !o.lazyPlan });
-      if ('done' in step) return step.done;
-      failpoint('staged.planned');
-      let result: T | typeof RETRY;
-      try {
-        await step.io();
-        failpoint('staged.io');
-        result = await this.updateEntry(disk, segment, async (e, put) => {
-          if (!sameEntry(e, planned!)) return RETRY;
-          const r = await step.commit(e, put, async (loc) => {
-            const i = reserved.findIndex((x) => x.container === loc.container && x.unit * LOCATION_UNIT === loc.offset);
-            if (i < 0) throw new VdiskError(`segment ${loc.container}/${loc.offset} was not reserved by this flow`, { code: 'EINVAL' });
-            await this.alloc.claim(reserved[i]);
-            reserved.splice(i, 1);
-          });
-          if (r !== RETRY) for (const x of reserved.splice(0)) await this.alloc.unreserve(x);
-          return r;
-        });
-      } catch (err) {
-        await this.db.transaction(async () => { for (const x of reserved) await this.alloc.unreserve(x); });
-        throw err;
-      }
-      if (result !== RETRY) {
-        failpoint('staged.committed');
-        return result;
-      }
-      await this.db.transaction(async () => { for (const x of reserved) await this.alloc.unreserve(x); });
-      if (attempt >= 8) throw new VdiskError(`${disk.name} segment ${segment} keeps changing under a copy: try again`, { code: 'EAGAIN' });
-    }
-  }
 }
 
 /**
@@ -917,38 +438,5 @@ function sqlString(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
-/** A staged flow's answer to "start over": the entry changed between its two transactions. */
-export const RETRY: unique symbol = Symbol('retry');
-export interface Stage<T> {
-  io: () => Promise<void>;
-  commit: (e: Entry, put: (e: Entry) => Promise<void>, use: (loc: Entry) => Promise<void>) => Promise<T | typeof RETRY>;
-}
-export type Plan<T> = (e: Entry, put: (e: Entry) => Promise<void>, reserve: (pinned?: number | null) => Promise<Entry>) => Promise<{ done: T } | Stage<T>>;
-
-/** Adjacent single segments of one container as one run, so zeroing them takes one call. */
-function coalesce(runs: Run[]): Run[] {
-  const out: Run[] = [];
-  for (const r of runs) {
-    const last = out[out.length - 1];
-    if (last && last.container === r.container && last.units === r.units && last.unit + last.count * last.units === r.unit) last.count += r.count;
-    else out.push({ ...r });
-  }
-  return out;
-}
-
-function sameEntry(a: Entry, b: Entry): boolean {
-  return a.states === b.states && a.container === b.container && a.offset === b.offset && a.alt === b.alt;
-}
-
 export { isMapped } from './sharing.js';
 
-function checkModes(m: Modes): void {
-  if (m.cow !== undefined && !COW_MODES.includes(m.cow)) throw new VdiskError(`--cow must be ${COW_MODES.join(' or ')}, not ${String(m.cow)}`, { code: 'EINVAL' });
-  if (m.partial !== undefined && !PARTIAL_MODES.includes(m.partial)) throw new VdiskError(`--partial must be ${PARTIAL_MODES.join(' or ')}, not ${String(m.partial)}`, { code: 'EINVAL' });
-}
-
-function checkRange(disk: Disk, first: number, count: number): void {
-  if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count < 0 || first + count > disk.segments) {
-    throw new VdiskError(`entries ${first}..${first + count - 1} are outside disk ${disk.name} (${disk.segments} segments)`, { code: 'ERANGE' });
-  }
-}

@@ -1,6 +1,6 @@
 // Group commit for the commonest fault: the first write into a thin (Zero) segment. Such faults of one disk
 // that arrive while its lock is busy wait together; when the lock comes free they are allocated as one batch
-// (store.allocateSegments: one transaction to reserve, one zeroing pass with one fdatasync per container,
+// (store.alloc.allocateSegments: one transaction to reserve, one zeroing pass with one fdatasync per container,
 // one transaction to map), so concurrent first writes share the commits instead of queueing for one each.
 // Durability is unchanged: every answer goes out after the commit that maps its segment.
 import type { Connection } from '../protocol/connection.js';
@@ -54,7 +54,7 @@ export class ThinBatcher {
     let mapped = new Map<number, Entry>();
     if (eligible.length > 0) {
       try {
-        mapped = await this.store.allocateSegments(disk, eligible.map((w) => w.f.segment), (locs, length) => this.io.zeroMany(locs, length));
+        mapped = await this.store.alloc.allocateSegments(disk, eligible.map((w) => w.f.segment), (locs, length) => this.io.zeroMany(locs, length));
       } catch {
         mapped = new Map(); // ENOSPC or a failed zeroing: each fault finds its own answer below
       }

@@ -27,7 +27,7 @@ t.test('thin provisioning through faults answered by the store', async (t) => {
   const c = await store.addContainer('c1', img, 256 * MB);
   const disk = await store.createDisk({ name: 'thin', size: 128 * MB, segmentSize: MB });
   const table = MappingTable.create({ segments: disk.segments, segmentSize: disk.segmentSize });
-  table.loadBytes(0, await store.readTable(disk));
+  table.loadBytes(0, await store.tables.readTable(disk));
   const container = openContainer(img, { direct: true });
   const fds = new Int32Array(new SharedArrayBuffer(4 * (c.id + 1))).fill(-1);
   fds[c.id] = container.fd;
@@ -38,7 +38,7 @@ t.test('thin provisioning through faults answered by the store', async (t) => {
     if (f.op !== FAULT_WRITE || !(f.states & STATE_ZERO)) return -5;
     // The controller's answer (this test's main thread plays the agent: every I/O below runs asynchronously)
   //: allocate (committed before we go on), zero the new segment, install, retry.
-    const entry = await store.allocateSegment(disk, f.segment);
+    const entry = await store.alloc.allocateSegment(disk, f.segment);
     fs.writeSync(zeroFd, Buffer.alloc(disk.segmentSize), 0, disk.segmentSize, entry.offset);
     fs.fdatasyncSync(zeroFd);
     table.setRange(f.segment, 1, entry);

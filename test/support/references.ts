@@ -7,7 +7,7 @@ import { isMapped } from '../../src/controller/sharing.js';
 export async function references(store: Store, at: { container: number; offset: number }): Promise<number> {
   let n = 0;
   for (const d of await store.listDisks()) {
-    const table = await store.readTable(d);
+    const table = await store.tables.readTable(d);
     for (let i = 0; i < d.segments; i++) {
       const e = decodeEntry(table, i);
       if (isMapped(e) && e.container === at.container && e.offset === at.offset) n++;

@@ -40,8 +40,8 @@ t.test('info, check and table reads of the largest thin disk cost what it holds'
   const store = await fresh(t);
   const disk = await store.createDisk({ name: 'max', size: maxDiskSize(MB), segmentSize: MB });
   const last = disk.segments - 1;
-  const a = await store.allocateSegment(disk, 3);
-  const b = await store.allocateSegment(disk, last);
+  const a = await store.alloc.allocateSegment(disk, 3);
+  const b = await store.alloc.allocateSegment(disk, last);
   const info = await store.diskInfo('max');
   t.same(info.entriesByState, { mapped: 2, zero: MAX_SEGMENTS - 2, invalid: 0, error: 0, noWrite: 0 });
   t.same(info.perContainer, { c1: 2 * MB });
@@ -49,23 +49,23 @@ t.test('info, check and table reads of the largest thin disk cost what it holds'
   t.same(report.problems, [], 'check: consistent');
   t.equal(report.references, 2);
   // A table load's piece: the stored chunk at the far end, fill state around it.
-  const piece = await store.readRange(disk, last - 2, 3);
+  const piece = await store.tables.readRange(disk, last - 2, 3);
   t.equal(piece.length, 3 * ENTRY_BYTES);
   t.same([decodeEntry(piece, 0).states, decodeEntry(piece, 2)], [STATE_ZERO, b]);
-  t.same(decodeEntry(await store.readRange(disk, 0, CHUNK_ENTRIES + 1), 3), a, 'a piece across a chunk boundary');
-  t.same(await store.storedChunks(disk), [0, (MAX_SEGMENTS / CHUNK_ENTRIES) - 1], 'two chunks are stored, nothing else');
+  t.same(decodeEntry(await store.tables.readRange(disk, 0, CHUNK_ENTRIES + 1), 3), a, 'a piece across a chunk boundary');
+  t.same(await store.tables.storedChunks(disk), [0, (MAX_SEGMENTS / CHUNK_ENTRIES) - 1], 'two chunks are stored, nothing else');
 });
 
 t.test('check reports a mapping outside its container or into an unknown one', async (t) => {
   const store = await fresh(t);
   const disk = await store.createDisk({ name: 'd', size: 16 * MB, segmentSize: MB });
-  const e = await store.allocateSegment(disk, 0);
+  const e = await store.alloc.allocateSegment(disk, 0);
   t.same((await checkStore(store)).problems, []);
   // Damage the stored chunk directly, as a bug or a hand-edited database would.
-  const chunk = await store.chunk(disk, 0);
+  const chunk = await store.tables.chunk(disk, 0);
   encodeEntry(chunk, 1, { ...e, offset: TB }); // at the container's end: its last byte is past it
   encodeEntry(chunk, 2, { ...e, container: 77, offset: 5 * MB });
-  await store.db.transaction(() => store.putChunk(disk.id, 0, chunk));
+  await store.db.transaction(() => store.tables.putChunk(disk.id, 0, chunk));
   const problems = (await checkStore(store)).problems;
   t.match(problems, [/d\[1\] lies outside container c1/], 'outside the container');
   t.ok(problems.some((p) => /d\[2\] is mapped to container #77, which does not exist/.test(p)), 'an unknown container');

@@ -33,7 +33,7 @@ t.test('container add labels the storage; its segments start after the 1 MiB res
   t.match(c1.uuid, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a UUID');
   t.same(decodeLabel(head(c1path)), { uuid: c1.uuid, size: 4 * MB, name: 'c1' }, 'the label at byte 0 names it');
   const d = await ask<Disk>('disk.create', { name: 'd1', size: 3 * MB, thick: true, container: 'c1' });
-  const offsets = (await controller.store.getEntries(d, 0, 3)).map((e) => e.offset).sort((a, b) => a - b);
+  const offsets = (await controller.store.tables.getEntries(d, 0, 3)).map((e) => e.offset).sort((a, b) => a - b);
   t.same(offsets, [MB, 2 * MB, 3 * MB], 'the whole container after the reserve, and nothing in it');
   t.equal(LABEL_RESERVED_BYTES, MB);
   await t.rejects(ask('disk.create', { name: 'd2', size: MB, thick: true, container: 'c1' }), { code: 'ENOSPC' }, 'and no more');
@@ -87,7 +87,7 @@ t.test('a container from before labels keeps offset-0 allocation and is sent wit
   const old = await controller.store.addContainer('old', p, 2 * MB, identify(p).key);
   t.equal(old.uuid, null);
   const d = await ask<Disk>('disk.create', { name: 'dold', size: 2 * MB, thick: true, container: 'old' });
-  t.same((await controller.store.getEntries(d, 0, 2)).map((e) => e.offset).sort((a, b) => a - b), [0, MB], 'its data starts at 0, as before');
+  t.same((await controller.store.tables.getEntries(d, 0, 2)).map((e) => e.offset).sort((a, b) => a - b), [0, MB], 'its data starts at 0, as before');
   const h = await scriptedAgent('hold', 9);
   t.same(told(h).find((c) => c.id === old.id), { id: old.id, path: p }, 'no label to check');
   t.match(told(h).find((c) => c.id === c1.id), { uuid: c1.uuid, size: 4 * MB }, 'a labelled one comes with its label');

@@ -86,9 +86,9 @@ t.test('during a copy-out, another request reads the sharer\'s committed entry, 
   t.teardown(() => store.close());
   await store.addContainer('c1', path.join(dir, 'c1.img'), 64 * MB);
   const origin = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB, cow: 'copy-out' });
-  await store.allocateSegment(origin, 0);
-  const snap = await store.snapshot('d', 's');
-  const [before] = await store.getEntries(snap, 0, 1);
+  await store.alloc.allocateSegment(origin, 0);
+  const snap = await store.cow.snapshot('d', 's');
+  const [before] = await store.tables.getEntries(snap, 0, 1);
   const copying = gate();
   const release = gate();
   const job = copyOut(store, await store.disk('d'), 0, async () => {
@@ -97,11 +97,11 @@ t.test('during a copy-out, another request reads the sharer\'s committed entry, 
     throw new Error('container write failed');
   });
   await copying.wait;
-  const [during] = await store.getEntries(snap, 0, 1);
+  const [during] = await store.tables.getEntries(snap, 0, 1);
   t.same(during, before, 'the snapshot still maps the shared segment while the copy-out is open');
   release.open();
   await t.rejects(job, /container write failed/);
-  const [after] = await store.getEntries(snap, 0, 1);
+  const [after] = await store.tables.getEntries(snap, 0, 1);
   t.same(after, before, 'nothing of the failed copy-out remains');
   t.ok(after.states & STATE_NO_WRITE, 'still shared No-write');
 });
@@ -143,13 +143,13 @@ t.test('vdisk check during a commit that maps a new segment reports no false lea
   await store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   const a = await store.createDisk({ name: 'a', size: 16 * 64 * 1024, segmentSize: 64 * 1024 });
   const b = await store.createDisk({ name: 'b', size: 4096 * 64 * 1024, segmentSize: 64 * 1024 });
-  for (const i of [0, 1024, 2048, 3072]) await store.allocateSegment(b, i); // 4 stored chunks: 4 turns of check
-  await store.allocateSegment(a, 0);
+  for (const i of [0, 1024, 2048, 3072]) await store.alloc.allocateSegment(b, i); // 4 stored chunks: 4 turns of check
+  await store.alloc.allocateSegment(a, 0);
   let committed = false;
   const report = await checkStore(store, async (done) => {
     // Once a's table has been read (b's scan is under way), a fault maps a's segment 5 and commits.
     if (done > a.segments && !committed) {
-      await store.allocateSegment(a, 5);
+      await store.alloc.allocateSegment(a, 5);
       committed = true;
     }
   });

@@ -34,7 +34,7 @@ async function setup(t: { teardown: (fn: () => unknown) => void }) {
 
 async function containersOf(store: Store, disk: Disk): Promise<Map<number, number>> {
   const out = new Map<number, number>();
-  for (const e of await store.getEntries(disk, 0, disk.segments)) {
+  for (const e of await store.tables.getEntries(disk, 0, disk.segments)) {
     if (e.states === 0) out.set(e.container, (out.get(e.container) ?? 0) + 1);
   }
   return out;
@@ -49,13 +49,13 @@ const until = async (what: string, cond: () => boolean): Promise<void> => {
 t.test('a fault staging on the old container when the migration starts is moved too', async (t) => {
   const { store, att, migrator, ids } = await setup(t);
   const disk = await store.createDisk({ name: 'd', size: 16 * SEG, segmentSize: SEG, container: 'c1' });
-  await store.allocateSegment(disk, 0);
+  await store.alloc.allocateSegment(disk, 0);
   // The fault's zeroing I/O (between its two transactions, under the disk's lock, as answerFault runs it)
   // stalls until the migration is observably waiting for the same lock.
   let entered = false;
   let release!: () => void;
   const gate = new Promise<void>((r) => { release = r; });
-  const fault = att.withDisk(disk.id, () => store.allocateSegment(disk, 5, async (e) => {
+  const fault = att.withDisk(disk.id, () => store.alloc.allocateSegment(disk, 5, async (e) => {
     t.equal(e.container, ids.c1, 'the fault planned on c1, the preference before the migration');
     entered = true;
     await gate;
@@ -64,7 +64,7 @@ t.test('a fault staging on the old container when the migration starts is moved 
   const progress: MigrationProgress[] = [];
   const job = migrator.migrate('d', 'c2', (p) => progress.push({ ...p }));
   await until('the migration to wait for the disk lock', () => att.locks.users(disk.id) === 2);
-  t.same(await store.migrations(), [{ diskId: disk.id, to: ids.c2 }], 'the migration is recorded before the fault commits');
+  t.same(await store.cow.migrations(), [{ diskId: disk.id, to: ids.c2 }], 'the migration is recorded before the fault commits');
   release();
   t.equal((await fault).container, ids.c1, 'the fault committed its c1 segment after the migration started');
   const done = await job;
@@ -80,16 +80,16 @@ t.test('the scan follows stored chunks: a 64 Mi-segment thin disk with two mappe
   const segments = 64 * CHUNK_ENTRIES * CHUNK_ENTRIES;
   const disk = await store.createDisk({ name: 'big', size: segments * SEG, segmentSize: SEG, container: 'c1' });
   const far = segments - 3;
-  await store.allocateSegment(disk, 7);
-  await store.allocateSegment(disk, far);
+  await store.alloc.allocateSegment(disk, 7);
+  await store.alloc.allocateSegment(disk, far);
   const progress: MigrationProgress[] = [];
   const done = await migrator.migrate('big', 'c2', (p) => progress.push({ ...p }));
   t.equal(done.moved, 2, 'both segments moved');
-  const [a] = await store.getEntries(disk, 7, 1);
-  const [b] = await store.getEntries(disk, far, 1);
+  const [a] = await store.tables.getEntries(disk, 7, 1);
+  const [b] = await store.tables.getEntries(disk, far, 1);
   t.same([a.container, b.container], [ids.c2, ids.c2], 'both now on c2');
   // One report per moved segment and per stored chunk, and the final one: not one per segment of the disk.
   t.equal(progress.length, 5, `${progress.length} progress reports`);
   t.equal(progress.at(-1)?.done, segments, 'the last report covers the whole disk');
-  t.same(await store.migrations(), [], 'the job is finished');
+  t.same(await store.cow.migrations(), [], 'the job is finished');
 });

@@ -31,10 +31,10 @@ async function setup(t: { teardown: (fn: () => unknown) => void }, modes: { cow?
   t.teardown(() => fs.closeSync(fd));
   // Segment k of d holds bytes equal to k + 1 everywhere.
   for (let seg = 0; seg < 4; seg++) {
-    const e = await store.allocateSegment(d, seg);
+    const e = await store.alloc.allocateSegment(d, seg);
     fs.writeSync(fd, Buffer.alloc(MB, seg + 1), 0, MB, e.offset);
   }
-  await store.snapshot('d', 's');
+  await store.cow.snapshot('d', 's');
   return { store, io, d, fd, file };
 }
 
@@ -44,7 +44,7 @@ const refcount = references;
 
 t.test('bitmap: a partial write to a shared segment copies only its blocks, and folds later', async (t) => {
   const { store, io, d, fd } = await setup(t);
-  const [shared] = await store.getEntries(d, 1, 1);
+  const [shared] = await store.tables.getEntries(d, 1, 1);
   const o = await answerFault(store, io, d, fault(1, 8192 + 512, 512), false);
   t.equal(o.answer.action, 'entry', 'answered with an entry');
   if (o.answer.action !== 'entry') return;
@@ -124,12 +124,12 @@ t.test('alternate slots run out: the whole segment is copied instead', async (t)
 t.test('copy-out: the writer keeps the segment, the snapshot moves to the copy', async (t) => {
   const { store, io, d, fd } = await setup(t, { cow: 'copy-out' });
   const s = await store.disk('s');
-  const [shared] = await store.getEntries(d, 1, 1);
+  const [shared] = await store.tables.getEntries(d, 1, 1);
   const o = await answerFault(store, io, d, fault(1, 0, 4096), false);
   t.ok(o.copyOut, 'the other sharers must be pushed first');
   if (o.answer.action !== 'entry') return t.fail('no entry');
   t.same([o.answer.entry.container, o.answer.entry.offset, o.answer.entry.states], [shared.container, shared.offset, 0], 'the writer keeps its location, writable');
-  const [moved] = await store.getEntries(s, 1, 1);
+  const [moved] = await store.tables.getEntries(s, 1, 1);
   t.not(moved.offset, shared.offset, 'the snapshot maps a new segment');
   t.ok(moved.states & STATE_NO_WRITE, 'still No-write');
   t.same(read(fd, moved.offset, MB), Buffer.alloc(MB, 2), 'holding the old data');
@@ -143,8 +143,8 @@ t.test('copy-out: the writer keeps the segment, the snapshot moves to the copy',
 t.test('check notices an Alternate entry without its alternate, and sharing at two indexes', async (t) => {
   const { store, d } = await setup(t);
   const s = await store.disk('s');
-  const [e0] = await store.getEntries(d, 0, 1);
-  await store.setEntries(d, 2, [{ ...e0, states: STATE_ALTERNATE, alt: 0 } as Entry]);
+  const [e0] = await store.tables.getEntries(d, 0, 1);
+  await store.tables.setEntries(d, 2, [{ ...e0, states: STATE_ALTERNATE, alt: 0 } as Entry]);
   const report = await checkStore(store);
   t.match(report.problems.join('\n'), /is Alternate but has no alternate location/, 'missing alternate reported');
   t.match(report.problems.join('\n'), /different indexes/, 'sharing across indexes reported');

@@ -24,12 +24,12 @@ t.test('a thick disk created over a removed disk\'s segments reads zeros, not it
   const fd = fs.openSync(file, 'r+');
   t.teardown(() => fs.closeSync(fd));
   for (let i = 0; i < 8; i++) {
-    const e = await controller.store.allocateSegment(old, i);
+    const e = await controller.store.alloc.allocateSegment(old, i);
     fs.writeSync(fd, Buffer.alloc(MB, 0xa5), 0, MB, e.offset); // what the old disk's user wrote
   }
   await ask('disk.rm', { name: 'old' });
   await ask('disk.create', { name: 'new', size: 8 * MB, thick: true });
-  const entries = await controller.store.getEntries(await controller.store.disk('new'), 0, 8);
+  const entries = await controller.store.tables.getEntries(await controller.store.disk('new'), 0, 8);
   const buf = Buffer.alloc(MB);
   let stale = 0;
   for (const e of entries) {
@@ -113,12 +113,12 @@ t.test('the freed-segment quarantine survives a restart of the store', async (t)
   await store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   store.quarantineMs = 3_600_000;
   const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
-  const freed = await store.allocateSegment(d, 0);
-  await store.reclaimSegment(d, 0);
+  const freed = await store.alloc.allocateSegment(d, 0);
+  await store.cow.reclaimSegment(d, 0);
   await store.close();
   store = await Store.open(dir);
   t.teardown(() => store.close());
-  const next = await store.allocateSegment(await store.disk('d'), 1);
+  const next = await store.alloc.allocateSegment(await store.disk('d'), 1);
   t.not(next.offset, freed.offset, 'a restarted controller does not hand out a quarantined segment');
 });
 
@@ -128,7 +128,7 @@ t.test('an operator hold survives a controller restart: a write to the held segm
   let controller = await Controller.start(dir);
   await controller.store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   const d = await controller.store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
-  await controller.store.allocateSegment(d, 0);
+  await controller.store.alloc.allocateSegment(d, 0);
   await controller.attachments.changeStates(d, 0, 1, STATE_NO_WRITE, true);
   const write = { op: FAULT_WRITE, segment: 0, states: STATE_NO_WRITE, offset: 0, length: 4096 };
   const nobody = {} as Connection; // no other holder: nothing is pushed
@@ -137,7 +137,7 @@ t.test('an operator hold survives a controller restart: a write to the held segm
   controller = await Controller.start(dir);
   t.teardown(() => controller.stop());
   t.same(await controller.attachments.fault(nobody, d, write, controller.io), { action: 'delay', ms: HOLD_DELAY_MS }, 'and after it');
-  const [e] = await controller.store.getEntries(d, 0, 1);
+  const [e] = await controller.store.tables.getEntries(d, 0, 1);
   t.ok(e.states & STATE_NO_WRITE, 'still No-write, not copied away');
 });
 
@@ -149,15 +149,15 @@ t.test('zeroing and copying run outside transactions: other requests commit mean
   await store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
   let during: Entry[] = [];
-  const e = await store.allocateSegment(d, 0, async () => {
+  const e = await store.alloc.allocateSegment(d, 0, async () => {
     // Another request's transaction commits while this segment is being zeroed (it would wait forever
     // for a transaction held across the I/O).
     await store.touchAgent('h1', 1234);
-    during = await store.getEntries(d, 0, 1);
+    during = await store.tables.getEntries(d, 0, 1);
   });
   t.same([...(await store.agentLeases())], [['h1', 1234]], 'the other request committed during the zeroing');
   t.ok(during[0].states & 4, 'and the segment was not mapped yet while it was being zeroed'); // STATE_ZERO
-  t.same(await store.getEntries(d, 0, 1), [e], 'mapped after');
+  t.same(await store.tables.getEntries(d, 0, 1), [e], 'mapped after');
   const check = await store.db.all<{ pending: number }>('SELECT pending FROM allocations');
   t.same(check, [{ pending: 0 }], 'the reservation became a committed allocation');
 });
@@ -169,9 +169,9 @@ t.test('a reservation left by a crash between the two transactions goes back to 
   await store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
   // The zeroing "crashes" the flow: the store gives the reservation back itself.
-  await t.rejects(store.allocateSegment(d, 0, async () => { throw new Error('EIO from the container'); }), /EIO from the container/);
+  await t.rejects(store.alloc.allocateSegment(d, 0, async () => { throw new Error('EIO from the container'); }), /EIO from the container/);
   t.same(await store.db.all('SELECT * FROM allocations'), [], 'a failed zeroing leaves no allocation');
-  t.same(await store.getEntries(d, 0, 1), [{ states: 4, container: 0, offset: 0, alt: 0 }], 'and no mapping');
+  t.same(await store.tables.getEntries(d, 0, 1), [{ states: 4, container: 0, offset: 0, alt: 0 }], 'and no mapping');
   // A real crash leaves the row pending: simulate one and reopen.
   await store.db.run('INSERT INTO allocations (container_id, unit, units, refcount, pending) VALUES (1, 160, 16, 1, 1)');
   await store.close();

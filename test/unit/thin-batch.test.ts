@@ -28,7 +28,7 @@ t.test('16 concurrent first writes: grouped, distinct, zeroed, committed before 
   const disk = await store.disk('g');
   const committedAtAnswer: boolean[] = [];
   const answers = await Promise.all(Array.from({ length: 16 }, (_, s) => fault(d.id, s).then(async (a) => {
-    const [stored] = await store.getEntries(disk, s, 1);
+    const [stored] = await store.tables.getEntries(disk, s, 1);
     committedAtAnswer.push(stored.states === 0 && stored.offset === a.entry.offset);
     return a;
   })));
