@@ -57,7 +57,7 @@ t.test('table.create makes a table of all-Invalid entries', async (t) => {
   t.same(Array.from({ length: SEGMENTS }, (_, i) => tb.get(i)),
     Array.from({ length: SEGMENTS }, () => ({ states: STATE_INVALID, container: 0, offset: 0, alt: 0 })), 'every entry Invalid');
   t.same((await conn().request('agent.status')).result, {
-    pid: process.pid, hostId: 'h1', leaseMs: LEASE_MS, suspended: false, drained: false, disks: [{ diskId: 1, name: 'd1', device: null, io: null }],
+    pid: process.pid, hostId: 'h1', leaseMs: LEASE_MS, suspended: false, drained: false, disks: [{ diskId: 1, name: 'd1', device: null, io: null, delays: { parked: 0, cancelled: 0, expired: 0 } }],
   });
 });
 
