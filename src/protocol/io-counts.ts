@@ -17,26 +17,30 @@ export interface IoCounts {
  */
 export interface DelayCounts { parked: number; cancelled: number; expired: number }
 
-/** Validates an agent's delay counts (a peer's value), or undefined. */
-export function parseDelayCounts(v: unknown): DelayCounts | undefined {
-  if (typeof v !== 'object' || v === null) return undefined;
-  const o = v as Record<string, unknown>;
-  const ok = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0;
-  return ok(o.parked) && ok(o.cancelled) && ok(o.expired) ? { parked: o.parked, cancelled: o.cancelled, expired: o.expired } : undefined;
-}
-
 export const IO_COUNT_NAMES: ReadonlyArray<keyof IoCounts> =
   ['reads', 'readBytes', 'writes', 'writeBytes', 'discards', 'discardBytes', 'flushes', 'errors', 'faults'];
 
-/** Validates an agent's counters (a peer's value): every field a non-negative number, or undefined if not. */
-export function parseIoCounts(v: unknown): IoCounts | undefined {
+const DELAY_COUNT_NAMES: ReadonlyArray<keyof DelayCounts> = ['parked', 'cancelled', 'expired'];
+
+/** The named fields of a peer's object, each one `ok`; undefined if the object or any field is not. */
+function fields<K extends string>(v: unknown, names: ReadonlyArray<K>, ok: (n: unknown) => n is number): Record<K, number> | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const o = v as Record<string, unknown>;
-  const out = {} as IoCounts;
-  for (const k of IO_COUNT_NAMES) {
+  const out = {} as Record<K, number>;
+  for (const k of names) {
     const n = o[k];
-    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) return undefined;
+    if (!ok(n)) return undefined;
     out[k] = n;
   }
   return out;
+}
+
+/** Validates an agent's counters (a peer's value): every field a non-negative number, or undefined if not. */
+export function parseIoCounts(v: unknown): IoCounts | undefined {
+  return fields(v, IO_COUNT_NAMES, (n): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0);
+}
+
+/** Validates an agent's delay counts (a peer's value): every field a non-negative integer, or undefined if not. */
+export function parseDelayCounts(v: unknown): DelayCounts | undefined {
+  return fields(v, DELAY_COUNT_NAMES, (n): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0);
 }
