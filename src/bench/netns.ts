@@ -80,6 +80,16 @@ function must(cmd: string, args: string[], opts: ExecOptions = {}): Buffer {
   return r.stdout;
 }
 
+/**
+ * A command run in namespace `ns`'s network only. Not `ip netns exec`: that also gives the command a mount
+ * namespace of its own, a copy of every mount there is at that moment, and a file system another test file
+ * mounted meanwhile then stays mounted in that copy after its umount (seen: thin-fault's `mount -o ro` of its
+ * device, unmounted a moment before, failed "already mounted" while multi-host's agents ran).
+ */
+function inNs(ns: string, cmd: string, args: string[]): [string, string[]] {
+  return ['nsenter', [`--net=/run/netns/${ns}`, '--', cmd, ...args]];
+}
+
 export class Topology {
   /** Namespace names, per host; `<prefix>-sw` holds the bridge. */
   readonly ns: Record<Host, string>;
@@ -131,15 +141,15 @@ export class Topology {
   }
 
   execWith(host: Host, opts: ExecOptions, cmd: string, ...args: string[]): Buffer {
-    return must('ip', ['netns', 'exec', this.ns[host], cmd, ...args], opts);
+    return must(...inNs(this.ns[host], cmd, args), opts);
   }
 
   /**
-   * Starts a command in a host's namespace (`ip netns exec` execs it: the pid is the command's). The process
+   * Starts a command in a host's network namespace (nsenter execs it: the pid is the command's). The process
    * is the topology's: teardown kills it if it is still running. `stdin`: a pipe (child.stdin) instead of nothing.
    */
   spawn(host: Host, cmd: string, args: string[] = [], opts: { stdin?: boolean } = {}): NsProcess {
-    const child = spawnChild('ip', ['netns', 'exec', this.ns[host], cmd, ...args],
+    const child = spawnChild(...inNs(this.ns[host], cmd, args),
       { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
@@ -184,8 +194,8 @@ export class Topology {
     for (const d of devs) {
       if (inUse(d)) continue;
       const dev = `/dev/${d}`;
-      const r = sh('ip', ['netns', 'exec', this.ns[host], 'nbd-client', exp.addr, String(exp.port), dev, '-N', exp.name,
-        '-b', String(opts.blockSize ?? 4096), ...(opts.timeout ? ['-t', String(opts.timeout)] : [])]);
+      const r = sh(...inNs(this.ns[host], 'nbd-client', [exp.addr, String(exp.port), dev, '-N', exp.name,
+        '-b', String(opts.blockSize ?? 4096), ...(opts.timeout ? ['-t', String(opts.timeout)] : [])]));
       if (r.status === 0) {
         this.attached.set(dev, host);
         return dev;
@@ -209,7 +219,7 @@ export class Topology {
     this.cuts.set(host, mode);
     if (mode === 'drop') {
       this.execWith(host, {}, 'tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'netem', 'loss', '100%');
-      must('ip', ['netns', 'exec', this.sw, 'tc', 'qdisc', 'add', 'dev', host, 'root', 'netem', 'loss', '100%']);
+      must(...inNs(this.sw, 'tc', ['qdisc', 'add', 'dev', host, 'root', 'netem', 'loss', '100%']));
     } else {
       must('ip', ['-n', this.ns[host], 'link', 'set', 'eth0', 'down']);
       must('ip', ['-n', this.sw, 'link', 'set', host, 'down']);
@@ -222,8 +232,8 @@ export class Topology {
     if (!mode) return;
     if (mode === 'drop') {
       // Either qdisc may be missing after a half-done cut.
-      sh('ip', ['netns', 'exec', this.ns[host], 'tc', 'qdisc', 'del', 'dev', 'eth0', 'root']);
-      sh('ip', ['netns', 'exec', this.sw, 'tc', 'qdisc', 'del', 'dev', host, 'root']);
+      sh(...inNs(this.ns[host], 'tc', ['qdisc', 'del', 'dev', 'eth0', 'root']));
+      sh(...inNs(this.sw, 'tc', ['qdisc', 'del', 'dev', host, 'root']));
     } else {
       must('ip', ['-n', this.sw, 'link', 'set', host, 'up']);
       must('ip', ['-n', this.ns[host], 'link', 'set', 'eth0', 'up']);

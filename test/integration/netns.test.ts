@@ -75,6 +75,15 @@ t.test('each host has its own address; TCP goes between the namespaces', async (
   t.equal(connsFrom('h2'), 1, 'and h2\'s');
 });
 
+t.test('a host\'s processes share this mount namespace: no copy of other files\' mounts outlives their umount', async (t) => {
+  // A private mount namespace per process (ip netns exec) kept a copy of each file system mounted when it
+  // started: another test file's umount left it mounted there, and its next mount of the device failed.
+  const ns = (pid: number | 'self') => fs.readlinkSync(`/proc/${pid}/ns/mnt`);
+  t.equal(ns(probers.h1.pid), ns('self'), 'h1\'s prober');
+  t.equal(ns(server.pid), ns('self'), 'ctl\'s server');
+  t.not(fs.readlinkSync(`/proc/${probers.h1.pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'in a network namespace of their own');
+});
+
 const file = makeFile('netns-nbd', 4 * MB);
 t.teardown(() => fs.rmSync(file, { force: true }));
 const pattern = crypto.randomBytes(4 * MB);
