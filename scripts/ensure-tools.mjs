@@ -8,7 +8,7 @@ const TOOLS = {
   setpriv: 'util-linux', unshare: 'util-linux', dd: 'coreutils', dmsetup: 'dmsetup',
 };
 /** Only the multi-host topology (src/bench/netns.ts) of the integration tests and the bench: namespaces, veths, netem, NBD. */
-export const NET_TOOLS = { ip: 'iproute2', tc: 'iproute2', ss: 'iproute2', 'qemu-nbd': 'qemu-utils', 'nbd-client': 'nbd-client' };
+export const NET_TOOLS = { ip: 'iproute2', tc: 'iproute2', ss: 'iproute2', nsenter: 'util-linux', 'qemu-nbd': 'qemu-utils', 'nbd-client': 'nbd-client' };
 
 function have(tool) {
   return (process.env.PATH ?? '/usr/bin:/bin').split(':').concat(['/usr/sbin', '/sbin'])
