@@ -125,12 +125,25 @@ export class Controller {
     this.hosts = new Hosts(store.db);
     this.attachments = new Attachments(store, this.agents, log);
     this.io = new SegmentIo(store);
+    // New segments come from zeroed frontiers that this I/O moves ahead of need (allocator.ts): a thin fault
+    // into fresh storage then costs one commit and no zeroing of its own.
+    store.alloc.pool.zeroer = (container, offset, length) => this.io.zero(container, offset, length);
+    store.alloc.log = log;
     this.migrator = new Migrator(store, this.attachments, this.io, log);
     this.stopped = new Promise((resolve) => { this.stopping = resolve; });
   }
 
   static async start(dataDir: string, o: ControllerOptions = {}): Promise<Controller> {
     const store = await Store.open(dataDir);
+    const quarantine = process.env.VDISK_QUARANTINE_MS;
+    if (quarantine !== undefined) {
+      // How long freed segments wait before reuse (Allocator.quarantineMs). Tests set 0 to reach the reuse path.
+      if (!/^\d+$/.test(quarantine)) {
+        await store.close();
+        throw new VdiskError(`VDISK_QUARANTINE_MS must be a whole number of milliseconds, not "${quarantine}"`, { code: 'EINVAL' });
+      }
+      store.quarantineMs = Number(quarantine);
+    }
     const c = new Controller(dataDir, store);
     c.agents.knownLeases = await store.agentLeases();
     await c.attachments.loadHolds();

@@ -137,6 +137,10 @@ const MIGRATIONS: string[] = [
      path TEXT NOT NULL,
      PRIMARY KEY (container_id, host_id)
    ) WITHOUT ROWID;`,
+  // 9: the zeroed frontier (allocator.ts): units [next_unit, zeroed_unit) read as zeros and hold nothing, so a
+  //   segment taken from there needs no zeroing. 0 for every existing container: nothing is known zero until
+  //   the first zero-ahead.
+  'ALTER TABLE containers ADD COLUMN zeroed_unit INTEGER NOT NULL DEFAULT 0;',
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

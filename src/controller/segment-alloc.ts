@@ -1,12 +1,13 @@
 // Giving disks' entries storage of their own. Every flow that maps new storage reserves it in one
 // transaction, does its file I/O (zeroing, copying) outside any, and names it in a second (staged, thick,
 // allocateSegments): no transaction waits on I/O, and no table ever names a segment whose bytes are not
-// ready. The containers' free space itself (extents, bump pointers, quarantine) is allocator.ts's.
+// ready. A fresh segment (from the zeroed frontier) is ready as it is: a thin fault maps it in the transaction
+// that takes it. The containers' free space itself (extents, bump pointers, quarantine, zero-ahead) is allocator.ts's.
 import { VdiskError } from '../errors.js';
 import { LOCATION_UNIT, STATE_ZERO, type Entry } from '../table/mapping-table.js';
 import { CHUNK_ENTRIES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
 import { failpoint } from '../util/failpoints.js';
-import { Allocator, coalesce, runOf, type Run } from './allocator.js';
+import { Allocator, coalesce, runOf, zeroAheadWanted, type Allocated, type Run } from './allocator.js';
 import type { Db } from './db.js';
 import type { Disk } from './store.js';
 import { checkRange, type Tables } from './tables.js';
@@ -30,7 +31,7 @@ export class SegmentAlloc {
    * One segment of the disk's size, aligned to it: a freed one first, else from the bump pointer. `pending`
    * reserves it for a staged flow (see staged()); otherwise the caller's transaction names it.
    */
-  async allocateUnits(disk: Disk, pinned?: number | null, pending = false): Promise<Entry> {
+  async allocateUnits(disk: Disk, pinned?: number | null, pending = false): Promise<Allocated> {
     // The preference is read here, inside the caller's transaction, not taken from `disk`: callers hold Disk
     // objects from before a migration changed it, and a segment allocated on the old container after the
     // migration's scan passed it would stay behind.
@@ -44,6 +45,28 @@ export class SegmentAlloc {
   async free(containerId: number, unit: number, units: number): Promise<void> {
     await this.pool.free(containerId, unit, units);
   }
+
+  /**
+   * Runs a transaction that may take segments from the bump pointer: when it is refused because a zeroed
+   * frontier must move first (EZEROAHEAD), moves it (outside any transaction) and runs it again. Afterwards
+   * frontiers that ran low are refilled in the background, so the next faults need not wait for it.
+   */
+  private async withFrontier<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = await fn();
+        this.pool.refill(this.log);
+        return r;
+      } catch (err) {
+        const want = zeroAheadWanted(err);
+        if (!want || attempt >= 32) throw err;
+        await this.pool.extend(want.container, want.unit);
+      }
+    }
+  }
+
+  /** Where background zero-ahead reports a failure (the controller's log). */
+  log: ((m: string) => void) | undefined;
 
   /**
    * A change of entry `segment` that needs file I/O (zeroing or copying into a new segment) between choosing
@@ -61,7 +84,8 @@ export class SegmentAlloc {
       let planned: Entry | undefined;
       // lazyPlan: the plan only reserves (it never puts), so it commits without its own fsync: a crash may
       // undo a reservation nobody names yet, and the durable commit that maps it covers it.
-      const step = await this.tables.updateEntry(disk, segment, (e, put) => {
+      const step = await this.withFrontier(() => this.tables.updateEntry(disk, segment, (e, put) => {
+        reserved.length = 0; // a transaction refused for zero-ahead reserved nothing
         planned = e;
         const putGuarded = o.lazyPlan ? () => { throw new VdiskError('a lazy plan must not change the entry', { code: 'EINVAL' }); } : put;
         return plan(e, putGuarded, async (pinned) => {
@@ -69,7 +93,7 @@ export class SegmentAlloc {
           reserved.push(runOf(loc, units));
           return loc;
         });
-      }, { durable: !o.lazyPlan });
+      }, { durable: !o.lazyPlan }));
       if ('done' in step) return step.done;
       failpoint('staged.planned');
       let result: T | typeof RETRY;
@@ -119,9 +143,15 @@ export class SegmentAlloc {
    * Idempotent: if the segment was allocated meanwhile (two faults racing), the existing entry is returned.
    */
   async allocateSegment(disk: Disk, segment: number, prepare?: Prepare): Promise<Entry> {
-    return this.staged<Entry>(disk, segment, async (current, _put, reserve) => {
+    return this.staged<Entry>(disk, segment, async (current, put, reserve) => {
       if ((current.states & STATE_ZERO) === 0) return { done: current };
-      const entry = await reserve();
+      const { fresh, ...entry } = await reserve();
+      if (fresh) {
+        // Reads as zeros already: named in this (durable) transaction, no I/O.
+        await this.pool.claim(runOf(entry, disk.segmentSize / LOCATION_UNIT));
+        await put(entry);
+        return { done: entry };
+      }
       return {
         // Before the mapping commits: a crash before the segment reads as zeros leaves it unmapped.
         io: async () => { if (prepare) await prepare(entry, disk.segmentSize); },
@@ -131,14 +161,16 @@ export class SegmentAlloc {
           return entry;
         },
       };
-    }, { lazyPlan: true });
+    });
   }
 
   /**
    * allocateSegment for many Zero segments of one disk at once (group commit): one transaction reserves a
    * segment for each, `zero` zeroes them all (outside any transaction, durably), one transaction maps every
-   * one whose entry is still Zero. Returns the new entries by segment; a segment that was not Zero (at plan
-   * or at commit) is absent and its reservation goes back. ENOSPC reserves nothing (the caller goes one by one).
+   * one whose entry is still Zero. When every segment is fresh (no freed segment is reusable, and the zeroed
+   * frontier has room), the first transaction maps them all itself: one durable commit and no I/O for the lot.
+   * Returns the new entries by segment; a segment that was not Zero (at plan or at commit) is absent and its
+   * reservation goes back. ENOSPC reserves nothing (the caller goes one by one).
    */
   async allocateSegments(disk: Disk, segments: number[], zero: (locs: Entry[], length: number) => Promise<void>): Promise<Map<number, Entry>> {
     const units = disk.segmentSize / LOCATION_UNIT;
@@ -156,39 +188,7 @@ export class SegmentAlloc {
       }
       return out;
     };
-    const planned = await this.db.transaction(async () => {
-      const now = await entriesOf(unique);
-      const zeroes = unique.filter((s) => now.get(s)!.states === STATE_ZERO);
-      if (zeroes.length === 0) return [];
-      // One run above a bump pointer when the preferred container (or any) has room: three statements for
-      // the lot; else segment by segment, reused extents included.
-      const pref = (await this.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id]))?.container_id ?? null;
-      const run = await this.pool.run(units, zeroes.length, pref, true);
-      if (run) return zeroes.map((segment, i) => ({ segment, loc: { states: 0, container: run.container, offset: (run.unit + i * units) * LOCATION_UNIT, alt: 0 } }));
-      const out: Array<{ segment: number; loc: Entry }> = [];
-      for (const segment of zeroes) out.push({ segment, loc: await this.allocateUnits(disk, undefined, true) });
-      return out;
-    }, { durable: false }); // reservations only: the mapping commit below is durable and covers them
-    const giveBack = (list: Array<{ loc: Entry }>) => this.db.transaction(async () => {
-      for (const p of list) await this.pool.unreserve(runOf(p.loc, units));
-    });
-    failpoint('batch.planned');
-    try {
-      // Before the mappings commit: a crash before the segments read as zeros leaves them unmapped.
-      if (planned.length) await zero(planned.map((p) => p.loc), disk.segmentSize);
-    } catch (err) {
-      await giveBack(planned);
-      throw err;
-    }
-    failpoint('batch.zeroed');
-    const mappedAll = await this.db.transaction(async () => {
-      const now = await entriesOf(planned.map((p) => p.segment));
-      const mapped = new Map<number, Entry>();
-      for (const p of planned) {
-        if (now.get(p.segment)!.states !== STATE_ZERO) await this.pool.unreserve(runOf(p.loc, units)); // changed meanwhile
-        else mapped.set(p.segment, p.loc);
-      }
-      for (const r of coalesce([...mapped.values()].map((e) => runOf(e, units)))) await this.pool.claim(r);
+    const mapChunks = async (mapped: Map<number, Entry>): Promise<void> => {
       // One rewrite per chunk, however many of its entries changed.
       const byChunk = new Map<number, Array<[number, Entry]>>();
       for (const [segment, e] of mapped) {
@@ -202,6 +202,53 @@ export class SegmentAlloc {
         for (const [segment, e] of list) encodeEntry(data, segment - c * CHUNK_ENTRIES, e);
         await this.tables.putChunk(disk.id, c, data);
       }
+    };
+    type Planned = Array<{ segment: number; loc: Allocated }>;
+    const plan = await this.withFrontier(() => this.db.transaction(async (): Promise<{ planned: Planned; mapped?: Map<number, Entry> }> => {
+      const now = await entriesOf(unique);
+      const zeroes = unique.filter((s) => now.get(s)!.states === STATE_ZERO);
+      if (zeroes.length === 0) return { planned: [] };
+      // Freed segments first, as everywhere (segment by segment); else one run above a bump pointer when the
+      // preferred container (or any) has room: three statements for the lot.
+      const pref = (await this.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id]))?.container_id ?? null;
+      const run = await this.pool.hasReusable(units, pref) ? null : await this.pool.run(units, zeroes.length, pref, true);
+      const out: Planned = run
+        ? zeroes.map((segment, i) => ({ segment, loc: { states: 0, container: run.container, offset: (run.unit + i * units) * LOCATION_UNIT, alt: 0, fresh: run.fresh } }))
+        : [];
+      if (!run) for (const segment of zeroes) out.push({ segment, loc: await this.allocateUnits(disk, undefined, true) });
+      if (!out.every((p) => p.loc.fresh)) return { planned: out };
+      const mapped = new Map(out.map((p) => [p.segment, { states: 0, container: p.loc.container, offset: p.loc.offset, alt: 0 }]));
+      for (const r of coalesce(out.map((p) => runOf(p.loc, units)))) await this.pool.claim(r);
+      await mapChunks(mapped);
+      return { planned: [], mapped };
+    })); // durable: it maps fresh segments itself, and reservations that it does not map are covered anyway
+    if (plan.mapped) {
+      failpoint('batch.committed');
+      return plan.mapped;
+    }
+    const planned = plan.planned;
+    const giveBack = (list: Array<{ loc: Entry }>) => this.db.transaction(async () => {
+      for (const p of list) await this.pool.unreserve(runOf(p.loc, units));
+    });
+    failpoint('batch.planned');
+    try {
+      // Before the mappings commit: a crash before the segments read as zeros leaves them unmapped.
+      const stale = planned.filter((p) => !p.loc.fresh);
+      if (stale.length) await zero(stale.map((p) => p.loc), disk.segmentSize);
+    } catch (err) {
+      await giveBack(planned);
+      throw err;
+    }
+    failpoint('batch.zeroed');
+    const mappedAll = await this.db.transaction(async () => {
+      const now = await entriesOf(planned.map((p) => p.segment));
+      const mapped = new Map<number, Entry>();
+      for (const p of planned) {
+        if (now.get(p.segment)!.states !== STATE_ZERO) await this.pool.unreserve(runOf(p.loc, units)); // changed meanwhile
+        else mapped.set(p.segment, { states: 0, container: p.loc.container, offset: p.loc.offset, alt: 0 });
+      }
+      for (const r of coalesce([...mapped.values()].map((e) => runOf(e, units)))) await this.pool.claim(r);
+      await mapChunks(mapped);
       return mapped;
     });
     failpoint('batch.committed');
@@ -218,17 +265,20 @@ export class SegmentAlloc {
    */
   async thick<T>(segmentSize: number, segments: number, zero: Zero, prefer: () => Promise<number | null>, create: (runs: Run[]) => Promise<T>): Promise<T> {
     const units = segmentSize / LOCATION_UNIT;
-    const runs = await this.db.transaction(async () => {
+    const runs = await this.withFrontier(() => this.db.transaction(async () => {
       const only = await prefer();
       const run = await this.pool.run(units, segments, only, true);
       if (run) return [run];
       const list: Run[] = [];
-      for (let i = 0; i < segments; i++) list.push(runOf(await this.pool.segment(units, only, true, `${segmentSize}-byte segment`), units));
+      for (let i = 0; i < segments; i++) {
+        const loc = await this.pool.segment(units, only, true, `${segmentSize}-byte segment`);
+        list.push({ ...runOf(loc, units), fresh: loc.fresh });
+      }
       return list;
-    });
+    }));
     failpoint('thick.reserved');
     try {
-      for (const r of coalesce(runs)) await zero(r.container, r.unit * LOCATION_UNIT, r.count * r.units * LOCATION_UNIT);
+      for (const r of coalesce(runs.filter((x) => !x.fresh))) await zero(r.container, r.unit * LOCATION_UNIT, r.count * r.units * LOCATION_UNIT);
       failpoint('thick.zeroed');
       return await this.db.transaction(async () => {
         const created = await create(runs);
@@ -248,7 +298,7 @@ export interface Stage<T> {
   io: () => Promise<void>;
   commit: (e: Entry, put: (e: Entry) => Promise<void>, use: (loc: Entry) => Promise<void>) => Promise<T | typeof RETRY>;
 }
-export type Plan<T> = (e: Entry, put: (e: Entry) => Promise<void>, reserve: (pinned?: number | null) => Promise<Entry>) => Promise<{ done: T } | Stage<T>>;
+export type Plan<T> = (e: Entry, put: (e: Entry) => Promise<void>, reserve: (pinned?: number | null) => Promise<Allocated>) => Promise<{ done: T } | Stage<T>>;
 
 function sameEntry(a: Entry, b: Entry): boolean {
   return a.states === b.states && a.container === b.container && a.offset === b.offset && a.alt === b.alt;

@@ -66,13 +66,31 @@ t.test('the list of failpoints', async (t) => {
   t.same(r.out.trim().split('\n').map((l) => l.split(/\s+/)[0]), Object.keys(FAILPOINTS));
 });
 
+/**
+ * A freed segment holding another disk's bytes, reusable at once (no quarantine): the next thin fault takes it
+ * and must zero it (the batch's zeroing path); fresh storage from the zeroed frontier needs none.
+ */
+async function reusable(s: Awaited<ReturnType<typeof setup>>): Promise<Entry> {
+  const e = await s.ask<{ id: number }>('disk.create', { name: 'e', size: 8 * SEG, segmentSize: SEG });
+  const a = await s.fault(e.id, 0, STATE_ZERO);
+  const fd = fs.openSync(s.img, 'r+');
+  fs.writeSync(fd, Buffer.alloc(SEG, 0xdd), 0, SEG, a.entry.offset); // e's data
+  fs.closeSync(fd);
+  await s.ask('disk.rm', { name: 'e' });
+  return a.entry;
+}
+
 t.test('thin fault: killed after zeroing, before the mapping commits', async (t) => {
+  process.env.VDISK_QUARANTINE_MS = '0';
+  t.teardown(() => { delete process.env.VDISK_QUARANTINE_MS; });
   const s = await setup(t, 'batch.zeroed:1');
+  const freed = await reusable(s);
   t.ok(await dies(s.agent, s.fault(s.diskId, 2, STATE_ZERO)), 'the controller died at the failpoint');
   const r = await restart(t, s.data);
   t.same(r.check.problems, [], 'check is clean: the reservation went back');
   t.match(await r.ask('container.ls'), [{ usedBytes: 0 }], 'nothing is allocated');
   const a = await r.fault(s.diskId, 2, STATE_ZERO);
+  t.same([a.entry.container, a.entry.offset], [freed.container, freed.offset], 'the resent fault reuses the freed segment');
   t.ok(a.allocated, 'the resent fault allocates');
   t.ok(fs.readFileSync(s.img).subarray(a.entry.offset, a.entry.offset + SEG).every((b) => b === 0), 'and its segment reads zeros');
 });

@@ -126,6 +126,7 @@ t.test('an operator hold survives a controller restart: a write to the held segm
   const dir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'vdisk-safety-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   let controller = await Controller.start(dir);
+  fs.writeFileSync(path.join(dir, 'c.img'), ''); // the controller zeroes ahead in it
   await controller.store.addContainer('c', path.join(dir, 'c.img'), 64 * MB);
   const d = await controller.store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
   await controller.store.alloc.allocateSegment(d, 0);
