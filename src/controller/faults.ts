@@ -14,6 +14,7 @@ import type { Disk, Store } from './store.js';
 import { copyOut, copyOutPending } from './copy-out.js';
 import { FOLD_FRACTION, alternateOf, fold, writeToAlternate, type Location } from './partial.js';
 import type { SegmentIo } from './segment-io.js';
+import type { Allocated } from './allocator.js';
 
 /**
  * How long an agent parks a write to a held segment before asking again. The controller cancels the delay
@@ -98,7 +99,8 @@ async function copyOnWrite(store: Store, io: SegmentIo, disk: Disk, segment: num
   }
   const whole = length === disk.segmentSize;
   const r = await store.cow.copyOnWrite(disk, segment, whole
-    ? (_from, to, len) => io.zero(to.container, to.offset, len) // overwritten entirely: nothing to keep
+    // Overwritten entirely: nothing to keep, and storage from the zeroed frontier reads as zeros already.
+    ? (_from, to, len) => ((to as Allocated).fresh ? Promise.resolve() : io.zero(to.container, to.offset, len))
     : (from, to, len) => io.copy(from, to, len));
   return { answer: { action: 'entry', entry: r.entry, allocated: r.remapped } };
 }

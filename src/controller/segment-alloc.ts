@@ -176,19 +176,19 @@ export class SegmentAlloc {
     const units = disk.segmentSize / LOCATION_UNIT;
     for (const s of segments) checkRange(disk, s, 1);
     const unique = [...new Set(segments)].sort((x, y) => x - y);
-    // The entries, one read per chunk (inside the caller's transaction: its view).
-    const entriesOf = async (list: number[]): Promise<Map<number, Entry>> => {
+    // The entries, one read per chunk (inside the caller's transaction: its view). `read` keeps the chunks for
+    // mapChunks in the same transaction, which then rewrites them without reading them again.
+    const entriesOf = async (list: number[], read: Map<number, Buffer>): Promise<Map<number, Entry>> => {
       const out = new Map<number, Entry>();
-      let chunk = -1;
-      let data: Buffer = Buffer.alloc(0);
       for (const s of list) {
         const c = Math.floor(s / CHUNK_ENTRIES);
-        if (c !== chunk) data = await this.tables.chunk(disk, (chunk = c));
+        let data = read.get(c);
+        if (!data) read.set(c, (data = await this.tables.chunk(disk, c)));
         out.set(s, decodeEntry(data, s - c * CHUNK_ENTRIES));
       }
       return out;
     };
-    const mapChunks = async (mapped: Map<number, Entry>): Promise<void> => {
+    const mapChunks = async (mapped: Map<number, Entry>, read: Map<number, Buffer>): Promise<void> => {
       // One rewrite per chunk, however many of its entries changed.
       const byChunk = new Map<number, Array<[number, Entry]>>();
       for (const [segment, e] of mapped) {
@@ -198,14 +198,15 @@ export class SegmentAlloc {
         byChunk.set(c, list);
       }
       for (const [c, list] of byChunk) {
-        const data = await this.tables.chunk(disk, c);
+        const data = read.get(c) ?? await this.tables.chunk(disk, c);
         for (const [segment, e] of list) encodeEntry(data, segment - c * CHUNK_ENTRIES, e);
         await this.tables.putChunk(disk.id, c, data);
       }
     };
     type Planned = Array<{ segment: number; loc: Allocated }>;
     const plan = await this.withFrontier(() => this.db.transaction(async (): Promise<{ planned: Planned; mapped?: Map<number, Entry> }> => {
-      const now = await entriesOf(unique);
+      const read = new Map<number, Buffer>();
+      const now = await entriesOf(unique, read);
       const zeroes = unique.filter((s) => now.get(s)!.states === STATE_ZERO);
       if (zeroes.length === 0) return { planned: [] };
       // Freed segments first, as everywhere (segment by segment); else one run above a bump pointer when the
@@ -219,7 +220,7 @@ export class SegmentAlloc {
       if (!out.every((p) => p.loc.fresh)) return { planned: out };
       const mapped = new Map(out.map((p) => [p.segment, { states: 0, container: p.loc.container, offset: p.loc.offset, alt: 0 }]));
       for (const r of coalesce(out.map((p) => runOf(p.loc, units)))) await this.pool.claim(r);
-      await mapChunks(mapped);
+      await mapChunks(mapped, read);
       return { planned: [], mapped };
     })); // durable: it maps fresh segments itself, and reservations that it does not map are covered anyway
     if (plan.mapped) {
@@ -241,14 +242,15 @@ export class SegmentAlloc {
     }
     failpoint('batch.zeroed');
     const mappedAll = await this.db.transaction(async () => {
-      const now = await entriesOf(planned.map((p) => p.segment));
+      const read = new Map<number, Buffer>();
+      const now = await entriesOf(planned.map((p) => p.segment), read);
       const mapped = new Map<number, Entry>();
       for (const p of planned) {
         if (now.get(p.segment)!.states !== STATE_ZERO) await this.pool.unreserve(runOf(p.loc, units)); // changed meanwhile
         else mapped.set(p.segment, { states: 0, container: p.loc.container, offset: p.loc.offset, alt: 0 });
       }
       for (const r of coalesce([...mapped.values()].map((e) => runOf(e, units)))) await this.pool.claim(r);
-      await mapChunks(mapped);
+      await mapChunks(mapped, read);
       return mapped;
     });
     failpoint('batch.committed');

@@ -8,7 +8,9 @@ import path from 'node:path';
 import { SegmentIo } from '../../src/controller/segment-io.js';
 import { Store } from '../../src/controller/store.js';
 import { ZERO_AHEAD_UNITS } from '../../src/controller/allocator.js';
-import { LOCATION_UNIT, type Entry } from '../../src/table/mapping-table.js';
+import { answerFault } from '../../src/controller/faults.js';
+import { FAULT_WRITE } from '../../src/io/translator.js';
+import { LOCATION_UNIT, STATE_NO_WRITE, type Entry } from '../../src/table/mapping-table.js';
 
 const MB = 1 << 20;
 
@@ -135,4 +137,33 @@ t.test('zero-ahead reaches past what was asked, and never past the container', a
   t.ok(ZERO_AHEAD_UNITS * LOCATION_UNIT > 8 * MB);
   for (let i = 1; i < 8; i++) await s.store.alloc.allocateSegment(s.disk, i); // a container without label: from 0
   await t.rejects(s.store.alloc.allocateSegment(s.disk, 8), { code: 'ENOSPC' }, 'full: no space, not an endless zero-ahead');
+});
+
+t.test('a whole-segment copy-on-write into fresh storage writes nothing: the segment reads zeros for the writer', async (t) => {
+  const s = await setup(t);
+  const e = await s.store.alloc.allocateSegment(s.disk, 0);
+  const fd = fs.openSync(s.img, 'r+');
+  fs.writeSync(fd, Buffer.alloc(MB, 0x5a), 0, MB, e.offset); // the origin's data
+  fs.closeSync(fd);
+  await s.store.cow.snapshot('d', 'snap');
+  const calls: string[] = [];
+  const spy = new Proxy(s.io, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => { calls.push(String(prop)); return (v as (...a: unknown[]) => unknown).apply(target, args); };
+    },
+  });
+  const whole = { op: FAULT_WRITE, segment: 0, states: STATE_NO_WRITE, offset: 0, length: MB };
+  const o = await answerFault(s.store, spy, await s.store.disk('d'), whole, false);
+  t.match(o.answer, { action: 'entry', allocated: true });
+  const moved = (o.answer as { entry: Entry }).entry;
+  t.not(moved.offset, e.offset, 'redirected to a new segment');
+  t.same(calls, [], 'no zeroing or copying for it');
+  t.ok(s.bytesAt(moved).every((b) => b === 0), 'which reads zeros');
+  t.ok(s.bytesAt(e).every((b) => b === 0x5a), 'and the snapshot keeps the data');
+  const partial = { op: FAULT_WRITE, segment: 1, states: STATE_NO_WRITE, offset: 0, length: 4096 };
+  const e1 = await s.store.alloc.allocateSegment(await s.store.disk('d'), 1);
+  t.ok(e1, 'a second segment, allocated after the snapshot, is private: no copy for it either');
+  t.same((await answerFault(s.store, spy, await s.store.disk('d'), partial, false)).answer, { action: 'entry', entry: e1 });
 });
