@@ -71,12 +71,15 @@ const shared = async (x: Ctx) => {
   await x.c.ok('snapshot', x.w, `${x.w}-s${x.i}`);
 };
 /**
- * Discards the whole disk: every unshared segment goes back to the pool, every entry to Zero (thin again). The
- * controller here reuses freed segments at once (VDISK_QUARANTINE_MS=0, below), so the next first writes take
- * them back and must zero them: the batch's zeroing path, the one with failpoints between its commits (a
- * segment from the zeroed frontier is mapped in one commit).
+ * Writes the whole disk, then discards it: every unshared segment goes back to the pool holding data, every
+ * entry to Zero (thin again). The controller here reuses freed segments at once (VDISK_QUARANTINE_MS=0, below),
+ * so the next first writes take them back and must zero them: the batch's zeroing path, the one with failpoints
+ * between its commits (a segment from the zeroed frontier is mapped in one commit, with nothing to zero).
  */
-const fresh = async (x: Ctx) => { run('blkdiscard', [x.dev]); };
+const fresh = async (x: Ctx) => {
+  writeDirect(x.dev, 0, crypto.randomBytes(SIZE));
+  run('blkdiscard', [x.dev]);
+};
 const infoOf = (x: Ctx, name: string) => x.c.json<{ perContainer: Record<string, number>; allocatedBytes: number }>('info', name);
 
 const SCENARIOS: Record<Failpoint, Scenario> = {
