@@ -17,7 +17,7 @@ import type { SegmentIo } from './segment-io.js';
 import { copyOutDone } from './copy-out.js';
 import { ThinBatcher } from './thin-batch.js';
 import { failpoint } from '../util/failpoints.js';
-import { FAULT_WRITE } from '../io/translator.js';
+import { FAULT_WRITE } from '../protocol/fault-ops.js';
 import { alternateOf, fold, listAlternates } from './partial.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
 import { ContainerHealth, pathOn } from './container-labels.js';

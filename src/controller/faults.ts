@@ -4,7 +4,7 @@
 // private copy (redirect-on-write) the same way. The answer goes out after the commit. Everything else is
 // answered with the stored entry (an agent that restarted or lost its lease reloads this way).
 import { VdiskError } from '../errors.js';
-import { FAULT_DISCARD, FAULT_RECLAIM, FAULT_WRITE } from '../io/translator.js';
+import { FAULT_DISCARD, FAULT_RECLAIM, FAULT_WRITE } from '../protocol/fault-ops.js';
 import * as abi from '../native/abi.js';
 import {
   STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry,

@@ -12,7 +12,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import type { Disk } from '../../src/controller/store.js';
 import { issueHost } from '../../src/controller/pki.js';
-import { FAULT_READ, FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_READ, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { connect, type TlsEndpoint } from '../../src/protocol/client.js';
 import type { Connection } from '../../src/protocol/connection.js';
 import { parseCredential, SERVER_NAME, type Credential } from '../../src/protocol/credential.js';
