@@ -28,7 +28,7 @@ const EROFS = 30;
 /** A fault as the agent reports it: the operation, the segment, the states that stopped it, and the piece. */
 export interface FaultRequest { op: number; segment: number; states: number; offset: number; length: number }
 
-/** The answer, and what the controller must do around it (see Attachments.fault). */
+/** The answer, and what the controller must do around it (see FaultPolicy.fault). */
 export interface Outcome {
   answer: FaultAnswer;
   /** The segment's alternate holds enough blocks to fold it in the background. */
