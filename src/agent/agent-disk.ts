@@ -2,7 +2,8 @@
 // ublk device serving it once started, and the forwarding of its map faults to the controller. Runs on the
 // agent's main thread. Table changes are applied synchronously where the command or answer is received
 // (see Agent), never after an await, so they take effect in the order the controller sent them.
-import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE, dirtyWords, markDirty } from '../io/translator.js';
+import { dirtyWords, markDirty } from '../io/translator.js';
+import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE } from '../protocol/fault-ops.js';
 import { VdiskError } from '../errors.js';
 import { MappingTable, STATE_ERROR, STATE_INVALID, STATE_ZERO } from '../table/mapping-table.js';
 import { ENTRY_BYTES } from '../table/entry-codec.js';

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { VdiskError } from '../errors.js';
-import { FAULT_WRITE } from '../io/translator.js';
+import { FAULT_WRITE } from '../protocol/fault-ops.js';
 import { controllerRequest } from '../protocol/agent-ops.js';
 import { STATE_NO_WRITE } from '../table/mapping-table.js';
 import { DATA_AT, fillRandom, fsType, GiB, MiB } from './exec.js';

@@ -11,7 +11,7 @@ import { VdiskError } from '../errors.js';
 import { agentDispatcher, controllerRequest, type AgentHandlers } from '../protocol/agent-ops.js';
 import { connect, type TlsEndpoint } from '../protocol/client.js';
 import type { Connection } from '../protocol/connection.js';
-import { FAULT_WRITE } from '../io/translator.js';
+import { FAULT_WRITE } from '../protocol/fault-ops.js';
 import { ENTRY_BYTES } from '../table/entry-codec.js';
 import { MappingTable, STATE_ZERO } from '../table/mapping-table.js';
 

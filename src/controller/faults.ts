@@ -4,7 +4,7 @@
 // private copy (redirect-on-write) the same way. The answer goes out after the commit. Everything else is
 // answered with the stored entry (an agent that restarted or lost its lease reloads this way).
 import { VdiskError } from '../errors.js';
-import { FAULT_DISCARD, FAULT_RECLAIM, FAULT_WRITE } from '../io/translator.js';
+import { FAULT_DISCARD, FAULT_RECLAIM, FAULT_WRITE } from '../protocol/fault-ops.js';
 import * as abi from '../native/abi.js';
 import {
   STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry,
@@ -28,7 +28,7 @@ const EROFS = 30;
 /** A fault as the agent reports it: the operation, the segment, the states that stopped it, and the piece. */
 export interface FaultRequest { op: number; segment: number; states: number; offset: number; length: number }
 
-/** The answer, and what the controller must do around it (see Attachments.fault). */
+/** The answer, and what the controller must do around it (see FaultPolicy.fault). */
 export interface Outcome {
   answer: FaultAnswer;
   /** The segment's alternate holds enough blocks to fold it in the background. */

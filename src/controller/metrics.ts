@@ -4,7 +4,7 @@
 // (`vdisk controller start --metrics HOST:PORT`). Counting is a few additions per fault: nothing per I/O; the
 // agents count their I/O themselves and are asked at snapshot time.
 import http from 'node:http';
-import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../io/translator.js';
+import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../protocol/fault-ops.js';
 import { agentRequest, type AgentStatusReport } from '../protocol/agent-ops.js';
 import type { DelayCounts, IoCounts } from '../protocol/io-counts.js';
 import { ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';

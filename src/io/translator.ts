@@ -3,6 +3,7 @@
 // Int32Array and, for a fault, into the fault* fields. Adjacent pieces that stay contiguous in one container
 // merge into one operation, so a loop disk costs one backing I/O per request whatever its segment size.
 import * as abi from '../native/abi.js';
+import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../protocol/fault-ops.js';
 import { ALT_BLOCK_SHIFT, type AltTable } from '../table/alternates.js';
 import {
   MappingTable, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO,
@@ -26,12 +27,6 @@ export function markDirty(dirty: Int32Array, id: number): void {
   const bit = 1 << (id & 31);
   if (w < dirty.length && (Atomics.load(dirty, w) & bit) === 0) Atomics.or(dirty, w, bit);
 }
-
-export const FAULT_READ = 0;
-export const FAULT_WRITE = 1;
-export const FAULT_DISCARD = 2;
-/** A discard or write-zeroes covering a whole mapped segment: the controller may turn it to Zero and free it. */
-export const FAULT_RECLAIM = 3;
 
 export class Translator {
   readonly plan: Int32Array;

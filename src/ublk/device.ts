@@ -74,7 +74,7 @@ export function deviceParams(o: DeviceOptions): UblkParams {
 export const DEFAULT_MAX_IO_BUF_BYTES = 512 * 1024;
 
 export interface Fault {
-  /** FAULT_READ, FAULT_WRITE or FAULT_DISCARD (src/io/translator.ts) */
+  /** FAULT_READ, FAULT_WRITE or FAULT_DISCARD (src/protocol/fault-ops.ts) */
   op: number;
   segment: number;
   states: number;

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Store } from '../../src/controller/store.js';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { openContainer } from '../../src/loop/container.js';
 import { MappingTable, STATE_ZERO } from '../../src/table/mapping-table.js';
 import { UblkControlDevice } from '../../src/ublk/control.js';

@@ -11,7 +11,7 @@ import { socketPath } from '../../src/controller/paths.js';
 import type { Container, Disk } from '../../src/controller/store.js';
 import { identify } from '../../src/controller/container-identity.js';
 import { LABEL_BYTES, LABEL_RESERVED_BYTES, decodeLabel, encodeLabel, newUuid, writeLabelAt } from '../../src/label/container-label.js';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_ZERO } from '../../src/table/mapping-table.js';
 import { runCli } from '../support/cli.js';
 import { scriptedController, sleep, type Peer } from '../support/scripted-agent.js';

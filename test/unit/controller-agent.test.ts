@@ -5,7 +5,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Container, Disk } from '../../src/controller/store.js';
-import { FAULT_READ, FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_READ, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { ENTRY_BYTES } from '../../src/table/entry-codec.js';
 import { LABEL_BYTES, LABEL_RESERVED_BYTES } from '../../src/label/container-label.js';
 import { entriesOf, scriptedController, type Peer } from '../support/scripted-agent.js';

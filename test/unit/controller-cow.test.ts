@@ -6,7 +6,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Disk } from '../../src/controller/store.js';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { ALT_BLOCK } from '../../src/table/alternates.js';
 import { STATE_ALTERNATE, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 import { entriesOf, scriptedController, type Peer } from '../support/scripted-agent.js';

@@ -14,7 +14,7 @@ import type { ResponseMessage } from '../../src/protocol/messages.js';
 import { MAX_LEASE_MS, MIN_LEASE_MS } from '../../src/protocol/lease.js';
 import { runCli } from '../support/cli.js';
 import { STATE_NO_WRITE, STATE_ZERO } from '../../src/table/mapping-table.js';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { scriptedController } from '../support/scripted-agent.js';
 
 const MB = 1 << 20;

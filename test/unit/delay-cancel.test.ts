@@ -12,7 +12,7 @@ import { HOLD_DELAY_MS } from '../../src/controller/faults.js';
 import { socketPath } from '../../src/controller/paths.js';
 import type { Disk } from '../../src/controller/store.js';
 import { connect } from '../../src/protocol/client.js';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
 
 const SEG = 64 * 1024;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { socketPath } from '../../src/controller/paths.js';
 import { connect } from '../../src/protocol/client.js';
 import type { Connection } from '../../src/protocol/connection.js';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_ALTERNATE, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 import { FAILPOINTS } from '../../src/util/failpoints.js';
 import { runCli } from '../support/cli.js';

@@ -5,7 +5,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { FAULT_READ, FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_READ, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_ZERO } from '../../src/table/mapping-table.js';
 import type { StatsSnapshot } from '../../src/controller/metrics.js';
 import { socketPath } from '../../src/controller/paths.js';

@@ -11,7 +11,7 @@ import { copyOutPending } from '../../src/controller/copy-out.js';
 import { fold, listAlternates } from '../../src/controller/partial.js';
 import { Store } from '../../src/controller/store.js';
 import { references } from '../support/references.js';
-import { FAULT_READ, FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_READ, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { ALT_BLOCK, altLayout } from '../../src/table/alternates.js';
 import { STATE_ALTERNATE, STATE_NO_WRITE, type Entry } from '../../src/table/mapping-table.js';
 

@@ -4,7 +4,7 @@
 // `vdisk fold` counts alternates.
 import t from 'tap';
 import path from 'node:path';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { PROGRESS_EVENT, type ProgressEvent } from '../../src/protocol/progress.js';
 import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
 import { runCli } from '../support/cli.js';

@@ -18,7 +18,7 @@ import path from 'node:path';
 import sqlite3 from 'sqlite3';
 import type { Container, Disk } from '../../src/controller/store.js';
 import { socketPath } from '../../src/controller/paths.js';
-import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { connect } from '../../src/protocol/client.js';
 import { decodeBody, encodeJson, FrameDecoder, MAX_FRAME } from '../../src/protocol/frame.js';
 import { messageOfFrame, PROTOCOL_VERSION, type Message, type ResponseMessage } from '../../src/protocol/messages.js';

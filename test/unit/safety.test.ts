@@ -9,7 +9,7 @@ import { Controller } from '../../src/controller/controller.js';
 import { HOLD_DELAY_MS } from '../../src/controller/faults.js';
 import type { Connection } from '../../src/protocol/connection.js';
 import { Store } from '../../src/controller/store.js';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_NO_WRITE, type Entry } from '../../src/table/mapping-table.js';
 import { scriptedController } from '../support/scripted-agent.js';
 

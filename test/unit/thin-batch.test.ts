@@ -5,7 +5,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Disk } from '../../src/controller/store.js';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 import { scriptedController } from '../support/scripted-agent.js';
 

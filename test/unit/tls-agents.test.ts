@@ -12,7 +12,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import type { Disk } from '../../src/controller/store.js';
 import { issueHost } from '../../src/controller/pki.js';
-import { FAULT_READ, FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_READ, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { connect, type TlsEndpoint } from '../../src/protocol/client.js';
 import type { Connection } from '../../src/protocol/connection.js';
 import { parseCredential, SERVER_NAME, type Credential } from '../../src/protocol/credential.js';
@@ -23,7 +23,7 @@ import { STATE_ZERO } from '../../src/table/mapping-table.js';
 import { entriesOf, scriptedController, type Peer } from '../support/scripted-agent.js';
 
 const SEG = 64 * 1024;
-/** One more than a table.set carries (attachments.ts LOAD_ENTRIES): the load takes two messages. */
+/** One more than a table.set carries (agent-client.ts LOAD_ENTRIES): the load takes two messages. */
 const BIG_SEGMENTS = (1 << 20) + 5;
 const { dir, controller, cli, ask, scriptedAgent } = await scriptedController(t, 'vdisk-tls-', { listen: { host: '127.0.0.1', port: 0 } });
 const addr = controller.tlsAddress!;

@@ -1,7 +1,8 @@
 // Translator: how ublk requests become plan records through the table (states, boundaries, merging).
 import t from 'tap';
 import * as abi from '../../src/native/abi.js';
-import { DEFERRED, FAULTED, FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE, PLANNED, Translator } from '../../src/io/translator.js';
+import { DEFERRED, FAULTED, PLANNED, Translator } from '../../src/io/translator.js';
+import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import {
   MappingTable, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO,
 } from '../../src/table/mapping-table.js';

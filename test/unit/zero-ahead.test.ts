@@ -9,7 +9,7 @@ import { SegmentIo } from '../../src/controller/segment-io.js';
 import { Store } from '../../src/controller/store.js';
 import { ZERO_AHEAD_UNITS } from '../../src/controller/allocator.js';
 import { answerFault } from '../../src/controller/faults.js';
-import { FAULT_WRITE } from '../../src/io/translator.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { LOCATION_UNIT, STATE_NO_WRITE, type Entry } from '../../src/table/mapping-table.js';
 
 const MB = 1 << 20;
