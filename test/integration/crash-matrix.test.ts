@@ -216,9 +216,10 @@ const reached = (c: Cluster, fp: Failpoint, n: number) =>
 
 t.test('every failpoint, under fio verify', async (t) => {
   // Nothing here reads a freed segment (discards run with fio stopped; copy-on-write frees none): no quarantine.
+  // Every controller start (the CLI runs in this process) inherits it.
   process.env.VDISK_QUARANTINE_MS = '0';
+  t.teardown(() => { delete process.env.VDISK_QUARANTINE_MS; });
   const c = await Cluster.start('vd-crash');
-  delete process.env.VDISK_QUARANTINE_MS;
   t.teardown(() => c.stop());
   await c.container('c1', '1G');
   await c.container('c2', '512M');
