@@ -128,7 +128,7 @@ export class Controller {
     // New segments come from zeroed frontiers that this I/O moves ahead of need (allocator.ts): a thin fault
     // into fresh storage then costs one commit and no zeroing of its own.
     store.alloc.pool.zeroer = (container, offset, length) => this.io.zero(container, offset, length);
-    store.alloc.log = log;
+    store.alloc.pool.log = log;
     this.migrator = new Migrator(store, this.attachments, this.io, log);
     this.stopped = new Promise((resolve) => { this.stopping = resolve; });
   }

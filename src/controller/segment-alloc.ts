@@ -55,7 +55,7 @@ export class SegmentAlloc {
     for (let attempt = 1; ; attempt++) {
       try {
         const r = await fn();
-        this.pool.refill(this.log);
+        this.pool.refill();
         return r;
       } catch (err) {
         const want = zeroAheadWanted(err);
@@ -64,9 +64,6 @@ export class SegmentAlloc {
       }
     }
   }
-
-  /** Where background zero-ahead reports a failure (the controller's log). */
-  log: ((m: string) => void) | undefined;
 
   /**
    * A change of entry `segment` that needs file I/O (zeroing or copying into a new segment) between choosing
