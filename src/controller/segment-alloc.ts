@@ -79,19 +79,25 @@ export class SegmentAlloc {
     for (let attempt = 1; ; attempt++) {
       const reserved: Run[] = [];
       let planned: Entry | undefined;
+      let changed = false; // the plan put the entry: it finished with a durable commit of its own
       // lazyPlan: the plan only reserves (it never puts), so it commits without its own fsync: a crash may
       // undo a reservation nobody names yet, and the durable commit that maps it covers it.
       const step = await this.withFrontier(() => this.tables.updateEntry(disk, segment, (e, put) => {
         reserved.length = 0; // a transaction refused for zero-ahead reserved nothing
         planned = e;
-        const putGuarded = o.lazyPlan ? () => { throw new VdiskError('a lazy plan must not change the entry', { code: 'EINVAL' }); } : put;
+        changed = false;
+        const putGuarded = o.lazyPlan ? () => { throw new VdiskError('a lazy plan must not change the entry', { code: 'EINVAL' }); }
+          : (x: Entry) => { changed = true; return put(x); };
         return plan(e, putGuarded, async (pinned) => {
           const loc = await this.allocateUnits(disk, pinned, true);
           reserved.push(runOf(loc, units));
           return loc;
         });
       }, { durable: !o.lazyPlan }));
-      if ('done' in step) return step.done;
+      if ('done' in step) {
+        if (changed) failpoint('staged.committed'); // e.g. a fresh segment mapped in the plan's own commit
+        return step.done;
+      }
       failpoint('staged.planned');
       let result: T | typeof RETRY;
       try {

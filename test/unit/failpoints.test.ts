@@ -9,7 +9,7 @@ import { socketPath } from '../../src/controller/paths.js';
 import { connect } from '../../src/protocol/client.js';
 import type { Connection } from '../../src/protocol/connection.js';
 import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
-import { STATE_ALTERNATE, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
+import { STATE_ALTERNATE, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 import { FAILPOINTS } from '../../src/util/failpoints.js';
 import { runCli } from '../support/cli.js';
 
@@ -104,6 +104,18 @@ t.test('thin fault: killed after the commit, before the answer', async (t) => {
   const a = await r.fault(s.diskId, 3, STATE_ZERO);
   t.notOk(a.allocated, 'the resent fault gets the stored entry, no second allocation');
   t.match(await r.ask('container.ls'), [{ usedBytes: SEG }]);
+});
+
+t.test('a single thin fault into fresh storage: killed after its one commit, before the answer', async (t) => {
+  const s = await setup(t, 'staged.committed:1');
+  // Invalid, as an agent that lost its lease reports it: the one-fault path, not the batch.
+  await dies(s.agent, s.fault(s.diskId, 4, STATE_INVALID));
+  const r = await restart(t, s.data);
+  t.same(r.check.problems, [], 'check is clean');
+  t.match(await r.ask('container.ls'), [{ usedBytes: SEG }], 'the committed mapping is kept, once');
+  const a = await r.fault(s.diskId, 4, STATE_INVALID);
+  t.notOk(a.allocated, 'the resent fault gets the stored entry, no second allocation');
+  t.ok(fs.readFileSync(s.img).subarray(a.entry.offset, a.entry.offset + SEG).every((b) => b === 0), 'which reads zeros');
 });
 
 t.test('copy-on-write: killed after the copy, before the remap', async (t) => {

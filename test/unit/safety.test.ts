@@ -181,3 +181,19 @@ t.test('a reservation left by a crash between the two transactions goes back to 
   t.same(await store.db.all('SELECT * FROM allocations'), [], 'reopened: the pending reservation is gone');
   t.same(await store.db.all<{ unit: number }>('SELECT unit FROM free_extents'), [{ unit: 160 }], 'and its segment is free');
 });
+
+t.test('VDISK_QUARANTINE_MS sets the reuse delay; anything but whole milliseconds is refused at start', async (t) => {
+  const dir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'vdisk-safety-'));
+  t.teardown(() => { delete process.env.VDISK_QUARANTINE_MS; });
+  for (const bad of ['soon', '-1', '1.5', '']) {
+    process.env.VDISK_QUARANTINE_MS = bad;
+    await t.rejects(Controller.start(dir), { code: 'EINVAL', message: /VDISK_QUARANTINE_MS/ }, `"${bad}" is refused`);
+  }
+  process.env.VDISK_QUARANTINE_MS = '0';
+  const controller = await Controller.start(dir);
+  t.teardown(async () => {
+    await controller.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  t.equal(controller.store.quarantineMs, 0, 'and 0 is taken');
+});
