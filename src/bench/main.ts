@@ -46,7 +46,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   };
   // Natively on a ublk host the VM body measures the same controller work, with devices: no host copy.
-  if (!native && opts.controller) await part('controller', () => hostControllerBench({ faults: opts.faults, tls: opts.tls, log }), hostControllerRows);
+  if (!native && opts.controller) await part('controller', () => hostControllerBench({ faults: opts.hostFaults, tls: opts.tls, log }), hostControllerRows);
   if (opts.snapshot) await part('snapshot', () => hostSnapshotBench({ cows: opts.cows, thickGiB: opts.snapshotThickGiB, log }), hostSnapshotRows);
   const stallsRows: Row[] = [];
   if (opts.stalls) await part('stalls', () => stallBench({ log }), (r) => { stallsRows.push(...stallRows(r, hostWhere)); return []; });

@@ -4,7 +4,9 @@ import { parseArgs } from 'node:util';
 import { VdiskError } from '../errors.js';
 
 export interface BenchOptions {
-  runtime: number; rounds: number; faults: number; cows: number; fileMiB: number; snapshotThickGiB: number | undefined;
+  runtime: number; rounds: number; faults: number;
+  /** Faults per row of the host's controller part: more than the VM's, so a row is more than its warm-up. */
+  hostFaults: number; cows: number; fileMiB: number; snapshotThickGiB: number | undefined;
   loop: boolean; controller: boolean; snapshot: boolean; stalls: boolean;
   /** VM only: one disk on two hosts, h2 through NBD. */
   hosts: boolean;
@@ -35,10 +37,12 @@ export function parseBenchArgs(argv: string[]): { opts: BenchOptions; positional
   const runtime = num('runtime', values.runtime, 20);
   // Map faults to take per run: 256, fewer for a quick check with a short --runtime.
   const faults = num('faults', values.faults, Math.min(256, Math.max(32, runtime * 16)));
+  // At 64 in flight, 256 faults are four round trips: the host's rows take 2,048 unless --faults says.
+  const hostFaults = values.faults === undefined ? Math.min(2048, Math.max(256, runtime * 128)) : faults;
   return {
     positionals,
     opts: {
-      runtime, rounds: num('rounds', values.rounds, 2), faults, cows: num('cows', values.cows, faults), fileMiB: num('file-mib', values['file-mib'], 1024),
+      runtime, rounds: num('rounds', values.rounds, 2), faults, hostFaults, cows: num('cows', values.cows, faults), fileMiB: num('file-mib', values['file-mib'], 1024),
       snapshotThickGiB: values['snapshot-thick'] === undefined ? undefined : num('snapshot-thick', values['snapshot-thick'], 1024),
       loop: !values['no-loop'], controller: !values['no-controller'], snapshot: !values['no-snapshot'], hosts: !values['no-hosts'], stalls: !values['no-stalls'],
       tls: !values['no-tls'], idle: !values['no-idle'], idleAgents: num('idle-agents', values['idle-agents'], 100),

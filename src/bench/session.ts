@@ -60,6 +60,8 @@ export class BenchSession {
     this.sock = socketPath(dataDir);
     this.env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: process.env.HOME ?? '/root', VDISK_DATA_DIR: dataDir };
     for (const [k, v] of Object.entries(process.env)) if (k.startsWith('VDISK_TEST_') || k === 'VDISK_IN_VM') this.env[k] = v;
+    // For profiling the daemons on purpose: VDISK_BENCH_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=DIR'.
+    if (process.env.VDISK_BENCH_NODE_OPTIONS) this.env.NODE_OPTIONS = process.env.VDISK_BENCH_NODE_OPTIONS;
   }
 
   /** Runs the CLI to completion: its stdout and wall time (node start included). */
@@ -152,7 +154,10 @@ export class BenchSession {
     conn.onRequest(agentDispatcher(handlers));
     await controllerRequest(conn, 'agent.register', { pid: process.pid, leaseMs: 10_000, disks: [] });
     await ready; // the controller reconciles a new agent right after registering it
-    return { conn, marks, tables, close: () => conn.close() };
+    // Pings as a real agent does: a part that runs longer than the lease (the thick snapshot part) would
+    // otherwise find the stand-in dropped as lost.
+    const pinger = setInterval(() => { void controllerRequest(conn, 'agent.ping', {}, { timeoutMs: 10_000 }).catch(() => {}); }, 2_500);
+    return { conn, marks, tables, close: () => { clearInterval(pinger); return conn.close(); } };
   }
 
   /**

@@ -9,6 +9,9 @@ import { VdiskError } from '../errors.js';
 
 export type Param = string | number | bigint | Buffer | null;
 
+/** A cached statement; `ready` until its prepare succeeded. */
+interface Prepared { st: sqlite3.Statement; ready?: Promise<void> }
+
 /** Marks the async context of an open transaction: its statements run on the writer, inside it. */
 interface TxContext { db: Db }
 
@@ -20,6 +23,17 @@ export class Db {
 
   /** The connection of the snapshot() the caller runs in, if any. */
   private readonly snap = new AsyncLocalStorage<sqlite3.Database>();
+  /**
+   * Prepared statements of the reader and the writer, by SQL text: preparing and finalizing each call cost
+   * more than the statement itself on the fault path. The sqlite3 package runs a statement's calls in the
+   * order they were made, so one statement serves interleaved callers. No statement is left half-stepped:
+   * it would keep its read transaction (and an old WAL snapshot) open for the whole connection.
+   */
+  private readonly prepared = new Map<sqlite3.Database, Map<string, Prepared>>();
+  /** Per table watched with generation(): bumped when a transaction that wrote it ends (commit or rollback). */
+  private readonly generations = new Map<string, { n: number; names: RegExp }>();
+  /** Watched tables the open transaction wrote, or '*' for a statement exec() ran (a migration). */
+  private readonly wrote = new Set<string>();
 
   private constructor(private readonly file: string, private readonly writer: sqlite3.Database, private readonly reader: sqlite3.Database) {}
 
@@ -49,28 +63,43 @@ export class Db {
   run(sql: string, params: Param[] = []): Promise<{ lastID: number; changes: number }> {
     if (!this.inTransaction) return this.transaction(() => this.run(sql, params));
     this.stats.writerStatements++;
+    for (const [table, g] of this.generations) if (g.names.test(sql)) this.wrote.add(table);
     return new Promise((resolve, reject) => {
-      this.writer.run(sql, params, function (this: sqlite3.RunResult, err: Error | null) {
+      this.withStatement(this.writer, sql, (st) => st.run(params, function (this: sqlite3.RunResult, err: Error | null) {
         if (err) reject(wrap(err, sql));
         else resolve({ lastID: this.lastID, changes: this.changes });
-      });
+      }), (err) => reject(wrap(err, sql)));
     });
   }
 
   get<T>(sql: string, params: Param[] = []): Promise<T | undefined> {
     const conn = this.connection();
-    return new Promise((resolve, reject) => conn.get(sql, params, (err, row) => (err ? reject(wrap(err, sql)) : resolve(row as T | undefined))));
+    return new Promise((resolve, reject) => {
+      const done = (err: Error | null, row: unknown): void => (err ? reject(wrap(err, sql)) : resolve(row as T | undefined));
+      if (conn !== this.reader && conn !== this.writer) {
+        conn.get(sql, params, done);
+        return;
+      }
+      // all(), not get(): it steps to the end, so the statement holds no read transaction afterwards, in one
+      // trip to the thread pool instead of get's two (get and reset). get() is for statements of one row.
+      this.withStatement(conn, sql, (st) => st.all(params, (err: Error | null, rows: unknown[]) => done(err, rows?.[0])), (err) => done(err, undefined));
+    });
   }
 
   all<T>(sql: string, params: Param[] = []): Promise<T[]> {
     const conn = this.connection();
-    return new Promise((resolve, reject) => conn.all(sql, params, (err, rows) => (err ? reject(wrap(err, sql)) : resolve(rows as T[]))));
+    return new Promise((resolve, reject) => {
+      const done = (err: Error | null, rows: unknown[]): void => (err ? reject(wrap(err, sql)) : resolve(rows as T[]));
+      if (conn !== this.reader && conn !== this.writer) conn.all(sql, params, done);
+      else this.withStatement(conn, sql, (st) => st.all(params, done), (err) => done(err, []));
+    });
   }
 
   /** Statements without results (schema migrations, pragmas): like run(), a transaction's or its own. */
   exec(sql: string): Promise<void> {
     if (!this.inTransaction) return this.transaction(() => this.exec(sql));
     this.stats.writerStatements++;
+    this.wrote.add('*');
     return execOn(this.writer, sql);
   }
 
@@ -98,6 +127,8 @@ export class Db {
         } catch (err) {
           await execOn(this.writer, 'ROLLBACK').catch(() => {});
           throw err;
+        } finally {
+          this.endWrites();
         }
       } finally {
         if (lazy) await execOn(this.writer, 'PRAGMA synchronous = FULL');
@@ -105,6 +136,30 @@ export class Db {
     }));
     this.queue = next.catch(() => {});
     return next;
+  }
+
+  /** How many prepared statements the reader and writer keep (tests observe the cache). */
+  preparedStatements(): number {
+    let n = 0;
+    for (const m of this.prepared.values()) n += m.size;
+    return n;
+  }
+
+  /**
+   * A number that changes whenever a transaction that wrote `table` ends. For caches of rows read outside
+   * transactions: take the generation before the read, and the row is current as long as it is unchanged.
+   * Bumped after COMMIT returned (not at the write): a read that began before it may have seen the old row.
+   * Conservative: any write statement naming the table counts, and so does every exec() (migrations).
+   */
+  generation(table: string): number {
+    let g = this.generations.get(table);
+    if (!g) this.generations.set(table, (g = { n: 0, names: new RegExp(`\\b${table}\\b`, 'i') }));
+    return g.n;
+  }
+
+  private endWrites(): void {
+    for (const [table, g] of this.generations) if (this.wrote.has(table) || this.wrote.has('*')) g.n++;
+    this.wrote.clear();
   }
 
   /**
@@ -127,7 +182,48 @@ export class Db {
 
   async close(): Promise<void> {
     await this.queue;
+    const all = [...this.prepared.values()].flatMap((m) => [...m.values()]);
+    await Promise.all(all.map((p) => p.ready?.catch(() => {})));
+    await Promise.all(all.map((p) => new Promise<void>((resolve) => p.st.finalize(() => resolve()))));
+    this.prepared.clear();
     await Promise.all([this.reader, this.writer].map((d) => new Promise<void>((resolve, reject) => d.close((err) => (err ? reject(wrap(err, 'close')) : resolve())))));
+  }
+
+  /**
+   * Calls use with the connection's prepared statement for sql, or fail with the error of its prepare. The
+   * first call waits for the prepare: the sqlite3 package never calls back the calls queued on a statement
+   * whose prepare failed. A failed prepare is not kept (the next call prepares again).
+   */
+  private withStatement(conn: sqlite3.Database, sql: string, use: (st: sqlite3.Statement) => void, fail: (err: Error) => void): void {
+    let cache = this.prepared.get(conn);
+    if (!cache) this.prepared.set(conn, (cache = new Map()));
+    let p = cache.get(sql);
+    if (!p) {
+      // Callers build SQL from a bounded set of shapes; the bound only guards against one that is not.
+      if (cache.size >= MAX_PREPARED) {
+        const [oldest, old] = cache.entries().next().value as [string, Prepared];
+        cache.delete(oldest);
+        if (old.ready) old.ready.then(() => old.st.finalize(), () => {});
+        else old.st.finalize();
+      }
+      const map = cache;
+      const entry: Prepared = { st: undefined as unknown as sqlite3.Statement };
+      entry.ready = new Promise<void>((resolve, reject) => {
+        entry.st = conn.prepare(sql, (err: Error | null) => {
+          if (err) {
+            if (map.get(sql) === entry) map.delete(sql);
+            reject(err);
+          } else {
+            entry.ready = undefined;
+            resolve();
+          }
+        });
+      });
+      cache.set(sql, (p = entry));
+    }
+    const found = p;
+    if (found.ready) found.ready.then(() => use(found.st), fail);
+    else use(found.st);
   }
 
   private connection(): sqlite3.Database {
@@ -139,6 +235,9 @@ export class Db {
     return this.snap.getStore() ?? this.reader;
   }
 }
+
+const MAX_PREPARED = 256;
+
 
 function connect(file: string, mode: number): Promise<sqlite3.Database> {
   return new Promise<sqlite3.Database>((resolve, reject) => {

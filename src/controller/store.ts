@@ -77,6 +77,9 @@ export class Store {
   /** Snapshots, clones, copy-on-write, reclaim and migration steps. */
   readonly cow: CowOps;
 
+  /** diskById's rows, valid while the database's disks generation is `gen`. */
+  private diskCache = { gen: -1, rows: new Map<number, Disk>() };
+
   private constructor(readonly db: Db, readonly file: string) {
     this.tables = new Tables(db);
     this.alloc = new SegmentAlloc(db, this.tables);
@@ -375,9 +378,25 @@ export class Store {
     return (await this.listContainers()).find((c) => c.id === id);
   }
 
+  /**
+   * Every map fault looks its disk up: outside transactions the answer comes from a cache that any
+   * transaction writing `disks` invalidates (Db.generation), so faults do not queue on the reader for it.
+   */
   async diskById(id: number): Promise<Disk | undefined> {
+    const inTx = this.db.inTransaction;
+    const gen = this.db.generation('disks');
+    if (!inTx && this.diskCache.gen === gen) {
+      const hit = this.diskCache.rows.get(id);
+      if (hit) return { ...hit };
+    }
     const row = await this.db.get<DiskRow>('SELECT * FROM disks WHERE id = ?', [id]);
-    return row ? toDisk(row) : undefined;
+    const disk = row ? toDisk(row) : undefined;
+    // Only a read that no write to disks ended during may fill the cache.
+    if (!inTx && disk && this.db.generation('disks') === gen) {
+      if (this.diskCache.gen !== gen) this.diskCache = { gen, rows: new Map() };
+      this.diskCache.rows.set(id, { ...disk });
+    }
+    return disk;
   }
 
   // ---- agents and attachments

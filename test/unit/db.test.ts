@@ -158,3 +158,76 @@ t.test('vdisk check during a commit that maps a new segment reports no false lea
   t.same((await checkStore(store)).problems, [], 'and a check after it sees the new mapping, consistent too');
   t.equal((await store.diskInfo('a')).allocatedBytes, 2 * 64 * 1024);
 });
+
+t.test('prepared statements: reused per connection, a half-read result never pins an old snapshot', async (t) => {
+  const db = await Db.open(path.join(tmpdir(t), 'x.db'));
+  t.teardown(() => db.close());
+  await db.run('CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)');
+  await db.run("INSERT INTO kv VALUES ('a', 1), ('b', 2), ('c', 3)");
+  // get() of a query with more rows than one: a statement left after its first row would keep the reader's
+  // read transaction open, and every later read on the reader would see the database as of then.
+  t.equal((await db.get<{ v: number }>('SELECT v FROM kv ORDER BY k'))?.v, 1, 'get() returns the first row');
+  await db.run("UPDATE kv SET v = 10 WHERE k = 'a'");
+  t.equal((await db.get<{ v: number }>("SELECT v FROM kv WHERE k = 'a'"))?.v, 10, 'a read after the commit sees it');
+  t.equal((await db.get<{ v: number }>('SELECT v FROM kv ORDER BY k'))?.v, 10, 'the same cached statement sees it too');
+  const reads = await Promise.all([1, 2, 3, 1, 2, 3].map((n) => db.get<{ k: string }>('SELECT k FROM kv WHERE v = ?', [n === 1 ? 10 : n])));
+  t.same(reads.map((r) => r?.k), ['a', 'b', 'c', 'a', 'b', 'c'], 'interleaved callers of one statement each get their own row');
+  t.equal(db.preparedStatements(), 6, 'one prepared statement per SQL text and connection (3 reader, 3 writer)');
+  await t.rejects(db.get('SELECT nope FROM kv'), /no such column/, 'a statement that does not prepare fails its call');
+  await t.rejects(db.get('SELECT nope FROM kv'), /no such column/, 'and again the next time: a failed prepare is not kept');
+  t.equal(db.preparedStatements(), 6, 'nothing cached for it');
+});
+
+t.test('generation(): changes after a transaction that wrote the table ends, never before its commit', async (t) => {
+  const db = await Db.open(path.join(tmpdir(t), 'x.db'));
+  t.teardown(() => db.close());
+  await db.run('CREATE TABLE disks (id INTEGER PRIMARY KEY, v INTEGER)');
+  await db.run('CREATE TABLE other (id INTEGER PRIMARY KEY)');
+  const g0 = db.generation('disks');
+  await db.run('INSERT INTO other VALUES (1)');
+  t.equal(db.generation('disks'), g0, 'a write to another table leaves it');
+  const inside = gate();
+  const go = gate();
+  const tx = db.transaction(async () => {
+    await db.run('INSERT INTO disks VALUES (1, 1)');
+    inside.open();
+    await go.wait;
+  });
+  await inside.wait;
+  t.equal(db.generation('disks'), g0, 'unchanged while the writing transaction is open');
+  go.open();
+  await tx;
+  const g1 = db.generation('disks');
+  t.not(g1, g0, 'changed once it committed');
+  await t.rejects(db.transaction(async () => {
+    await db.run('UPDATE disks SET v = 2');
+    throw new Error('abandoned');
+  }), /abandoned/);
+  t.not(db.generation('disks'), g1, 'changed after a rollback too (conservative)');
+});
+
+t.test('diskById answers from a cache that a write to disks invalidates, and reads a transaction\'s own view', async (t) => {
+  const dir = tmpdir(t);
+  const store = await Store.open(dir);
+  t.teardown(() => store.close());
+  await store.addContainer('c1', path.join(dir, 'c1.img'), 64 * MB);
+  await store.addContainer('c2', path.join(dir, 'c2.img'), 64 * MB);
+  const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB, container: 'c1' });
+  t.equal((await store.diskById(d.id))?.containerId, d.containerId, 'first read');
+  const reads = store.db.stats.readerStatements;
+  const again = await store.diskById(d.id);
+  t.equal(store.db.stats.readerStatements, reads, 'the second read is served without a statement');
+  again!.name = 'mutated';
+  t.equal((await store.diskById(d.id))?.name, 'd', 'a caller changing its copy does not change the cache');
+  const c2 = (await store.listContainers()).find((c) => c.name === 'c2')!;
+  await t.rejects(store.db.transaction(async () => {
+    await store.db.run('UPDATE disks SET container_id = ? WHERE id = ?', [c2.id, d.id]);
+    t.equal((await store.diskById(d.id))?.containerId, c2.id, 'inside the transaction: its own write');
+    throw new Error('rolled back');
+  }), /rolled back/);
+  t.equal((await store.diskById(d.id))?.containerId, d.containerId, 'after the rollback: the committed row');
+  await store.db.run('UPDATE disks SET container_id = ? WHERE id = ?', [c2.id, d.id]);
+  t.equal((await store.diskById(d.id))?.containerId, c2.id, 'after a commit: the new row, not the cached one');
+  await store.removeDisk('d');
+  t.equal(await store.diskById(d.id), undefined, 'a removed disk is gone');
+});
