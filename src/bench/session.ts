@@ -169,11 +169,15 @@ export class BenchSession {
     const agent = await this.standIn({ via });
     try {
       const { id } = (await this.rpc<{ id: number }>('disk.info', { name: disk })).result;
-      let next = first;
+      // Every fault allocates: the segments go in a scattered order (an odd stride, a permutation of
+      // [first, first + count) when count is a power of two, else a walk that visits each once), so no fault
+      // continues the one before it and nothing is mapped ahead of a "sequential writer".
+      const order = scattered(count).map((i) => first + i);
+      let next = 0;
       const t0 = performance.now();
       await Promise.all(Array.from({ length: concurrency }, async () => {
-        while (next < first + count) {
-          const segment = next++;
+        while (next < count) {
+          const segment = order[next++]!;
           const r = await controllerRequest(agent.conn, 'fault', { diskId: id, op: FAULT_WRITE, segment, states: STATE_ZERO, offset: 0 }, { timeoutMs: 0 });
           if (r.action !== 'entry' || r.entry.states & STATE_ZERO) throw new VdiskError(`fault on segment ${segment}: ${JSON.stringify(r)}`, { code: 'EIO' });
         }
@@ -199,4 +203,16 @@ export class BenchSession {
       process.kill(pid, 'SIGKILL');
     }
   }
+}
+
+/** 0..count-1, each once, with no two neighbours (count >= 4) next to each other in the order. */
+export function scattered(count: number): number[] {
+  // Stride of about count / phi, made coprime to count: i * stride mod count visits every index once.
+  let stride = Math.max(1, Math.floor(count * 0.618));
+  while (gcd(stride, count) !== 1) stride++;
+  return Array.from({ length: count }, (_, i) => (i * stride) % count);
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
 }

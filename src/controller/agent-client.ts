@@ -87,9 +87,9 @@ export class AgentClient {
     await this.toHolders(disk, (conn) => this.sendEntry(conn, disk, segment, entry, alternate, blocking));
   }
 
-  /** Encoded entries from `first` to every holder, with the blocking flag; the caller holds the disk's lock. */
-  pushEncoded(disk: Disk, first: number, bytes: Buffer): Promise<void> {
-    return this.toHolders(disk, (conn) => agentRequest(conn, 'table.set', { diskId: disk.id, first, blocking: true }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS }));
+  /** Encoded entries from `first` to every holder, with the blocking flag unless told; the caller holds the disk's lock. */
+  pushEncoded(disk: Disk, first: number, bytes: Buffer, blocking = true): Promise<void> {
+    return this.toHolders(disk, (conn) => agentRequest(conn, 'table.set', { diskId: disk.id, first, blocking }, { payload: bytes, timeoutMs: TABLE_TIMEOUT_MS }));
   }
 
   /** State bits set or cleared over a range on every holder, with the blocking flag; the caller holds the disk's lock. */

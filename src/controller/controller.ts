@@ -144,6 +144,15 @@ export class Controller {
       }
       store.quarantineMs = Number(quarantine);
     }
+    const ahead = process.env.VDISK_ALLOC_AHEAD_MB;
+    if (ahead !== undefined) {
+      // The most a sequential writer gets mapped ahead of its writes (alloc-ahead.ts); 0 turns it off.
+      if (!/^\d+$/.test(ahead) || Number(ahead) > 1024) {
+        await store.close();
+        throw new VdiskError(`VDISK_ALLOC_AHEAD_MB must be a whole number of MiB from 0 to 1024, not "${ahead}"`, { code: 'EINVAL' });
+      }
+      store.allocAheadBytes = Number(ahead) * 1024 * 1024;
+    }
     const c = new Controller(dataDir, store);
     c.agents.knownLeases = await store.agentLeases();
     await c.attachments.loadHolds();

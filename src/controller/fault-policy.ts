@@ -52,8 +52,9 @@ export class FaultPolicy {
       this.thin ??= new ThinBatcher(this.store, io, this.disks.locks, {
         isHeld: (id, segment) => this.isHeld(id, segment),
         pushEntries: (d, items) => this.pushEntries(d, items),
+        pushAhead: (d, first, entries) => this.pushAhead(d, first, entries),
         single: (c, d, req) => this.faultOne(c, d, req, io),
-      });
+      }, this.store.allocAheadBytes);
       return this.thin.fault(from, disk, f);
     }
     return this.faultOne(from, disk, f, io);
@@ -103,6 +104,16 @@ export class FaultPolicy {
     await this.client.toHolders(disk, async (conn) => {
       await Promise.all(items.filter((it) => it.from !== conn).map((it) => this.client.sendEntry(conn, disk, it.segment, it.entry, undefined, false)));
     });
+  }
+
+  /**
+   * Entries mapped ahead of a sequential writer, to every holder. Not blocking: the segments were Zero and
+   * their new storage reads as zeros, so a request planned with either entry reads the same bytes.
+   */
+  private async pushAhead(disk: Disk, first: number, entries: Entry[]): Promise<void> {
+    const bytes = Buffer.alloc(entries.length * ENTRY_BYTES);
+    entries.forEach((e, i) => encodeEntry(bytes, i, e));
+    await this.client.pushEncoded(disk, first, bytes, false);
   }
 
   /**

@@ -2,6 +2,7 @@
 // a Store owns, the disks' tables (tables.ts), their segments (segment-alloc.ts) and the sharing of segments
 // between disks (cow.ts). Every mutation is one transaction that has committed (fsync'd) before the returned
 // promise resolves, so whatever the controller answers after awaiting it survives a crash.
+import { AHEAD_MAX_BYTES } from './alloc-ahead.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
@@ -86,6 +87,8 @@ export class Store {
     this.cow = new CowOps(this);
   }
 
+  /** The most a sequential writer gets mapped ahead of its writes (alloc-ahead.ts); 0: nothing ahead. */
+  allocAheadBytes = AHEAD_MAX_BYTES;
   /** How long a freed segment waits before reuse (see Allocator.quarantineMs). */
   get quarantineMs(): number { return this.alloc.pool.quarantineMs; }
   set quarantineMs(ms: number) { this.alloc.pool.quarantineMs = ms; }

@@ -2,12 +2,14 @@
 // that arrive while its lock is busy wait together; when the lock comes free they are allocated as one batch
 // (store.alloc.allocateSegments: one transaction to reserve, one zeroing pass with one fdatasync per container,
 // one transaction to map), so concurrent first writes share the commits instead of queueing for one each.
-// Durability is unchanged: every answer goes out after the commit that maps its segment.
+// Durability is unchanged: every answer goes out after the commit that maps its segment. A batch that
+// continues a sequential writer also maps the writer's next window (alloc-ahead.ts) in the same commit.
 import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import { turn } from '../util/sleep.js';
+import { AllocAhead } from './alloc-ahead.js';
 import type { FaultRequest } from './faults.js';
 import type { SegmentIo } from './segment-io.js';
 import type { Disk, Store } from './store.js';
@@ -19,6 +21,8 @@ export interface ThinBatchHooks {
   isHeld(diskId: number, segment: number): boolean;
   /** Sends new mappings to the disk's holders, each but to its faulting agent; the caller holds the disk's lock. */
   pushEntries(disk: Disk, items: Array<{ from: Connection; segment: number; entry: Entry }>): Promise<void>;
+  /** Sends entries mapped ahead (contiguous from `first`) to every holder, the faulting agents included. */
+  pushAhead(disk: Disk, first: number, entries: Entry[]): Promise<void>;
   /** The one-fault path, for every fault the batch does not settle (it takes the lock itself). */
   single(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer>;
 }
@@ -27,9 +31,12 @@ export class ThinBatcher {
   private readonly waiting = new Map<number, Waiting[]>();
   /** Batches run and faults settled by them: what tests observe to know faults were grouped. */
   readonly stats = { batches: 0, faults: 0 };
+  readonly ahead: AllocAhead;
 
   constructor(private readonly store: Store, private readonly io: SegmentIo, private readonly locks: KeyedMutex<number>,
-    private readonly hooks: ThinBatchHooks) {}
+    private readonly hooks: ThinBatchHooks, aheadBytes?: number) {
+    this.ahead = new AllocAhead(aheadBytes);
+  }
 
   /** Answers a write fault the agent saw on a Zero entry, in the next batch of its disk. */
   fault(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer> {
@@ -52,12 +59,26 @@ export class ThinBatcher {
     const eligible = disk.readOnly ? [] : batch.filter((w) => Number.isInteger(w.f.segment) && w.f.segment >= 0 &&
       w.f.segment < disk.segments && !this.hooks.isHeld(disk.id, w.f.segment));
     let mapped = new Map<number, Entry>();
+    let ahead: number[] = [];
     if (eligible.length > 0) {
+      const segments = [...new Set(eligible.map((w) => w.f.segment))].sort((a, b) => a - b);
+      ahead = this.ahead.plan(disk.id, disk.segmentSize, disk.segments, segments).filter((s) => !this.hooks.isHeld(disk.id, s));
+      const zero = (locs: Entry[], length: number) => this.io.zeroMany(locs, length);
       try {
-        mapped = await this.store.alloc.allocateSegments(disk, eligible.map((w) => w.f.segment), (locs, length) => this.io.zeroMany(locs, length));
+        mapped = await this.store.alloc.allocateSegments(disk, [...segments, ...ahead], zero);
       } catch {
-        mapped = new Map(); // ENOSPC or a failed zeroing: each fault finds its own answer below
+        // No room for the window too (ENOSPC reserves nothing): the faulting segments alone. Anything else
+        // (a failed zeroing): each fault finds its own answer below.
+        try {
+          mapped = ahead.length ? await this.store.alloc.allocateSegments(disk, segments, zero) : new Map();
+        } catch {
+          mapped = new Map();
+        }
+        ahead = [];
       }
+      // Only what this batch mapped: a window segment that was not Zero any more is absent.
+      ahead = ahead.filter((s) => mapped.has(s));
+      this.ahead.mapped(disk.id, [...mapped.keys()], ahead.length);
     }
     const rest: Waiting[] = [];
     const settled: Waiting[] = [];
@@ -76,6 +97,7 @@ export class ThinBatcher {
     // Committed: the other holders get the new entries, then the writers their answers.
     try {
       if (items.length) await this.hooks.pushEntries(disk, items);
+      for (const run of runsOf(ahead)) await this.hooks.pushAhead(disk, run[0]!, run.map((s) => mapped.get(s)!));
       for (const w of settled) w.resolve({ action: 'entry', entry: mapped.get(w.f.segment)!, allocated: true });
       this.stats.faults += settled.length;
     } catch (err) {
@@ -86,4 +108,15 @@ export class ThinBatcher {
     // after this lock is released.
     for (const w of rest) setImmediate(() => { this.hooks.single(w.from, disk, w.f).then(w.resolve, w.reject); });
   }
+}
+
+/** Sorted segments as runs of consecutive ones. */
+function runsOf(sorted: number[]): number[][] {
+  const runs: number[][] = [];
+  for (const s of sorted) {
+    const last = runs[runs.length - 1];
+    if (last && last[last.length - 1] === s - 1) last.push(s);
+    else runs.push([s]);
+  }
+  return runs;
 }

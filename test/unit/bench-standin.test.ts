@@ -10,7 +10,7 @@ import type { DiskInfo } from '../../src/controller/store.js';
 import { attachWithoutDevice } from '../../src/bench/host-controller.js';
 import { parseBenchArgs } from '../../src/bench/options.js';
 import { printRows, ratioRow } from '../../src/bench/report.js';
-import { BenchSession } from '../../src/bench/session.js';
+import { BenchSession, scattered } from '../../src/bench/session.js';
 import { STATE_ZERO } from '../../src/table/mapping-table.js';
 
 const MiB = 1 << 20;
@@ -49,9 +49,19 @@ t.test('attach without device and faults through the stand-in agent', async (t) 
   await s.rpc('disk.detach', { name: 'd1', hostId: 'bench-nodevice', force: false });
 });
 
+t.test('the fault order: every segment once, no two neighbours back to back (nothing looks sequential)', async (t) => {
+  for (const n of [24, 256, 2048, 1000]) {
+    const o = scattered(n);
+    t.same([...o].sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i), `${n}: a permutation`);
+    t.ok(o.every((x, i) => i === 0 || Math.abs(x - o[i - 1]!) > 1), `${n}: no neighbours in a row`);
+  }
+});
+
 t.test('options: defaults follow --runtime, bad values are refused', async (t) => {
   const { opts } = parseBenchArgs(['--runtime', '5', '--no-stalls']);
-  t.match(opts, { runtime: 5, rounds: 2, faults: 80, cows: 80, stalls: false, loop: true });
+  t.match(opts, { runtime: 5, rounds: 2, faults: 80, hostFaults: 640, cows: 80, stalls: false, loop: true });
+  t.match(parseBenchArgs([]).opts, { faults: 256, hostFaults: 2048 }, 'the host\'s rows take 2,048 faults by default');
+  t.match(parseBenchArgs(['--faults', '100']).opts, { faults: 100, hostFaults: 100 }, '--faults sets both');
   t.throws(() => parseBenchArgs(['--rounds', '0']), { code: 'EINVAL' });
   t.throws(() => parseBenchArgs(['--bogus']));
 });

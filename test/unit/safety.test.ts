@@ -197,3 +197,19 @@ t.test('VDISK_QUARANTINE_MS sets the reuse delay; anything but whole millisecond
   });
   t.equal(controller.store.quarantineMs, 0, 'and 0 is taken');
 });
+
+t.test('VDISK_ALLOC_AHEAD_MB sets the window for sequential writers (0: none); anything else is refused at start', async (t) => {
+  const dir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'vdisk-safety-'));
+  t.teardown(() => { delete process.env.VDISK_ALLOC_AHEAD_MB; });
+  for (const bad of ['lots', '-1', '2.5', '', '1025']) {
+    process.env.VDISK_ALLOC_AHEAD_MB = bad;
+    await t.rejects(Controller.start(dir), { code: 'EINVAL', message: /VDISK_ALLOC_AHEAD_MB/ }, `"${bad}" is refused`);
+  }
+  process.env.VDISK_ALLOC_AHEAD_MB = '0';
+  const controller = await Controller.start(dir);
+  t.teardown(async () => {
+    await controller.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  t.equal(controller.store.allocAheadBytes, 0, 'and 0 is taken');
+});

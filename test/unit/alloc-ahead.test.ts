@@ -1,0 +1,112 @@
+// Allocation ahead for sequential writers: the stream bookkeeping alone, then a real controller with a
+// scripted agent: a writer going segment after segment gets a window mapped in its batch's commit, pushed to
+// every holder (the faulting agent too), reading zeros; random writers, short runs, a full container and
+// VDISK_ALLOC_AHEAD_MB=0 get nothing ahead, and the faulting write itself never loses its segment to a window.
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { AllocAhead, MIN_RUN } from '../../src/controller/alloc-ahead.js';
+import type { Disk } from '../../src/controller/store.js';
+import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
+import { STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
+import { entriesOf, scriptedController } from '../support/scripted-agent.js';
+import { scattered } from '../../src/bench/session.js';
+
+const MB = 1 << 20;
+
+/** Feeds one batch to the bookkeeping as ThinBatcher does; returns what it mapped ahead. */
+function batch(a: AllocAhead, segments: number[], diskSegments = 1 << 20, segmentSize = MB): number[] {
+  const ahead = a.plan(1, segmentSize, diskSegments, segments);
+  a.mapped(1, [...segments, ...ahead], ahead.length);
+  return ahead;
+}
+
+t.test('bookkeeping: a sequential writer\'s window grows with its run, up to the cap', async (t) => {
+  const a = new AllocAhead(64 * MB);
+  const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+  t.same(batch(a, range(0, 16)), [], 'a first batch maps only its faults');
+  t.same(batch(a, range(16, 16)), range(32, 16), 'continuing a run of 16: 16 ahead');
+  t.same(batch(a, range(48, 16)), range(64, 48), 'the run is 48 now: 48 ahead');
+  t.same(batch(a, range(112, 16)), range(128, 64), 'capped at 64 MiB of 1 MiB segments');
+  t.same(batch(a, [192]), range(193, 64), 'a lone fault continuing the stream still gets the whole window');
+  t.same(batch(a, [257], 300), range(258, 42), 'clipped at the disk\'s end');
+});
+
+t.test('bookkeeping: nothing ahead for random writers, runs shorter than MIN_RUN, or a cap of 0', async (t) => {
+  const a = new AllocAhead(64 * MB);
+  let got = 0;
+  for (let i = 0; i < 500; i++) got += batch(a, [(i * 7919) % 100_003]).length;
+  t.equal(got, 0, 'scattered first writes map nothing ahead');
+  const skip = new AllocAhead(64 * MB);
+  for (let s = 0; s < 200; s += 2) got += batch(skip, [s]).length;
+  t.equal(got, 0, 'nor a writer of every other segment');
+  const bench = new AllocAhead(64 * MB);
+  const order = scattered(2048);
+  for (let i = 0; i < order.length; i += 64) got += batch(bench, order.slice(i, i + 64).sort((x, y) => x - y)).length;
+  t.equal(got, 0, 'nor the bench\'s allocating faults, 64 at a time (they must each allocate)');
+  const b = new AllocAhead(64 * MB);
+  for (let s = 0; s < MIN_RUN; s++) t.same(batch(b, [s]), [], `segment ${s}: the run is ${s} long`);
+  t.ok(batch(b, [MIN_RUN]).length > 0, `from a run of ${MIN_RUN} on, the writer is sequential`);
+  const off = new AllocAhead(0);
+  for (let s = 0; s < 20; s++) t.same(batch(off, [s]), [], 'off');
+  t.equal(off.stats.segments, 0);
+  const small = new AllocAhead(64 * MB);
+  for (let s = 0; s < MIN_RUN; s++) batch(small, [s], 1 << 20, 32 * MB);
+  t.same(batch(small, [MIN_RUN], 1 << 20, 32 * MB), [MIN_RUN + 1, MIN_RUN + 2], 'the cap is in bytes: two 32 MiB segments');
+});
+
+const SEG = 64 * 1024;
+const { dir, controller, scriptedAgent, ask } = await scriptedController(t, 'vdisk-ahead-');
+type Answer = { action: string; entry: Entry; allocated?: boolean; errno?: number };
+const img = path.join(dir, 'c1.img');
+fs.writeFileSync(img, Buffer.alloc(5 * MB, 0xee)); // never blank: a window must read zeros all the same
+await ask('container.add', { name: 'c1', path: img, size: 5 * MB });
+const hx = await scriptedAgent('hx', 3);
+const hy = await scriptedAgent('hy', 4);
+const fault = async (diskId: number, segment: number): Promise<Answer> =>
+  (await hx.conn.request('fault', { diskId, op: FAULT_WRITE, segment, states: STATE_ZERO, offset: 0, length: SEG })).result as Answer;
+
+t.test('a sequential writer: its window is mapped in the batch\'s commit, pushed to every holder, reads zeros', async (t) => {
+  const d = await ask<Disk>('disk.create', { name: 'seq', size: 32 * SEG, segmentSize: SEG });
+  await ask('disk.attach', { name: 'seq', hostId: 'hx' });
+  await ask('disk.attach', { name: 'seq', hostId: 'hy' });
+  const disk = await controller.store.disk('seq');
+  for (let s = 0; s < MIN_RUN; s++) t.match(await fault(d.id, s), { action: 'entry', allocated: true });
+  const before = controller.attachments.thin!.ahead.stats.segments;
+  const pushesBefore = { hx: hx.got.length, hy: hy.got.length };
+  const a = await fault(d.id, MIN_RUN);
+  t.match(a, { action: 'entry', allocated: true }, 'the faulting write gets its own segment');
+  const ahead = controller.attachments.thin!.ahead.stats.segments - before;
+  t.equal(ahead, MIN_RUN, `a window as long as the run (${MIN_RUN} segments) mapped ahead`);
+  const stored = await controller.store.tables.getEntries(disk, 0, 32);
+  const window = stored.slice(MIN_RUN + 1, 2 * MIN_RUN + 1);
+  t.ok(window.every((e) => e.states === 0), 'the window is mapped in the store');
+  t.ok(stored.slice(2 * MIN_RUN + 1).every((e) => e.states === STATE_ZERO), 'nothing past it');
+  const bytes = fs.readFileSync(img);
+  t.ok(window.every((e) => bytes.subarray(e.offset, e.offset + SEG).every((b) => b === 0)), 'every window segment reads zeros');
+  t.equal(new Set(stored.slice(0, 2 * MIN_RUN + 1).map((e) => e.offset)).size, 2 * MIN_RUN + 1, 'all distinct');
+  for (const [name, p] of [['hx', hx], ['hy', hy]] as const) {
+    const sets = p.got.slice(pushesBefore[name]).filter((g) => g.op === 'table.set' && g.args.first === MIN_RUN + 1);
+    t.equal(sets.length, 1, `${name} got the window in one table.set`);
+    t.same(entriesOf(sets[0]?.payload), window, `${name}: the window's entries`);
+    t.equal(sets[0]?.args.blocking, false, 'not blocking: Zero and fresh storage read alike');
+  }
+  t.match(await fault(d.id, MIN_RUN + 1), { action: 'entry', entry: window[0] }, 'a write into the window finds it mapped');
+  t.match(await ask('disk.info', { name: 'seq' }), { allocatedBytes: (2 * MIN_RUN + 1) * SEG });
+  t.match(await ask('check'), { ok: true });
+});
+
+t.test('no room for a window: the faulting segment is still mapped, nothing ahead', async (t) => {
+  // 4 MiB after the label = 64 segments, 9 used: 55 free. A 60-segment disk written in order up to 52.
+  const d = await ask<Disk>('disk.create', { name: 'full', size: 60 * SEG, segmentSize: SEG });
+  await ask('disk.attach', { name: 'full', hostId: 'hx' });
+  let s = 0;
+  const used = async () => (await ask<{ allocatedBytes: number }>('disk.info', { name: 'full' })).allocatedBytes / SEG;
+  while (await used() < 52) t.match(await fault(d.id, await used()), { action: 'entry', allocated: true }, `segment ${s++}`);
+  const answers = await Promise.all([52, 53].map((x) => fault(d.id, x)));
+  t.ok(answers.every((x) => x.action === 'entry' && x.entry.states === 0), 'the last two free segments went to the writes');
+  t.equal(await used(), 54);
+  t.match(await fault(d.id, 54), { action: 'entry', allocated: true }, 'the last free segment');
+  t.match(await fault(d.id, 55), { action: 'error', errno: 28 }, 'then ENOSPC');
+  t.match(await ask('check'), { ok: true });
+});
