@@ -2,6 +2,8 @@
 // devices and files. A tool that fails throws a VdiskError with its stderr: a bench row is never made up.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { VdiskError } from '../errors.js';
 import { LABEL_BYTES, LABEL_RESERVED_BYTES } from '../label/container-label.js';
 
@@ -62,15 +64,35 @@ export function fioSeqWrite(dev: string, label: string, bs: string, offsetMiB: n
 
 export interface FirstWrites { iodepth: number; ios: number; elapsedMs: number; iops: number; clatMeanMs: number; clatP99Ms: number }
 
-/** One 4 KiB write at a random offset in each 1 MiB segment of [offset, offset + count MiB), in order. */
+/**
+ * One 4 KiB write at a random 4 KiB offset in each 1 MiB segment of [offset, offset + count MiB), the
+ * segments in a random order (the same for every device, so vdisk and dm-thin see one workload): random
+ * first writes, which no allocation ahead for sequential writers can serve. Replayed from a fio I/O log.
+ */
 export function fioOnePerSegment(dev: string, offsetMiB: number, count: number, qd: number): FirstWrites {
-  const w = fioJob(['--name=first', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--zonemode=strided', '--zonesize=4k',
-    '--zonerange=1M', `--offset=${offsetMiB}M`, `--size=${count}M`, `--number_ios=${count}`, `--iodepth=${qd}`, '--numjobs=1',
-    '--ioengine=libaio', '--direct=1', '--randrepeat=0']).write;
-  return {
-    iodepth: qd, ios: w.total_ios, elapsedMs: w.runtime, iops: Math.round(w.total_ios / (w.runtime / 1000)),
-    clatMeanMs: Number((w.clat_ns.mean / 1e6).toFixed(2)), clatP99Ms: Number(((w.clat_ns.percentile?.['99.000000'] ?? NaN) / 1e6).toFixed(2)),
+  let seed = 0x9e3779b9 ^ count;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    return seed % n;
   };
+  const order = Array.from({ length: count }, (_, i) => i);
+  for (let i = count - 1; i > 0; i--) {
+    const k = rand(i + 1);
+    [order[i], order[k]] = [order[k]!, order[i]!];
+  }
+  const log = [`fio version 2 iolog`, `${dev} add`, `${dev} open`,
+    ...order.map((seg) => `${dev} write ${(offsetMiB + seg) * MiB + rand(256) * 4096} 4096`), `${dev} close`];
+  const file = path.join(os.tmpdir(), `vdisk-bench-first-${process.pid}.iolog`);
+  fs.writeFileSync(file, log.join('\n') + '\n');
+  try {
+    const w = fioJob(['--name=first', `--read_iolog=${file}`, `--iodepth=${qd}`, '--numjobs=1', '--ioengine=libaio', '--direct=1']).write;
+    return {
+      iodepth: qd, ios: w.total_ios, elapsedMs: w.runtime, iops: Math.round(w.total_ios / (w.runtime / 1000)),
+      clatMeanMs: Number((w.clat_ns.mean / 1e6).toFixed(2)), clatP99Ms: Number(((w.clat_ns.percentile?.['99.000000'] ?? NaN) / 1e6).toFixed(2)),
+    };
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
 }
 
 /** The file system type of the mount holding dir, from /proc/self/mounts (stat -f says "ext2/ext3" for ext4). */

@@ -1,6 +1,8 @@
 // Allocation ahead for sequential writers: which Zero segments a batch of first-write faults should map
-// besides the faulting ones. A writer whose faults keep landing just past a run of at least MIN_RUN
-// segments that earlier batches mapped is taken to be sequential, and a window as long as that run (so it
+// besides the faulting ones. Only faults of writes that start at their segment's first byte count (a
+// sequential writer enters each segment there; a random 4k writer does so once in 256 segments). A writer
+// whose such faults keep landing just past a run of at least MIN_RUN segments that earlier batches mapped
+// for such faults (or ahead) is taken to be sequential, and a window as long as that run (so it
 // doubles, up to a cap) is mapped after its faults, in the same commit: its next writes then find their
 // segments mapped instead of each costing a controller round trip. Pure bookkeeping; ThinBatcher asks and
 // reports, under the disk's lock.
@@ -25,7 +27,8 @@ export class AllocAhead {
   constructor(readonly maxBytes = AHEAD_MAX_BYTES) {}
 
   /**
-   * The segments to map ahead of a batch's faulting `segments` (sorted, distinct): for each stream of at
+   * The segments to map ahead of a batch's faulting `segments` (sorted, distinct: those whose write starts
+   * at the segment's first byte): for each stream of at
    * least MIN_RUN that a fault continues (it lands within the stream's length past its end), as many
    * segments as the stream is long (capped, inside the disk) after the stream's highest faulting segment.
    */
@@ -46,7 +49,10 @@ export class AllocAhead {
     return [...out].sort((a, b) => a - b);
   }
 
-  /** What a batch mapped (faulting and ahead): each contiguous run extends the stream it continues, or starts one. */
+  /**
+   * What a batch mapped for faults at a segment's start, and ahead: each contiguous run extends the stream it
+   * continues, or starts one. Segments mapped for other faults are no evidence of a sequential writer.
+   */
   mapped(diskId: number, segments: number[], ahead: number): void {
     if (this.maxBytes === 0 || segments.length === 0) return;
     this.stats.segments += ahead;

@@ -62,7 +62,8 @@ export class ThinBatcher {
     let ahead: number[] = [];
     if (eligible.length > 0) {
       const segments = [...new Set(eligible.map((w) => w.f.segment))].sort((a, b) => a - b);
-      ahead = this.ahead.plan(disk.id, disk.segmentSize, disk.segments, segments).filter((s) => !this.hooks.isHeld(disk.id, s));
+      const starts = [...new Set(eligible.filter((w) => w.f.offset === 0).map((w) => w.f.segment))].sort((a, b) => a - b);
+      ahead = this.ahead.plan(disk.id, disk.segmentSize, disk.segments, starts).filter((s) => !this.hooks.isHeld(disk.id, s));
       const zero = (locs: Entry[], length: number) => this.io.zeroMany(locs, length);
       try {
         mapped = await this.store.alloc.allocateSegments(disk, [...segments, ...ahead], zero);
@@ -78,7 +79,7 @@ export class ThinBatcher {
       }
       // Only what this batch mapped: a window segment that was not Zero any more is absent.
       ahead = ahead.filter((s) => mapped.has(s));
-      this.ahead.mapped(disk.id, [...mapped.keys()], ahead.length);
+      this.ahead.mapped(disk.id, [...starts.filter((s) => mapped.has(s)), ...ahead], ahead.length);
     }
     const rest: Waiting[] = [];
     const settled: Waiting[] = [];

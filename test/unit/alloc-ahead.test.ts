@@ -1,7 +1,7 @@
 // Allocation ahead for sequential writers: the stream bookkeeping alone, then a real controller with a
 // scripted agent: a writer going segment after segment gets a window mapped in its batch's commit, pushed to
 // every holder (the faulting agent too), reading zeros; random writers, short runs, a full container and
-// VDISK_ALLOC_AHEAD_MB=0 get nothing ahead, and the faulting write itself never loses its segment to a window.
+// VDISK_ALLOC_AHEAD_MB=0 get nothing ahead, nor does a writer whose writes do not start at segments' first bytes, and the faulting write itself never loses its segment to a window.
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -96,17 +96,35 @@ t.test('a sequential writer: its window is mapped in the batch\'s commit, pushed
   t.match(await ask('check'), { ok: true });
 });
 
-t.test('no room for a window: the faulting segment is still mapped, nothing ahead', async (t) => {
-  // 4 MiB after the label = 64 segments, 9 used: 55 free. A 60-segment disk written in order up to 52.
+t.test('a writer that does not start at segments\' first bytes (random 4k) maps nothing ahead, even in order', async (t) => {
+  const d = await ask<Disk>('disk.create', { name: 'rnd', size: 16 * SEG, segmentSize: SEG });
+  await ask('disk.attach', { name: 'rnd', hostId: 'hx' });
+  const before = controller.attachments.thin!.ahead.stats.segments;
+  for (let s = 0; s < 12; s++) {
+    const a = (await hx.conn.request('fault', { diskId: d.id, op: FAULT_WRITE, segment: s, states: STATE_ZERO, offset: 4096 * (1 + s), length: 4096 })).result as Answer;
+    t.match(a, { action: 'entry', allocated: true }, `segment ${s}`);
+  }
+  t.equal(controller.attachments.thin!.ahead.stats.segments, before, 'nothing ahead');
+  t.match(await ask('disk.info', { name: 'rnd' }), { allocatedBytes: 12 * SEG }, 'exactly what was written');
+  await ask('disk.detach', { name: 'rnd', hostId: 'hx' });
+});
+
+t.test('no room for a window: the faulting segments are still mapped, nothing ahead', async (t) => {
+  // 4 MiB after the label = 64 segments, 9 + 12 used by the tests before: 43 free. A 60-segment disk
+  // written in order: windows until they no longer fit, then the faults alone, to the last segment.
   const d = await ask<Disk>('disk.create', { name: 'full', size: 60 * SEG, segmentSize: SEG });
   await ask('disk.attach', { name: 'full', hostId: 'hx' });
-  let s = 0;
   const used = async () => (await ask<{ allocatedBytes: number }>('disk.info', { name: 'full' })).allocatedBytes / SEG;
-  while (await used() < 52) t.match(await fault(d.id, await used()), { action: 'entry', allocated: true }, `segment ${s++}`);
-  const answers = await Promise.all([52, 53].map((x) => fault(d.id, x)));
-  t.ok(answers.every((x) => x.action === 'entry' && x.entry.states === 0), 'the last two free segments went to the writes');
-  t.equal(await used(), 54);
-  t.match(await fault(d.id, 54), { action: 'entry', allocated: true }, 'the last free segment');
-  t.match(await fault(d.id, 55), { action: 'error', errno: 28 }, 'then ENOSPC');
+  const aheadBefore = controller.attachments.thin!.ahead.stats.segments;
+  while (await used() < 41) {
+    const s = await used();
+    t.match(await fault(d.id, s), { action: 'entry', allocated: true }, `segment ${s}`);
+  }
+  t.ok(controller.attachments.thin!.ahead.stats.segments > aheadBefore, 'windows were mapped while they fitted');
+  t.equal(await used(), 41, 'no window went past the room there was');
+  const answers = await Promise.all([41, 42].map((x) => fault(d.id, x)));
+  t.ok(answers.every((x) => x.action === 'entry' && x.entry.states === 0), 'the last two free segments went to the two writes');
+  t.equal(await used(), 43);
+  t.match(await fault(d.id, 43), { action: 'error', errno: 28 }, 'then ENOSPC');
   t.match(await ask('check'), { ok: true });
 });
