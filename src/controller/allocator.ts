@@ -24,6 +24,7 @@ export type ZeroFn = (container: number, offset: number, length: number) => Prom
 
 /** How far one zero-ahead reaches past what was asked (64 MiB: one fallocate and one fdatasync). */
 export const ZERO_AHEAD_UNITS = (64 << 20) / LOCATION_UNIT;
+const MAX_MARGIN_UNITS = (256 << 20) / LOCATION_UNIT;
 
 /** A bump allocation that needs the frontier moved first: retry the transaction after extend(container, unit). */
 const zeroWanted = new WeakMap<object, { container: number; unit: number }>();
@@ -50,6 +51,12 @@ export class Allocator {
   private readonly extending = new Map<number, Promise<void>>();
   /** Containers whose frontier ran below half a zero-ahead: refill() extends them in the background. */
   private readonly low = new Set<number>();
+  /**
+   * Zeroed storage kept above the bump pointers, in units: ZERO_AHEAD_UNITS, or twice the biggest single
+   * allocation seen (up to MAX_MARGIN_UNITS), so that windows mapped ahead of sequential writers find zeroed
+   * storage instead of waiting for zero-ahead in their batch.
+   */
+  private margin = ZERO_AHEAD_UNITS;
   /** Where a background zero-ahead reports its failure (the controller's log). */
   log: ((m: string) => void) | undefined;
 
@@ -108,8 +115,12 @@ export class Allocator {
    * otherwise the caller's transaction is refused (EZEROAHEAD) and retried after extend().
    */
   private fresh(c: ContainerRow, end: number): boolean {
+    // A bigger demand than zero-ahead was made for (a sequential writer's window) widens the margin kept;
+    // a bigger one still (a thick disk's run) is a one-off and does not.
+    const demand = end - c.next_unit;
+    if (demand <= MAX_MARGIN_UNITS / 2) this.margin = Math.max(this.margin, 2 * demand);
     if (end <= c.zeroed_unit) {
-      if (this.zeroer && c.zeroed_unit - end < ZERO_AHEAD_UNITS / 2) this.low.add(c.id);
+      if (this.zeroer && c.zeroed_unit - end < this.margin / 2) this.low.add(c.id);
       return true;
     }
     if (!this.zeroer) return false;
@@ -139,7 +150,7 @@ export class Allocator {
     const c = await this.db.get<ContainerRow>('SELECT * FROM containers WHERE id = ?', [container]);
     if (!zeroer || !c || c.failed) return;
     const from = Math.max(c.zeroed_unit, c.next_unit);
-    const to = Math.min(Math.floor(c.size / LOCATION_UNIT), Math.max(atLeast, from + ZERO_AHEAD_UNITS));
+    const to = Math.min(Math.floor(c.size / LOCATION_UNIT), Math.max(atLeast + this.margin / 2, from + this.margin));
     if (to <= from) return;
     await zeroer(container, from * LOCATION_UNIT, (to - from) * LOCATION_UNIT);
     await this.db.transaction(() => this.db.run(

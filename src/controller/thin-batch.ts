@@ -30,8 +30,14 @@ export interface ThinBatchHooks {
 export class ThinBatcher {
   private readonly waiting = new Map<number, Waiting[]>();
   /** Batches run and faults settled by them: what tests observe to know faults were grouped. */
-  readonly stats = { batches: 0, faults: 0 };
+  readonly stats = { batches: 0, faults: 0, windowHits: 0 };
   readonly ahead: AllocAhead;
+  /**
+   * Per disk, the last two windows mapped ahead, by segment. A sequential writer's requests already in
+   * flight when its window was mapped fault on segments of it: they are answered from here, in the next
+   * batch, instead of one by one through the one-fault path.
+   */
+  private readonly windows = new Map<number, Array<Map<number, Entry>>>();
 
   constructor(private readonly store: Store, private readonly io: SegmentIo, private readonly locks: KeyedMutex<number>,
     private readonly hooks: ThinBatchHooks, aheadBytes?: number) {
@@ -52,10 +58,40 @@ export class ThinBatcher {
     });
   }
 
+  /**
+   * Answers the faults on segments a recent window mapped, if the segment still has exactly that entry
+   * (so no snapshot shared it since: that sets No-write) and no copy-out is pending on it; returns the rest.
+   * The window's entries went to every holder before the batch that mapped them answered, so nothing is
+   * pushed. Runs under the disk's lock: the committed entries cannot change meanwhile.
+   */
+  private async settleInWindows(disk: Disk, batch: Waiting[]): Promise<Waiting[]> {
+    const wins = this.windows.get(disk.id);
+    const inWindow = (s: number) => wins?.find((m) => m.has(s))?.get(s);
+    const hits = batch.filter((w) => inWindow(w.f.segment) !== undefined);
+    if (hits.length === 0) return batch;
+    const segs = hits.map((w) => w.f.segment);
+    const first = Math.min(...segs);
+    const now = await this.store.tables.getEntries(disk, first, Math.max(...segs) - first + 1);
+    const pending = new Set((await this.store.db.all<{ segment: number }>('SELECT segment FROM copyouts WHERE disk_id = ?', [disk.id])).map((r) => r.segment));
+    const rest: Waiting[] = [];
+    for (const w of batch) {
+      const e = inWindow(w.f.segment);
+      const cur = e && now[w.f.segment - first];
+      if (e && cur && cur.states === 0 && cur.container === e.container && cur.offset === e.offset && !pending.has(w.f.segment)) {
+        w.resolve({ action: 'entry', entry: cur, allocated: false });
+        this.stats.windowHits++;
+      } else {
+        rest.push(w);
+      }
+    }
+    return rest;
+  }
+
   private async run(disk: Disk): Promise<void> {
     await turn(); // earlier replies first (see Attachments.withDisk)
-    const batch = this.waiting.get(disk.id) ?? [];
+    const waiting = this.waiting.get(disk.id) ?? [];
     this.waiting.delete(disk.id);
+    const batch = await this.settleInWindows(disk, waiting);
     const eligible = disk.readOnly ? [] : batch.filter((w) => Number.isInteger(w.f.segment) && w.f.segment >= 0 &&
       w.f.segment < disk.segments && !this.hooks.isHeld(disk.id, w.f.segment));
     let mapped = new Map<number, Entry>();
@@ -80,6 +116,7 @@ export class ThinBatcher {
       // Only what this batch mapped: a window segment that was not Zero any more is absent.
       ahead = ahead.filter((s) => mapped.has(s));
       this.ahead.mapped(disk.id, [...starts.filter((s) => mapped.has(s)), ...ahead], ahead.length);
+      if (ahead.length) this.windows.set(disk.id, [new Map(ahead.map((s) => [s, mapped.get(s)!])), ...(this.windows.get(disk.id) ?? []).slice(0, 1)]);
     }
     const rest: Waiting[] = [];
     const settled: Waiting[] = [];

@@ -91,9 +91,21 @@ t.test('a sequential writer: its window is mapped in the batch\'s commit, pushed
     t.same(entriesOf(sets[0]?.payload), window, `${name}: the window's entries`);
     t.equal(sets[0]?.args.blocking, false, 'not blocking: Zero and fresh storage read alike');
   }
-  t.match(await fault(d.id, MIN_RUN + 1), { action: 'entry', entry: window[0] }, 'a write into the window finds it mapped');
+  const hits = controller.attachments.thin!.stats.windowHits;
+  const inFlight = await fault(d.id, MIN_RUN + 1); // a request that faulted before the window reached its agent
+  t.same(inFlight, { action: 'entry', entry: window[0], allocated: false }, 'a write into the window gets the window\'s entry');
+  t.equal(controller.attachments.thin!.stats.windowHits, hits + 1, 'answered from the window by the batch');
   t.match(await ask('disk.info', { name: 'seq' }), { allocatedBytes: (2 * MIN_RUN + 1) * SEG });
+  // A snapshot shares the window's segments (No-write): a write there now copies, it is not answered from the window.
+  await ask('disk.snapshot', { name: 'seq', snapshot: 'seq-s' });
+  const cow = await fault(d.id, MIN_RUN + 2);
+  t.equal(controller.attachments.thin!.stats.windowHits, hits + 1, 'not from the window after a snapshot');
+  t.ok(cow.action === 'entry' && cow.entry.states === 0 && cow.entry.offset !== window[1]!.offset, 'the write got a copy of its own');
   t.match(await ask('check'), { ok: true });
+  await ask('disk.detach', { name: 'seq', hostId: 'hx' });
+  await ask('disk.detach', { name: 'seq', hostId: 'hy' });
+  await ask('disk.rm', { name: 'seq-s' });
+  await ask('disk.rm', { name: 'seq' });
 });
 
 t.test('a writer that does not start at segments\' first bytes (random 4k) maps nothing ahead, even in order', async (t) => {
@@ -110,21 +122,24 @@ t.test('a writer that does not start at segments\' first bytes (random 4k) maps 
 });
 
 t.test('no room for a window: the faulting segments are still mapped, nothing ahead', async (t) => {
-  // 4 MiB after the label = 64 segments, 9 + 12 used by the tests before: 43 free. A 60-segment disk
-  // written in order: windows until they no longer fit, then the faults alone, to the last segment.
-  const d = await ask<Disk>('disk.create', { name: 'full', size: 60 * SEG, segmentSize: SEG });
+  // A container of its own: 4 MiB after the label = 64 segments. A 70-segment disk written in order:
+  // windows until they no longer fit, then the faults alone, to the last segment.
+  const img2 = path.join(dir, 'c2.img');
+  fs.writeFileSync(img2, Buffer.alloc(5 * MB, 0xee));
+  await ask('container.add', { name: 'c2', path: img2, size: 5 * MB });
+  const d = await ask<Disk>('disk.create', { name: 'full', size: 70 * SEG, segmentSize: SEG, container: 'c2' });
   await ask('disk.attach', { name: 'full', hostId: 'hx' });
   const used = async () => (await ask<{ allocatedBytes: number }>('disk.info', { name: 'full' })).allocatedBytes / SEG;
   const aheadBefore = controller.attachments.thin!.ahead.stats.segments;
-  while (await used() < 41) {
+  while (await used() < 62) {
     const s = await used();
     t.match(await fault(d.id, s), { action: 'entry', allocated: true }, `segment ${s}`);
   }
   t.ok(controller.attachments.thin!.ahead.stats.segments > aheadBefore, 'windows were mapped while they fitted');
-  t.equal(await used(), 41, 'no window went past the room there was');
-  const answers = await Promise.all([41, 42].map((x) => fault(d.id, x)));
+  t.equal(await used(), 62, 'no window went past the room there was');
+  const answers = await Promise.all([62, 63].map((x) => fault(d.id, x)));
   t.ok(answers.every((x) => x.action === 'entry' && x.entry.states === 0), 'the last two free segments went to the two writes');
-  t.equal(await used(), 43);
-  t.match(await fault(d.id, 43), { action: 'error', errno: 28 }, 'then ENOSPC');
+  t.equal(await used(), 64);
+  t.match(await fault(d.id, 64), { action: 'error', errno: 28 }, 'then ENOSPC');
   t.match(await ask('check'), { ok: true });
 });

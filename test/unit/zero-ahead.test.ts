@@ -167,3 +167,19 @@ t.test('a whole-segment copy-on-write into fresh storage writes nothing: the seg
   t.ok(e1, 'a second segment, allocated after the snapshot, is private: no copy for it either');
   t.same((await answerFault(s.store, spy, await s.store.disk('d'), partial, false)).answer, { action: 'entry', entry: e1 });
 });
+
+t.test('a batch bigger than zero-ahead widens the margin: the next such batch finds zeroed storage, no zeroing in its path', async (t) => {
+  const s = await setup(t, 512);
+  const disk = await s.store.createDisk({ name: 'big', size: 256 * MB, segmentSize: MB });
+  const zero = async () => { throw new Error('fresh storage needs no zeroing'); };
+  const batch = (from: number) => s.store.alloc.allocateSegments(disk, Array.from({ length: 100 }, (_, i) => from + i), zero);
+  t.equal((await batch(0)).size, 100, 'a 100 MiB batch (zero-ahead is 64 MiB)');
+  s.store.alloc.pool.refill(); // what the controller starts after a batch, in the background
+  await Promise.all([...(s.store.alloc.pool as unknown as { extending: Map<number, Promise<void>> }).extending.values()]);
+  const u = await s.units();
+  t.ok(u.zeroed_unit - u.next_unit >= (100 * MB) / LOCATION_UNIT, `the frontier keeps room for another such batch (${u.zeroed_unit - u.next_unit} units)`);
+  const before = s.zeroes.length;
+  t.equal((await batch(100)).size, 100, 'the next 100');
+  t.equal(s.zeroes.length, before, 'with no zero-ahead in its path');
+  t.ok((await s.store.tables.getEntries(disk, 100, 100)).every((e) => s.bytesAt(e).every((b) => b === 0)), 'and every segment reads zeros');
+});
