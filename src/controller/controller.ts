@@ -135,23 +135,16 @@ export class Controller {
 
   static async start(dataDir: string, o: ControllerOptions = {}): Promise<Controller> {
     const store = await Store.open(dataDir);
-    const quarantine = process.env.VDISK_QUARANTINE_MS;
-    if (quarantine !== undefined) {
+    try {
       // How long freed segments wait before reuse (Allocator.quarantineMs). Tests set 0 to reach the reuse path.
-      if (!/^\d+$/.test(quarantine)) {
-        await store.close();
-        throw new VdiskError(`VDISK_QUARANTINE_MS must be a whole number of milliseconds, not "${quarantine}"`, { code: 'EINVAL' });
-      }
-      store.quarantineMs = Number(quarantine);
-    }
-    const ahead = process.env.VDISK_ALLOC_AHEAD_MB;
-    if (ahead !== undefined) {
+      const quarantine = wholeFromEnv('VDISK_QUARANTINE_MS', 'milliseconds');
+      if (quarantine !== undefined) store.quarantineMs = quarantine;
       // The most a sequential writer gets mapped ahead of its writes (alloc-ahead.ts); 0 turns it off.
-      if (!/^\d+$/.test(ahead) || Number(ahead) > 1024) {
-        await store.close();
-        throw new VdiskError(`VDISK_ALLOC_AHEAD_MB must be a whole number of MiB from 0 to 1024, not "${ahead}"`, { code: 'EINVAL' });
-      }
-      store.allocAheadBytes = Number(ahead) * 1024 * 1024;
+      const ahead = wholeFromEnv('VDISK_ALLOC_AHEAD_MB', 'MiB', 1024);
+      if (ahead !== undefined) store.allocAheadBytes = ahead * 1024 * 1024;
+    } catch (err) {
+      await store.close();
+      throw err;
     }
     const c = new Controller(dataDir, store);
     c.agents.knownLeases = await store.agentLeases();
@@ -557,4 +550,14 @@ function hostPathsArg(a: Record<string, unknown>, clearing: boolean): Record<str
 /** The optional --cow / --partial choices of create and clone (the store validates them). */
 function modes(a: Record<string, unknown>): Modes {
   return { cow: optStr(a, 'cow') as CowMode | undefined, partial: optStr(a, 'partial') as PartialMode | undefined };
+}
+
+/** A whole number from the environment (at most max), or undefined when unset; anything else: EINVAL. */
+function wholeFromEnv(name: string, unit: string, max?: number): number | undefined {
+  const v = process.env[name];
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v) || (max !== undefined && Number(v) > max)) {
+    throw new VdiskError(`${name} must be a whole number of ${unit}${max === undefined ? '' : ` from 0 to ${max}`}, not "${v}"`, { code: 'EINVAL' });
+  }
+  return Number(v);
 }

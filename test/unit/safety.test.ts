@@ -2,7 +2,7 @@
 // disk never reads a removed disk's bytes, one file backs one container, container ids are never reused and
 // their descriptors go with them, the quarantine and operator holds survive a restart, and no file I/O runs
 // inside a transaction.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Controller } from '../../src/controller/controller.js';
@@ -182,34 +182,25 @@ t.test('a reservation left by a crash between the two transactions goes back to 
   t.same(await store.db.all<{ unit: number }>('SELECT unit FROM free_extents'), [{ unit: 160 }], 'and its segment is free');
 });
 
-t.test('VDISK_QUARANTINE_MS sets the reuse delay; anything but whole milliseconds is refused at start', async (t) => {
+/** A controller setting from the environment: each bad value refused at start (EINVAL naming it), '0' taken. */
+async function envSetting(t: Test, name: string, bad: string[], read: (c: Controller) => number): Promise<void> {
   const dir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'vdisk-safety-'));
-  t.teardown(() => { delete process.env.VDISK_QUARANTINE_MS; });
-  for (const bad of ['soon', '-1', '1.5', '']) {
-    process.env.VDISK_QUARANTINE_MS = bad;
-    await t.rejects(Controller.start(dir), { code: 'EINVAL', message: /VDISK_QUARANTINE_MS/ }, `"${bad}" is refused`);
+  t.teardown(() => { delete process.env[name]; });
+  for (const v of bad) {
+    process.env[name] = v;
+    await t.rejects(Controller.start(dir), { code: 'EINVAL', message: new RegExp(name) }, `"${v}" is refused`);
   }
-  process.env.VDISK_QUARANTINE_MS = '0';
+  process.env[name] = '0';
   const controller = await Controller.start(dir);
   t.teardown(async () => {
     await controller.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  t.equal(controller.store.quarantineMs, 0, 'and 0 is taken');
-});
+  t.equal(read(controller), 0, 'and 0 is taken');
+}
 
-t.test('VDISK_ALLOC_AHEAD_MB sets the window for sequential writers (0: none); anything else is refused at start', async (t) => {
-  const dir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'vdisk-safety-'));
-  t.teardown(() => { delete process.env.VDISK_ALLOC_AHEAD_MB; });
-  for (const bad of ['lots', '-1', '2.5', '', '1025']) {
-    process.env.VDISK_ALLOC_AHEAD_MB = bad;
-    await t.rejects(Controller.start(dir), { code: 'EINVAL', message: /VDISK_ALLOC_AHEAD_MB/ }, `"${bad}" is refused`);
-  }
-  process.env.VDISK_ALLOC_AHEAD_MB = '0';
-  const controller = await Controller.start(dir);
-  t.teardown(async () => {
-    await controller.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  t.equal(controller.store.allocAheadBytes, 0, 'and 0 is taken');
-});
+t.test('VDISK_QUARANTINE_MS sets the reuse delay; anything but whole milliseconds is refused at start', (t) =>
+  envSetting(t, 'VDISK_QUARANTINE_MS', ['soon', '-1', '1.5', ''], (c) => c.store.quarantineMs));
+
+t.test('VDISK_ALLOC_AHEAD_MB sets the window for sequential writers (0: none); anything else is refused at start', (t) =>
+  envSetting(t, 'VDISK_ALLOC_AHEAD_MB', ['lots', '-1', '2.5', '', '1025'], (c) => c.store.allocAheadBytes));
