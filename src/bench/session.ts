@@ -169,9 +169,8 @@ export class BenchSession {
     const agent = await this.standIn({ via });
     try {
       const { id } = (await this.rpc<{ id: number }>('disk.info', { name: disk })).result;
-      // Every fault allocates: the segments go in a scattered order (an odd stride, a permutation of
-      // [first, first + count) when count is a power of two, else a walk that visits each once), so no fault
-      // continues the one before it and nothing is mapped ahead of a "sequential writer".
+      // Every fault allocates: the segments go in a scattered order (a stride coprime to count, so each once),
+      // so no fault continues the one before it and nothing is mapped ahead of a "sequential writer".
       const order = scattered(count).map((i) => first + i);
       let next = 0;
       const t0 = performance.now();

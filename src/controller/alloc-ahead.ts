@@ -58,12 +58,9 @@ export class AllocAhead {
     this.stats.segments += ahead;
     let streams = this.streams.get(diskId);
     if (!streams) this.streams.set(diskId, (streams = new Map()));
-    const sorted = [...new Set(segments)].sort((a, b) => a - b);
-    let start = 0;
-    for (let i = 1; i <= sorted.length; i++) {
-      if (i < sorted.length && sorted[i] === sorted[i - 1]! + 1) continue;
-      const first = sorted[start]!;
-      const end = sorted[i - 1]! + 1;
+    for (const r of runsOf([...new Set(segments)].sort((a, b) => a - b))) {
+      const first = r[0]!;
+      const end = r[r.length - 1]! + 1;
       // A stream this run continues (its end lies within the run) ends here; its run carries over. Exactly:
       // a writer that skips segments (every other one, say) is not sequential.
       let run = end - first;
@@ -74,13 +71,18 @@ export class AllocAhead {
         }
       }
       streams.set(end, { run });
-      start = i;
     }
     while (streams.size > STREAMS_PER_DISK) streams.delete(streams.keys().next().value as number);
   }
+}
 
-  /** A disk that is gone (or whose table was replaced) has no streams. */
-  forget(diskId: number): void {
-    this.streams.delete(diskId);
+/** Sorted, distinct segments as runs of consecutive ones. */
+export function runsOf(sorted: number[]): number[][] {
+  const runs: number[][] = [];
+  for (const s of sorted) {
+    const last = runs[runs.length - 1];
+    if (last && last[last.length - 1] === s - 1) last.push(s);
+    else runs.push([s]);
   }
+  return runs;
 }

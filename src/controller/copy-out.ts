@@ -56,6 +56,11 @@ export async function copyOutPending(store: Store, diskId: number, segment: numb
   return row ? (JSON.parse(row.disks) as number[]) : null;
 }
 
+/** The segments of a disk with a copy-out pending (see copyOutPending). */
+export async function copyOutsPending(store: Store, diskId: number): Promise<Set<number>> {
+  return new Set((await store.db.all<{ segment: number }>('SELECT segment FROM copyouts WHERE disk_id = ?', [diskId])).map((r) => r.segment));
+}
+
 export async function copyOutDone(store: Store, diskId: number, segment: number): Promise<void> {
   await store.db.transaction(async () => {
     await store.db.run('DELETE FROM copyouts WHERE disk_id = ? AND segment = ?', [diskId, segment]);

@@ -72,18 +72,12 @@ export class Db {
     });
   }
 
-  get<T>(sql: string, params: Param[] = []): Promise<T | undefined> {
-    const conn = this.connection();
-    return new Promise((resolve, reject) => {
-      const done = (err: Error | null, row: unknown): void => (err ? reject(wrap(err, sql)) : resolve(row as T | undefined));
-      if (conn !== this.reader && conn !== this.writer) {
-        conn.get(sql, params, done);
-        return;
-      }
-      // all(), not get(): it steps to the end, so the statement holds no read transaction afterwards, in one
-      // trip to the thread pool instead of get's two (get and reset). get() is for statements of one row.
-      this.withStatement(conn, sql, (st) => st.all(params, (err: Error | null, rows: unknown[]) => done(err, rows?.[0])), (err) => done(err, undefined));
-    });
+  /**
+   * The first row. Through all(): a statement stepped to its end holds no read transaction afterwards, in one
+   * trip to the thread pool instead of a get's two (get and reset). For statements of one row.
+   */
+  async get<T>(sql: string, params: Param[] = []): Promise<T | undefined> {
+    return (await this.all<T>(sql, params))[0];
   }
 
   all<T>(sql: string, params: Param[] = []): Promise<T[]> {
@@ -237,7 +231,6 @@ export class Db {
 }
 
 const MAX_PREPARED = 256;
-
 
 function connect(file: string, mode: number): Promise<sqlite3.Database> {
   return new Promise<sqlite3.Database>((resolve, reject) => {

@@ -305,6 +305,7 @@ export interface Stage<T> {
 }
 export type Plan<T> = (e: Entry, put: (e: Entry) => Promise<void>, reserve: (pinned?: number | null) => Promise<Allocated>) => Promise<{ done: T } | Stage<T>>;
 
-function sameEntry(a: Entry, b: Entry): boolean {
+/** The same entry: states, location and alternate slot. */
+export function sameEntry(a: Entry, b: Entry): boolean {
   return a.states === b.states && a.container === b.container && a.offset === b.offset && a.alt === b.alt;
 }

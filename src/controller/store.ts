@@ -2,10 +2,10 @@
 // a Store owns, the disks' tables (tables.ts), their segments (segment-alloc.ts) and the sharing of segments
 // between disks (cow.ts). Every mutation is one transaction that has committed (fsync'd) before the returned
 // promise resolves, so whatever the controller answers after awaiting it survives a crash.
-import { AHEAD_MAX_BYTES } from './alloc-ahead.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { VdiskError } from '../errors.js';
+import { AHEAD_MAX_BYTES } from './alloc-ahead.js';
 import {
   LOCATION_UNIT, MAX_SEGMENTS, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, checkSegmentSize, maxDiskSize, type Entry,
 } from '../table/mapping-table.js';

@@ -9,8 +9,10 @@ import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import { turn } from '../util/sleep.js';
-import { AllocAhead } from './alloc-ahead.js';
+import { AllocAhead, runsOf } from './alloc-ahead.js';
+import { copyOutsPending } from './copy-out.js';
 import type { FaultRequest } from './faults.js';
+import { sameEntry } from './segment-alloc.js';
 import type { SegmentIo } from './segment-io.js';
 import type { Disk, Store } from './store.js';
 
@@ -72,12 +74,12 @@ export class ThinBatcher {
     const segs = hits.map((w) => w.f.segment);
     const first = Math.min(...segs);
     const now = await this.store.tables.getEntries(disk, first, Math.max(...segs) - first + 1);
-    const pending = new Set((await this.store.db.all<{ segment: number }>('SELECT segment FROM copyouts WHERE disk_id = ?', [disk.id])).map((r) => r.segment));
+    const pending = await copyOutsPending(this.store, disk.id);
     const rest: Waiting[] = [];
     for (const w of batch) {
       const e = inWindow(w.f.segment);
       const cur = e && now[w.f.segment - first];
-      if (e && cur && cur.states === 0 && cur.container === e.container && cur.offset === e.offset && !pending.has(w.f.segment)) {
+      if (e && cur && sameEntry(cur, e) && !pending.has(w.f.segment)) {
         w.resolve({ action: 'entry', entry: cur, allocated: false });
         this.stats.windowHits++;
       } else {
@@ -146,15 +148,4 @@ export class ThinBatcher {
     // after this lock is released.
     for (const w of rest) setImmediate(() => { this.hooks.single(w.from, disk, w.f).then(w.resolve, w.reject); });
   }
-}
-
-/** Sorted segments as runs of consecutive ones. */
-function runsOf(sorted: number[]): number[][] {
-  const runs: number[][] = [];
-  for (const s of sorted) {
-    const last = runs[runs.length - 1];
-    if (last && last[last.length - 1] === s - 1) last.push(s);
-    else runs.push([s]);
-  }
-  return runs;
 }
