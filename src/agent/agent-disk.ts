@@ -26,6 +26,12 @@ const OP_NAMES: Record<number, string> = { [FAULT_READ]: 'read', [FAULT_WRITE]: 
 /** Tells the controller a container failed under segments [first, first + count) of a disk. */
 export type IoErrorSender = (disk: AgentDisk, first: number, count: number) => void;
 
+/**
+ * Tells the controller a sequential writer entered segment `from` of a disk and the first Zero segment past
+ * it is `segment` (Translator.aheadHint); resolves when the controller has answered or it could not be sent.
+ */
+export type AheadSender = (disk: AgentDisk, segment: number, from: number) => Promise<void>;
+
 interface Delay { segment: number; end(cancelled: boolean): void }
 
 export class AgentDisk {
@@ -39,6 +45,8 @@ export class AgentDisk {
   readonly dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(MAX_CONTAINERS) * 4));
   /** Faults parked on a 'delay' answer: each waits for its time or for the controller's cancel of its segment. */
   private readonly delays = new Set<Delay>();
+  /** Ahead hints sent and not yet answered, by segment: one each however many queues see it. */
+  private readonly aheadInFlight = new Set<number>();
   /** How parked faults ended so far: by a cancel (or a lost link) or at their time. */
   readonly delayEnds = { cancelled: 0, expired: 0 };
 
@@ -48,6 +56,7 @@ export class AgentDisk {
     private readonly sendFault: FaultSender,
     private readonly sendIoError: IoErrorSender = () => {},
     private readonly log: (m: string) => void = () => {},
+    private readonly sendAhead: AheadSender = async () => {},
   ) {
     this.table = MappingTable.create({ segments: Math.ceil(shape.size / shape.segmentSize), segmentSize: shape.segmentSize });
   }
@@ -63,6 +72,7 @@ export class AgentDisk {
       flags: UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE, readOnly: this.shape.readOnly,
       onFault: (f) => this.fault(f),
       onIoError: (first, count) => this.reportIoError(first, count),
+      onAhead: (segment, from) => this.ahead(segment, from),
     };
   }
 
@@ -146,6 +156,13 @@ export class AgentDisk {
     if (answer.action === 'error') return -answer.errno;
     await (parked ?? this.park(f.segment, answer.ms));
     return 0;
+  }
+
+  /** A queue's ahead hint (see AheadSender); the controller pushes what it maps, so the reply carries nothing to install. */
+  private ahead(segment: number, from: number): void {
+    if (this.aheadInFlight.has(segment)) return;
+    this.aheadInFlight.add(segment);
+    void this.sendAhead(this, segment, from).finally(() => this.aheadInFlight.delete(segment));
   }
 
   /** Faults parked on a delay right now. */

@@ -196,6 +196,20 @@ export class Agent {
     }
   }
 
+  /**
+   * An ahead hint (AgentDisk's AheadSender): sent once on the link there is, never retried (a writer that
+   * outruns its window faults as usual). The controller's refusal is normal and not logged.
+   */
+  private async sendAhead(disk: AgentDisk, segment: number, from: number): Promise<void> {
+    const conn = this.conn;
+    if (!conn) return;
+    try {
+      await controllerRequest(conn, 'fault.ahead', { diskId: disk.id, segment, from }, { timeoutMs: 0 });
+    } catch (err) {
+      if (conn.isOpen) this.log(`ahead hint for ${disk.shape.name} segment ${segment}: ${(err as Error).message}`);
+    }
+  }
+
   /** The controller records Error for the mapped entries in the range and pushes it to every holder. */
   private async sendIoError(disk: AgentDisk, first: number, count: number): Promise<void> {
     this.log(`I/O error from a container under ${disk.shape.name} segments ${first}..${first + count - 1}`);
@@ -234,7 +248,8 @@ export class Agent {
       const cur = this.disks.get(shape.diskId);
       if (cur?.device) throw new VdiskError(`disk ${shape.name} is being served by ${cur.device.path}: stop it first`, { code: 'EBUSY' });
       this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on),
-        (d, first, count) => { void this.sendIoError(d, first, count); }, this.log));
+        (d, first, count) => { void this.sendIoError(d, first, count); }, this.log,
+        (d, segment, from) => this.sendAhead(d, segment, from)));
       return {};
     },
     'table.delete': ({ diskId }) => {

@@ -14,8 +14,11 @@ export const MIN_RUN = 4;
 /** Streams remembered per disk: enough for a few concurrent sequential writers, not a history of random ones. */
 const STREAMS_PER_DISK = 16;
 
-/** A run of segments mapped back to back, ending just before the stream's key. */
-interface Stream { run: number }
+/**
+ * A run of segments mapped back to back, ending just before the stream's key, and where the last batch that
+ * mapped a window ahead in it started (its first fault, or the window; none when it mapped faults only).
+ */
+interface Stream { run: number; windowStart?: number }
 
 export class AllocAhead {
   /** Per disk: the segment just past a run the last batches mapped -> the run (LRU order). */
@@ -50,12 +53,29 @@ export class AllocAhead {
   }
 
   /**
-   * What a batch mapped for faults at a segment's start, and ahead: each contiguous run extends the stream it
-   * continues, or starts one. Segments mapped for other faults are no evidence of a sequential writer.
+   * Whether an ahead hint is worth a batch: `segment` lands where plan() would map a window (it continues a
+   * stream) and the writer, at segment `writer`, has reached that stream's last window. So a writer has at
+   * most the window it writes in and the next one mapped ahead of it, however often it hints.
    */
-  mapped(diskId: number, segments: number[], ahead: number): void {
+  continues(diskId: number, segmentSize: number, segment: number, writer: number): boolean {
+    const cap = Math.floor(this.maxBytes / segmentSize);
+    for (const [next, st] of this.streams.get(diskId) ?? []) {
+      if (cap < 1 || st.run < MIN_RUN || st.windowStart === undefined) continue;
+      if (segment >= next && segment < next + Math.min(cap, st.run) && writer >= st.windowStart && writer < next) return true;
+    }
+    return false;
+  }
+
+  /**
+   * What a batch mapped for faults at a segment's start (and hints), and ahead: each contiguous run extends
+   * the stream it continues, or starts one. Segments mapped for other faults are no evidence of a sequential
+   * writer.
+   */
+  mapped(diskId: number, starts: number[], ahead: number[]): void {
+    const segments = [...starts, ...ahead];
     if (this.maxBytes === 0 || segments.length === 0) return;
-    this.stats.segments += ahead;
+    this.stats.segments += ahead.length;
+    const aheadSet = new Set(ahead);
     let streams = this.streams.get(diskId);
     if (!streams) this.streams.set(diskId, (streams = new Map()));
     for (const r of runsOf([...new Set(segments)].sort((a, b) => a - b))) {
@@ -70,7 +90,7 @@ export class AllocAhead {
           streams.delete(next);
         }
       }
-      streams.set(end, { run });
+      streams.set(end, { run, windowStart: r.some((x) => aheadSet.has(x)) ? first : undefined });
     }
     while (streams.size > STREAMS_PER_DISK) streams.delete(streams.keys().next().value as number);
   }

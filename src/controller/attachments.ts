@@ -185,6 +185,11 @@ export class Attachments implements DiskLocks {
     return this.policy.fault(from, disk, f, io);
   }
 
+  /** A sequential writer's ahead hint (see ThinBatcher.hint): segments mapped ahead, 0 when declined. */
+  faultAhead(from: Connection, disk: Disk, segment: number, writer: number): Promise<number> {
+    return this.policy.thin?.hint(from, disk, segment, writer) ?? Promise.resolve(0);
+  }
+
   /** Folds an Alternate segment (see FaultPolicy.fold); foldLocked when the caller holds the disk's lock. */
   fold(disk: Disk, segment: number, io: SegmentIo): Promise<boolean> {
     return this.policy.fold(disk, segment, io);

@@ -90,6 +90,7 @@ const REQUEST_ROLES = {
   'agent.ping': AGENT,
   'disk.ioerror': AGENT,
   'fault': AGENT,
+  'fault.ahead': AGENT,
   'disk.rm': CLI,
   'host.add': CLI,
   'host.ls': CLI,
@@ -473,6 +474,16 @@ export class Controller {
       });
       this.metrics.fault(f.op, performance.now() - started, answer.action === 'error');
       return encodeAnswer(answer); // bitmaps travel as base64 in the JSON reply
+    },
+    'fault.ahead': async (a, caller): Promise<Sent<'fault.ahead'>> => {
+      this.registered(caller);
+      const { diskId, segment, from } = parseControllerArgs('fault.ahead', a);
+      const disk = await this.store.diskById(diskId);
+      if (!disk) throw new VdiskError(`no disk with id ${diskId}`, { code: 'ENOENT' });
+      const started = performance.now();
+      const mapped = await this.attachments.faultAhead(caller.conn, disk, segment, from);
+      this.metrics.ahead(performance.now() - started, mapped > 0);
+      return { mapped };
     },
     'disk.rm': async (a, caller) => {
       await this.store.removeDisk(str(a, 'name'), progressTo(caller.conn, a.progress === true, 'rm', 'segments'));

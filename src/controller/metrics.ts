@@ -50,7 +50,15 @@ export class Metrics {
 
   /** One answered fault: its kind, how long the answer took, and whether it was an error answer. */
   fault(op: number, ms: number, error: boolean): void {
-    const kind = KINDS[op] ?? 'other';
+    this.record(KINDS[op] ?? 'other', ms, error);
+  }
+
+  /** One answered ahead hint: kind `ahead` when it mapped a window, `ahead-declined` when not. */
+  ahead(ms: number, mapped: boolean): void {
+    this.record(mapped ? 'ahead' : 'ahead-declined', ms, false);
+  }
+
+  private record(kind: string, ms: number, error: boolean): void {
     const f = this.faults.get(kind) ?? { count: 0, errors: 0, totalMs: 0, maxMs: 0 };
     f.count++;
     if (error) f.errors++;

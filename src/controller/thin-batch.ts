@@ -17,6 +17,8 @@ import type { SegmentIo } from './segment-io.js';
 import type { Disk, Store } from './store.js';
 
 interface Waiting { from: Connection; f: FaultRequest; resolve: (a: FaultAnswer) => void; reject: (err: unknown) => void }
+/** An ahead hint waiting for its disk's next batch: resolves with the segments that batch mapped ahead. */
+interface Hint { segment: number; writer: number; resolve: (mapped: number) => void }
 
 export interface ThinBatchHooks {
   /** A held (No-write by the operator) segment: its writes are not allocated here. */
@@ -31,8 +33,12 @@ export interface ThinBatchHooks {
 
 export class ThinBatcher {
   private readonly waiting = new Map<number, Waiting[]>();
-  /** Batches run and faults settled by them: what tests observe to know faults were grouped. */
-  readonly stats = { batches: 0, faults: 0, windowHits: 0 };
+  private readonly hints = new Map<number, Hint[]>();
+  /**
+   * Batches run and faults settled by them, and ahead hints that mapped a window: what tests observe to
+   * know faults were grouped or a writer's next window was mapped before it faulted.
+   */
+  readonly stats = { batches: 0, faults: 0, windowHits: 0, hints: 0 };
   readonly ahead: AllocAhead;
   /**
    * Per disk, the last two windows mapped ahead, by segment. A sequential writer's requests already in
@@ -49,15 +55,31 @@ export class ThinBatcher {
   /** Answers a write fault the agent saw on a Zero entry, in the next batch of its disk. */
   fault(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer> {
     return new Promise((resolve, reject) => {
-      let list = this.waiting.get(disk.id);
-      if (!list) {
-        list = [];
-        this.waiting.set(disk.id, list);
-        // The first fault of a batch queues for the lock; the ones arriving meanwhile join it.
-        void this.locks.run(disk.id, () => this.run(disk)).catch(() => {});
-      }
-      list.push({ from, f, resolve, reject });
+      this.join(disk);
+      this.waiting.get(disk.id)!.push({ from, f, resolve, reject });
     });
+  }
+
+  /**
+   * An agent's ahead hint: a sequential writer at segment `writer` will soon reach Zero segment `segment`.
+   * If that continues a stream the writer has reached the last window of (AllocAhead.continues), the next
+   * batch maps a window from `segment` on, pushed to every holder; else it is declined at once (0), without
+   * the lock. Nothing waits on it, so the window commits and is pushed while the writer writes.
+   */
+  hint(_from: Connection, disk: Disk, segment: number, writer: number): Promise<number> {
+    if (disk.readOnly || !this.ahead.continues(disk.id, disk.segmentSize, segment, writer)) return Promise.resolve(0);
+    return new Promise((resolve) => {
+      this.join(disk);
+      this.hints.get(disk.id)!.push({ segment, writer, resolve });
+    });
+  }
+
+  /** The first fault or hint of a batch queues for the lock; the ones arriving meanwhile join it. */
+  private join(disk: Disk): void {
+    if (this.waiting.has(disk.id)) return;
+    this.waiting.set(disk.id, []);
+    this.hints.set(disk.id, []);
+    void this.locks.run(disk.id, () => this.run(disk)).catch(() => {});
   }
 
   /**
@@ -92,16 +114,28 @@ export class ThinBatcher {
   private async run(disk: Disk): Promise<void> {
     await turn(); // earlier replies first (see Attachments.withDisk)
     const waiting = this.waiting.get(disk.id) ?? [];
+    const hints = this.hints.get(disk.id) ?? [];
     this.waiting.delete(disk.id);
+    this.hints.delete(disk.id);
     const batch = await this.settleInWindows(disk, waiting);
-    const eligible = disk.readOnly ? [] : batch.filter((w) => Number.isInteger(w.f.segment) && w.f.segment >= 0 &&
-      w.f.segment < disk.segments && !this.hooks.isHeld(disk.id, w.f.segment));
+    const usable = (s: number) => Number.isInteger(s) && s >= 0 && s < disk.segments && !this.hooks.isHeld(disk.id, s);
+    const eligible = disk.readOnly ? [] : batch.filter((w) => usable(w.f.segment));
+    // Ahead only for a disk one host holds. With two, one could write into a window its push reached while
+    // the other still has Zero there and would read zeros after the write completed. (Its holders are
+    // stable here: attach and detach take this lock.)
+    const sole = (await this.store.attachments({ diskId: disk.id })).length <= 1;
+    // Checked again: a batch since the hint arrived may have moved its stream on.
+    const hinted = !sole ? [] : hints.filter((h) => usable(h.segment) && this.ahead.continues(disk.id, disk.segmentSize, h.segment, h.writer))
+      .map((h) => h.segment);
     let mapped = new Map<number, Entry>();
     let ahead: number[] = [];
-    if (eligible.length > 0) {
+    if (eligible.length > 0 || hinted.length > 0) {
       const segments = [...new Set(eligible.map((w) => w.f.segment))].sort((a, b) => a - b);
-      const starts = [...new Set(eligible.filter((w) => w.f.offset === 0).map((w) => w.f.segment))].sort((a, b) => a - b);
-      ahead = this.ahead.plan(disk.id, disk.segmentSize, disk.segments, starts).filter((s) => !this.hooks.isHeld(disk.id, s));
+      const starts = [...new Set([...eligible.filter((w) => w.f.offset === 0).map((w) => w.f.segment), ...hinted])].sort((a, b) => a - b);
+      // A hinted segment starts the window it asked for; nobody waits on it, so it is mapped ahead too.
+      const faulting = new Set(segments);
+      ahead = !sole ? [] : [...new Set([...hinted.filter((s) => !faulting.has(s)), ...this.ahead.plan(disk.id, disk.segmentSize, disk.segments, starts)])]
+        .filter((s) => !this.hooks.isHeld(disk.id, s)).sort((a, b) => a - b);
       const zero = (locs: Entry[], length: number) => this.io.zeroMany(locs, length);
       try {
         mapped = await this.store.alloc.allocateSegments(disk, [...segments, ...ahead], zero);
@@ -109,7 +143,7 @@ export class ThinBatcher {
         // No room for the window too (ENOSPC reserves nothing): the faulting segments alone. Anything else
         // (a failed zeroing): each fault finds its own answer below.
         try {
-          mapped = ahead.length ? await this.store.alloc.allocateSegments(disk, segments, zero) : new Map();
+          mapped = ahead.length && segments.length ? await this.store.alloc.allocateSegments(disk, segments, zero) : new Map();
         } catch {
           mapped = new Map();
         }
@@ -117,7 +151,7 @@ export class ThinBatcher {
       }
       // Only what this batch mapped: a window segment that was not Zero any more is absent.
       ahead = ahead.filter((s) => mapped.has(s));
-      this.ahead.mapped(disk.id, [...starts.filter((s) => mapped.has(s)), ...ahead], ahead.length);
+      this.ahead.mapped(disk.id, starts.filter((s) => mapped.has(s) && !ahead.includes(s)), ahead);
       if (ahead.length) this.windows.set(disk.id, [new Map(ahead.map((s) => [s, mapped.get(s)!])), ...(this.windows.get(disk.id) ?? []).slice(0, 1)]);
     }
     const rest: Waiting[] = [];
@@ -140,9 +174,11 @@ export class ThinBatcher {
       for (const run of runsOf(ahead)) await this.hooks.pushAhead(disk, run[0]!, run.map((s) => mapped.get(s)!));
       for (const w of settled) w.resolve({ action: 'entry', entry: mapped.get(w.f.segment)!, allocated: true });
       this.stats.faults += settled.length;
+      if (ahead.length && hinted.length) this.stats.hints++;
     } catch (err) {
       for (const w of settled) w.reject(err);
     }
+    for (const h of hints) h.resolve(hinted.includes(h.segment) ? ahead.length : 0);
     if (mapped.size > 0) this.stats.batches++;
     // Not settled here (not Zero any more, held, read-only, out of range, no space): the one-fault path,
     // after this lock is released.

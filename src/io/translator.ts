@@ -28,6 +28,13 @@ export function markDirty(dirty: Int32Array, id: number): void {
   if (w < dirty.length && (Atomics.load(dirty, w) & bit) === 0) Atomics.or(dirty, w, bit);
 }
 
+/**
+ * How far past a sequential writer an ahead hint looks for the end of what is mapped (see aheadHint): the
+ * controller's largest window by default, in bytes, and at least AHEAD_SCAN_MIN segments.
+ */
+export const AHEAD_SCAN_BYTES = 64 << 20;
+export const AHEAD_SCAN_MIN = 64;
+
 export class Translator {
   readonly plan: Int32Array;
   /** Records written so far in the current batch. */
@@ -42,6 +49,16 @@ export class Translator {
 
   /** Fault whole-segment discards of mapped segments as FAULT_RECLAIM (a controller is there to answer). */
   reclaimWholeSegments = false;
+
+  /** Set when aheadHint() returns a segment: the segment the writer entered. */
+  aheadFrom = 0;
+  // aheadHint's memory: where this queue's last write ended; segments (scanBase, scanUpTo) were mapped when
+  // last looked at; the last hint sent.
+  private lastWriteEnd = -1;
+  private readonly aheadScan: number;
+  private scanBase = -1;
+  private scanUpTo = -1;
+  private lastHint = -1;
 
   private readonly capacity: number;
   private readonly alt: AltTable | undefined;
@@ -72,6 +89,7 @@ export class Translator {
     this.plan = new Int32Array(planRecords * abi.PLAN_STRIDE);
     this.capacity = planRecords;
     this.alt = table.alternates;
+    this.aheadScan = Math.max(AHEAD_SCAN_MIN, Math.floor(AHEAD_SCAN_BYTES / table.segmentSize));
     this.reserveLeft = flushReserve;
     this.flushScratch = new Int32Array(dirty.length * 32);
   }
@@ -135,6 +153,45 @@ export class Translator {
 
   private markDirty(container: number): void {
     markDirty(this.dirty, container);
+  }
+
+  /**
+   * After a planned write: the first Zero segment within aheadScan segments past it, when the write looks
+   * like a sequential writer's entering a segment: it starts at the segment's first byte, the previous write
+   * this queue planned ended inside the segment before, and the segments before and after are mapped (it
+   * writes inside a window the controller mapped ahead). -1 otherwise, or when that segment was the last
+   * hint. The controller maps the writer's next window from there without the writer waiting on it. Only a
+   * hint: the controller decides, and a stale look (a table changed since) costs one refused message.
+   * Random writers rarely pass the first two tests, so they seldom pay for the scan; a sequential writer
+   * pays for each segment once (segments found mapped are remembered).
+   */
+  aheadHint(sector: number, nrSectors: number): number {
+    const t = this.table;
+    const segSize = t.segmentSize;
+    const pos = sector * 512;
+    const end = pos + nrSectors * 512;
+    const prevEnd = this.lastWriteEnd;
+    this.lastWriteEnd = end;
+    const s = pos / segSize;
+    if (s !== Math.floor(s) || s === 0 || prevEnd <= pos - segSize || prevEnd > pos) return -1;
+    const unusable = STATE_INVALID | STATE_ZERO | STATE_ERROR;
+    if (t.load(s - 1) & unusable) return -1;
+    const last = Math.floor((end - 1) / segSize);
+    const limit = Math.min(t.segments, last + 1 + this.aheadScan);
+    let k = this.scanBase <= last && last < this.scanUpTo ? this.scanUpTo : last + 1;
+    let found = -1;
+    for (; k < limit; k++) {
+      const states = t.load(k);
+      if ((states & unusable) === 0) continue;
+      if ((states & (STATE_INVALID | STATE_ERROR)) === 0) found = k;
+      break;
+    }
+    this.scanBase = last;
+    this.scanUpTo = k;
+    if (found <= last + 1 || found === this.lastHint) return -1;
+    this.lastHint = found;
+    this.aheadFrom = s;
+    return found;
   }
 
   /** Appends a COMMIT for `tag` with a result (negative errno fails it); drops the tag's earlier records. */

@@ -63,12 +63,17 @@ export interface AgentOps {
   'agent.exit': { args: Empty; result: Empty };
 }
 
-/** Agent -> controller: registration, pings, map faults and container I/O errors. */
+/** Agent -> controller: registration, pings, map faults, ahead hints and container I/O errors. */
 export interface ControllerOps {
   'agent.register': { args: { pid: number; leaseMs: number; disks: HeldDisk[] }; result: Empty };
   'agent.ping': { args: Empty; result: Empty };
   'fault': { args: FaultArgs; result: FaultAnswer; reply: FaultAnswerWire };
   'disk.ioerror': { args: { diskId: number; first: number; count: number }; result: { entries: number } };
+  /**
+   * A sequential writer entered segment `from` and `segment` is the first Zero one past it: map its next
+   * window there (a hint: `mapped` is 0 when the controller declines). The window is pushed like any.
+   */
+  'fault.ahead': { args: { diskId: number; segment: number; from: number }; result: { mapped: number } };
 }
 
 export type AgentOp = keyof AgentOps;
@@ -191,6 +196,11 @@ export const CONTROLLER_OPS: Specs<ControllerOps> = {
       return { diskId: int(a, 'diskId'), first: int(a, 'first'), count };
     },
     result: (v) => resultOf('disk.ioerror', v, (o) => ({ entries: int(o, 'entries') })),
+  },
+  'fault.ahead': {
+    payload: false, replyPayload: false,
+    args: (a) => ({ diskId: int(a, 'diskId'), segment: int(a, 'segment'), from: int(a, 'from') }),
+    result: (v) => resultOf('fault.ahead', v, (o) => ({ mapped: int(o, 'mapped') })),
   },
 };
 

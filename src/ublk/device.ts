@@ -49,6 +49,11 @@ export interface DeviceOptions {
    * Without a handler such requests fail with EIO at once.
    */
   onFault?: (f: Fault) => Promise<number>;
+  /**
+   * A sequential writer entered segment `from` and the first Zero segment past it is `segment`: where its
+   * next window would start (a hint; nothing waits on it). Only with onFault.
+   */
+  onAhead?: (segment: number, from: number) => void;
   startTimeoutMs?: number;
   /** A request failed in its container: segments [first, first + count) hold data that could not be read or written. */
   onIoError?: (first: number, count: number) => void;
@@ -205,6 +210,7 @@ export class UblkDevice {
             if (m.type === 'fetched') resolve();
             else if (m.type === 'error') reject(new VdiskError(`queue ${m.qId}: ${m.message}`, { code: 'EQUEUE' }));
             else if (m.type === 'ioerror') reportIoError(o, m.sector, m.sectors);
+            else if (m.type === 'ahead') o.onAhead?.(m.segment, m.from);
             else faults.report(m.qId, { op: m.op, segment: m.segment, states: m.states, offset: m.offset, length: m.length });
           });
           task.then(() => reject(new VdiskError(`queue ${q} ended before it was ready`, { code: 'EQUEUE' })), reject);

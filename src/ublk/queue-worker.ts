@@ -71,6 +71,8 @@ export type QueueMessage =
   | { type: 'fetched'; qId: number }
   | { type: 'error'; qId: number; message: string }
   | { type: 'fault'; qId: number; tag: number; op: number; segment: number; states: number; offset: number; length: number }
+  // Where a sequential writer's next window should start (Translator.aheadHint): about one per window.
+  | { type: 'ahead'; qId: number; segment: number; from: number }
   // A request failed in its container (one message per failed request: failures are rare).
   | { type: 'ioerror'; qId: number; sector: number; sectors: number; errno: number };
 
@@ -156,6 +158,9 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
           args.port.postMessage({ type: 'fault', qId: args.qId, tag, op: tr.faultOp, segment: tr.faultSegment, states: tr.faultStates, offset: tr.faultOffset, length: tr.faultLength } satisfies QueueMessage);
           return;
         }
+      } else if (args.faults && (opFlags & 0xff) === abi.UBLK_IO_OP_WRITE) {
+        const ahead = tr.aheadHint(sector, nrSectors);
+        if (ahead >= 0) args.port.postMessage({ type: 'ahead', qId: args.qId, segment: ahead, from: tr.aheadFrom } satisfies QueueMessage);
       }
       track(tag);
     };

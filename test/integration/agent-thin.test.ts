@@ -1,6 +1,7 @@
 // Controller-managed disks on the real kernel, through the CLI only: a thin disk allocates exactly the
 // segments written (vdisk info), unwritten ranges read zeros, ext4 works on it; fio verify across two disks
-// on two containers at once; removals that would lose data are refused while attached.
+// on two containers at once, and of a sequential writer whose next windows the agent's ahead hints map;
+// removals that would lose data are refused while attached.
 import t from 'tap';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -48,6 +49,16 @@ t.test('thin disks, ext4, two disks on two containers', async (t) => {
   info = (await c.json<Info>('info', 'd1'));
   t.same(info.perContainer, { c1: 33 * MB }, 'd1 allocated exactly the 32 segments fio wrote (+1) on c1');
   t.same((await c.json<Info>('info', 'd2')).perContainer, { c2: 32 * MB }, 'd2 allocated its 32 segments on c2');
+
+  // A sequential writer: after its first window, the agent's ahead hints map the next ones before it gets there.
+  type Stats = { faults: Record<string, { count: number } | undefined> };
+  const hintsBefore = (await c.json<Stats>('stats')).faults.ahead?.count ?? 0;
+  run('fio', ['--name=seq', `--filename=${d1}`, '--rw=write', '--bs=1M', '--iodepth=1', '--ioengine=libaio', '--direct=1',
+    '--offset=128M', '--size=48M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1']);
+  const hints = ((await c.json<Stats>('stats')).faults.ahead?.count ?? 0) - hintsBefore;
+  t.ok(hints >= 1, `fio verify passed on a sequential write, and ${hints} ahead hint(s) mapped a window`);
+  const used = (await c.json<Info>('info', 'd1')).perContainer.c1!;
+  t.ok(used >= (33 + 48) * MB && used <= 33 * MB + 128 * MB, `what it wrote and at most its windows ahead, to the disk's end (${used / MB} MiB)`);
 
   // ext4 with checksummed files, across a detach and re-attach.
   const mnt = fs.mkdtempSync(path.join(c.dir, 'mnt-'));

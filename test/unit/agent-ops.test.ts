@@ -60,6 +60,7 @@ const CONTROLLER: Record<ControllerOp, Case> = {
     good: { diskId: 1, op: 2, segment: 7, states: 4, offset: 0, length: 65536 },
   },
   'disk.ioerror': { args: { diskId: 'int', first: 'int', count: 'int' }, good: { diskId: 1, first: 3, count: 2 } },
+  'fault.ahead': { args: { diskId: 'int', segment: 'int', from: 'int' }, good: { diskId: 1, segment: 40, from: 32 } },
 };
 
 const PAYLOAD = Buffer.alloc(16);

@@ -1,6 +1,6 @@
 // Allocation ahead for sequential writers: the stream bookkeeping alone, then a real controller with a
 // scripted agent: a writer going segment after segment gets a window mapped in its batch's commit, pushed to
-// every holder (the faulting agent too), reading zeros; random writers, short runs, a full container and
+// its agent, reading zeros, and an agent's ahead hint maps the next one; a disk two hosts hold, random writers, short runs, a full container and
 // VDISK_ALLOC_AHEAD_MB=0 get nothing ahead, nor does a writer whose writes do not start at segments' first bytes, and the faulting write itself never loses its segment to a window.
 import t from 'tap';
 import fs from 'node:fs';
@@ -17,7 +17,7 @@ const MB = 1 << 20;
 /** Feeds one batch to the bookkeeping as ThinBatcher does; returns what it mapped ahead. */
 function batch(a: AllocAhead, segments: number[], diskSegments = 1 << 20, segmentSize = MB): number[] {
   const ahead = a.plan(1, segmentSize, diskSegments, segments);
-  a.mapped(1, [...segments, ...ahead], ahead.length);
+  a.mapped(1, segments, ahead);
   return ahead;
 }
 
@@ -55,6 +55,24 @@ t.test('bookkeeping: nothing ahead for random writers, runs shorter than MIN_RUN
   t.same(batch(small, [MIN_RUN], 1 << 20, 32 * MB), [MIN_RUN + 1, MIN_RUN + 2], 'the cap is in bytes: two 32 MiB segments');
 });
 
+t.test('bookkeeping: an ahead hint counts only where the writer reached its stream\'s last window', async (t) => {
+  const a = new AllocAhead(64 * MB);
+  const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+  for (let s = 0; s < MIN_RUN; s++) batch(a, [s]);
+  t.notOk(a.continues(1, MB, MIN_RUN, MIN_RUN - 1), 'a run mapped by faults alone has no window to be inside of');
+  t.same(batch(a, [MIN_RUN]), range(MIN_RUN + 1, MIN_RUN), 'the first window');
+  const end = 2 * MIN_RUN + 1;
+  t.ok(a.continues(1, MB, end, MIN_RUN + 1), 'the writer in the window asks for the next one at its end');
+  t.ok(a.continues(1, MB, end, MIN_RUN), 'from the batch\'s own fault on');
+  t.notOk(a.continues(1, MB, end, MIN_RUN - 1), 'not from before it');
+  t.notOk(a.continues(1, MB, end - 1, MIN_RUN + 1), 'nor for a segment inside what is mapped');
+  t.notOk(a.continues(1, MB, 500, MIN_RUN + 1), 'nor far past the stream');
+  t.notOk(new AllocAhead(0).continues(1, MB, end, MIN_RUN + 1), 'nor with allocation ahead off');
+  a.mapped(1, [], range(end, end + 1)); // the hint's batch: its segment and a window as long as the run
+  t.notOk(a.continues(1, MB, 2 * end + 1, MIN_RUN + 1), 'a writer still in the window before: no third window');
+  t.ok(a.continues(1, MB, 2 * end + 1, end), 'once it entered the new one: yes');
+});
+
 const SEG = 64 * 1024;
 const { dir, controller, scriptedAgent, ask } = await scriptedController(t, 'vdisk-ahead-');
 type Answer = { action: string; entry: Entry; allocated?: boolean; errno?: number };
@@ -66,14 +84,13 @@ const hy = await scriptedAgent('hy', 4);
 const fault = async (diskId: number, segment: number): Promise<Answer> =>
   (await hx.conn.request('fault', { diskId, op: FAULT_WRITE, segment, states: STATE_ZERO, offset: 0, length: SEG })).result as Answer;
 
-t.test('a sequential writer: its window is mapped in the batch\'s commit, pushed to every holder, reads zeros', async (t) => {
+t.test('a sequential writer: its window is mapped in the batch\'s commit, pushed to its agent, reads zeros', async (t) => {
   const d = await ask<Disk>('disk.create', { name: 'seq', size: 32 * SEG, segmentSize: SEG });
   await ask('disk.attach', { name: 'seq', hostId: 'hx' });
-  await ask('disk.attach', { name: 'seq', hostId: 'hy' });
   const disk = await controller.store.disk('seq');
   for (let s = 0; s < MIN_RUN; s++) t.match(await fault(d.id, s), { action: 'entry', allocated: true });
   const before = controller.attachments.thin!.ahead.stats.segments;
-  const pushesBefore = { hx: hx.got.length, hy: hy.got.length };
+  const pushesBefore = hx.got.length;
   const a = await fault(d.id, MIN_RUN);
   t.match(a, { action: 'entry', allocated: true }, 'the faulting write gets its own segment');
   const ahead = controller.attachments.thin!.ahead.stats.segments - before;
@@ -85,12 +102,10 @@ t.test('a sequential writer: its window is mapped in the batch\'s commit, pushed
   const bytes = fs.readFileSync(img);
   t.ok(window.every((e) => bytes.subarray(e.offset, e.offset + SEG).every((b) => b === 0)), 'every window segment reads zeros');
   t.equal(new Set(stored.slice(0, 2 * MIN_RUN + 1).map((e) => e.offset)).size, 2 * MIN_RUN + 1, 'all distinct');
-  for (const [name, p] of [['hx', hx], ['hy', hy]] as const) {
-    const sets = p.got.slice(pushesBefore[name]).filter((g) => g.op === 'table.set' && g.args.first === MIN_RUN + 1);
-    t.equal(sets.length, 1, `${name} got the window in one table.set`);
-    t.same(entriesOf(sets[0]?.payload), window, `${name}: the window's entries`);
-    t.equal(sets[0]?.args.blocking, false, 'not blocking: Zero and fresh storage read alike');
-  }
+  const sets = hx.got.slice(pushesBefore).filter((g) => g.op === 'table.set' && g.args.first === MIN_RUN + 1);
+  t.equal(sets.length, 1, 'the faulting agent got the window in one table.set');
+  t.same(entriesOf(sets[0]?.payload), window, 'the window\'s entries');
+  t.equal(sets[0]?.args.blocking, false, 'not blocking: Zero and fresh storage read alike');
   const hits = controller.attachments.thin!.stats.windowHits;
   const inFlight = await fault(d.id, MIN_RUN + 1); // a request that faulted before the window reached its agent
   t.same(inFlight, { action: 'entry', entry: window[0], allocated: false }, 'a write into the window gets the window\'s entry');
@@ -103,9 +118,28 @@ t.test('a sequential writer: its window is mapped in the batch\'s commit, pushed
   t.ok(cow.action === 'entry' && cow.entry.states === 0 && cow.entry.offset !== window[1]!.offset, 'the write got a copy of its own');
   t.match(await ask('check'), { ok: true });
   await ask('disk.detach', { name: 'seq', hostId: 'hx' });
-  await ask('disk.detach', { name: 'seq', hostId: 'hy' });
   await ask('disk.rm', { name: 'seq-s' });
   await ask('disk.rm', { name: 'seq' });
+});
+
+t.test('a disk two hosts hold maps nothing ahead: one could write into a window the other does not have yet', async (t) => {
+  const d = await ask<Disk>('disk.create', { name: 'two', size: 32 * SEG, segmentSize: SEG });
+  await ask('disk.attach', { name: 'two', hostId: 'hx' });
+  await ask('disk.attach', { name: 'two', hostId: 'hy' });
+  const before = controller.attachments.thin!.ahead.stats.segments;
+  const hyBefore = hy.got.length;
+  for (let s = 0; s < 3 * MIN_RUN; s++) t.match(await fault(d.id, s), { action: 'entry', allocated: true }, `segment ${s}`);
+  t.equal(await hx.conn.request('fault.ahead', { diskId: d.id, segment: 3 * MIN_RUN, from: 3 * MIN_RUN - 1 }).then((r) => (r.result as { mapped: number }).mapped), 0, 'a hint is declined');
+  t.equal(controller.attachments.thin!.ahead.stats.segments, before, 'nothing ahead');
+  const toHy = hy.got.slice(hyBefore).filter((g) => g.op === 'table.set');
+  t.same(toHy.map((g) => [g.args.first, entriesOf(g.payload).length]), Array.from({ length: 3 * MIN_RUN }, (_, i) => [i, 1]),
+    'the other host got each written segment, one by one, and nothing else');
+  t.match(await ask('disk.info', { name: 'two' }), { allocatedBytes: 3 * MIN_RUN * SEG }, 'exactly what was written');
+  await ask('disk.detach', { name: 'two', hostId: 'hy' });
+  t.match(await fault(d.id, 3 * MIN_RUN), { action: 'entry', allocated: true });
+  t.ok(controller.attachments.thin!.ahead.stats.segments > before, 'held by one host again: the stream gets its window');
+  await ask('disk.detach', { name: 'two', hostId: 'hx' });
+  await ask('disk.rm', { name: 'two' });
 });
 
 t.test('a writer that does not start at segments\' first bytes (random 4k) maps nothing ahead, even in order', async (t) => {
@@ -141,5 +175,47 @@ t.test('no room for a window: the faulting segments are still mapped, nothing ah
   t.ok(answers.every((x) => x.action === 'entry' && x.entry.states === 0), 'the last two free segments went to the two writes');
   t.equal(await used(), 64);
   t.match(await fault(d.id, 64), { action: 'error', errno: 28 }, 'then ENOSPC');
+  t.match(await ask('check'), { ok: true });
+});
+
+t.test('ahead hints: a window from the hinted segment, pushed while nobody waits; declined hints map nothing', async (t) => {
+  const img3 = path.join(dir, 'c3.img');
+  fs.writeFileSync(img3, Buffer.alloc(5 * MB, 0xee));
+  await ask('container.add', { name: 'c3', path: img3, size: 5 * MB });
+  const d = await ask<Disk>('disk.create', { name: 'hinted', size: 48 * SEG, segmentSize: SEG, container: 'c3' });
+  await ask('disk.attach', { name: 'hinted', hostId: 'hx' });
+  const disk = await controller.store.disk('hinted');
+  type Stats = { faults: Record<string, { count: number } | undefined> };
+  const counts = async () => { const m = await ask<Stats>('stats'); return [m.faults.ahead?.count ?? 0, m.faults['ahead-declined']?.count ?? 0]; };
+  const [okBefore, declinedBefore] = await counts();
+  const used = async () => (await ask<{ allocatedBytes: number }>('disk.info', { name: 'hinted' })).allocatedBytes / SEG;
+  const hint = async (segment: number, from: number) =>
+    ((await hx.conn.request('fault.ahead', { diskId: d.id, segment, from })).result as { mapped: number }).mapped;
+  t.equal(await hint(3, 1), 0, 'no stream yet: declined');
+  for (let s = 0; s <= MIN_RUN; s++) await fault(d.id, s);
+  const end = 2 * MIN_RUN + 1;
+  t.equal(await used(), end, 'the faults and their first window');
+  const thin = controller.attachments.thin!;
+  const hintsBefore = thin.stats.hints;
+  const pushesBefore = hx.got.length;
+  t.equal(await hint(end, MIN_RUN + 1), end + 1, 'the hinted segment and a window as long as the run');
+  t.equal(thin.stats.hints, hintsBefore + 1);
+  t.equal(await used(), 2 * end + 1);
+  const stored = await controller.store.tables.getEntries(disk, end, end + 1);
+  t.ok(stored.every((e) => e.states === 0), 'mapped in the store');
+  const bytes = fs.readFileSync(img3);
+  t.ok(stored.every((e) => bytes.subarray(e.offset, e.offset + SEG).every((b) => b === 0)), 'and reads zeros');
+  const sets = hx.got.slice(pushesBefore).filter((g) => g.op === 'table.set' && g.args.first === end);
+  t.equal(sets.length, 1, 'the hinting agent got it in one table.set');
+  t.same(entriesOf(sets[0]?.payload), stored, 'the entries');
+  t.equal(sets[0]?.args.blocking, false, 'not blocking');
+  t.equal(await hint(2 * end + 1, MIN_RUN + 2), 0, 'the writer has not reached that window: declined');
+  t.equal(await hint(40, end), 0, 'a segment that does not continue the stream: declined');
+  t.equal(await used(), 2 * end + 1, 'nothing mapped for them');
+  t.equal(await hint(2 * end + 1, end), 2 * end + 2, 'the writer entered it: the next window (the run is 19 now)');
+  t.equal(await used(), 4 * end + 3);
+  t.match(await fault(d.id, end + 2), { action: 'entry' }, 'a write that faulted meanwhile gets the mapped entry');
+  t.equal(await used(), 4 * end + 3, 'and nothing more is allocated');
+  t.same(await counts(), [okBefore! + 2, declinedBefore! + 3], 'stats: two hints mapped a window, three were declined');
   t.match(await ask('check'), { ok: true });
 });

@@ -294,3 +294,48 @@ t.test('every write, wherever it starts, is planned over exactly its bytes at th
   }
   t.equal(wrong, 0, 'no write planned short, misplaced or dropped');
 });
+
+t.test('ahead hints: a sequential writer inside a mapped window names the first Zero segment past it, once', async (t) => {
+  const table = MappingTable.create({ segments: 200, segmentSize: SEG });
+  table.setRange(0, 200, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  table.setRange(0, 10, { states: 0, container: 0, offset: 0, alt: 0 }); // segments 0..9 mapped: a window up to 9
+  const tr = new Translator(table, Int32Array.from([10]), new Int32Array(1), (200 * SEG) / 512, 64 * abi.MAX_OPS_PER_TAG);
+  const write = (pos: number, len: number): number => {
+    t.equal(tr.translate(0, abi.UBLK_IO_OP_WRITE, sectors(len), sectors(pos)), PLANNED);
+    tr.reset();
+    return tr.aheadHint(sectors(pos), sectors(len));
+  };
+  t.equal(write(0, SEG), -1, 'segment 0 has nothing before it');
+  t.equal(write(SEG, 4096), 10, 'entering segment 1 after the write that ended there: segment 10 is the first Zero one');
+  t.equal(tr.aheadFrom, 1, 'from segment 1');
+  t.equal(write(SEG + 4096, SEG - 4096), -1, 'inside a segment: nothing');
+  t.equal(write(2 * SEG, SEG), -1, 'the same Zero segment is not named twice');
+  table.setRange(10, 20, { states: 0, container: 0, offset: 0, alt: 0 }); // the next window arrived: 10..29
+  t.equal(write(3 * SEG, SEG), 30, 'past the next window now');
+  t.equal(write(8 * SEG, SEG), -1, 'a jump within the window is not a sequential writer\'s step');
+  t.equal(write(9 * SEG, SEG), -1, 'nor the hint already given');
+  table.setRange(30, 170, { states: 0, container: 0, offset: 0, alt: 0 }); // everything mapped
+  t.equal(write(10 * SEG, SEG), -1, 'nothing Zero within the scan (64 MiB of 1 MiB segments)');
+  table.setRange(150, 1, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  t.equal(write(80 * SEG, SEG), -1, 'a writer arriving from elsewhere: nothing');
+  t.equal(write(81 * SEG, SEG), -1, 'segment 150 lies beyond its scan');
+  t.equal(write(86 * SEG, SEG), -1, 'nor a step that skips segments');
+  t.equal(write(87 * SEG, SEG), 150, 'within 64 segments of it: named');
+});
+
+t.test('ahead hints stop at an Invalid segment and need a mapped segment past the write', async (t) => {
+  const table = MappingTable.create({ segments: 40, segmentSize: SEG });
+  table.setRange(0, 40, { states: 0, container: 0, offset: 0, alt: 0 });
+  table.setRange(6, 1, { states: STATE_INVALID, container: 0, offset: 0, alt: 0 }); // a lost lease, say
+  table.setRange(8, 1, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  table.setRange(12, 1, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 });
+  const tr = new Translator(table, Int32Array.from([10]), new Int32Array(1), (40 * SEG) / 512, 64 * abi.MAX_OPS_PER_TAG);
+  const hint = (pos: number, len = SEG) => tr.aheadHint(sectors(pos), sectors(len));
+  t.equal(hint(3 * SEG), -1, 'the first write only sets where the writer is');
+  t.equal(hint(4 * SEG), -1, 'Invalid at 6 before any Zero segment: nothing to ask for');
+  t.equal(hint(10 * SEG, 4096), -1, 'from elsewhere');
+  t.equal(hint(10 * SEG + 4096, SEG - 4096), -1, 'not at a segment start');
+  t.equal(hint(11 * SEG), -1, 'Zero right after the write: the writer faults there itself');
+  t.equal(hint(13 * SEG, 2 * SEG), -1, 'segment 12 before it is Zero');
+  t.equal(hint(15 * SEG), -1, 'nothing Zero past 15 within the table');
+});
