@@ -13,6 +13,7 @@ import { KeyedMutex } from '../util/mutex.js';
 import type { FaultRequest } from './faults.js';
 import type { SegmentIo } from './segment-io.js';
 import type { ThinBatcher } from './thin-batch.js';
+import type { CowBatcher } from './cow-batch.js';
 import { failpoint } from '../util/failpoints.js';
 import { AgentClient } from './agent-client.js';
 import { FaultPolicy, type DiskLocks } from './fault-policy.js';
@@ -42,6 +43,11 @@ export class Attachments implements DiskLocks {
   /** Group commit of first writes into thin segments (made on the first such fault: it needs the SegmentIo). */
   get thin(): ThinBatcher | undefined {
     return this.policy.thin;
+  }
+
+  /** Group commit of redirect-on-write faults (made on the first such fault). */
+  get cow(): CowBatcher | undefined {
+    return this.policy.cow;
   }
 
   /** Reads the persisted holds; the controller calls it before it serves any fault. */

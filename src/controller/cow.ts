@@ -3,6 +3,9 @@
 // or a migration step then drops one disk's reference. Remaps that need a copy are staged flows
 // (segment-alloc.ts): the copy runs between the reservation and the commit that names it.
 import { VdiskError } from '../errors.js';
+import { failpoint } from '../util/failpoints.js';
+import { runOf, type Allocated } from './allocator.js';
+import { sameEntry } from './segment-alloc.js';
 import { LOCATION_UNIT, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../table/mapping-table.js';
 import { ENTRY_BYTES } from '../table/entry-codec.js';
 import { checkModes, type Modes } from './modes.js';
@@ -89,6 +92,72 @@ export class CowOps {
         },
       };
     });
+  }
+
+  /**
+   * copyOnWrite for many segments of one disk at once (a batch of copy-on-write faults): one transaction
+   * (without its own fsync: it only reserves) reserves a segment for each one still shared, `copy` fills
+   * them outside any transaction (it must make them durable, as copyOnWrite's copy does), and one durable
+   * transaction remaps every segment whose entry is still the planned one and drops its reference to the
+   * shared segment. A segment nobody else shares any more just loses No-write in that commit. Returns the
+   * new entries by segment, `remapped` where storage changed; a segment that is not a plain shared one (or
+   * changed meanwhile) is absent and its reservation goes back. Passes the staged.* failpoints like
+   * copyOnWrite, whose flow this is.
+   */
+  async copyOnWriteMany(disk: Disk, segments: number[], copy: (items: Array<{ segment: number; from: Entry; to: Allocated }>) => Promise<void>):
+    Promise<Map<number, { entry: Entry; remapped: boolean }>> {
+    const units = disk.segmentSize / LOCATION_UNIT;
+    const unique = [...new Set(segments)].sort((a, b) => a - b);
+    const plainShared = (e: Entry) => isMapped(e) && (e.states & STATE_NO_WRITE) !== 0 && (e.states & STATE_ALTERNATE) === 0;
+    const planned: Array<{ segment: number; old: Entry; to?: Allocated }> = [];
+    if (disk.readOnly) return new Map();
+    await this.store.alloc.withFrontier(() => this.store.db.transaction(async () => {
+      planned.length = 0; // a transaction refused for zero-ahead reserved nothing
+      for (const segment of unique) {
+        const [e] = await this.store.tables.getEntries(disk, segment, 1);
+        if (!plainShared(e)) continue;
+        const shared = (await sharers(this.store, disk, segment, e)).length > 0;
+        planned.push({ segment, old: e, to: shared ? await this.store.alloc.allocateUnits(disk, undefined, true) : undefined });
+      }
+    }, { durable: false }));
+    const reserved = planned.filter((p) => p.to !== undefined);
+    const giveBack = (list: typeof planned) => this.store.db.transaction(async () => {
+      for (const p of list) if (p.to) await this.store.alloc.pool.unreserve(runOf(p.to, units));
+    });
+    const out = new Map<number, { entry: Entry; remapped: boolean }>();
+    if (planned.length === 0) return out;
+    failpoint('staged.planned');
+    try {
+      if (reserved.length) await copy(reserved.map((p) => ({ segment: p.segment, from: p.old, to: p.to! })));
+      failpoint('staged.io');
+      await this.store.db.transaction(async () => {
+        for (const p of planned) {
+          const [now] = await this.store.tables.getEntries(disk, p.segment, 1);
+          if (!sameEntry(now, p.old)) {
+            if (p.to) await this.store.alloc.pool.unreserve(runOf(p.to, units));
+            continue;
+          }
+          const states = p.old.states & ~STATE_NO_WRITE;
+          if (!p.to) {
+            const entry = { ...p.old, states };
+            await this.store.tables.setEntries(disk, p.segment, [entry]);
+            out.set(p.segment, { entry, remapped: false });
+            continue;
+          }
+          await this.store.alloc.pool.claim(runOf(p.to, units));
+          const entry = { states, container: p.to.container, offset: p.to.offset, alt: 0 };
+          await this.store.tables.setEntries(disk, p.segment, [entry]);
+          // Kept if somebody else still names it; freed if its last sharer went meanwhile (a snapshot rm).
+          await releaseUnlessShared(this.store, disk, p.segment, p.old);
+          out.set(p.segment, { entry, remapped: true });
+        }
+      });
+    } catch (err) {
+      await giveBack(reserved);
+      throw err;
+    }
+    failpoint('staged.committed');
+    return out;
   }
 
   /** A whole segment was discarded: the entry turns Zero and drops its reference (freed if it was the last). */

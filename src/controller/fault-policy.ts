@@ -7,7 +7,7 @@ import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
 import { FAULT_WRITE } from '../protocol/fault-ops.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
-import { STATE_NO_WRITE, STATE_ZERO, type Entry } from '../table/mapping-table.js';
+import { STATE_ALTERNATE, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../table/mapping-table.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import { failpoint } from '../util/failpoints.js';
 import type { AgentClient } from './agent-client.js';
@@ -15,6 +15,7 @@ import { answerFault, type FaultRequest } from './faults.js';
 import type { SegmentIo } from './segment-io.js';
 import { copyOutDone } from './copy-out.js';
 import { ThinBatcher } from './thin-batch.js';
+import { CowBatcher } from './cow-batch.js';
 import { fold, listAlternates } from './partial.js';
 import type { Disk, Store } from './store.js';
 
@@ -32,6 +33,8 @@ export class FaultPolicy {
   private holds = new Map<number, Array<[number, number]>>();
   /** Group commit of first writes into thin segments (made on the first such fault: it needs the SegmentIo). */
   thin: ThinBatcher | undefined;
+  /** Group commit of redirect-on-write faults (made on the first such fault, like `thin`). */
+  cow: CowBatcher | undefined;
 
   constructor(private readonly store: Store, private readonly client: AgentClient, private readonly disks: DiskLocks,
     private readonly log: (m: string) => void) {}
@@ -56,6 +59,17 @@ export class FaultPolicy {
         single: (c, d, req) => this.faultOne(c, d, req, io),
       }, this.store.allocAheadBytes);
       return this.thin.fault(from, disk, f);
+    }
+    // A write into a plain shared segment of a redirect-on-write disk, one that copies (or, whole, takes a
+    // new segment): grouped too. Bitmap disks' partial writes go to alternates, one by one.
+    if (f.op === FAULT_WRITE && (f.states & (STATE_NO_WRITE | STATE_ALTERNATE)) === STATE_NO_WRITE && disk.cow === 'redirect' &&
+      (disk.partial !== 'bitmap' || (f.offset === 0 && f.length === disk.segmentSize))) {
+      this.cow ??= new CowBatcher(this.store, io, this.disks.locks, {
+        isHeld: (id, segment) => this.isHeld(id, segment),
+        pushEntries: (d, items) => this.pushEntries(d, items),
+        single: (c, d, req) => this.faultOne(c, d, req, io),
+      });
+      return this.cow.fault(from, disk, f);
     }
     return this.faultOne(from, disk, f, io);
   }

@@ -51,7 +51,7 @@ export class SegmentAlloc {
    * frontier must move first (EZEROAHEAD), moves it (outside any transaction) and runs it again. Afterwards
    * frontiers that ran low are refilled in the background, so the next faults need not wait for it.
    */
-  private async withFrontier<T>(fn: () => Promise<T>): Promise<T> {
+  async withFrontier<T>(fn: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         const r = await fn();

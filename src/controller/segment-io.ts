@@ -42,9 +42,21 @@ export class SegmentIo {
 
   /** Copies byte ranges of a segment (offsets within it) between two locations, then one fdatasync. */
   async copyRanges(from: Location, to: Location, ranges: Array<[number, number]>): Promise<void> {
+    const dst = await this.fd(to.container);
+    await this.copyUnsynced(from, to, ranges, Buffer.allocUnsafe(Math.min(Math.max(...ranges.map((r) => r[1])), 4 << 20)));
+    await this.ops.fdatasync(dst);
+  }
+
+  /** copy() for many segments of `length` bytes (a batch of faults): one fdatasync per destination container. */
+  async copyMany(items: Array<{ from: Location; to: Location }>, length: number): Promise<void> {
+    const buf = Buffer.allocUnsafe(Math.min(length, 4 << 20));
+    for (const { from, to } of items) await this.copyUnsynced(from, to, [[0, length]], buf);
+    await Promise.all([...new Set(items.map((i) => i.to.container))].map(async (c) => this.ops.fdatasync(await this.fd(c))));
+  }
+
+  private async copyUnsynced(from: Location, to: Location, ranges: Array<[number, number]>, buf: Buffer): Promise<void> {
     const src = await this.fd(from.container);
     const dst = await this.fd(to.container);
-    const buf = Buffer.allocUnsafe(Math.min(Math.max(...ranges.map((r) => r[1])), 4 << 20));
     for (const [offset, length] of ranges) {
       for (let done = 0; done < length;) {
         const n = Math.min(buf.length, length - done);
@@ -53,7 +65,6 @@ export class SegmentIo {
         done += n;
       }
     }
-    await this.ops.fdatasync(dst);
   }
 
   /**
