@@ -8,7 +8,7 @@ import path from 'node:path';
 import { socketPath } from '../../src/controller/paths.js';
 import { connect } from '../../src/protocol/client.js';
 import type { Connection } from '../../src/protocol/connection.js';
-import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
+import { FAULT_READ, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_ALTERNATE, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 import { FAILPOINTS } from '../../src/util/failpoints.js';
 import { runCli } from '../support/cli.js';
@@ -131,6 +131,57 @@ t.test('copy-on-write: killed after the copy, before the remap', async (t) => {
   // --partial bitmap (the default): the 4 KiB write's block moves to an alternate segment of its own.
   t.ok(a.allocated && (a.entry.states & STATE_ALTERNATE || a.entry.offset !== first.entry.offset), 'the resent write gets storage of its own');
   t.match(await r.ask('container.ls'), [{ usedBytes: 2 * SEG }], 'one more segment than the snapshot\'s, no leftover from the crash');
+  t.same((await r.ask<{ ok: boolean; problems: string[] }>('check')).problems, []);
+});
+
+/** A `--partial copy` disk of four written segments (segment k holds 0x40 + k) and a snapshot of it. */
+async function sharedCopyDisk(s: Awaited<ReturnType<typeof setup>>): Promise<{ diskId: number; old: Entry[] }> {
+  const pc = await s.ask<{ id: number }>('disk.create', { name: 'pc', size: 4 * SEG, segmentSize: SEG, partial: 'copy' });
+  const old = await Promise.all([0, 1, 2, 3].map((k) => s.fault(pc.id, k, STATE_ZERO).then((a) => a.entry))); // the thin batch: no staged failpoint
+  const fd = fs.openSync(s.img, 'r+');
+  for (const [k, e] of old.entries()) fs.writeSync(fd, Buffer.alloc(SEG, 0x40 + k), 0, SEG, e.offset);
+  fs.closeSync(fd);
+  await s.ask('disk.snapshot', { name: 'pc', snapshot: 'pc-snap' });
+  return { diskId: pc.id, old };
+}
+
+const cowAll = (r: { agent: Connection }, diskId: number): Promise<Answer[]> => Promise.all([0, 1, 2, 3].map(async (k) =>
+  (await r.agent.request('fault', { diskId, op: FAULT_WRITE, segment: k, states: STATE_NO_WRITE, offset: 4096, length: 4096 })).result as Answer));
+
+t.test('grouped copy-on-write: killed after the copies, before the remaps', async (t) => {
+  const s = await setup(t, 'staged.io:1');
+  const { diskId, old } = await sharedCopyDisk(s);
+  t.ok(await dies(s.agent, cowAll(s, diskId)), 'the controller died at the failpoint');
+  const r = await restart(t, s.data);
+  t.same(r.check.problems, [], 'check is clean: the copies\' reservations went back');
+  t.match(await r.ask('container.ls'), [{ usedBytes: 4 * SEG }], 'only the shared segments are allocated');
+  const a = await cowAll(r, diskId);
+  t.ok(a.every((x, k) => x.allocated && x.entry.offset !== old[k]!.offset), 'the resent writes get copies of their own');
+  const bytes = fs.readFileSync(s.img);
+  t.ok(a.every((x, k) => bytes.subarray(x.entry.offset, x.entry.offset + SEG).every((b) => b === 0x40 + k)), 'holding the shared bytes');
+  t.ok(old.every((e, k) => bytes.subarray(e.offset, e.offset + SEG).every((b) => b === 0x40 + k)), 'which the snapshot keeps');
+  t.match(await r.ask('container.ls'), [{ usedBytes: 8 * SEG }]);
+  t.same((await r.ask<{ ok: boolean; problems: string[] }>('check')).problems, []);
+});
+
+t.test('grouped copy-on-write: killed after the remaps commit, before the answers', async (t) => {
+  const s = await setup(t, 'staged.committed:1');
+  const { diskId, old } = await sharedCopyDisk(s);
+  await dies(s.agent, cowAll(s, diskId));
+  const r = await restart(t, s.data);
+  t.same(r.check.problems, [], 'check is clean');
+  // The batch that died holds the first fault and whichever arrived with it: its remaps are kept, once.
+  const stored = await r.agent.request('fault', { diskId, op: FAULT_READ, segment: 0, states: STATE_INVALID, offset: 0, length: 4096 })
+    .then((x) => (x.result as Answer).entry);
+  t.ok(stored.states === 0 && stored.offset !== old[0]!.offset, 'the first write\'s remap was committed');
+  const used = (await r.ask<Array<{ usedBytes: number }>>('container.ls'))[0]!.usedBytes / SEG;
+  t.ok(used >= 5 && used <= 8, `the shared segments and one copy per committed remap (${used} segments)`);
+  const a = await cowAll(r, diskId);
+  t.equal(a.filter((x) => !x.allocated).length, used - 4, 'a resent write whose remap was committed gets the stored copy; the others copy now');
+  t.ok(a.every((x, k) => x.entry.states === 0 && x.entry.offset !== old[k]!.offset), 'every write has a copy of its own');
+  const bytes = fs.readFileSync(s.img);
+  t.ok(a.every((x, k) => bytes.subarray(x.entry.offset, x.entry.offset + SEG).every((b) => b === 0x40 + k)), 'holding the shared bytes');
+  t.match(await r.ask('container.ls'), [{ usedBytes: 8 * SEG }]);
   t.same((await r.ask<{ ok: boolean; problems: string[] }>('check')).problems, []);
 });
 
