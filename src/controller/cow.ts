@@ -6,11 +6,12 @@ import { VdiskError } from '../errors.js';
 import { failpoint } from '../util/failpoints.js';
 import { runOf, type Allocated } from './allocator.js';
 import { sameEntry } from './segment-alloc.js';
+import { runsOf } from './alloc-ahead.js';
 import { LOCATION_UNIT, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../table/mapping-table.js';
-import { ENTRY_BYTES } from '../table/entry-codec.js';
+import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
 import { checkModes, type Modes } from './modes.js';
 import { checkName } from './names.js';
-import { isMapped, releaseUnlessShared, sharers } from './sharing.js';
+import { isMapped, releaseUnlessShared, sharedMany, sharers } from './sharing.js';
 import type { Container, Disk, Store } from './store.js';
 import { ZERO_ENTRY } from './tables.js';
 
@@ -113,11 +114,11 @@ export class CowOps {
     if (disk.readOnly) return new Map();
     await this.store.alloc.withFrontier(() => this.store.db.transaction(async () => {
       planned.length = 0; // a transaction refused for zero-ahead reserved nothing
-      for (const segment of unique) {
-        const [e] = await this.store.tables.getEntries(disk, segment, 1);
-        if (!plainShared(e)) continue;
-        const shared = (await sharers(this.store, disk, segment, e)).length > 0;
-        planned.push({ segment, old: e, to: shared ? await this.store.alloc.allocateUnits(disk, undefined, true) : undefined });
+      const now = await this.entriesAt(disk, unique);
+      const candidates = unique.filter((s) => plainShared(now.get(s)!)).map((segment) => ({ segment, at: now.get(segment)! }));
+      const shared = await sharedMany(this.store, disk, candidates);
+      for (const [i, c] of candidates.entries()) {
+        planned.push({ segment: c.segment, old: c.at, to: shared[i] ? await this.store.alloc.allocateUnits(disk, undefined, true) : undefined });
       }
     }, { durable: false }));
     const reserved = planned.filter((p) => p.to !== undefined);
@@ -131,32 +132,41 @@ export class CowOps {
       if (reserved.length) await copy(reserved.map((p) => ({ segment: p.segment, from: p.old, to: p.to! })));
       failpoint('staged.io');
       await this.store.db.transaction(async () => {
-        for (const p of planned) {
-          const [now] = await this.store.tables.getEntries(disk, p.segment, 1);
-          if (!sameEntry(now, p.old)) {
-            if (p.to) await this.store.alloc.pool.unreserve(runOf(p.to, units));
-            continue;
-          }
+        const now = await this.entriesAt(disk, planned.map((p) => p.segment));
+        const kept = planned.filter((p) => sameEntry(now.get(p.segment)!, p.old));
+        for (const p of planned) if (p.to && !kept.includes(p)) await this.store.alloc.pool.unreserve(runOf(p.to, units)); // changed meanwhile
+        for (const p of kept) {
           const states = p.old.states & ~STATE_NO_WRITE;
-          if (!p.to) {
-            const entry = { ...p.old, states };
-            await this.store.tables.setEntries(disk, p.segment, [entry]);
-            out.set(p.segment, { entry, remapped: false });
-            continue;
-          }
-          await this.store.alloc.pool.claim(runOf(p.to, units));
-          const entry = { states, container: p.to.container, offset: p.to.offset, alt: 0 };
-          await this.store.tables.setEntries(disk, p.segment, [entry]);
-          // Kept if somebody else still names it; freed if its last sharer went meanwhile (a snapshot rm).
-          await releaseUnlessShared(this.store, disk, p.segment, p.old);
-          out.set(p.segment, { entry, remapped: true });
+          if (p.to) await this.store.alloc.pool.claim(runOf(p.to, units));
+          out.set(p.segment, p.to
+            ? { entry: { states, container: p.to.container, offset: p.to.offset, alt: 0 }, remapped: true }
+            : { entry: { ...p.old, states }, remapped: false });
         }
+        for (const run of runsOf(kept.map((p) => p.segment))) await this.store.tables.setEntries(disk, run[0]!, run.map((s) => out.get(s)!.entry));
+        // The old segments are kept if somebody else still names them; freed if their last sharer went
+        // meanwhile (a snapshot rm).
+        const remapped = kept.filter((p) => p.to);
+        const still = await sharedMany(this.store, disk, remapped.map((p) => ({ segment: p.segment, at: p.old })));
+        for (const [i, p] of remapped.entries()) if (!still[i]) await this.store.alloc.free(p.old.container, p.old.offset / LOCATION_UNIT, units);
       });
     } catch (err) {
       await giveBack(reserved);
       throw err;
     }
     failpoint('staged.committed');
+    return out;
+  }
+
+  /** Entries of many segments of a disk, each chunk read once (inside a transaction: its view). */
+  private async entriesAt(disk: Disk, segments: number[]): Promise<Map<number, Entry>> {
+    const out = new Map<number, Entry>();
+    const read = new Map<number, Buffer>();
+    for (const s of segments) {
+      const c = Math.floor(s / CHUNK_ENTRIES);
+      let data = read.get(c);
+      if (!data) read.set(c, (data = await this.store.tables.chunk(disk, c)));
+      out.set(s, decodeEntry(data, s - c * CHUNK_ENTRIES));
+    }
     return out;
   }
 

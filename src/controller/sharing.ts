@@ -32,14 +32,40 @@ export async function familyOf(store: Store, disk: Disk, segment = 0): Promise<D
   return (await store.listDisks()).filter((d) => d.id !== disk.id && d.family === disk.family && d.segments > segment);
 }
 
+/** Whether entry k of a stored chunk is mapped and names location `at`. */
+function namesAt(data: Buffer, k: number, at: { container: number; offset: number }): boolean {
+  return mappedAt(data, k) && data.readUInt32LE(k * ENTRY_BYTES + 4) >>> 8 === at.container && data.readUInt32LE(k * ENTRY_BYTES + 8) * LOCATION_UNIT === at.offset;
+}
+
 /** The other disks whose entry `segment` names location `at`. */
 export async function sharers(store: Store, disk: Disk, segment: number, at: { container: number; offset: number }): Promise<Disk[]> {
   const out: Disk[] = [];
   const chunk = Math.floor(segment / CHUNK_ENTRIES);
-  const k = segment - chunk * CHUNK_ENTRIES;
   for (const other of await familyOf(store, disk, segment)) {
-    const data = await store.tables.chunk(other, chunk);
-    if (mappedAt(data, k) && data.readUInt32LE(k * ENTRY_BYTES + 4) >>> 8 === at.container && data.readUInt32LE(k * ENTRY_BYTES + 8) * LOCATION_UNIT === at.offset) out.push(other);
+    if (namesAt(await store.tables.chunk(other, chunk), segment - chunk * CHUNK_ENTRIES, at)) out.push(other);
+  }
+  return out;
+}
+
+/**
+ * For many entries of one disk (a batch): whether another disk of its family names each one's location at
+ * its index. The family is listed once and each member's chunk read once, however many entries it holds.
+ */
+export async function sharedMany(store: Store, disk: Disk, items: Array<{ segment: number; at: { container: number; offset: number } }>): Promise<boolean[]> {
+  const family = await familyOf(store, disk);
+  const read = new Map<string, Buffer>();
+  const out: boolean[] = [];
+  for (const { segment, at } of items) {
+    const chunk = Math.floor(segment / CHUNK_ENTRIES);
+    let shared = false;
+    for (const other of family) {
+      if (other.segments <= segment) continue;
+      const key = `${other.id}/${chunk}`;
+      let data = read.get(key);
+      if (!data) read.set(key, (data = await store.tables.chunk(other, chunk)));
+      if ((shared = namesAt(data, segment - chunk * CHUNK_ENTRIES, at))) break;
+    }
+    out.push(shared);
   }
   return out;
 }
