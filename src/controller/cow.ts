@@ -1,7 +1,8 @@
 // Operations that share segments between disks and undo the sharing. A snapshot or clone copies a table and
 // sets No-write, so it costs the same whatever the disk holds; a write (copyOnWrite), a discard (reclaim)
 // or a migration step then drops one disk's reference. Remaps that need a copy are staged flows
-// (segment-alloc.ts): the copy runs between the reservation and the commit that names it.
+// (segment-alloc.ts; copyOnWriteMany for a batch of faults): the copy runs between the reservation and the
+// commit that names it.
 import { VdiskError } from '../errors.js';
 import { failpoint } from '../util/failpoints.js';
 import { runOf, type Allocated } from './allocator.js';
