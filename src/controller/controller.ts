@@ -480,6 +480,9 @@ export class Controller {
       const { diskId, segment, from } = parseControllerArgs('fault.ahead', a);
       const disk = await this.store.diskById(diskId);
       if (!disk) throw new VdiskError(`no disk with id ${diskId}`, { code: 'ENOENT' });
+      for (const [name, v] of [['segment', segment], ['from', from]] as const) {
+        if (v >= disk.segments) throw new VdiskError(`${name} ${v} is outside disk ${disk.name} (${disk.segments} segments)`, { code: 'ERANGE' });
+      }
       const started = performance.now();
       const mapped = await this.attachments.faultAhead(caller.conn, disk, segment, from);
       this.metrics.ahead(performance.now() - started, mapped > 0);

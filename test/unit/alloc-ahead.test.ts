@@ -192,6 +192,9 @@ t.test('ahead hints: a window from the hinted segment, pushed while nobody waits
   const hint = async (segment: number, from: number) =>
     ((await hx.conn.request('fault.ahead', { diskId: d.id, segment, from })).result as { mapped: number }).mapped;
   t.equal(await hint(3, 1), 0, 'no stream yet: declined');
+  for (const [segment, from] of [[48, 1], [3, 48], [2 ** 32, 1]]) {
+    await t.rejects(hx.conn.request('fault.ahead', { diskId: d.id, segment, from }), { code: 'ERANGE' }, `segment ${segment} from ${from}: outside the disk, refused`);
+  }
   for (let s = 0; s <= MIN_RUN; s++) await fault(d.id, s);
   const end = 2 * MIN_RUN + 1;
   t.equal(await used(), end, 'the faults and their first window');
