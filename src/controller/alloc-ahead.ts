@@ -6,6 +6,7 @@
 // doubles, up to a cap) is mapped after its faults, in the same commit: its next writes then find their
 // segments mapped instead of each costing a controller round trip. Pure bookkeeping; ThinBatcher asks and
 // reports, under the disk's lock.
+import { runsOf } from '../util/runs.js';
 
 /** The most one stream maps ahead of its writes, in bytes (bounds the space a stopped writer leaves mapped). */
 export const AHEAD_MAX_BYTES = 64 << 20;
@@ -94,15 +95,4 @@ export class AllocAhead {
     }
     while (streams.size > STREAMS_PER_DISK) streams.delete(streams.keys().next().value as number);
   }
-}
-
-/** Sorted, distinct segments as runs of consecutive ones. */
-export function runsOf(sorted: number[]): number[][] {
-  const runs: number[][] = [];
-  for (const s of sorted) {
-    const last = runs[runs.length - 1];
-    if (last && last[last.length - 1] === s - 1) last.push(s);
-    else runs.push([s]);
-  }
-  return runs;
 }

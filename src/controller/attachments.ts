@@ -192,8 +192,8 @@ export class Attachments implements DiskLocks {
   }
 
   /** A sequential writer's ahead hint (see ThinBatcher.hint): segments mapped ahead, 0 when declined. */
-  faultAhead(from: Connection, disk: Disk, segment: number, writer: number): Promise<number> {
-    return this.policy.thin?.hint(from, disk, segment, writer) ?? Promise.resolve(0);
+  faultAhead(disk: Disk, segment: number, writer: number): Promise<number> {
+    return this.policy.thin?.hint(disk, segment, writer) ?? Promise.resolve(0);
   }
 
   /** Folds an Alternate segment (see FaultPolicy.fold); foldLocked when the caller holds the disk's lock. */

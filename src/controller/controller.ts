@@ -484,7 +484,7 @@ export class Controller {
         if (v >= disk.segments) throw new VdiskError(`${name} ${v} is outside disk ${disk.name} (${disk.segments} segments)`, { code: 'ERANGE' });
       }
       const started = performance.now();
-      const mapped = await this.attachments.faultAhead(caller.conn, disk, segment, from);
+      const mapped = await this.attachments.faultAhead(disk, segment, from);
       this.metrics.ahead(performance.now() - started, mapped > 0);
       return { mapped };
     },

@@ -9,12 +9,11 @@ import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import { turn } from '../util/sleep.js';
+import { settleBatch, type Waiting } from './batch-settle.js';
 import { copyOutsPending } from './copy-out.js';
 import type { FaultRequest } from './faults.js';
 import type { SegmentIo } from './segment-io.js';
 import type { Disk, Store } from './store.js';
-
-interface Waiting { from: Connection; f: FaultRequest; resolve: (a: FaultAnswer) => void; reject: (err: unknown) => void }
 
 export interface CowBatchHooks {
   /** A held (No-write by the operator) segment: its writes wait, they do not copy. */
@@ -69,30 +68,10 @@ export class CowBatcher {
         mapped = new Map(); // ENOSPC, a failed copy: each fault finds its own answer below
       }
     }
-    const rest: Waiting[] = [];
-    const settled: Waiting[] = [];
-    const items: Array<{ from: Connection; segment: number; entry: Entry }> = [];
-    for (const w of batch) {
-      const m = mapped.get(w.f.segment);
-      if (!m) {
-        rest.push(w);
-        continue;
-      }
-      settled.push(w);
-      if (m.remapped && !items.some((x) => x.segment === w.f.segment)) items.push({ from: w.from, segment: w.f.segment, entry: m.entry });
-    }
-    // Committed: the other holders get the new entries, then the writers their answers.
-    try {
-      if (items.length) await this.hooks.pushEntries(disk, items);
-      for (const w of settled) {
-        const m = mapped.get(w.f.segment)!;
-        w.resolve({ action: 'entry', entry: m.entry, allocated: m.remapped });
-      }
-      this.stats.faults += settled.length;
-    } catch (err) {
-      for (const w of settled) w.reject(err);
-    }
+    this.stats.faults += (await settleBatch(disk, batch, (s) => {
+      const m = mapped.get(s);
+      return m && { entry: m.entry, fresh: m.remapped };
+    }, this.hooks)).answered;
     if (mapped.size > 0) this.stats.batches++;
-    for (const w of rest) setImmediate(() => { this.hooks.single(w.from, disk, w.f).then(w.resolve, w.reject); });
   }
 }

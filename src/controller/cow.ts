@@ -7,7 +7,7 @@ import { VdiskError } from '../errors.js';
 import { failpoint } from '../util/failpoints.js';
 import { runOf, type Allocated } from './allocator.js';
 import { sameEntry } from './segment-alloc.js';
-import { runsOf } from './alloc-ahead.js';
+import { runsOf } from '../util/runs.js';
 import { LOCATION_UNIT, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../table/mapping-table.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
 import { checkModes, type Modes } from './modes.js';

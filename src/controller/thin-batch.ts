@@ -8,15 +8,16 @@ import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
 import type { KeyedMutex } from '../util/mutex.js';
+import { runsOf } from '../util/runs.js';
 import { turn } from '../util/sleep.js';
-import { AllocAhead, runsOf } from './alloc-ahead.js';
+import { AllocAhead } from './alloc-ahead.js';
+import { settleBatch, type Waiting } from './batch-settle.js';
 import { copyOutsPending } from './copy-out.js';
 import type { FaultRequest } from './faults.js';
 import { sameEntry } from './segment-alloc.js';
 import type { SegmentIo } from './segment-io.js';
 import type { Disk, Store } from './store.js';
 
-interface Waiting { from: Connection; f: FaultRequest; resolve: (a: FaultAnswer) => void; reject: (err: unknown) => void }
 /** An ahead hint waiting for its disk's next batch: resolves with the segments that batch mapped ahead. */
 interface Hint { segment: number; writer: number; resolve: (mapped: number) => void }
 
@@ -66,7 +67,7 @@ export class ThinBatcher {
    * batch maps a window from `segment` on, pushed to every holder; else it is declined at once (0), without
    * the lock. Nothing waits on it, so the window commits and is pushed while the writer writes.
    */
-  hint(_from: Connection, disk: Disk, segment: number, writer: number): Promise<number> {
+  hint(disk: Disk, segment: number, writer: number): Promise<number> {
     if (disk.readOnly || !this.ahead.continues(disk.id, disk.segmentSize, segment, writer)) return Promise.resolve(0);
     return new Promise((resolve) => {
       this.join(disk);
@@ -154,34 +155,17 @@ export class ThinBatcher {
       this.ahead.mapped(disk.id, starts.filter((s) => mapped.has(s) && !ahead.includes(s)), ahead);
       if (ahead.length) this.windows.set(disk.id, [new Map(ahead.map((s) => [s, mapped.get(s)!])), ...(this.windows.get(disk.id) ?? []).slice(0, 1)]);
     }
-    const rest: Waiting[] = [];
-    const settled: Waiting[] = [];
-    const items: Array<{ from: Connection; segment: number; entry: Entry }> = [];
-    const seen = new Set<number>();
-    for (const w of batch) {
-      const entry = mapped.get(w.f.segment);
-      if (!entry) {
-        rest.push(w);
-        continue;
-      }
-      settled.push(w);
-      if (!seen.has(w.f.segment)) items.push({ from: w.from, segment: w.f.segment, entry });
-      seen.add(w.f.segment);
-    }
-    // Committed: the other holders get the new entries, then the writers their answers.
-    try {
-      if (items.length) await this.hooks.pushEntries(disk, items);
+    // Committed: the other holders get the new entries and the windows, then the writers their answers.
+    const pushAhead = async () => {
       for (const run of runsOf(ahead)) await this.hooks.pushAhead(disk, run[0]!, run.map((s) => mapped.get(s)!));
-      for (const w of settled) w.resolve({ action: 'entry', entry: mapped.get(w.f.segment)!, allocated: true });
-      this.stats.faults += settled.length;
-      if (ahead.length && hinted.length) this.stats.hints++;
-    } catch (err) {
-      for (const w of settled) w.reject(err);
-    }
+    };
+    const { answered, pushed } = await settleBatch(disk, batch, (s) => {
+      const entry = mapped.get(s);
+      return entry && { entry, fresh: true };
+    }, this.hooks, pushAhead);
+    this.stats.faults += answered;
+    if (pushed && ahead.length && hinted.length) this.stats.hints++;
     for (const h of hints) h.resolve(hinted.includes(h.segment) ? ahead.length : 0);
     if (mapped.size > 0) this.stats.batches++;
-    // Not settled here (not Zero any more, held, read-only, out of range, no space): the one-fault path,
-    // after this lock is released.
-    for (const w of rest) setImmediate(() => { this.hooks.single(w.from, disk, w.f).then(w.resolve, w.reject); });
   }
 }

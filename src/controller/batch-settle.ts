@@ -1,0 +1,58 @@
+// The end of a fault batch, shared by the thin (thin-batch.ts) and copy-on-write (cow-batch.ts) batchers:
+// once the batch's commit is durable, the other holders get the new entries, then the writers their
+// answers; every fault the batch did not settle goes down the one-fault path after the lock is released.
+import type { Connection } from '../protocol/connection.js';
+import type { FaultAnswer } from '../protocol/fault-answer.js';
+import type { Entry } from '../table/mapping-table.js';
+import type { FaultRequest } from './faults.js';
+import type { Disk } from './store.js';
+
+/** A fault waiting for its disk's next batch. */
+export interface Waiting { from: Connection; f: FaultRequest; resolve: (a: FaultAnswer) => void; reject: (err: unknown) => void }
+
+/** What a batch committed for one segment: its entry, and whether it is new (pushed, and `allocated`). */
+export interface Settled { entry: Entry; fresh: boolean }
+
+export interface SettleHooks {
+  /** Sends new mappings to the disk's holders, each but to its faulting agent; the caller holds the disk's lock. */
+  pushEntries(disk: Disk, items: Array<{ from: Connection; segment: number; entry: Entry }>): Promise<void>;
+  /** The one-fault path, for every fault the batch does not settle (it takes the lock itself). */
+  single(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer>;
+}
+
+/**
+ * Answers the batch's faults on segments `committed` has, after pushing each new entry once (and whatever
+ * `alsoPush` sends, before any answer); hands the rest to the one-fault path on a later turn. Returns how
+ * many faults it answered, and whether the pushes went out: if one failed, those faults are rejected (their
+ * agents resend).
+ */
+export async function settleBatch(disk: Disk, batch: Waiting[], committed: (segment: number) => Settled | undefined,
+  hooks: SettleHooks, alsoPush?: () => Promise<void>): Promise<{ answered: number; pushed: boolean }> {
+  const rest: Waiting[] = [];
+  const settled: Array<[Waiting, Settled]> = [];
+  const items: Array<{ from: Connection; segment: number; entry: Entry }> = [];
+  const seen = new Set<number>();
+  for (const w of batch) {
+    const m = committed(w.f.segment);
+    if (!m) {
+      rest.push(w);
+      continue;
+    }
+    settled.push([w, m]);
+    if (m.fresh && !seen.has(w.f.segment)) items.push({ from: w.from, segment: w.f.segment, entry: m.entry });
+    seen.add(w.f.segment);
+  }
+  let pushed = false;
+  try {
+    if (items.length) await hooks.pushEntries(disk, items);
+    if (alsoPush) await alsoPush();
+    for (const [w, m] of settled) w.resolve({ action: 'entry', entry: m.entry, allocated: m.fresh });
+    pushed = true;
+  } catch (err) {
+    for (const [w] of settled) w.reject(err);
+  }
+  // Not settled here (not Zero or shared any more, held, read-only, out of range, no space): the one-fault
+  // path, after this lock is released.
+  for (const w of rest) setImmediate(() => { hooks.single(w.from, disk, w.f).then(w.resolve, w.reject); });
+  return { answered: pushed ? settled.length : 0, pushed };
+}
