@@ -105,6 +105,7 @@ export class Store {
       const store = new Store(db, file);
       // No flow runs yet: every reservation belongs to one a crash interrupted.
       await db.transaction(() => store.alloc.pool.recoverPending());
+      await db.transaction(() => store.alloc.pool.forgetZeroed());
       return store;
     } catch (err) {
       await db.close().catch(() => {});

@@ -99,6 +99,30 @@ t.test('a reservation its flow wrote into and gave back is not fresh again', asy
   t.ok(s.bytesAt(again).every((b) => b === 0), 'and reads zeros, not the failed flow\'s bytes');
 });
 
+t.test('a restart forgets the frontier: bytes that a flow of a lost commit wrote above the bump pointer are zeroed before use', async (t) => {
+  const s = await setup(t);
+  await s.store.alloc.allocateSegment(s.disk, 0);
+  const before = await s.units();
+  t.ok(before.zeroed_unit > before.next_unit, `a frontier was built (${before.next_unit} < ${before.zeroed_unit})`);
+  // A power cut took back a reservation whose copy had reached the container: the bump pointer is where the
+  // durable state left it, and the bytes above it are not zeros.
+  const fd = fs.openSync(s.img, 'r+');
+  fs.writeSync(fd, Buffer.alloc(MB, 0xab), 0, MB, before.next_unit * LOCATION_UNIT);
+  fs.closeSync(fd);
+  const dir = path.dirname(s.img);
+  const again = await Store.open(dir);
+  const io = new SegmentIo(again);
+  t.teardown(async () => { io.close(); await again.close(); });
+  const after = (await again.db.get<{ next_unit: number; zeroed_unit: number }>('SELECT next_unit, zeroed_unit FROM containers WHERE id = 1'))!;
+  t.same(after, { next_unit: before.next_unit, zeroed_unit: before.next_unit }, 'after the restart nothing above the bump pointer is known zero');
+  const zeroes: number[] = [];
+  again.alloc.pool.zeroer = async (container, offset, length) => { zeroes.push(offset); await io.zero(container, offset, length); };
+  const disk = await again.disk('d');
+  const e = await again.alloc.allocateSegment(disk, 1);
+  t.equal(e.offset, before.next_unit * LOCATION_UNIT, 'the storage after the last durable allocation is taken');
+  t.ok(s.bytesAt(e).every((b) => b === 0), 'and reads zeros, not the lost flow\'s bytes');
+});
+
 t.test('zero-ahead does not extend a frontier that was lowered while it zeroed', async (t) => {
   const s = await setup(t);
   await s.store.alloc.allocateSegment(s.disk, 0);
