@@ -2,7 +2,7 @@
 // ublk device serving it once started, and the forwarding of its map faults to the controller. Runs on the
 // agent's main thread. Table changes are applied synchronously where the command or answer is received
 // (see Agent), never after an await, so they take effect in the order the controller sent them.
-import { dirtyWords, markDirty } from '../io/translator.js';
+import { SYNC_DURABLE, SYNC_MAPPED, SYNC_WORDS, dirtyWords, genReached, markDirty } from '../io/translator.js';
 import { FAULT_DISCARD, FAULT_READ, FAULT_WRITE } from '../protocol/fault-ops.js';
 import { VdiskError } from '../errors.js';
 import { MappingTable, STATE_ERROR, STATE_INVALID, STATE_ZERO } from '../table/mapping-table.js';
@@ -32,6 +32,9 @@ export type IoErrorSender = (disk: AgentDisk, first: number, count: number) => v
  */
 export type AheadSender = (disk: AgentDisk, segment: number, from: number) => Promise<void>;
 
+/** Asks the controller to make every mapping it sent so far durable (disk.sync): 0, or -errno when it cannot. */
+export type SyncSender = (disk: AgentDisk) => Promise<number>;
+
 interface Delay { segment: number; end(cancelled: boolean): void }
 
 export class AgentDisk {
@@ -43,6 +46,11 @@ export class AgentDisk {
    * Shared with the device's queues; bits are only ever set.
    */
   readonly dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(MAX_CONTAINERS) * 4));
+  /**
+   * The sync words the queues read (Translator's SYNC_*): bumped before anything the controller sent is
+   * installed, so a FLUSH or FUA write that may rely on it waits for a disk.sync first.
+   */
+  readonly sync = new Int32Array(new SharedArrayBuffer(SYNC_WORDS * 4));
   /** Faults parked on a 'delay' answer: each waits for its time or for the controller's cancel of its segment. */
   private readonly delays = new Set<Delay>();
   /** Ahead hints sent and not yet answered, by segment: one each however many queues see it. */
@@ -57,6 +65,7 @@ export class AgentDisk {
     private readonly sendIoError: IoErrorSender = () => {},
     private readonly log: (m: string) => void = () => {},
     private readonly sendAhead: AheadSender = async () => {},
+    private readonly sendSync: SyncSender = async () => 0,
   ) {
     this.table = MappingTable.create({ segments: Math.ceil(shape.size / shape.segmentSize), segmentSize: shape.segmentSize });
   }
@@ -73,6 +82,8 @@ export class AgentDisk {
       onFault: (f) => this.fault(f),
       onIoError: (first, count) => this.reportIoError(first, count),
       onAhead: (segment, from) => this.ahead(segment, from),
+      sync: this.sync.buffer as SharedArrayBuffer,
+      onSync: () => this.syncMappings(),
     };
   }
 
@@ -101,6 +112,7 @@ export class AgentDisk {
 
   /** The controller's set entries: bytes in the stored layout (16 bytes per entry). */
   setEntries(first: number, bytes: Uint8Array): void {
+    this.mapped();
     this.markMapped(bytes);
     this.table.loadBytes(first, bytes);
   }
@@ -124,9 +136,34 @@ export class AgentDisk {
     markDirty(this.dirty, container);
   }
 
+  /** Before installing what the controller sent: it may not be durable yet (see sync). */
+  private mapped(): void {
+    Atomics.add(this.sync, SYNC_MAPPED, 1);
+  }
+
+  /** The controller's state change over a range of entries. */
+  changeStates(first: number, count: number, bits: number, set: boolean): void {
+    this.mapped();
+    this.table.changeStates(first, count, bits, set);
+  }
+
+  /**
+   * The device's sync handler: one disk.sync covering every generation installed before it was sent, then
+   * that generation is stored as durable. Nothing new since the last one: no message.
+   */
+  private async syncMappings(): Promise<number> {
+    const gen = Atomics.load(this.sync, SYNC_MAPPED);
+    if (genReached(Atomics.load(this.sync, SYNC_DURABLE), gen)) return 0;
+    const result = await this.sendSync(this);
+    if (result < 0) return result;
+    if (!genReached(Atomics.load(this.sync, SYNC_DURABLE), gen)) Atomics.store(this.sync, SYNC_DURABLE, gen);
+    return 0;
+  }
+
   /** The controller's alternate location for a slot (before any entry naming it, or more bits for it). */
   setAlternate(a: Alternate): void {
     if (!this.table.alternates) throw new RangeError('this table has no alternate locations');
+    this.mapped();
     this.markDirty(a.container);
     this.table.alternates.set(a.slot, a.container, a.offset, a.bitmap);
   }
@@ -199,6 +236,7 @@ export class AgentDisk {
 
   /** Applies an answer; runs synchronously as the reply is decoded. */
   private install(f: Fault, a: FaultAnswer): void {
+    if (a.action !== 'delay') this.mapped();
     if (a.action === 'entry') {
       if (a.alternate) this.setAlternate(a.alternate);
       if ((a.entry.states & (STATE_INVALID | STATE_ZERO)) === 0) this.markDirty(a.entry.container);

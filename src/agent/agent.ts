@@ -197,6 +197,28 @@ export class Agent {
   }
 
   /**
+   * A disk.sync (AgentDisk's SyncSender): waits for a connection as long as it takes, like a fault (a lost
+   * controller holds FLUSHes, never fails them), and asks again on a new one: a sync is idempotent.
+   */
+  private async sendSync(disk: AgentDisk): Promise<number> {
+    for (;;) {
+      const conn = this.conn ?? await this.ready;
+      try {
+        await controllerRequest(conn, 'disk.sync', { diskId: disk.id }, { timeoutMs: 0 });
+        return 0;
+      } catch (err) {
+        const code = (err as VdiskError).code;
+        if (code === 'ECONNRESET' || code === 'ETIMEDOUT' || !conn.isOpen) {
+          await sleep(50);
+          continue;
+        }
+        this.log(`sync of ${disk.shape.name}: ${(err as Error).message}`);
+        return -5;
+      }
+    }
+  }
+
+  /**
    * An ahead hint (AgentDisk's AheadSender): sent once on the link there is, never retried (a writer that
    * outruns its window faults as usual). The controller's refusal is normal and not logged.
    */
@@ -249,7 +271,7 @@ export class Agent {
       if (cur?.device) throw new VdiskError(`disk ${shape.name} is being served by ${cur.device.path}: stop it first`, { code: 'EBUSY' });
       this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on),
         (d, first, count) => { void this.sendIoError(d, first, count); }, this.log,
-        (d, segment, from) => this.sendAhead(d, segment, from)));
+        (d, segment, from) => this.sendAhead(d, segment, from), (d) => this.sendSync(d)));
       return {};
     },
     'table.delete': ({ diskId }) => {
@@ -279,7 +301,7 @@ export class Agent {
     },
     'table.states': async ({ diskId, first, count, bits, set, blocking }) => {
       const d = this.disk(diskId);
-      d.table.changeStates(first, count, bits, set);
+      d.changeStates(first, count, bits, set);
       if (blocking) {
         await d.barrier();
         failpoint('agent.blocked');

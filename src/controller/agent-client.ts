@@ -48,6 +48,9 @@ export class AgentClient {
 
   /** The whole table in bulk, in messages of LOAD_ENTRIES entries (frames are capped at 64 MiB). */
   async loadTable(conn: Connection, disk: Disk, blocking: boolean): Promise<void> {
+    // Lazily committed fault mappings become durable first (cheap when none are pending): the host may be
+    // another machine, whose agent would outlive a power cut here (see thin-batch.ts).
+    await this.store.db.sync();
     // Alternate records before the entries naming them (see alternates.ts).
     for (const a of await listAlternates(this.store, disk.id)) await this.sendAlternate(conn, disk, a);
     // Piece by piece from the store: the controller never holds more than one message of a big table.

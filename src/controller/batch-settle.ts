@@ -5,7 +5,7 @@ import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
 import type { FaultRequest } from './faults.js';
-import type { Disk } from './store.js';
+import type { Disk, Store } from './store.js';
 
 /** A fault waiting for its disk's next batch. */
 export interface Waiting { from: Connection; f: FaultRequest; resolve: (a: FaultAnswer) => void; reject: (err: unknown) => void }
@@ -13,11 +13,24 @@ export interface Waiting { from: Connection; f: FaultRequest; resolve: (a: Fault
 /** What a batch committed for one segment: its entry, and whether it is new (pushed, and `allocated`). */
 export interface Settled { entry: Entry; fresh: boolean }
 
+/**
+ * Whether a batch of this disk may commit without its own fsync (made durable by Db.sync before the next FLUSH
+ * or FUA write completes, see thin-batch.ts): only while no holder is a host on another machine, whose agent
+ * could outlive a power cut here and keep writing into storage the controller no longer knows it gave.
+ * Called under the disk's lock, which attach and detach take: the holders cannot change meanwhile.
+ */
+export async function lazyCommitAllowed(store: Store, disk: Disk, isRemote: (hostId: string) => Promise<boolean>): Promise<boolean> {
+  for (const h of await store.attachments({ diskId: disk.id })) if (await isRemote(h.hostId)) return false;
+  return true;
+}
+
 export interface SettleHooks {
   /** Sends new mappings to the disk's holders, each but to its faulting agent; the caller holds the disk's lock. */
   pushEntries(disk: Disk, items: Array<{ from: Connection; segment: number; entry: Entry }>): Promise<void>;
   /** The one-fault path, for every fault the batch does not settle (it takes the lock itself). */
   single(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer>;
+  /** Whether a host is on another machine (it has a credential: its agent reaches the controller over TLS). */
+  isRemote(hostId: string): Promise<boolean>;
 }
 
 /**

@@ -91,6 +91,7 @@ const REQUEST_ROLES = {
   'disk.ioerror': AGENT,
   'fault': AGENT,
   'fault.ahead': AGENT,
+  'disk.sync': AGENT,
   'disk.rm': CLI,
   'host.add': CLI,
   'host.ls': CLI,
@@ -487,6 +488,16 @@ export class Controller {
       const mapped = await this.attachments.faultAhead(disk, segment, from);
       this.metrics.ahead(performance.now() - started, mapped > 0);
       return { mapped };
+    },
+    'disk.sync': async (a, caller): Promise<Sent<'disk.sync'>> => {
+      this.registered(caller);
+      const { diskId } = parseControllerArgs('disk.sync', a);
+      if (!await this.store.diskById(diskId)) throw new VdiskError(`no disk with id ${diskId}`, { code: 'ENOENT' });
+      const started = performance.now();
+      const commits = this.store.db.lazyPending;
+      await this.store.db.sync();
+      this.metrics.sync(performance.now() - started, commits > 0);
+      return { commits };
     },
     'disk.rm': async (a, caller) => {
       await this.store.removeDisk(str(a, 'name'), progressTo(caller.conn, a.progress === true, 'rm', 'segments'));

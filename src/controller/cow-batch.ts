@@ -3,13 +3,15 @@
 // (store.cow.copyOnWriteMany: one reservation, the copies with one fdatasync per container, one durable commit
 // that remaps them all), instead of two commits, a copy and an fdatasync each under the lock. A segment that
 // every waiting write covers whole needs no copy: it gets zeroed storage (fresh from the zeroed frontier, or
-// zeroed here). Durability is unchanged: every answer goes out after the commit that maps its segment.
+// zeroed here). Every answer goes out after the commit that maps its segment; as for first writes into thin
+// segments, that commit has no fsync of its own unless a holder is on another machine (thin-batch.ts): the
+// copies are durable before it, and a remap a power cut takes back only loses writes nobody flushed.
 import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import { turn } from '../util/sleep.js';
-import { settleBatch, type Waiting } from './batch-settle.js';
+import { lazyCommitAllowed, settleBatch, type Waiting } from './batch-settle.js';
 import { copyOutsPending } from './copy-out.js';
 import type { FaultRequest } from './faults.js';
 import type { SegmentIo } from './segment-io.js';
@@ -22,6 +24,8 @@ export interface CowBatchHooks {
   pushEntries(disk: Disk, items: Array<{ from: Connection; segment: number; entry: Entry }>): Promise<void>;
   /** The one-fault path, for every fault the batch does not settle (it takes the lock itself). */
   single(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer>;
+  /** Whether a host is on another machine (see lazyCommitAllowed). */
+  isRemote(hostId: string): Promise<boolean>;
 }
 
 export class CowBatcher {
@@ -56,6 +60,7 @@ export class CowBatcher {
     let mapped = new Map<number, { entry: Entry; remapped: boolean }>();
     if (eligible.length > 0) {
       const size = disk.segmentSize;
+      const durable = !await lazyCommitAllowed(this.store, disk, (h) => this.hooks.isRemote(h));
       const partly = new Set(eligible.filter((w) => w.f.offset !== 0 || w.f.length !== size).map((w) => w.f.segment));
       try {
         mapped = await this.store.cow.copyOnWriteMany(disk, eligible.map((w) => w.f.segment), async (items) => {
@@ -63,7 +68,7 @@ export class CowBatcher {
           const copies = items.filter((i) => partly.has(i.segment));
           await this.io.copyMany(copies, size);
           await this.io.zeroMany(items.filter((i) => !partly.has(i.segment) && !i.to.fresh).map((i) => i.to), size);
-        });
+        }, { durable });
       } catch {
         mapped = new Map(); // ENOSPC, a failed copy: each fault finds its own answer below
       }

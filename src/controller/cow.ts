@@ -99,15 +99,15 @@ export class CowOps {
   /**
    * copyOnWrite for many segments of one disk at once (a batch of copy-on-write faults): one transaction
    * (without its own fsync: it only reserves) reserves a segment for each one still shared, `copy` fills
-   * them outside any transaction (it must make them durable, as copyOnWrite's copy does), and one durable
-   * transaction remaps every segment whose entry is still the planned one and drops its reference to the
+   * them outside any transaction (it must make them durable, as copyOnWrite's copy does), and one transaction
+   * (durable unless `durable: false`, see CowBatcher) remaps every segment whose entry is still the planned one and drops its reference to the
    * shared segment. A segment nobody else shares any more just loses No-write in that commit. Returns the
    * new entries by segment, `remapped` where storage changed; a segment that is not a plain shared one (or
    * changed meanwhile) is absent and its reservation goes back. Passes the staged.* failpoints like
    * copyOnWrite, whose flow this is.
    */
-  async copyOnWriteMany(disk: Disk, segments: number[], copy: (items: Array<{ segment: number; from: Entry; to: Allocated }>) => Promise<void>):
-    Promise<Map<number, { entry: Entry; remapped: boolean }>> {
+  async copyOnWriteMany(disk: Disk, segments: number[], copy: (items: Array<{ segment: number; from: Entry; to: Allocated }>) => Promise<void>,
+    o: { durable?: boolean } = {}): Promise<Map<number, { entry: Entry; remapped: boolean }>> {
     const units = disk.segmentSize / LOCATION_UNIT;
     const unique = [...new Set(segments)].sort((a, b) => a - b);
     const plainShared = (e: Entry) => isMapped(e) && (e.states & STATE_NO_WRITE) !== 0 && (e.states & STATE_ALTERNATE) === 0;
@@ -149,7 +149,7 @@ export class CowOps {
         const remapped = kept.filter((p) => p.to);
         const still = await sharedMany(this.store, disk, remapped.map((p) => ({ segment: p.segment, at: p.old })));
         for (const [i, p] of remapped.entries()) if (!still[i]) await this.store.alloc.free(p.old.container, p.old.offset / LOCATION_UNIT, units);
-      });
+      }, o);
     } catch (err) {
       await giveBack(reserved);
       throw err;

@@ -1,6 +1,7 @@
 // A small promise layer over the sqlite3 package with one statement discipline. Writes happen only inside
 // transaction(): BEGIN IMMEDIATE ... COMMIT on the writer connection, one transaction at a time, committed
-// with WAL and synchronous=FULL (a commit that returned is on disk: the controller answers only after it).
+// with WAL and synchronous=FULL (a commit that returned is on disk: the controller answers only after it),
+// or lazily (durable: false) for steps whose durability waits for the next durable commit or sync().
 // Reads outside a transaction go to a second, read-only connection, which over WAL sees committed data only:
 // a fault answer or a table load can never read (and push to agents) another request's open transaction.
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -19,7 +20,16 @@ export class Db {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly tx = new AsyncLocalStorage<TxContext>();
   /** Statements and transactions completed, by connection: tests observe which connection served what. */
-  readonly stats = { readerStatements: 0, writerStatements: 0, transactions: 0 };
+  readonly stats = { readerStatements: 0, writerStatements: 0, transactions: 0, lazyCommits: 0, syncs: 0 };
+  /**
+   * Commits since the last durable one: sync() has something to make durable while this is non-zero. 1 at
+   * open: a previous process's lazy commits may still sit in the WAL unsynced (it died; the OS kept them).
+   */
+  private unsynced = 1;
+  /** The sync() queued and not yet started: callers arriving meanwhile share it (group commit). */
+  private pendingSync: Promise<void> | undefined;
+  /** Whether the open transaction changed a row: a commit that changed none writes no WAL frame, no fsync. */
+  private txWrote = false;
 
   /** The connection of the snapshot() the caller runs in, if any. */
   private readonly snap = new AsyncLocalStorage<sqlite3.Database>();
@@ -63,11 +73,15 @@ export class Db {
   run(sql: string, params: Param[] = []): Promise<{ lastID: number; changes: number }> {
     if (!this.inTransaction) return this.transaction(() => this.run(sql, params));
     this.stats.writerStatements++;
+    const wrote = () => { this.txWrote = true; };
     for (const [table, g] of this.generations) if (g.names.test(sql)) this.wrote.add(table);
     return new Promise((resolve, reject) => {
       this.withStatement(this.writer, sql, (st) => st.run(params, function (this: sqlite3.RunResult, err: Error | null) {
         if (err) reject(wrap(err, sql));
-        else resolve({ lastID: this.lastID, changes: this.changes });
+        else {
+          if (this.changes > 0) wrote();
+          resolve({ lastID: this.lastID, changes: this.changes });
+        }
       }), (err) => reject(wrap(err, sql)));
     });
   }
@@ -94,6 +108,7 @@ export class Db {
     if (!this.inTransaction) return this.transaction(() => this.exec(sql));
     this.stats.writerStatements++;
     this.wrote.add('*');
+    this.txWrote = true;
     return execOn(this.writer, sql);
   }
 
@@ -113,10 +128,17 @@ export class Db {
       if (lazy) await execOn(this.writer, 'PRAGMA synchronous = NORMAL');
       try {
         await execOn(this.writer, 'BEGIN IMMEDIATE');
+        this.txWrote = false;
         try {
           const result = await fn();
           await execOn(this.writer, 'COMMIT');
           this.stats.transactions++;
+          if (lazy) {
+            this.stats.lazyCommits++;
+            this.unsynced++;
+          } else if (this.txWrote) {
+            this.unsynced = 0; // the WAL's fsync covers every earlier commit (the WAL is replayed in order)
+          }
           return result;
         } catch (err) {
           await execOn(this.writer, 'ROLLBACK').catch(() => {});
@@ -130,6 +152,29 @@ export class Db {
     }));
     this.queue = next.catch(() => {});
     return next;
+  }
+
+  /** Commits that sync() would make durable (tests and stats observe it). */
+  get lazyPending(): number {
+    return this.unsynced;
+  }
+
+  /**
+   * Makes every commit so far durable: one durable transaction (its WAL fsync covers the lazy commits before
+   * it) when there were lazy ones, nothing otherwise. Callers arriving while one is queued share it.
+   */
+  sync(): Promise<void> {
+    if (this.unsynced === 0) return Promise.resolve(); // every commit so far is durable: nothing to wait for
+    if (!this.pendingSync) {
+      const p = this.transaction(async () => {
+        this.pendingSync = undefined; // started: a later caller may need commits after this one
+        if (this.unsynced === 0) return; // a durable commit meanwhile: an empty transaction, no fsync
+        this.stats.syncs++;
+        await this.run(SYNC_SQL);
+      });
+      this.pendingSync = p;
+    }
+    return this.pendingSync;
   }
 
   /** How many prepared statements the reader and writer keep (tests observe the cache). */
@@ -231,6 +276,8 @@ export class Db {
 }
 
 const MAX_PREPARED = 256;
+// A write for sync() to commit: an empty transaction writes no WAL frame and so has no fsync.
+const SYNC_SQL = "INSERT INTO counters (name, next) VALUES ('sync', 1) ON CONFLICT (name) DO UPDATE SET next = next + 1";
 
 function connect(file: string, mode: number): Promise<sqlite3.Database> {
   return new Promise<sqlite3.Database>((resolve, reject) => {

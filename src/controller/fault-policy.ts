@@ -1,6 +1,7 @@
 // Map faults and the copy-on-write policy around them: the answer (faults.ts) under the disk's lock, first
 // writes into thin segments grouped by the ThinBatcher, copy-outs, new mappings pushed to the other holders
 // before the answer, folds of Alternate segments, snapshots, and the operator's holds (No-write that waits).
+import { Hosts } from './hosts.js';
 import type { ProgressFn } from './progress.js';
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
@@ -36,8 +37,17 @@ export class FaultPolicy {
   /** Group commit of redirect-on-write faults (made on the first such fault, like `thin`). */
   cow: CowBatcher | undefined;
 
+  private readonly hosts: Hosts;
+
   constructor(private readonly store: Store, private readonly client: AgentClient, private readonly disks: DiskLocks,
-    private readonly log: (m: string) => void) {}
+    private readonly log: (m: string) => void) {
+    this.hosts = new Hosts(store.db);
+  }
+
+  /** Any credential, even a revoked one: that host's agent may still be up until its lease runs out. */
+  private async isRemote(hostId: string): Promise<boolean> {
+    return (await this.hosts.get(hostId)) !== undefined;
+  }
 
   /** Reads the persisted holds; the controller calls it before it serves any fault. */
   async loadHolds(): Promise<void> {
@@ -56,6 +66,7 @@ export class FaultPolicy {
         isHeld: (id, segment) => this.isHeld(id, segment),
         pushEntries: (d, items) => this.pushEntries(d, items),
         pushAhead: (d, first, entries) => this.pushAhead(d, first, entries),
+        isRemote: (hostId) => this.isRemote(hostId),
         single: (c, d, req) => this.faultOne(c, d, req, io),
       }, this.store.allocAheadBytes);
       return this.thin.fault(from, disk, f);
@@ -68,6 +79,7 @@ export class FaultPolicy {
         isHeld: (id, segment) => this.isHeld(id, segment),
         pushEntries: (d, items) => this.pushEntries(d, items),
         single: (c, d, req) => this.faultOne(c, d, req, io),
+        isRemote: (hostId) => this.isRemote(hostId),
       });
       return this.cow.fault(from, disk, f);
     }

@@ -58,6 +58,11 @@ export class Metrics {
     this.record(mapped ? 'ahead' : 'ahead-declined', ms, false);
   }
 
+  /** One answered disk.sync: kind `sync` when it committed lazy mappings durably, `sync-none` when all were. */
+  sync(ms: number, committed: boolean): void {
+    this.record(committed ? 'sync' : 'sync-none', ms, false);
+  }
+
   private record(kind: string, ms: number, error: boolean): void {
     const f = this.faults.get(kind) ?? { count: 0, errors: 0, totalMs: 0, maxMs: 0 };
     f.count++;

@@ -171,11 +171,14 @@ export class SegmentAlloc {
    * allocateSegment for many Zero segments of one disk at once (group commit): one transaction reserves a
    * segment for each, `zero` zeroes them all (outside any transaction, durably), one transaction maps every
    * one whose entry is still Zero. When every segment is fresh (no freed segment is reusable, and the zeroed
-   * frontier has room), the first transaction maps them all itself: one durable commit and no I/O for the lot.
+   * frontier has room), the first transaction maps them all itself: one commit and no I/O for the lot.
    * Returns the new entries by segment; a segment that was not Zero (at plan or at commit) is absent and its
    * reservation goes back. ENOSPC reserves nothing (the caller goes one by one).
+   * `durable: false` maps without an fsync of its own (Db.sync later): safe for what reaches the table, since
+   * every segment reads zeros durably before its mapping commits (zeroed here, or fresh from zero-ahead).
    */
-  async allocateSegments(disk: Disk, segments: number[], zero: (locs: Entry[], length: number) => Promise<void>): Promise<Map<number, Entry>> {
+  async allocateSegments(disk: Disk, segments: number[], zero: (locs: Entry[], length: number) => Promise<void>,
+    o: { durable?: boolean } = {}): Promise<Map<number, Entry>> {
     const units = disk.segmentSize / LOCATION_UNIT;
     for (const s of segments) checkRange(disk, s, 1);
     const unique = [...new Set(segments)].sort((x, y) => x - y);
@@ -225,7 +228,7 @@ export class SegmentAlloc {
       for (const r of coalesce(out.map((p) => runOf(p.loc, units)))) await this.pool.claim(r);
       await mapChunks(mapped, read);
       return { planned: [], mapped };
-    })); // durable: it maps fresh segments itself, and reservations that it does not map are covered anyway
+    }, o)); // maps fresh segments itself; reservations it does not map are covered by the next commit anyway
     if (plan.mapped) {
       failpoint('batch.committed');
       return plan.mapped;
@@ -255,7 +258,7 @@ export class SegmentAlloc {
       for (const r of coalesce([...mapped.values()].map((e) => runOf(e, units)))) await this.pool.claim(r);
       await mapChunks(mapped, read);
       return mapped;
-    });
+    }, o);
     failpoint('batch.committed');
     return mappedAll;
   }

@@ -2,7 +2,10 @@
 // that arrive while its lock is busy wait together; when the lock comes free they are allocated as one batch
 // (store.alloc.allocateSegments: one transaction to reserve, one zeroing pass with one fdatasync per container,
 // one transaction to map), so concurrent first writes share the commits instead of queueing for one each.
-// Durability is unchanged: every answer goes out after the commit that maps its segment. A batch that
+// Every answer goes out after the commit that maps its segment. That commit has no fsync of its own when every
+// holder of the disk runs on this machine (dm-thin's rule): the agent asks for disk.sync before a FLUSH or
+// FUA write completes. A holder on another machine could outlive a power cut here and keep writing into
+// storage the controller no longer knows it gave away, so then the commit is durable. A batch that
 // continues a sequential writer also maps the writer's next window (alloc-ahead.ts) in the same commit.
 import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
@@ -11,7 +14,7 @@ import type { KeyedMutex } from '../util/mutex.js';
 import { runsOf } from '../util/runs.js';
 import { turn } from '../util/sleep.js';
 import { AllocAhead } from './alloc-ahead.js';
-import { settleBatch, type Waiting } from './batch-settle.js';
+import { lazyCommitAllowed, settleBatch, type Waiting } from './batch-settle.js';
 import { copyOutsPending } from './copy-out.js';
 import type { FaultRequest } from './faults.js';
 import { sameEntry } from './segment-alloc.js';
@@ -28,6 +31,8 @@ export interface ThinBatchHooks {
   pushEntries(disk: Disk, items: Array<{ from: Connection; segment: number; entry: Entry }>): Promise<void>;
   /** Sends entries mapped ahead (contiguous from `first`) to every holder, the faulting agents included. */
   pushAhead(disk: Disk, first: number, entries: Entry[]): Promise<void>;
+  /** Whether a host is on another machine (see lazyCommitAllowed). */
+  isRemote(hostId: string): Promise<boolean>;
   /** The one-fault path, for every fault the batch does not settle (it takes the lock itself). */
   single(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer>;
 }
@@ -125,6 +130,7 @@ export class ThinBatcher {
     // the other still has Zero there and would read zeros after the write completed. (Its holders are
     // stable here: attach and detach take this lock.)
     const sole = (await this.store.attachments({ diskId: disk.id })).length <= 1;
+    const durable = !await lazyCommitAllowed(this.store, disk, (h) => this.hooks.isRemote(h));
     // Checked again: a batch since the hint arrived may have moved its stream on.
     const hinted = !sole ? [] : hints.filter((h) => usable(h.segment) && this.ahead.continues(disk.id, disk.segmentSize, h.segment, h.writer))
       .map((h) => h.segment);
@@ -139,12 +145,12 @@ export class ThinBatcher {
         .filter((s) => !this.hooks.isHeld(disk.id, s)).sort((a, b) => a - b);
       const zero = (locs: Entry[], length: number) => this.io.zeroMany(locs, length);
       try {
-        mapped = await this.store.alloc.allocateSegments(disk, [...segments, ...ahead], zero);
+        mapped = await this.store.alloc.allocateSegments(disk, [...segments, ...ahead], zero, { durable });
       } catch {
         // No room for the window too (ENOSPC reserves nothing): the faulting segments alone. Anything else
         // (a failed zeroing): each fault finds its own answer below.
         try {
-          mapped = ahead.length && segments.length ? await this.store.alloc.allocateSegments(disk, segments, zero) : new Map();
+          mapped = ahead.length && segments.length ? await this.store.alloc.allocateSegments(disk, segments, zero, { durable }) : new Map();
         } catch {
           mapped = new Map();
         }

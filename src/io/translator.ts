@@ -17,6 +17,26 @@ import {
 export const PLANNED = 0;
 export const FAULTED = 1;
 export const DEFERRED = 2;
+/**
+ * A FLUSH or a FUA write while the controller may not have made the mappings it relies on durable (see the
+ * sync words): it waits for a disk.sync that covers generation `syncNeed`, then is planned again.
+ */
+export const SYNC = 3;
+
+/**
+ * Words of a disk's sync block. The controller commits fault mappings without an fsync of their own and
+ * makes them durable when asked (dm-thin's rule: before the next FLUSH or FUA completes). The agent's main
+ * thread bumps SYNC_MAPPED before it installs anything the controller sent, and stores into SYNC_DURABLE the
+ * SYNC_MAPPED it read before a disk.sync that then succeeded. Both wrap as Int32 (see genReached).
+ */
+export const SYNC_MAPPED = 0;
+export const SYNC_DURABLE = 1;
+export const SYNC_WORDS = 2;
+
+/** Whether generation `seen` is at or past `target`: a wrapping difference, as for barrier epochs. */
+export function genReached(seen: number, target: number): boolean {
+  return ((seen - target) | 0) >= 0;
+}
 
 /** Words of a dirty-container bitmap for container ids below `containers`. */
 export const dirtyWords = (containers: number): number => Math.ceil(containers / 32);
@@ -49,6 +69,15 @@ export class Translator {
 
   /** Fault whole-segment discards of mapped segments as FAULT_RECLAIM (a controller is there to answer). */
   reclaimWholeSegments = false;
+
+  /** Set when translate() returns SYNC: the SYNC_MAPPED generation a disk.sync must cover. */
+  syncNeed = 0;
+  /**
+   * The sync words of a disk whose controller commits lazily (undefined: every mapping is durable already, as
+   * for a loop disk). Set syncPassed for one translate() of a request whose sync is done.
+   */
+  syncWords: Int32Array | undefined;
+  syncPassed = false;
 
   /** Set when aheadHint() returns a segment: the segment the writer entered. */
   aheadFrom = 0;
@@ -101,12 +130,21 @@ export class Translator {
   }
 
   /**
-   * Plans request `tag`. Returns PLANNED (records appended, ending with a COMMIT) or FAULTED (nothing
-   * appended; faultOp/faultSegment/faultStates say why).
+   * Plans request `tag`. Returns PLANNED (records appended, ending with a COMMIT), FAULTED (nothing
+   * appended; faultOp/faultSegment/faultStates say why), DEFERRED (a FLUSH) or SYNC (nothing appended).
    */
   translate(tag: number, opFlags: number, nrSectors: number, sector: number): number {
     const op = opFlags & 0xff;
     const start = this.n;
+    const fua = op === abi.UBLK_IO_OP_WRITE && (opFlags & abi.UBLK_IO_F_FUA) !== 0;
+    if ((op === abi.UBLK_IO_OP_FLUSH || fua) && this.syncWords && !this.syncPassed) {
+      // A FUA write that then faults syncs again after its answer (the answer bumped SYNC_MAPPED).
+      const mapped = Atomics.load(this.syncWords, SYNC_MAPPED);
+      if (!genReached(Atomics.load(this.syncWords, SYNC_DURABLE), mapped)) {
+        this.syncNeed = mapped;
+        return SYNC;
+      }
+    }
     if (op === abi.UBLK_IO_OP_FLUSH) return this.flush(tag, start);
     if (sector + nrSectors > this.sectors || nrSectors === 0) return this.commit(tag, start, -abi.EIO);
     switch (op) {

@@ -63,7 +63,7 @@ export interface AgentOps {
   'agent.exit': { args: Empty; result: Empty };
 }
 
-/** Agent -> controller: registration, pings, map faults, ahead hints and container I/O errors. */
+/** Agent -> controller: registration, pings, map faults, ahead hints, syncs and container I/O errors. */
 export interface ControllerOps {
   'agent.register': { args: { pid: number; leaseMs: number; disks: HeldDisk[] }; result: Empty };
   'agent.ping': { args: Empty; result: Empty };
@@ -74,6 +74,11 @@ export interface ControllerOps {
    * window there (a hint: `mapped` is 0 when the controller declines). The window is pushed like any.
    */
   'fault.ahead': { args: { diskId: number; segment: number; from: number }; result: { mapped: number } };
+  /**
+   * Before a FLUSH or FUA write of the disk completes: every mapping the controller answered or pushed so far
+   * is made durable (faults commit without their own fsync). `commits`: how many commits that covered.
+   */
+  'disk.sync': { args: { diskId: number }; result: { commits: number } };
 }
 
 export type AgentOp = keyof AgentOps;
@@ -201,6 +206,11 @@ export const CONTROLLER_OPS: Specs<ControllerOps> = {
     payload: false, replyPayload: false,
     args: (a) => ({ diskId: int(a, 'diskId'), segment: int(a, 'segment'), from: int(a, 'from') }),
     result: (v) => resultOf('fault.ahead', v, (o) => ({ mapped: int(o, 'mapped') })),
+  },
+  'disk.sync': {
+    payload: false, replyPayload: false,
+    args: (a) => ({ diskId: int(a, 'diskId') }),
+    result: (v) => resultOf('disk.sync', v, (o) => ({ commits: int(o, 'commits') })),
   },
 };
 

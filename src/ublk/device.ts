@@ -7,7 +7,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { VdiskError } from '../errors.js';
 import { sleep } from '../util/sleep.js';
-import { dirtyWords, markDirty } from '../io/translator.js';
+import { SYNC_DURABLE, dirtyWords, genReached, markDirty } from '../io/translator.js';
 import { ioStatsBuffer, readIoStats, type IoCounts } from './io-stats.js';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
@@ -54,6 +54,13 @@ export interface DeviceOptions {
    * next window would start (a hint; nothing waits on it). Only with onFault.
    */
   onAhead?: (segment: number, from: number) => void;
+  /**
+   * The disk's sync words (Translator's SYNC_*) and what makes its mappings durable: resolves with 0 once it
+   * has stored the generation now durable into SYNC_DURABLE, or with a negative errno that fails the waiting
+   * FLUSHes and FUA writes. Both or neither; without them nothing waits for a sync.
+   */
+  sync?: SharedArrayBuffer;
+  onSync?: () => Promise<number>;
   startTimeoutMs?: number;
   /** A request failed in its container: segments [first, first + count) hold data that could not be read or written. */
   onIoError?: (first: number, count: number) => void;
@@ -192,6 +199,7 @@ export class UblkDevice {
       pool = new Piscina({ filename: workerFile(), minThreads: info.nrHwQueues, maxThreads: info.nrHwQueues, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
       const fetched: Promise<void>[] = [];
       const faults = new FaultRouter(o.onFault, ports, wakeFds);
+      const syncs = o.sync && o.onSync ? new SyncRouter(o.onSync, new Int32Array(o.sync), ports, wakeFds) : undefined;
       for (let q = 0; q < info.nrHwQueues; q++) {
         const { port1, port2 } = new MessageChannel();
         ports.push(port1);
@@ -202,6 +210,7 @@ export class UblkDevice {
           table: o.table.buffer, segments: o.table.segments, segmentSize: o.table.segmentSize,
           sectors: o.sizeBytes / 512, containerFds: o.containerFds, dirty, control: ctl.buffer as SharedArrayBuffer, ioStats: io,
           port: port2 as unknown as QueueTaskArgs['port'], faults: o.onFault !== undefined,
+          ...(syncs ? { sync: o.sync } : {}),
         };
         const task = pool.run(args, { transferList: [port2] as never }) as Promise<QueueTaskResult>;
         tasks.push(task);
@@ -211,6 +220,7 @@ export class UblkDevice {
             else if (m.type === 'error') reject(new VdiskError(`queue ${m.qId}: ${m.message}`, { code: 'EQUEUE' }));
             else if (m.type === 'ioerror') reportIoError(o, m.sector, m.sectors);
             else if (m.type === 'ahead') o.onAhead?.(m.segment, m.from);
+            else if (m.type === 'sync') syncs?.report(m.qId, m.gen);
             else faults.report(m.qId, { op: m.op, segment: m.segment, states: m.states, offset: m.offset, length: m.length });
           });
           task.then(() => reject(new VdiskError(`queue ${q} ended before it was ready`, { code: 'EQUEUE' })), reject);
@@ -363,6 +373,43 @@ class FaultRouter {
         addon().eventfdWrite(this.wakeFds[q]);
       }
     });
+  }
+}
+
+/**
+ * Routes the queues' sync requests to the device's handler: one disk.sync at a time however many queues wait,
+ * and another after it when a queue asked for a generation it did not cover. Every queue that asked gets each
+ * answer (it releases the requests the generation covers), followed by a wake.
+ */
+class SyncRouter {
+  private readonly asking = new Set<number>();
+  private want = 0;
+  private running = false;
+
+  constructor(private readonly handler: () => Promise<number>, private readonly words: Int32Array,
+    private readonly ports: MessagePort[], private readonly wakeFds: number[]) {}
+
+  report(qId: number, gen: number): void {
+    if (this.asking.size === 0 || !genReached(this.want, gen)) this.want = gen;
+    this.asking.add(qId);
+    if (!this.running) void this.run();
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    const want = this.want;
+    const result = await this.handler().catch((err: unknown) => {
+      debug(`sync failed: ${(err as Error).message}`);
+      return -abi.EIO;
+    });
+    const gen = result < 0 ? want : Atomics.load(this.words, SYNC_DURABLE);
+    for (const q of this.asking) {
+      this.ports[q].postMessage({ type: 'synced', gen, result: Math.min(result, 0) } satisfies DeviceMessage);
+      addon().eventfdWrite(this.wakeFds[q]);
+    }
+    this.running = false;
+    if (result < 0 || genReached(gen, this.want)) this.asking.clear();
+    else void this.run();
   }
 }
 

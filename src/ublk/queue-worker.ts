@@ -6,7 +6,7 @@ import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
 import { MappingTable } from '../table/mapping-table.js';
-import { DEFERRED, FAULTED, Translator } from '../io/translator.js';
+import { DEFERRED, FAULTED, SYNC, Translator, genReached } from '../io/translator.js';
 import { IO_DISCARDS, IO_ERRORS, IO_FAULTS, IO_FLUSHES, IO_READS, IO_WRITES, IoCounter } from './io-stats.js';
 
 /**
@@ -50,6 +50,8 @@ export interface QueueTaskArgs {
   containerFds: SharedArrayBuffer;
   /** The device's dirty-container bitmap (see Translator): which containers a FLUSH must fdatasync. */
   dirty: SharedArrayBuffer;
+  /** The disk's sync words (Translator's SYNC_*), when its controller commits mappings lazily. */
+  sync?: SharedArrayBuffer;
   control: SharedArrayBuffer;
   /** The device's I/O counters (io-stats.ts); this queue writes row qId. */
   ioStats: SharedArrayBuffer;
@@ -73,13 +75,17 @@ export type QueueMessage =
   | { type: 'fault'; qId: number; tag: number; op: number; segment: number; states: number; offset: number; length: number }
   // Where a sequential writer's next window should start (Translator.aheadHint): about one per window.
   | { type: 'ahead'; qId: number; segment: number; from: number }
+  // FLUSHes or FUA writes of this queue wait for mappings up to generation `gen` to be durable: one message
+  // per generation asked for, however many requests wait on it.
+  | { type: 'sync'; qId: number; gen: number }
   // A request failed in its container (one message per failed request: failures are rare).
   | { type: 'ioerror'; qId: number; sector: number; sectors: number; errno: number };
 
 /** Messages the device posts to a worker; each is followed by a wake of the worker's eventfd. */
 export type DeviceMessage =
   | { type: 'resolved'; segment: number; result: number } // 0: the table now serves it, retry; < 0: fail with -errno
-  | { type: 'failParked'; errno: number }; // the device is stopping: nobody will answer the faults
+  | { type: 'failParked'; errno: number } // the device is stopping: nobody will answer the faults
+  | { type: 'synced'; gen: number; result: number }; // mappings up to gen are durable (0), or -errno: fail the waiters
 
 export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
   const native = addon();
@@ -89,6 +95,7 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
   const tr = new Translator(table, containerFds, new Int32Array(args.dirty), args.sectors,
     args.depth * abi.MAX_OPS_PER_TAG + containerFds.length, containerFds.length);
   tr.reclaimWholeSegments = args.faults;
+  if (args.sync) tr.syncWords = new Int32Array(args.sync);
   const ready = new Uint32Array(args.depth * abi.READY_STRIDE);
   const completed = new Uint32Array(args.depth);
   const status = new Int32Array(abi.STATUS_LEN);
@@ -124,6 +131,10 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     const pSectors = new Uint32Array(args.depth);
     const pSector = new Float64Array(args.depth);
     let parked = 0;
+    // Parked on a sync (parkedSeg SYNC_PARKED): the generation each waits for, and the last one asked for.
+    const SYNC_PARKED = -2;
+    const syncNeed = new Int32Array(args.depth);
+    let syncAsked: number | undefined;
     // FLUSHes that found this batch's flush reserve used: planned first in the next batch, which then
     // does not wait for new requests.
     const deferred = new Int32Array(args.depth);
@@ -138,6 +149,19 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
       reqSector[tag] = sector;
       reqSectors[tag] = nrSectors;
       const outcome = tr.translate(tag, opFlags, nrSectors, sector);
+      if (outcome === SYNC) {
+        parkedSeg[tag] = SYNC_PARKED;
+        syncNeed[tag] = tr.syncNeed;
+        pOpFlags[tag] = opFlags;
+        pSectors[tag] = nrSectors;
+        pSector[tag] = sector;
+        parked++;
+        if (syncAsked === undefined || !genReached(syncAsked, tr.syncNeed)) {
+          syncAsked = tr.syncNeed;
+          args.port.postMessage({ type: 'sync', qId: args.qId, gen: tr.syncNeed } satisfies QueueMessage);
+        }
+        return;
+      }
       if (outcome === DEFERRED) {
         pOpFlags[tag] = opFlags;
         pSectors[tag] = nrSectors;
@@ -166,8 +190,8 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     };
     const answer = (segment: number, res: number): void => {
       for (let tag = 0; tag < args.depth && parked > 0; tag++) {
-        // segment < 0 answers every parked request (the device is stopping)
-        if (parkedSeg[tag] < 0 || (segment >= 0 && parkedSeg[tag] !== segment)) continue;
+        // segment -1 answers every parked request (the device is stopping)
+        if (parkedSeg[tag] === -1 || (segment !== -1 && parkedSeg[tag] !== segment)) continue;
         parkedSeg[tag] = -1;
         parked--;
         if (res < 0) {
@@ -175,6 +199,22 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
           track(tag);
         } else {
           plan(tag, pOpFlags[tag], pSectors[tag], pSector[tag]);
+        }
+      }
+    };
+    const synced = (gen: number, res: number): void => {
+      if (syncAsked !== undefined && genReached(gen, syncAsked)) syncAsked = undefined;
+      for (let tag = 0; tag < args.depth && parked > 0; tag++) {
+        if (parkedSeg[tag] !== SYNC_PARKED || (res === 0 && !genReached(gen, syncNeed[tag]))) continue;
+        parkedSeg[tag] = -1;
+        parked--;
+        if (res < 0) {
+          tr.fail(tag, -res);
+          track(tag);
+        } else {
+          tr.syncPassed = true; // this request's sync is done, whatever was mapped since
+          plan(tag, pOpFlags[tag], pSectors[tag], pSector[tag]);
+          tr.syncPassed = false;
         }
       }
     };
@@ -209,6 +249,7 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         for (let m = receiveMessageOnPort(args.port); m !== undefined; m = receiveMessageOnPort(args.port)) {
           const msg = m.message as DeviceMessage;
           if (msg.type === 'resolved') answer(msg.segment, msg.result);
+          else if (msg.type === 'synced') synced(msg.gen, msg.result);
           else answer(-1, -msg.errno);
         }
       }

@@ -40,14 +40,15 @@ export class Cluster {
    */
   readonly devices = new Map<string, string>();
 
-  constructor(name: string) {
-    fs.mkdirSync(WORK, { recursive: true });
-    this.dir = fs.mkdtempSync(path.join(WORK, `${name}-`));
+  /** `parent`: where the data dir goes (a test's own file system); the scratch dir by default. */
+  constructor(name: string, parent = WORK) {
+    fs.mkdirSync(parent, { recursive: true });
+    this.dir = fs.mkdtempSync(path.join(parent, `${name}-`));
     this.env = { ...process.env, VDISK_DATA_DIR: this.dir };
   }
 
-  static async start(name: string): Promise<Cluster> {
-    const c = new Cluster(name);
+  static async start(name: string, parent?: string): Promise<Cluster> {
+    const c = new Cluster(name, parent);
     await c.ok('controller', 'start');
     return c;
   }

@@ -61,6 +61,7 @@ const CONTROLLER: Record<ControllerOp, Case> = {
   },
   'disk.ioerror': { args: { diskId: 'int', first: 'int', count: 'int' }, good: { diskId: 1, first: 3, count: 2 } },
   'fault.ahead': { args: { diskId: 'int', segment: 'int', from: 'int' }, good: { diskId: 1, segment: 40, from: 32 } },
+  'disk.sync': { args: { diskId: 'int' }, good: { diskId: 1 } },
 };
 
 const PAYLOAD = Buffer.alloc(16);

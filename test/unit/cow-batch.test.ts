@@ -38,6 +38,9 @@ t.test('16 concurrent writes into shared segments: grouped, copied or fresh, com
   await ask('disk.attach', { name: 'o', hostId: 'hy' });
   const pushesBefore = hy.got.length;
   const before = { ...controller.attachments.cow?.stats ?? { batches: 0, faults: 0 } };
+  const db = store.db;
+  await db.sync();
+  const lazyBefore = db.stats.lazyCommits;
   const committedAtAnswer: boolean[] = [];
   const answers = await Promise.all(Array.from({ length: 16 }, (_, s) => write(d.id, s, STATE_NO_WRITE, s >= 12).then(async (a) => {
     const [stored] = await store.tables.getEntries(disk, s, 1);
@@ -49,6 +52,8 @@ t.test('16 concurrent writes into shared segments: grouped, copied or fresh, com
   t.ok(answers.every((a) => !olds.has(a.entry.offset)), 'none of them the shared one');
   t.equal(new Set(answers.map((a) => a.entry.offset)).size, 16, 'sixteen distinct segments');
   t.same(committedAtAnswer, Array(16).fill(true), 'each remap was in the store when its answer arrived');
+  t.ok(db.stats.lazyCommits > lazyBefore && db.lazyPending > 0, 'both holders are on this machine: the remaps committed without their own fsync');
+  t.ok(((await hx.conn.request('disk.sync', { diskId: d.id })).result as { commits: number }).commits > 0, 'a disk.sync made them durable');
   const stats = controller.attachments.cow!.stats;
   t.equal(stats.faults - before.faults, 16, 'all settled by batches');
   t.ok(stats.batches - before.batches < 16, `grouped: ${stats.batches - before.batches} batch(es) for 16 writes`);

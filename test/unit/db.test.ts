@@ -119,6 +119,34 @@ t.test('a lazy transaction commits without its own fsync; every other one stays 
   t.same(await db.all('SELECT v FROM x'), [{ v: 1 }], 'the lazy commit is there');
 });
 
+t.test('sync(): one durable commit covers the lazy ones before it, shared by concurrent callers; none when nothing is lazy', async (t) => {
+  const file = path.join(tmpdir(t), 's.db');
+  const first = await Db.open(file);
+  await first.exec('CREATE TABLE x (v INTEGER); CREATE TABLE counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL)');
+  await first.close();
+  const db = await Db.open(file);
+  t.teardown(() => db.close());
+  t.equal(db.lazyPending, 1, 'at open, a previous process\'s lazy commits may be in the WAL: the first sync commits');
+  await db.sync();
+  t.same([db.lazyPending, db.stats.syncs], [0, 1], 'it did');
+  await db.sync();
+  t.equal(db.stats.syncs, 1, 'nothing lazy since: no commit');
+  for (let i = 0; i < 3; i++) await db.transaction(() => db.run('INSERT INTO x VALUES (?)', [i]), { durable: false });
+  t.same([db.lazyPending, db.stats.lazyCommits], [3, 3], 'three lazy commits wait for a sync');
+  const gateTx = gate();
+  const busy = db.transaction(() => gateTx.wait); // the writer is busy: the syncs queue behind it
+  const all = Promise.all([db.sync(), db.sync(), db.sync()]);
+  gateTx.open();
+  await busy;
+  await all;
+  t.same([db.lazyPending, db.stats.syncs], [0, 2], 'three concurrent callers shared one durable commit');
+  await db.transaction(() => db.run('INSERT INTO x VALUES (9)'), { durable: false });
+  await db.transaction(() => db.run('INSERT INTO x VALUES (10)'));
+  t.equal(db.lazyPending, 0, 'a durable commit covers the lazy ones before it');
+  await db.sync();
+  t.equal(db.stats.syncs, 2, 'so no sync commit was needed');
+});
+
 t.test('snapshot(): every read in it sees the database as of its first read, whatever commits meanwhile', async (t) => {
   const db = await Db.open(path.join(tmpdir(t), 'snap.db'));
   t.teardown(() => db.close());

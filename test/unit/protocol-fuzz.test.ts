@@ -327,6 +327,7 @@ const SPECS: Spec[] = [
     args: { diskId: 'diskId', op: 'faultOp', segment: 'segment', states: 'optInt', offset: 'optInt', length: 'optInt' },
   },
   { op: 'fault.ahead', args: { diskId: 'diskId', segment: 'segment', from: 'segment' }, mode: 'write', agent: true },
+  { op: 'disk.sync', args: { diskId: 'diskId' }, mode: 'write', agent: true },
   { op: 'disk.rm', args: { name: 'diskRef', progress: 'progress' }, optional: ['progress'], mode: 'write' },
   // No host has a credential here: host.rm always finds none to revoke; host.add always gets a poisoned id.
   { op: 'host.add', args: { hostId: 'hostId' }, mode: 'write' },

@@ -56,3 +56,36 @@ t.test('what a batch cannot settle takes the one-fault path: no space, a held se
   t.equal(answers[19].action, 'delay', 'the held segment\'s write waits');
   t.match(await ask('check'), { ok: true });
 });
+
+t.test('first-write batches commit without their own fsync while every holder is on this machine; disk.sync makes them durable', async (t) => {
+  const img2 = path.join(dir, 'c2.img');
+  fs.writeFileSync(img2, Buffer.alloc(3 * MB, 0xff));
+  await ask('container.add', { name: 'c2', path: img2, size: 3 * MB });
+  const db = controller.store.db;
+  const lz = await ask<Disk>('disk.create', { name: 'lz', size: 4 * SEG, segmentSize: SEG });
+  await ask('disk.attach', { name: 'lz', hostId: 'hx' });
+  await db.sync();
+  const lazyBefore = db.stats.lazyCommits;
+  const a = await Promise.all([0, 1, 2].map((s) => fault(lz.id, s)));
+  t.ok(a.every((x) => x.action === 'entry' && x.allocated), 'mapped');
+  t.ok(db.stats.lazyCommits > lazyBefore && db.lazyPending > 0, `committed lazily (${db.stats.lazyCommits - lazyBefore} commit(s)), not yet durable`);
+  const synced = (await hx.conn.request('disk.sync', { diskId: lz.id })).result as { commits: number };
+  t.ok(synced.commits > 0, `disk.sync covered ${synced.commits} lazy commit(s)`);
+  t.equal(db.lazyPending, 0, 'everything committed is durable now');
+  t.same((await hx.conn.request('disk.sync', { diskId: lz.id })).result, { commits: 0 }, 'a second disk.sync has nothing to do');
+  await t.rejects(hx.conn.request('disk.sync', { diskId: 9999 }), { code: 'ENOENT' }, 'an unknown disk is refused');
+
+  // A holder on another machine (a host with a credential) could outlive a power cut of this one.
+  await scriptedAgent('hy', 3);
+  await db.run("INSERT INTO hosts (host_id, fingerprint, serial, not_after) VALUES ('hy', 'ab', '01', '2099-01-01T00:00:00Z')");
+  const rz = await ask<Disk>('disk.create', { name: 'rz', size: 4 * SEG, segmentSize: SEG });
+  await fault(lz.id, 3);
+  t.ok(db.lazyPending > 0, 'another lazy commit');
+  await ask('disk.attach', { name: 'rz', hostId: 'hx' });
+  await ask('disk.attach', { name: 'rz', hostId: 'hy' });
+  t.equal(db.lazyPending, 0, 'a table load (which may go to another machine) made it durable first');
+  const lazyMid = db.stats.lazyCommits;
+  t.equal((await fault(rz.id, 0)).action, 'entry', 'mapped');
+  t.same([db.stats.lazyCommits, db.lazyPending], [lazyMid, 0], 'durably: no lazy commit');
+  t.match(await ask('check'), { ok: true });
+});

@@ -1,7 +1,7 @@
 // Translator: how ublk requests become plan records through the table (states, boundaries, merging).
 import t from 'tap';
 import * as abi from '../../src/native/abi.js';
-import { DEFERRED, FAULTED, PLANNED, Translator } from '../../src/io/translator.js';
+import { DEFERRED, FAULTED, PLANNED, SYNC, SYNC_DURABLE, SYNC_MAPPED, SYNC_WORDS, Translator, genReached } from '../../src/io/translator.js';
 import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import {
   MappingTable, STATE_ALTERNATE, STATE_ERROR, STATE_INVALID, STATE_NO_WRITE, STATE_ZERO,
@@ -132,6 +132,29 @@ t.test('FUA writes carry RWF_DSYNC; FLUSH fdatasyncs exactly the containers writ
   tr.translate(6, abi.UBLK_IO_OP_DISCARD, sectors(SEG), 0);
   tr.translate(7, abi.UBLK_IO_OP_FLUSH, 0, 0);
   t.same(records(tr).slice(2).map((r) => r.fd), [10, 11, 0], 'a discard dirties its container too (and the bits stay)');
+});
+
+t.test('with sync words, a FLUSH or FUA write waits for a disk.sync covering what was installed; nothing else does', async (t) => {
+  const { tr } = setup();
+  t.equal(tr.translate(1, abi.UBLK_IO_OP_FLUSH, 0, 0), PLANNED, 'without sync words a FLUSH is planned at once');
+  tr.reset();
+  const words = new Int32Array(SYNC_WORDS);
+  tr.syncWords = words;
+  t.equal(tr.translate(1, abi.UBLK_IO_OP_FLUSH, 0, 0), PLANNED, 'nothing installed since the last sync: planned');
+  Atomics.add(words, SYNC_MAPPED, 1); // the main thread installed an answer
+  tr.reset();
+  t.equal(tr.translate(2, abi.UBLK_IO_OP_FLUSH, 0, 0), SYNC, 'a FLUSH after an install waits for a sync');
+  t.equal(tr.syncNeed, 1, 'of the generation installed');
+  t.equal(tr.translate(3, abi.UBLK_IO_OP_WRITE | abi.UBLK_IO_F_FUA, 8, 0), SYNC, 'so does a FUA write');
+  t.equal(tr.n, 0, 'neither planned anything');
+  t.equal(tr.translate(4, abi.UBLK_IO_OP_WRITE, 8, 0), PLANNED, 'a plain write does not wait');
+  t.equal(tr.translate(5, abi.UBLK_IO_OP_READ, 8, 0), PLANNED, 'nor a read');
+  tr.syncPassed = true;
+  t.equal(tr.translate(2, abi.UBLK_IO_OP_FLUSH, 0, 0), PLANNED, 'a request whose sync is done is planned');
+  tr.syncPassed = false;
+  Atomics.store(words, SYNC_DURABLE, 1);
+  t.equal(tr.translate(6, abi.UBLK_IO_OP_WRITE | abi.UBLK_IO_F_FUA, 8, 0), PLANNED, 'once the generation is durable, FUA writes go');
+  t.ok(genReached(0x7fffffff + 1 | 0, 0x7fffffff) && !genReached(0x7fffffff, 0x7fffffff + 1 | 0), 'generations compare across the Int32 wrap');
 });
 
 t.test('a FLUSH reaching more containers than the per-tag budget uses the batch reserve, then defers', async (t) => {
