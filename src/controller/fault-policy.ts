@@ -38,6 +38,7 @@ export class FaultPolicy {
   cow: CowBatcher | undefined;
 
   private readonly hosts: Hosts;
+  private remote = { gen: -1, hosts: new Map<string, boolean>() };
 
   constructor(private readonly store: Store, private readonly client: AgentClient, private readonly disks: DiskLocks,
     private readonly log: (m: string) => void) {
@@ -46,7 +47,15 @@ export class FaultPolicy {
 
   /** Any credential, even a revoked one: that host's agent may still be up until its lease runs out. */
   private async isRemote(hostId: string): Promise<boolean> {
-    return (await this.hosts.get(hostId)) !== undefined;
+    // Asked for every holder of every batch: cached until a write to hosts ends (as Store.diskById).
+    const gen = this.store.db.generation('hosts');
+    if (this.remote.gen === gen && this.remote.hosts.has(hostId)) return this.remote.hosts.get(hostId)!;
+    const remote = (await this.hosts.get(hostId)) !== undefined;
+    if (this.store.db.generation('hosts') === gen) {
+      if (this.remote.gen !== gen) this.remote = { gen, hosts: new Map() };
+      this.remote.hosts.set(hostId, remote);
+    }
+    return remote;
   }
 
   /** Reads the persisted holds; the controller calls it before it serves any fault. */

@@ -80,6 +80,8 @@ export class Store {
 
   /** diskById's rows, valid while the database's disks generation is `gen`. */
   private diskCache = { gen: -1, rows: new Map<number, Disk>() };
+  /** A disk's holders, as diskById caches disks (keyed by the generations of both tables the query reads). */
+  private holderCache = { gen: '', rows: new Map<number, Attachment[]>() };
 
   private constructor(readonly db: Db, readonly file: string) {
     this.tables = new Tables(db);
@@ -419,11 +421,26 @@ export class Store {
   }
 
   async attachments(filter: { hostId?: string; diskId?: number } = {}): Promise<Attachment[]> {
+    // A disk's holders are read several times per fault batch (who to push to, one host or several, any on
+    // another machine): outside transactions they come from a cache that a write to either table ends.
+    const cacheable = filter.hostId === undefined && filter.diskId !== undefined && !this.db.inTransaction;
+    const gen = () => `${this.db.generation('attachments')}/${this.db.generation('disks')}`;
+    const before = cacheable ? gen() : '';
+    if (cacheable && this.holderCache.gen === before) {
+      const hit = this.holderCache.rows.get(filter.diskId!);
+      if (hit) return hit.map((a) => ({ ...a }));
+    }
     const rows = await this.db.all<{ disk_id: number; name: string; host_id: string; dev_id: number | null }>(
       `SELECT a.disk_id, d.name, a.host_id, a.dev_id FROM attachments a JOIN disks d ON d.id = a.disk_id
        WHERE (? IS NULL OR a.host_id = ?) AND (? IS NULL OR a.disk_id = ?) ORDER BY d.name, a.host_id`,
       [filter.hostId ?? null, filter.hostId ?? null, filter.diskId ?? null, filter.diskId ?? null]);
-    return rows.map((r) => ({ diskId: r.disk_id, disk: r.name, hostId: r.host_id, devId: r.dev_id }));
+    const out = rows.map((r) => ({ diskId: r.disk_id, disk: r.name, hostId: r.host_id, devId: r.dev_id }));
+    // Only a read that no write to either table ended during may fill the cache.
+    if (cacheable && gen() === before) {
+      if (this.holderCache.gen !== before) this.holderCache = { gen: before, rows: new Map() };
+      this.holderCache.rows.set(filter.diskId!, out.map((a) => ({ ...a })));
+    }
+    return out;
   }
 
   /** Records (durably) that hostId serves the disk, before the device exists: a crash then leaves a record to redo. */

@@ -259,3 +259,24 @@ t.test('diskById answers from a cache that a write to disks invalidates, and rea
   await store.removeDisk('d');
   t.equal(await store.diskById(d.id), undefined, 'a removed disk is gone');
 });
+
+t.test('a disk\'s holders come from a cache that a write to attachments or disks invalidates', async (t) => {
+  const dir = tmpdir(t);
+  const store = await Store.open(dir);
+  t.teardown(() => store.close());
+  const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB });
+  await store.putAttachment(d.id, 'h1', 3);
+  const holders = async () => (await store.attachments({ diskId: d.id })).map((a) => `${a.disk}@${a.hostId}:${a.devId}`);
+  t.same(await holders(), ['d@h1:3'], 'first read');
+  const reads = store.db.stats.readerStatements;
+  const again = await store.attachments({ diskId: d.id });
+  t.equal(store.db.stats.readerStatements, reads, 'the second read is served without a statement');
+  again[0]!.hostId = 'mutated';
+  t.same(await holders(), ['d@h1:3'], 'a caller changing its copy does not change the cache');
+  await store.putAttachment(d.id, 'h2', null);
+  t.same(await holders(), ['d@h1:3', 'd@h2:null'], 'an attach is seen at once');
+  await store.db.run('UPDATE disks SET name = ? WHERE id = ?', ['e', d.id]);
+  t.same(await holders(), ['e@h1:3', 'e@h2:null'], 'so is a write to disks (the name comes from there)');
+  await store.db.run('DELETE FROM attachments WHERE host_id = ?', ['h1']);
+  t.same(await holders(), ['e@h2:null'], 'and a detach');
+});
