@@ -5,7 +5,7 @@ import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
 import type { FaultRequest } from './faults.js';
-import type { Disk, Store } from './store.js';
+import type { Attachment, Disk } from './store.js';
 
 /** A fault waiting for its disk's next batch. */
 export interface Waiting { from: Connection; f: FaultRequest; resolve: (a: FaultAnswer) => void; reject: (err: unknown) => void }
@@ -19,8 +19,8 @@ export interface Settled { entry: Entry; fresh: boolean }
  * could outlive a power cut here and keep writing into storage the controller no longer knows it gave.
  * Called under the disk's lock, which attach and detach take: the holders cannot change meanwhile.
  */
-export async function lazyCommitAllowed(store: Store, disk: Disk, isRemote: (hostId: string) => Promise<boolean>): Promise<boolean> {
-  for (const h of await store.attachments({ diskId: disk.id })) if (await isRemote(h.hostId)) return false;
+export async function lazyCommitAllowed(holders: Attachment[], isRemote: (hostId: string) => Promise<boolean>): Promise<boolean> {
+  for (const h of holders) if (await isRemote(h.hostId)) return false;
   return true;
 }
 

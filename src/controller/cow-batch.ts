@@ -60,7 +60,7 @@ export class CowBatcher {
     let mapped = new Map<number, { entry: Entry; remapped: boolean }>();
     if (eligible.length > 0) {
       const size = disk.segmentSize;
-      const durable = !await lazyCommitAllowed(this.store, disk, (h) => this.hooks.isRemote(h));
+      const durable = !await lazyCommitAllowed(await this.store.attachments({ diskId: disk.id }), (h) => this.hooks.isRemote(h));
       const partly = new Set(eligible.filter((w) => w.f.offset !== 0 || w.f.length !== size).map((w) => w.f.segment));
       try {
         mapped = await this.store.cow.copyOnWriteMany(disk, eligible.map((w) => w.f.segment), async (items) => {

@@ -129,8 +129,9 @@ export class ThinBatcher {
     // Ahead only for a disk one host holds. With two, one could write into a window its push reached while
     // the other still has Zero there and would read zeros after the write completed. (Its holders are
     // stable here: attach and detach take this lock.)
-    const sole = (await this.store.attachments({ diskId: disk.id })).length <= 1;
-    const durable = !await lazyCommitAllowed(this.store, disk, (h) => this.hooks.isRemote(h));
+    const holders = await this.store.attachments({ diskId: disk.id });
+    const sole = holders.length <= 1;
+    const durable = !await lazyCommitAllowed(holders, (h) => this.hooks.isRemote(h));
     // Checked again: a batch since the hint arrived may have moved its stream on.
     const hinted = !sole ? [] : hints.filter((h) => usable(h.segment) && this.ahead.continues(disk.id, disk.segmentSize, h.segment, h.writer))
       .map((h) => h.segment);

@@ -31,9 +31,7 @@ export function epochAfter(previous: number): number {
   return (previous + 1) | 0;
 }
 
-export function epochReached(seen: number, target: number): boolean {
-  return ((seen - target) | 0) >= 0;
-}
+export const epochReached = genReached; // the same wrapping comparison as the sync words'
 
 export interface QueueTaskArgs {
   devId: number;
@@ -188,34 +186,31 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
       }
       track(tag);
     };
+    // A parked request's answer: fail it with -res, or plan it again.
+    const unpark = (tag: number, res: number): void => {
+      parkedSeg[tag] = -1;
+      parked--;
+      if (res < 0) {
+        tr.fail(tag, -res);
+        track(tag);
+      } else {
+        plan(tag, pOpFlags[tag], pSectors[tag], pSector[tag]);
+      }
+    };
     const answer = (segment: number, res: number): void => {
       for (let tag = 0; tag < args.depth && parked > 0; tag++) {
         // segment -1 answers every parked request (the device is stopping)
         if (parkedSeg[tag] === -1 || (segment !== -1 && parkedSeg[tag] !== segment)) continue;
-        parkedSeg[tag] = -1;
-        parked--;
-        if (res < 0) {
-          tr.fail(tag, -res);
-          track(tag);
-        } else {
-          plan(tag, pOpFlags[tag], pSectors[tag], pSector[tag]);
-        }
+        unpark(tag, res);
       }
     };
     const synced = (gen: number, res: number): void => {
       if (syncAsked !== undefined && genReached(gen, syncAsked)) syncAsked = undefined;
       for (let tag = 0; tag < args.depth && parked > 0; tag++) {
         if (parkedSeg[tag] !== SYNC_PARKED || (res === 0 && !genReached(gen, syncNeed[tag]))) continue;
-        parkedSeg[tag] = -1;
-        parked--;
-        if (res < 0) {
-          tr.fail(tag, -res);
-          track(tag);
-        } else {
-          tr.syncPassed = true; // this request's sync is done, whatever was mapped since
-          plan(tag, pOpFlags[tag], pSectors[tag], pSector[tag]);
-          tr.syncPassed = false;
-        }
+        tr.syncPassed = true; // this request's sync is done, whatever was mapped since
+        unpark(tag, res);
+        tr.syncPassed = false;
       }
     };
     for (;;) {
