@@ -69,6 +69,11 @@ export class Db {
     return this.tx.getStore()?.db === this;
   }
 
+  /** Whether a read now sees committed data as of now: outside transactions and snapshots (TableCache). */
+  get plainRead(): boolean {
+    return !this.inTransaction && this.snap.getStore() === undefined;
+  }
+
   /** A write: inside the caller's transaction, or as a transaction of its own. */
   run(sql: string, params: Param[] = []): Promise<{ lastID: number; changes: number }> {
     if (!this.inTransaction) return this.transaction(() => this.run(sql, params));

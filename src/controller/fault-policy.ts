@@ -2,6 +2,7 @@
 // writes into thin segments grouped by the ThinBatcher, copy-outs, new mappings pushed to the other holders
 // before the answer, folds of Alternate segments, snapshots, and the operator's holds (No-write that waits).
 import { Hosts } from './hosts.js';
+import { TableCache } from './table-cache.js';
 import type { ProgressFn } from './progress.js';
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
@@ -38,24 +39,18 @@ export class FaultPolicy {
   cow: CowBatcher | undefined;
 
   private readonly hosts: Hosts;
-  private remote = { gen: -1, hosts: new Map<string, boolean>() };
+  /** Whether a host has a credential (asked for every holder of every batch). */
+  private readonly remote: TableCache<string, boolean>;
 
   constructor(private readonly store: Store, private readonly client: AgentClient, private readonly disks: DiskLocks,
     private readonly log: (m: string) => void) {
     this.hosts = new Hosts(store.db);
+    this.remote = new TableCache(store.db, ['hosts'], (r) => r);
   }
 
   /** Any credential, even a revoked one: that host's agent may still be up until its lease runs out. */
-  private async isRemote(hostId: string): Promise<boolean> {
-    // Asked for every holder of every batch: cached until a write to hosts ends (as Store.diskById).
-    const gen = this.store.db.generation('hosts');
-    if (this.remote.gen === gen && this.remote.hosts.has(hostId)) return this.remote.hosts.get(hostId)!;
-    const remote = (await this.hosts.get(hostId)) !== undefined;
-    if (this.store.db.generation('hosts') === gen) {
-      if (this.remote.gen !== gen) this.remote = { gen, hosts: new Map() };
-      this.remote.hosts.set(hostId, remote);
-    }
-    return remote;
+  private isRemote(hostId: string): Promise<boolean> {
+    return this.remote.get(hostId, async () => (await this.hosts.get(hostId)) !== undefined);
   }
 
   /** Reads the persisted holds; the controller calls it before it serves any fault. */

@@ -13,6 +13,7 @@ import { formatSize } from '../util/size.js';
 import { CHUNK_ENTRIES, ENTRY_BYTES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
 import { SegmentAlloc, type Zero } from './segment-alloc.js';
 import { Db } from './db.js';
+import { TableCache } from './table-cache.js';
 import { migrate } from './schema.js';
 import { Tables, ZERO_ENTRY } from './tables.js';
 import { eachMapped } from './sharing.js';
@@ -78,15 +79,17 @@ export class Store {
   /** Snapshots, clones, copy-on-write, reclaim and migration steps. */
   readonly cow: CowOps;
 
-  /** diskById's rows, valid while the database's disks generation is `gen`. */
-  private diskCache = { gen: -1, rows: new Map<number, Disk>() };
-  /** A disk's holders, as diskById caches disks (keyed by the generations of both tables the query reads). */
-  private holderCache = { gen: '', rows: new Map<number, Attachment[]>() };
+  /** diskById's rows. */
+  private readonly diskCache: TableCache<number, Disk | undefined>;
+  /** A disk's holders (the query reads both tables). */
+  private readonly holderCache: TableCache<number, Attachment[]>;
 
   private constructor(readonly db: Db, readonly file: string) {
     this.tables = new Tables(db);
     this.alloc = new SegmentAlloc(db, this.tables);
     this.cow = new CowOps(this);
+    this.diskCache = new TableCache(db, ['disks'], (d) => (d ? { ...d } : d));
+    this.holderCache = new TableCache(db, ['attachments', 'disks'], (rows) => rows.map((a) => ({ ...a })));
   }
 
   /** The most a sequential writer gets mapped ahead of its writes (alloc-ahead.ts); 0: nothing ahead. */
@@ -389,20 +392,10 @@ export class Store {
    * transaction writing `disks` invalidates (Db.generation), so faults do not queue on the reader for it.
    */
   async diskById(id: number): Promise<Disk | undefined> {
-    const inTx = this.db.inTransaction;
-    const gen = this.db.generation('disks');
-    if (!inTx && this.diskCache.gen === gen) {
-      const hit = this.diskCache.rows.get(id);
-      if (hit) return { ...hit };
-    }
-    const row = await this.db.get<DiskRow>('SELECT * FROM disks WHERE id = ?', [id]);
-    const disk = row ? toDisk(row) : undefined;
-    // Only a read that no write to disks ended during may fill the cache.
-    if (!inTx && disk && this.db.generation('disks') === gen) {
-      if (this.diskCache.gen !== gen) this.diskCache = { gen, rows: new Map() };
-      this.diskCache.rows.set(id, { ...disk });
-    }
-    return disk;
+    return this.diskCache.get(id, async () => {
+      const row = await this.db.get<DiskRow>('SELECT * FROM disks WHERE id = ?', [id]);
+      return row ? toDisk(row) : undefined;
+    }, (d) => d !== undefined);
   }
 
   // ---- agents and attachments
@@ -421,26 +414,16 @@ export class Store {
   }
 
   async attachments(filter: { hostId?: string; diskId?: number } = {}): Promise<Attachment[]> {
+    const read = async () => {
+      const rows = await this.db.all<{ disk_id: number; name: string; host_id: string; dev_id: number | null }>(
+        `SELECT a.disk_id, d.name, a.host_id, a.dev_id FROM attachments a JOIN disks d ON d.id = a.disk_id
+         WHERE (? IS NULL OR a.host_id = ?) AND (? IS NULL OR a.disk_id = ?) ORDER BY d.name, a.host_id`,
+        [filter.hostId ?? null, filter.hostId ?? null, filter.diskId ?? null, filter.diskId ?? null]);
+      return rows.map((r) => ({ diskId: r.disk_id, disk: r.name, hostId: r.host_id, devId: r.dev_id }));
+    };
     // A disk's holders are read several times per fault batch (who to push to, one host or several, any on
-    // another machine): outside transactions they come from a cache that a write to either table ends.
-    const cacheable = filter.hostId === undefined && filter.diskId !== undefined && !this.db.inTransaction;
-    const gen = () => `${this.db.generation('attachments')}/${this.db.generation('disks')}`;
-    const before = cacheable ? gen() : '';
-    if (cacheable && this.holderCache.gen === before) {
-      const hit = this.holderCache.rows.get(filter.diskId!);
-      if (hit) return hit.map((a) => ({ ...a }));
-    }
-    const rows = await this.db.all<{ disk_id: number; name: string; host_id: string; dev_id: number | null }>(
-      `SELECT a.disk_id, d.name, a.host_id, a.dev_id FROM attachments a JOIN disks d ON d.id = a.disk_id
-       WHERE (? IS NULL OR a.host_id = ?) AND (? IS NULL OR a.disk_id = ?) ORDER BY d.name, a.host_id`,
-      [filter.hostId ?? null, filter.hostId ?? null, filter.diskId ?? null, filter.diskId ?? null]);
-    const out = rows.map((r) => ({ diskId: r.disk_id, disk: r.name, hostId: r.host_id, devId: r.dev_id }));
-    // Only a read that no write to either table ended during may fill the cache.
-    if (cacheable && gen() === before) {
-      if (this.holderCache.gen !== before) this.holderCache = { gen: before, rows: new Map() };
-      this.holderCache.rows.set(filter.diskId!, out.map((a) => ({ ...a })));
-    }
-    return out;
+    // another machine): those come from a cache.
+    return filter.hostId === undefined && filter.diskId !== undefined ? this.holderCache.get(filter.diskId, read) : read();
   }
 
   /** Records (durably) that hostId serves the disk, before the device exists: a crash then leaves a record to redo. */

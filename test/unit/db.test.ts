@@ -260,6 +260,22 @@ t.test('diskById answers from a cache that a write to disks invalidates, and rea
   t.equal(await store.diskById(d.id), undefined, 'a removed disk is gone');
 });
 
+t.test('a read inside Db.snapshot() does not fill the caches: its rows may be older than their generation', async (t) => {
+  const dir = tmpdir(t);
+  const store = await Store.open(dir);
+  t.teardown(() => store.close());
+  await store.addContainer('c1', path.join(dir, 'c1.img'), 64 * MB);
+  await store.addContainer('c2', path.join(dir, 'c2.img'), 64 * MB);
+  const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB, container: 'c1' });
+  const c2 = (await store.listContainers()).find((c) => c.name === 'c2')!;
+  await store.db.snapshot(async () => {
+    await store.db.get('SELECT count(*) AS n FROM disks'); // the snapshot's read transaction starts here
+    await store.db.run('UPDATE disks SET container_id = ? WHERE id = ?', [c2.id, d.id]); // committed outside it
+    t.equal((await store.diskById(d.id))?.containerId, d.containerId, 'inside: the row as of the snapshot');
+  });
+  t.equal((await store.diskById(d.id))?.containerId, c2.id, 'after it: the committed row, not the snapshot\'s');
+});
+
 t.test('a disk\'s holders come from a cache that a write to attachments or disks invalidates', async (t) => {
   const dir = tmpdir(t);
   const store = await Store.open(dir);
