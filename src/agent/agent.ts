@@ -171,50 +171,52 @@ export class Agent {
     return { suspended: this.suspended, drained: this.drained };
   }
 
-  private async sendFault(disk: AgentDisk, f: Fault, onAnswer: (a: FaultAnswer) => void): Promise<FaultAnswer> {
+  /**
+   * Sends an idempotent request until the controller answers it: waits for a link as long as it takes (a
+   * lost controller holds I/O, never fails it) and asks again on a new link when the old one broke.
+   * Rejects with the error the controller answered.
+   */
+  private async untilAnswered<T>(send: (conn: Connection) => Promise<T>): Promise<T> {
     for (;;) {
       const conn = this.conn ?? await this.ready;
-      let answer: FaultAnswer | undefined;
       try {
-        await controllerRequest(conn, 'fault', { diskId: disk.id, op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length }, {
-          timeoutMs: 0,
-          onResult: (a) => {
-            answer = a;
-            if (disk.table.segments > f.segment) onAnswer(a);
-          },
-        });
+        return await send(conn);
       } catch (err) {
         const code = (err as VdiskError).code;
-        if (code === 'ECONNRESET' || code === 'ETIMEDOUT' || !conn.isOpen) {
-          await sleep(50);
-          continue; // the controller's fault handling is idempotent: ask again once reconnected
-        }
-        this.log(`${disk.describe(f)}: ${(err as Error).message}`);
-        return { action: 'error', errno: 5 };
+        if (code !== 'ECONNRESET' && code !== 'ETIMEDOUT' && conn.isOpen) throw err;
+        await sleep(50);
       }
-      return answer ?? { action: 'error', errno: 5 };
     }
   }
 
-  /**
-   * A disk.sync (AgentDisk's SyncSender): waits for a connection as long as it takes, like a fault (a lost
-   * controller holds FLUSHes, never fails them), and asks again on a new one: a sync is idempotent.
-   */
+  private async sendFault(disk: AgentDisk, f: Fault, onAnswer: (a: FaultAnswer) => void): Promise<FaultAnswer> {
+    try {
+      const answer = await this.untilAnswered(async (conn) => {
+        let a: FaultAnswer | undefined;
+        await controllerRequest(conn, 'fault', { diskId: disk.id, op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length }, {
+          timeoutMs: 0,
+          onResult: (r) => {
+            a = r;
+            if (disk.table.segments > f.segment) onAnswer(r);
+          },
+        });
+        return a;
+      });
+      return answer ?? { action: 'error', errno: 5 };
+    } catch (err) {
+      this.log(`${disk.describe(f)}: ${(err as Error).message}`);
+      return { action: 'error', errno: 5 };
+    }
+  }
+
+  /** A disk.sync (AgentDisk's SyncSender): held and asked again as a fault is (a sync is idempotent). */
   private async sendSync(disk: AgentDisk): Promise<number> {
-    for (;;) {
-      const conn = this.conn ?? await this.ready;
-      try {
-        await controllerRequest(conn, 'disk.sync', { diskId: disk.id }, { timeoutMs: 0 });
-        return 0;
-      } catch (err) {
-        const code = (err as VdiskError).code;
-        if (code === 'ECONNRESET' || code === 'ETIMEDOUT' || !conn.isOpen) {
-          await sleep(50);
-          continue;
-        }
-        this.log(`sync of ${disk.shape.name}: ${(err as Error).message}`);
-        return -5;
-      }
+    try {
+      await this.untilAnswered((conn) => controllerRequest(conn, 'disk.sync', { diskId: disk.id }, { timeoutMs: 0 }));
+      return 0;
+    } catch (err) {
+      this.log(`sync of ${disk.shape.name}: ${(err as Error).message}`);
+      return -5;
     }
   }
 
