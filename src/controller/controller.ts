@@ -496,6 +496,7 @@ export class Controller {
       const started = performance.now();
       const commits = this.store.db.lazyPending;
       await this.store.db.sync();
+      failpoint('sync.committed');
       this.metrics.sync(performance.now() - started, commits > 0);
       return { commits };
     },

@@ -10,6 +10,7 @@ export const FAILPOINTS = {
   'batch.planned': 'a group-commit batch of thin faults reserved its segments',
   'batch.zeroed': 'the batch\'s segments are zeroed, their mappings not yet committed',
   'batch.committed': 'the batch\'s mappings committed, no answer sent yet',
+  'sync.committed': 'a disk.sync made the lazy commits durable, the agent (its FLUSH waiting) not yet answered',
   'thick.reserved': 'a thick create reserved its runs',
   'thick.zeroed': 'a thick create zeroed its runs, the disk not yet created',
   'snapshot.committed': 'a snapshot committed (its No-write already on every agent), not yet answered',

@@ -87,6 +87,8 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
   'batch.planned': { setup: fresh, fioIsTheFlow: true, passes: 2, act: async () => {} },
   'batch.zeroed': { setup: fresh, fioIsTheFlow: true, passes: 2, act: async () => {} },
   'batch.committed': { setup: fresh, fioIsTheFlow: true, passes: 2, act: async () => {} },
+  // fio's fsyncs are FLUSHes, each needing the mappings its first writes got (committed lazily) made durable.
+  'sync.committed': { setup: fresh, fioIsTheFlow: true, fio: [...FIO, '--fsync=4'], passes: 2, act: async () => {} },
   // Each 4 KiB write to a shared block is a copy-on-write fault (slow under emulation): 8 reach pass 3.
   'staged.planned': { setup: shared, fioIsTheFlow: true, fio: COW_FIO, act: async () => {} },
   'staged.io': { setup: shared, fioIsTheFlow: true, fio: COW_FIO, act: async () => {} },
@@ -175,7 +177,7 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
 let baseSha = '';
 
 /** The two halves of the matrix, by failpoint name prefix: flows of the data path, then commits and the agent. */
-const PARTS = [['staged.', 'batch.', 'thick.'], ['snapshot.', 'clone.', 'migrate.', 'rm.', 'attach.', 'container.', 'agent.']];
+const PARTS = [['staged.', 'batch.', 'sync.', 'thick.'], ['snapshot.', 'clone.', 'migrate.', 'rm.', 'attach.', 'container.', 'agent.']];
 
 /** kill -9 of h1's agent (its devices stay, quiesced) and a new one started with the environment as it is now. */
 async function restartAgent(c: Cluster): Promise<void> {
