@@ -4,6 +4,7 @@
 import { describeEndpoint, type Endpoint } from '../protocol/client.js';
 import { Agent, DEFAULT_LEASE_MS } from './agent.js';
 import { checkHostId } from './host-id.js';
+import { UblkDevice } from '../ublk/device.js';
 
 export async function runAgent(o: { controller: Endpoint; hostId: string; leaseMs?: number }): Promise<void> {
   checkHostId(o.hostId);
@@ -15,7 +16,9 @@ export async function runAgent(o: { controller: Endpoint; hostId: string; leaseM
   process.on('SIGTERM', onSignal);
   process.stdout.write(`vdisk agent ${o.hostId} (pid ${process.pid}) using ${describeEndpoint(o.controller)}\n`);
   await agent.exited;
-  const live = [...agent.disks.values()].filter((d) => d.device).length;
+  // Counted by worker pool, not by disk: a device whose stop (a detach) or recovery is still under way has
+  // workers too, and no disk holds it meanwhile.
+  const live = UblkDevice.poolsAlive;
   if (live > 0) {
     // Queue workers of live devices are parked in io_uring_enter and cannot be joined: process.exit would
     // never return (a `vdisk agent stop` with disks attached hung so). End as kill -9 does, the exit every

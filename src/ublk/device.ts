@@ -100,7 +100,19 @@ function workerFile(): string {
   return new URL(self.pathname.endsWith('.ts') ? './queue-worker.ts' : './queue-worker.js', self).href;
 }
 
+/** Queue worker pools created and not yet destroyed, in this process (see UblkDevice.poolsAlive). */
+let poolsAlive = 0;
+
 export class UblkDevice {
+  /**
+   * Worker pools alive in this process: devices serving, starting, recovering or stopping. Their workers may
+   * sit in io_uring_enter, where process.exit cannot join them: a process that exits with one alive must end
+   * as kill -9 does (the devices quiesce for the next server) or it hangs.
+   */
+  static get poolsAlive(): number {
+    return poolsAlive;
+  }
+
   readonly path: string;
   /** Queues the kernel granted (it caps nr_hw_queues at the number of CPUs). */
   readonly queues: number;
@@ -197,6 +209,7 @@ export class UblkDevice {
     try {
       cdevFd = await openCharDevice(`/dev/ublkc${devId}`);
       pool = new Piscina({ filename: workerFile(), minThreads: info.nrHwQueues, maxThreads: info.nrHwQueues, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
+      poolsAlive++;
       const fetched: Promise<void>[] = [];
       const faults = new FaultRouter(o.onFault, ports, wakeFds);
       const syncs = o.sync && o.onSync ? new SyncRouter(o.onSync, new Int32Array(o.sync), ports, wakeFds) : undefined;
@@ -302,7 +315,10 @@ async function teardown(
     if (s.status === 'fulfilled') results.push(s.value);
     else firstError ??= s.reason;
   }
-  if (pool) await pool.destroy();
+  if (pool) {
+    await pool.destroy();
+    poolsAlive--;
+  }
   if (cdevFd >= 0) fs.closeSync(cdevFd);
   if (deleteDevice) {
     debug(`dev ${devId}: DEL_DEV`);

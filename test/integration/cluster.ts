@@ -130,25 +130,46 @@ export class Cluster {
     return waitFor(what, cond, timeoutMs);
   }
 
-  /** Detaches everything, stops agents and controller; throws if a device of this cluster is left. */
+  /**
+   * Detaches everything, stops agents and controller; throws if a device of this cluster is left or a daemon
+   * does not exit (which it then kills, so the next file starts clean). The error carries the steps that
+   * failed on the way and the daemons' last log lines: in CI it is often the only trace of a race.
+   */
   async stop(): Promise<void> {
     const mine = [...this.devices.values()]; // before the detaches below take them out of this.devices
     const status = await this.vdisk('controller', 'status');
+    const problems: string[] = [];
+    // Failed steps are no failure by themselves (a test may leave an agent unreachable): context for one.
+    const trace: string[] = [];
+    const note = (what: string, r: { status: number | null; out: string; err: string }) => {
+      if (r.status !== 0) trace.push(`${what}: exit ${r.status}: ${(r.err || r.out).trim()}`);
+    };
     if (status.status === 0) {
       const pids = [(JSON.parse((await this.vdisk('controller', 'status', '--json')).out) as { pid: number }).pid];
       const agents = await this.json<Array<{ hostId: string; pid: number; disks: string[] }>>('agent', 'ls');
-      for (const a of agents) for (const d of a.disks) await this.vdisk('detach', d, '--host-id', a.hostId);
+      for (const a of agents) for (const d of a.disks) note(`detach ${d}`, await this.vdisk('detach', d, '--host-id', a.hostId));
       for (const a of agents) {
-        await this.vdisk('agent', 'stop', '--host-id', a.hostId);
+        note(`agent stop ${a.hostId}`, await this.vdisk('agent', 'stop', '--host-id', a.hostId));
         pids.push(a.pid);
       }
-      await this.vdisk('controller', 'stop');
+      note('controller stop', await this.vdisk('controller', 'stop'));
       // The harness fails a file that leaves a process behind: wait for each daemon to be gone.
-      for (const pid of pids) await this.until(`pid ${pid} to exit`, () => !alive(pid), 30_000);
+      for (const pid of pids) {
+        try {
+          await this.until(`pid ${pid} to exit`, () => !alive(pid), 30_000);
+        } catch (err) {
+          problems.push((err as Error).message);
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch { /* gone meanwhile */ }
+        }
+      }
     }
     const left: string[] = [];
     for (const d of mine) if (await leftBehind(d)) left.push(d);
+    if (left.length) problems.push(`ublk devices left behind: ${left.join(', ')}`);
+    const logs = problems.length ? fs.readdirSync(this.dir).filter((f) => f.endsWith('.log')).map((f) => `--- ${f}:\n${this.log(f)}`) : [];
     fs.rmSync(this.dir, { recursive: true, force: true });
-    if (left.length) throw new Error(`ublk devices left behind: ${left.join(', ')}`);
+    if (problems.length) throw new Error(`${problems.join('; ')}\n${[...trace, ...logs].join('\n')}`);
   }
 }
