@@ -40,6 +40,8 @@ interface Delay { segment: number; end(cancelled: boolean): void }
 export class AgentDisk {
   readonly table: MappingTable;
   device: UblkDevice | undefined;
+  /** The start or recovery under way, if any: stop() waits for it. */
+  private opening: Promise<UblkDevice> | undefined;
   /**
    * The containers a FLUSH of this disk reaches: every one its table has mapped since this agent created it
    * (marked here, before the entry is usable) and every one its queues write (marked by the translator).
@@ -87,23 +89,41 @@ export class AgentDisk {
     };
   }
 
-  async start(control: UblkControlDevice, queues: number, depth: number): Promise<UblkDevice> {
-    if (this.device) throw new VdiskError(`disk ${this.shape.name} is already served by ${this.device.path}`, { code: 'EBUSY' });
-    this.device = await UblkDevice.start(control, this.options(queues, depth));
-    linkStableName(this.shape.name, this.device.path, this.log);
-    return this.device;
+  start(control: UblkControlDevice, queues: number, depth: number): Promise<UblkDevice> {
+    return this.open(() => UblkDevice.start(control, this.options(queues, depth)));
   }
 
   /** Takes over the quiesced device a previous agent left (ublk user recovery). */
-  async recover(control: UblkControlDevice, devId: number): Promise<UblkDevice> {
+  recover(control: UblkControlDevice, devId: number): Promise<UblkDevice> {
+    return this.open(async () => {
+      const info = await control.getDevInfo(devId);
+      return UblkDevice.recover(control, devId, this.options(info.nrHwQueues, info.queueDepth));
+    });
+  }
+
+  /** Whether a device serves this disk or is being started or recovered for it. */
+  get busy(): boolean {
+    return this.device !== undefined || this.opening !== undefined;
+  }
+
+  private async open(make: () => Promise<UblkDevice>): Promise<UblkDevice> {
     if (this.device) throw new VdiskError(`disk ${this.shape.name} is already served by ${this.device.path}`, { code: 'EBUSY' });
-    const info = await control.getDevInfo(devId);
-    this.device = await UblkDevice.recover(control, devId, this.options(info.nrHwQueues, info.queueDepth));
+    if (this.opening) throw new VdiskError(`a device for disk ${this.shape.name} is being started`, { code: 'EBUSY' });
+    const p = make();
+    this.opening = p;
+    try {
+      this.device = await p;
+    } finally {
+      this.opening = undefined;
+    }
     linkStableName(this.shape.name, this.device.path, this.log);
     return this.device;
   }
 
   async stop(): Promise<void> {
+    // A start or recovery under way (START_DEV may wait on the partition scan's reads, recovery on the old
+    // server's exit) brings a device this stop must not leave behind, orphaned and live.
+    await this.opening?.catch(() => {});
     const dev = this.device;
     this.device = undefined;
     if (dev) unlinkStableName(this.shape.name, dev.path);

@@ -270,7 +270,7 @@ export class Agent {
     },
     'table.create': (shape) => {
       const cur = this.disks.get(shape.diskId);
-      if (cur?.device) throw new VdiskError(`disk ${shape.name} is being served by ${cur.device.path}: stop it first`, { code: 'EBUSY' });
+      if (cur?.busy) throw new VdiskError(`disk ${shape.name} is being served${cur.device ? ` by ${cur.device.path}` : ''}: stop it first`, { code: 'EBUSY' });
       this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on),
         (d, first, count) => { void this.sendIoError(d, first, count); }, this.log,
         (d, segment, from) => this.sendAhead(d, segment, from), (d) => this.sendSync(d)));
@@ -278,7 +278,7 @@ export class Agent {
     },
     'table.delete': ({ diskId }) => {
       const d = this.disk(diskId);
-      if (d.device) throw new VdiskError(`disk ${d.shape.name} is being served by ${d.device.path}: stop it first`, { code: 'EBUSY' });
+      if (d.busy) throw new VdiskError(`disk ${d.shape.name} is being served${d.device ? ` by ${d.device.path}` : ''}: stop it first`, { code: 'EBUSY' });
       this.disks.delete(d.id);
       return {};
     },

@@ -28,8 +28,11 @@ export interface AttachOptions { queues?: number; depth?: number }
 
 export class Attachments implements DiskLocks {
   readonly locks = new KeyedMutex<number>();
-  /** Attaches in progress ("diskId/hostId"): their devId-less records are not reconciliation's to complete. */
-  private readonly attaching = new Set<string>();
+  /**
+   * Attaches and reconciliations in progress, by "diskId/hostId", settled when they end: reconciliation leaves
+   * an attach's devId-less record alone, and a detach waits for the device either may still bring.
+   */
+  private readonly opening = new Map<string, Promise<void>>();
   /** The containers each host's agent holds in Error. */
   readonly health = new ContainerHealth();
   private readonly client: AgentClient;
@@ -75,9 +78,8 @@ export class Attachments implements DiskLocks {
       throw new VdiskError(`disk ${name} is already attached on ${hostId} as /dev/ublkb${existing.devId}`, { code: 'EEXIST' });
     }
     const key = `${disk.id}/${hostId}`;
-    if (this.attaching.has(key)) throw new VdiskError(`disk ${name} is being attached on ${hostId}`, { code: 'EBUSY' });
-    this.attaching.add(key);
-    try {
+    if (this.opening.has(key)) throw new VdiskError(`disk ${name} is being attached on ${hostId}`, { code: 'EBUSY' });
+    return this.opened(key, async () => {
       // Recorded before the device exists: a crash in between leaves a record that reconciliation completes.
       await this.store.putAttachment(disk.id, hostId, null);
       failpoint('attach.recorded');
@@ -90,9 +92,18 @@ export class Attachments implements DiskLocks {
         await this.store.removeAttachment(disk.id, hostId);
         throw err;
       }
-    } finally {
-      this.attaching.delete(key);
-    }
+    });
+  }
+
+  /** Runs an attach or a reconciliation of one disk on one host, registered in `opening` until it ends. */
+  private opened<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const p = fn();
+    const settled = p.then(() => {}, () => {});
+    this.opening.set(key, settled);
+    void settled.then(() => {
+      if (this.opening.get(key) === settled) this.opening.delete(key);
+    });
+    return p;
   }
 
   async detach(name: string, hostId: string | undefined, force: boolean): Promise<{ detached: string[] }> {
@@ -101,6 +112,13 @@ export class Attachments implements DiskLocks {
     if (!atts.length) throw new VdiskError(`disk ${name} is not attached${hostId ? ` on ${hostId}` : ''}`, { code: 'ENOENT' });
     const done: string[] = [];
     for (const a of atts) {
+      // An attach or a reconciliation still starting or recovering the device first: stopping before it ends
+      // would leave the device it brings live, with no table or attachment to answer for it.
+      const opening = this.opening.get(`${disk.id}/${a.hostId}`);
+      if (opening) {
+        this.log(`detach of ${name} on ${a.hostId} waits for its attach or recovery to end`);
+        await opening;
+      }
       const link = this.agents.get(a.hostId);
       if (link) {
         await this.client.stopDevice(link.conn, disk.id).catch((err: VdiskError) => {
@@ -121,9 +139,10 @@ export class Attachments implements DiskLocks {
     await this.sendContainers(link);
     const atts = await this.store.attachments({ hostId: link.hostId });
     for (const a of atts) {
-      if (this.attaching.has(`${a.diskId}/${a.hostId}`)) continue;
+      const key = `${a.diskId}/${a.hostId}`;
+      if (this.opening.has(key)) continue;
       try {
-        await this.reconcileOne(link, a, held.find((h) => h.diskId === a.diskId));
+        await this.opened(key, () => this.reconcileOne(link, a, held.find((h) => h.diskId === a.diskId)));
       } catch (err) {
         this.log(`reconciling ${a.disk} on ${a.hostId}: ${(err as Error).message}`);
       }

@@ -7,6 +7,7 @@
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { connect } from '../../src/protocol/client.js';
 import { socketPath } from '../../src/controller/paths.js';
 import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
@@ -79,6 +80,58 @@ t.test('a blocking state change waits for in-flight I/O on the agent', async (t)
   const bad = await conn.request('disk.states', { name: 'd1', first: 10, count: 10, bits: STATE_NO_WRITE, set: true }).catch((e: Error & { code: string }) => e);
   t.match(bad, { code: 'ERANGE' }, 'an out-of-range change is refused');
   t.equal((await conn.request('controller.status')).result !== undefined, true, 'and the controller is still healthy');
+});
+
+/** The block device of the ublk char device that process `pid` holds open (the one it is starting), if any. */
+function deviceOpenedBy(pid: number): string | undefined {
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    const m = /^\/dev\/ublkc(\d+)$/.exec((() => { try { return fs.readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return ''; } })());
+    if (m) return `/dev/ublkb${m[1]}`;
+  }
+  return undefined;
+}
+
+t.test('a detach while the attach\'s START_DEV waits (its partition scan reads a suspended container) stops the device it brings', async (t) => {
+  const file = makeFile('startdev', 32 * MB);
+  const loop = run('losetup', ['-f', '--show', file]).trim();
+  const name = `vdisk-start-${process.pid}`;
+  t.equal(dm(['create', name, '--table', `0 ${(32 * MB) / 512} linear ${loop} 0`]).status, 0, 'dm container created');
+  const c = await Cluster.start('vd-startdev');
+  t.teardown(async () => {
+    dm(['resume', name]);
+    await c.stop();
+    dm(['remove', name]);
+    run('losetup', ['-d', loop]);
+  });
+  await c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
+  await c.ok('create', 's1', '--size', '16M', '--thick'); // thick: the partition scan reads the container
+  await c.ok('agent', 'start', '--host-id', 'h1');
+  const agent = await c.agentPid();
+  t.equal(dm(['suspend', name]).status, 0, 'container suspended');
+  const attach = c.spawnVdisk(['attach', 's1', '--host-id', 'h1']);
+  let dev = '';
+  await waitFor('the new device\'s partition scan to be in flight', () => {
+    dev = deviceOpenedBy(agent) ?? '';
+    return (dev !== '' && fs.existsSync(`/sys/block/${dev.slice(5)}/inflight`) && inflight(dev).reads >= 1);
+  });
+  t.pass(`START_DEV of ${dev} waits on a read in the suspended container`);
+  // Before the fix this detach stopped nothing (the agent had no device yet) and was answered at once; then
+  // the attach recorded its device: the disk stayed attached, served by a device no detach had stopped.
+  const { conn } = await connect(socketPath(c.dir), { role: 'cli' });
+  t.teardown(() => conn.close());
+  let answered = false;
+  const detach = conn.request('disk.detach', { name: 's1', hostId: 'h1', force: false }, { timeoutMs: 120_000 })
+    .finally(() => { answered = true; });
+  await waitFor('the detach to be answered or to wait for the attach', () =>
+    answered || /detach of s1 on h1 waits for its attach or recovery to end/.test(c.log('controller.log')));
+  t.notOk(answered, 'the detach waits for the attach (the container still suspended)');
+  t.equal(dm(['resume', name]).status, 0, 'container resumed');
+  const [a] = await Promise.all([attach.done, detach]);
+  t.equal(a.status, 0, `the attach completed ${a.err}`);
+  t.pass('the detach completed');
+  const ls = await c.json<Array<{ name: string; device: string | null }>>('ls');
+  t.equal(ls.find((x) => x.name === 's1')?.device, null, 'the disk is detached');
+  t.notOk(fs.existsSync(`/sys/block/${dev.slice(5)}`), `${dev} is gone`);
 });
 
 function ddRead(dev: string, offset: number): { status: number | null; err: string } {
