@@ -38,7 +38,7 @@ t.test('kill -9 of the agent during fio verify', async (t) => {
   t.match((await c.json<Array<{ name: string; device: string | null }>>('ls')), [{ name: 'kill9', device: '/dev/vdisk/kill9' }], 'vdisk ls names it');
   const mark = crypto.randomBytes(MB);
   writeDirect(dev, 200 * MB, mark); // outside fio's range: read back after the recovery
-  const fio = spawn('fio', ['--name=v', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--size=64M', '--iodepth=16',
+  const fio = spawn('fio', ['--name=v', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--size=16M', '--iodepth=16',
     '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--rate_iops=1500',
     '--randrepeat=0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
