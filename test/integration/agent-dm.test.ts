@@ -28,12 +28,18 @@ function ddWrite(dev: string, offset: number, data: Buffer): { done: () => boole
   return { done: () => finished, code };
 }
 
-t.test('a blocking state change waits for in-flight I/O on the agent', async (t) => {
-  const file = makeFile('blocking', 64 * MB);
+type Test = Pick<typeof t, 'equal' | 'teardown'>;
+
+/**
+ * A new cluster whose container `dm` is a dm-linear device over a loop file of `size` bytes, so that a test can
+ * suspend it; the teardown resumes it before the cluster stops. Returns the cluster and the dm device's name.
+ */
+async function dmCluster(t: Test, tag: string, size: number): Promise<{ c: Cluster; name: string }> {
+  const file = makeFile(tag, size);
   const loop = run('losetup', ['-f', '--show', file]).trim();
-  const name = `vdisk-block-${process.pid}`;
-  t.equal(dm(['create', name, '--table', `0 ${(64 * MB) / 512} linear ${loop} 0`]).status, 0, 'dm container created');
-  const c = await Cluster.start('vd-blocking');
+  const name = `vdisk-${tag}-${process.pid}`;
+  t.equal(dm(['create', name, '--table', `0 ${size / 512} linear ${loop} 0`]).status, 0, 'dm container created');
+  const c = await Cluster.start(`vd-${tag}`);
   t.teardown(async () => {
     dm(['resume', name]);
     await c.stop();
@@ -41,6 +47,11 @@ t.test('a blocking state change waits for in-flight I/O on the agent', async (t)
     run('losetup', ['-d', loop]);
   });
   await c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
+  return { c, name };
+}
+
+t.test('a blocking state change waits for in-flight I/O on the agent', async (t) => {
+  const { c, name } = await dmCluster(t, 'blocking', 64 * MB);
   await c.ok('create', 'd1', '--size', '16M', '--thick');
   const dev = await c.attach('d1');
   const { conn } = await connect(socketPath(c.dir), { role: 'cli' });
@@ -92,18 +103,7 @@ function deviceOpenedBy(pid: number): string | undefined {
 }
 
 t.test('a detach while the attach\'s START_DEV waits (its partition scan reads a suspended container) stops the device it brings', async (t) => {
-  const file = makeFile('startdev', 32 * MB);
-  const loop = run('losetup', ['-f', '--show', file]).trim();
-  const name = `vdisk-start-${process.pid}`;
-  t.equal(dm(['create', name, '--table', `0 ${(32 * MB) / 512} linear ${loop} 0`]).status, 0, 'dm container created');
-  const c = await Cluster.start('vd-startdev');
-  t.teardown(async () => {
-    dm(['resume', name]);
-    await c.stop();
-    dm(['remove', name]);
-    run('losetup', ['-d', loop]);
-  });
-  await c.ok('container', 'add', 'dm', '--path', `/dev/mapper/${name}`);
+  const { c, name } = await dmCluster(t, 'startdev', 32 * MB);
   await c.ok('create', 's1', '--size', '16M', '--thick'); // thick: the partition scan reads the container
   await c.ok('agent', 'start', '--host-id', 'h1');
   const agent = await c.agentPid();

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { checkStore } from '../../src/controller/check.js';
 import { Db } from '../../src/controller/db.js';
-import { Store } from '../../src/controller/store.js';
+import { Store, type Container, type Disk } from '../../src/controller/store.js';
 import { copyOut } from '../../src/controller/copy-out.js';
 import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
 
@@ -234,20 +234,26 @@ t.test('generation(): changes after a transaction that wrote the table ends, nev
   t.not(db.generation('disks'), g1, 'changed after a rollback too (conservative)');
 });
 
-t.test('diskById answers from a cache that a write to disks invalidates, and reads a transaction\'s own view', async (t) => {
+/** A store with containers c1 and c2 and a 4 MiB disk d on c1: a change of d's container is a write to disks. */
+async function storeWithTwoContainers(t: { teardown: (fn: () => unknown) => void }): Promise<{ store: Store; d: Disk; c2: Container }> {
   const dir = tmpdir(t);
   const store = await Store.open(dir);
   t.teardown(() => store.close());
   await store.addContainer('c1', path.join(dir, 'c1.img'), 64 * MB);
   await store.addContainer('c2', path.join(dir, 'c2.img'), 64 * MB);
   const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB, container: 'c1' });
+  const c2 = (await store.listContainers()).find((c) => c.name === 'c2')!;
+  return { store, d, c2 };
+}
+
+t.test('diskById answers from a cache that a write to disks invalidates, and reads a transaction\'s own view', async (t) => {
+  const { store, d, c2 } = await storeWithTwoContainers(t);
   t.equal((await store.diskById(d.id))?.containerId, d.containerId, 'first read');
   const reads = store.db.stats.readerStatements;
   const again = await store.diskById(d.id);
   t.equal(store.db.stats.readerStatements, reads, 'the second read is served without a statement');
   again!.name = 'mutated';
   t.equal((await store.diskById(d.id))?.name, 'd', 'a caller changing its copy does not change the cache');
-  const c2 = (await store.listContainers()).find((c) => c.name === 'c2')!;
   await t.rejects(store.db.transaction(async () => {
     await store.db.run('UPDATE disks SET container_id = ? WHERE id = ?', [c2.id, d.id]);
     t.equal((await store.diskById(d.id))?.containerId, c2.id, 'inside the transaction: its own write');
@@ -261,13 +267,7 @@ t.test('diskById answers from a cache that a write to disks invalidates, and rea
 });
 
 t.test('a read inside Db.snapshot() does not fill the caches: its rows may be older than their generation', async (t) => {
-  const dir = tmpdir(t);
-  const store = await Store.open(dir);
-  t.teardown(() => store.close());
-  await store.addContainer('c1', path.join(dir, 'c1.img'), 64 * MB);
-  await store.addContainer('c2', path.join(dir, 'c2.img'), 64 * MB);
-  const d = await store.createDisk({ name: 'd', size: 4 * MB, segmentSize: MB, container: 'c1' });
-  const c2 = (await store.listContainers()).find((c) => c.name === 'c2')!;
+  const { store, d, c2 } = await storeWithTwoContainers(t);
   await store.db.snapshot(async () => {
     await store.db.get('SELECT count(*) AS n FROM disks'); // the snapshot's read transaction starts here
     await store.db.run('UPDATE disks SET container_id = ? WHERE id = ?', [c2.id, d.id]); // committed outside it
