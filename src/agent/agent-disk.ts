@@ -12,6 +12,7 @@ import { UblkDevice, type DeviceOptions, type Fault } from '../ublk/device.js';
 import { MAX_CONTAINERS, type AgentContainers } from './containers.js';
 import type { Alternate, FaultAnswer } from '../protocol/fault-answer.js';
 import { linkStableName, unlinkStableName } from './stable-name.js';
+import type { GrantPool } from './grant-pool.js';
 
 export interface DiskShape { diskId: number; name: string; size: number; segmentSize: number; readOnly?: boolean }
 
@@ -59,6 +60,8 @@ export class AgentDisk {
   private readonly aheadInFlight = new Set<number>();
   /** How parked faults ended so far: by a cancel (or a lost link) or at their time. */
   readonly delayEnds = { cancelled: 0, expired: 0 };
+  /** Zeroed segments the controller granted for first writes, and their claims (set by the agent). */
+  grants: GrantPool | undefined;
 
   constructor(
     readonly shape: DiskShape,
@@ -203,6 +206,7 @@ export class AgentDisk {
    * with 0 to retry the request (it faults again if the table still cannot serve it) or -errno to fail it.
    */
   async fault(f: Fault): Promise<number> {
+    if (f.op === FAULT_WRITE && this.claim(f.segment)) return 0;
     let parked: Promise<void> | undefined;
     const answer = await this.sendFault(this, f, (a) => {
       this.install(f, a);
@@ -215,9 +219,26 @@ export class AgentDisk {
     return 0;
   }
 
+  /**
+   * A first write into a Zero entry takes a granted segment, if one is held: its claim is in the claims file
+   * before the entry is installed (so before the write can complete), and the entry counts as mapped for the
+   * next FLUSH, whose disk.sync carries the claim. The entry is read again here, on the main thread where
+   * every change is applied: a change since the worker saw Zero (a snapshot's No-write) wins.
+   */
+  private claim(segment: number): boolean {
+    if (!this.grants || this.table.load(segment) !== STATE_ZERO) return false;
+    const g = this.grants.take(segment);
+    if (!g) return false;
+    this.mapped();
+    this.markDirty(g.container);
+    this.table.setRange(segment, 1, { states: 0, container: g.container, offset: g.offset, alt: 0 });
+    return true;
+  }
+
   /** A queue's ahead hint (see AheadSender); the controller pushes what it maps, so the reply carries nothing to install. */
   private ahead(segment: number, from: number): void {
-    if (this.aheadInFlight.has(segment)) return;
+    // Grants serve sequential writers too: windows mapped ahead would only compete for the zeroed frontier.
+    if (this.aheadInFlight.has(segment) || this.grants?.active) return;
     this.aheadInFlight.add(segment);
     void this.sendAhead(this, segment, from).finally(() => this.aheadInFlight.delete(segment));
   }

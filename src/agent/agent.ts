@@ -15,6 +15,10 @@ import { sleep } from '../util/sleep.js';
 import { agentDispatcher, controllerRequest } from '../protocol/agent-ops.js';
 import { AgentDisk, type FaultAnswer } from './agent-disk.js';
 import { AgentContainers } from './containers.js';
+import { GrantPool, claimsDir, readClaimsFiles } from './grant-pool.js';
+import type { Claim, DiskClaim } from '../protocol/agent-ops.js';
+import fs from 'node:fs';
+import path from 'node:path';
 import { DEFAULT_LEASE_MS, leaseCheckMs, leaseDrainMs, leaseRangeText, validLease } from '../protocol/lease.js';
 
 export { DEFAULT_LEASE_MS } from '../protocol/lease.js';
@@ -25,6 +29,8 @@ export interface AgentOptions {
   hostId: string;
   leaseMs?: number;
   log?: (msg: string) => void;
+  /** Where the claims files live (grant-pool.ts's claimsDir by default). */
+  claimsDir?: string;
 }
 
 export class Agent {
@@ -48,6 +54,9 @@ export class Agent {
   /** Why the agent gave up, when the controller refused its credential (it then exits). */
   refused: VdiskError | undefined;
   private exit!: () => void;
+  private readonly claimsDir: string;
+  /** Claims a previous agent of this host left in its files, by disk: sent at registration until one succeeds. */
+  private recovered = new Map<number, Claim[]>();
 
   constructor(private readonly o: AgentOptions) {
     this.hostId = o.hostId;
@@ -57,10 +66,14 @@ export class Agent {
     this.log = o.log ?? ((m) => process.stderr.write(`vdisk agent ${o.hostId}: ${m}\n`));
     this.ready = new Promise((resolve) => { this.readyResolve = resolve; });
     this.exited = new Promise((resolve) => { this.exit = resolve; });
+    this.claimsDir = o.claimsDir ?? claimsDir(o.hostId);
   }
 
   /** Connects (retrying until the controller answers) and keeps the link and the lease alive. */
   async start(): Promise<void> {
+    this.recovered = readClaimsFiles(this.claimsDir);
+    const n = [...this.recovered.values()].reduce((a, c) => a + c.length, 0);
+    if (n) this.log(`${n} claim(s) of a previous agent found in ${this.claimsDir}: sent with the registration`);
     this.timers.push(setInterval(() => this.checkLease(), leaseCheckMs(this.leaseMs)));
     this.timers.push(setInterval(() => { void this.ping(); }, Math.max(100, Math.floor(this.leaseMs / 4))));
     void this.linkLoop();
@@ -98,11 +111,24 @@ export class Agent {
       announced = false;
       conn.onRequest((op, args, payload) => this.serve(op, args, payload).catch(toVdiskError));
       const sent = Date.now();
+      // Every unconfirmed claim goes with the registration, which frees whatever this host had been granted.
+      const claims: DiskClaim[] = [...this.recovered].flatMap(([diskId, list]) => list.map((c) => ({ diskId, ...c })));
+      const upTo = new Map<AgentDisk, number>();
+      for (const d of this.disks.values()) {
+        if (!d.grants) continue;
+        const u = d.grants.unconfirmed();
+        upTo.set(d, u.upTo);
+        claims.push(...u.claims.map((c) => ({ diskId: d.id, ...c })));
+      }
       try {
         await controllerRequest(conn, 'agent.register', {
           pid: process.pid, leaseMs: this.leaseMs,
           disks: [...this.disks.values()].map((d) => ({ diskId: d.id, devId: d.device?.devId ?? null })),
+          claims,
         });
+        for (const [d, u] of upTo) d.grants?.confirm(u);
+        for (const id of this.recovered.keys()) if (!this.disks.has(id)) fs.rmSync(path.join(this.claimsDir, `${id}.claims`), { force: true });
+        this.recovered.clear();
       } catch (err) {
         this.log(`registration failed: ${(err as Error).message}`);
         conn.socket.destroy();
@@ -118,6 +144,8 @@ export class Agent {
       this.readyResolve(conn);
       await conn.closed;
       this.conn = undefined;
+      // Grants are tied to the link: the next registration frees them all.
+      for (const d of this.disks.values()) d.grants?.drop();
       // A cancel can no longer reach us on this link: parked faults ask again (and wait for the next link).
       for (const d of this.disks.values()) d.cancelDelays(0, d.table.segments);
       this.ready = new Promise((resolve) => { this.readyResolve = resolve; });
@@ -142,7 +170,11 @@ export class Agent {
     // The controller may now change mappings it believes we no longer cache: drop them all.
     this.suspended = true;
     this.drained = false;
-    for (const d of this.disks.values()) d.suspend();
+    for (const d of this.disks.values()) {
+      d.suspend();
+      // The controller may free our grants once the lease is out: answers still on their way are void too.
+      d.grants?.drop(true);
+    }
     this.log(`lease of ${this.leaseMs} ms expired: I/O suspended until the controller reloads the tables`);
     void this.drainSuspended();
   }
@@ -193,10 +225,15 @@ export class Agent {
     try {
       const answer = await this.untilAnswered(async (conn) => {
         let a: FaultAnswer | undefined;
-        await controllerRequest(conn, 'fault', { diskId: disk.id, op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length }, {
+        // The unconfirmed claims go first: a discard or a write-zeroes must not be undone by a claim applied after it.
+        const { claims, upTo } = disk.grants?.unconfirmed() ?? { claims: [], upTo: 0 };
+        await controllerRequest(conn, 'fault', {
+          diskId: disk.id, op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length, ...(claims.length ? { claims } : {}),
+        }, {
           timeoutMs: 0,
           onResult: (r) => {
             a = r;
+            disk.grants?.confirm(upTo);
             if (disk.table.segments > f.segment) onAnswer(r);
           },
         });
@@ -212,12 +249,24 @@ export class Agent {
   /** A disk.sync (AgentDisk's SyncSender): held and asked again as a fault is (a sync is idempotent). */
   private async sendSync(disk: AgentDisk): Promise<number> {
     try {
-      await this.untilAnswered((conn) => controllerRequest(conn, 'disk.sync', { diskId: disk.id }, { timeoutMs: 0 }));
+      // The claims first, in the same request: the sync's durable commit covers them.
+      const { claims, upTo } = disk.grants?.unconfirmed() ?? { claims: [], upTo: 0 };
+      await this.untilAnswered((conn) => controllerRequest(conn, 'disk.sync', { diskId: disk.id, claims }, { timeoutMs: 0 }));
+      disk.grants?.confirm(upTo);
       return 0;
     } catch (err) {
       this.log(`sync of ${disk.shape.name}: ${(err as Error).message}`);
       return -5;
     }
+  }
+
+  /** A grant request (GrantPool's asker): on the link there is, never retried (a first write faults meanwhile). */
+  private async sendGrant(disk: AgentDisk, want: number, claims: Claim[]): Promise<{ grants: Array<{ container: number; offset: number }>; refused?: string }> {
+    const conn = this.conn;
+    if (!conn) throw new VdiskError('no link to the controller', { code: 'ECONNRESET' });
+    const r = await controllerRequest(conn, 'disk.grant', { diskId: disk.id, want, claims }, { timeoutMs: 0 });
+    if (r.refused && want > 0) this.log(`no grants for ${disk.shape.name}: ${r.refused}`);
+    return r;
   }
 
   /**
@@ -271,14 +320,21 @@ export class Agent {
     'table.create': (shape) => {
       const cur = this.disks.get(shape.diskId);
       if (cur?.busy) throw new VdiskError(`disk ${shape.name} is being served${cur.device ? ` by ${cur.device.path}` : ''}: stop it first`, { code: 'EBUSY' });
-      this.disks.set(shape.diskId, new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on),
+      cur?.grants?.close();
+      const d = new AgentDisk(shape, this.containers, (d, f, on) => this.sendFault(d, f, on),
         (d, first, count) => { void this.sendIoError(d, first, count); }, this.log,
-        (d, segment, from) => this.sendAhead(d, segment, from), (d) => this.sendSync(d)));
+        (d, segment, from) => this.sendAhead(d, segment, from), (d) => this.sendSync(d));
+      if (!shape.readOnly) {
+        d.grants = new GrantPool(path.join(this.claimsDir, `${shape.diskId}.claims`), shape.segmentSize,
+          (want, claims) => this.sendGrant(d, want, claims), this.log);
+      }
+      this.disks.set(shape.diskId, d);
       return {};
     },
     'table.delete': ({ diskId }) => {
       const d = this.disk(diskId);
       if (d.busy) throw new VdiskError(`disk ${d.shape.name} is being served${d.device ? ` by ${d.device.path}` : ''}: stop it first`, { code: 'EBUSY' });
+      d.grants?.close();
       this.disks.delete(d.id);
       return {};
     },
@@ -326,8 +382,17 @@ export class Agent {
     'device.stop': async ({ diskId }) => {
       const d = this.disk(diskId);
       await d.stop();
+      // Drained: the claims are final. The controller applies them; the file stays until it confirms one way
+      // or another (a registration of this host's next agent resends them).
+      const claims = d.grants?.unconfirmed().claims ?? [];
+      d.grants?.close();
       this.disks.delete(d.id);
-      return {};
+      return { claims };
+    },
+    'grants.revoke': ({ diskId }) => {
+      const d = this.disks.get(diskId);
+      d?.grants?.drop();
+      return { claims: [...(this.recovered.get(diskId) ?? []), ...(d?.grants?.unconfirmed().claims ?? [])] };
     },
     'agent.status': () => ({
       pid: process.pid, hostId: this.hostId, leaseMs: this.leaseMs, suspended: this.suspended, drained: this.drained,

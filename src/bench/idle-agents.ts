@@ -111,7 +111,7 @@ export async function idleAgentsBench(o: IdleAgentsOptions = {}): Promise<IdleAg
     try {
       for (let i = 0; i < agents; i++) {
         const conn = await open(hostIds[i]!);
-        await controllerRequest(conn, 'agent.register', { pid: process.pid, leaseMs, disks: [] });
+        await controllerRequest(conn, 'agent.register', { pid: process.pid, leaseMs, disks: [], claims: [] });
         conns.push(conn);
         // The real agent pings every quarter lease (src/agent/agent.ts); spread the phases as real hosts would.
         const every = Math.max(100, Math.floor(leaseMs / 4));

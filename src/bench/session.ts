@@ -147,12 +147,13 @@ export class BenchSession {
       },
       'device.start': (a) => { marks.deviceStart = performance.now(); return device(a.diskId, a.queues); },
       'device.recover': (a) => device(a.diskId, 1),
-      'device.stop': () => ({}),
+      'device.stop': () => ({ claims: [] }),
+      'grants.revoke': () => ({ claims: [] }),
       'agent.status': () => ({ pid: process.pid, hostId, leaseMs: 10_000, suspended: false, drained: false, disks: [] }),
       'agent.exit': () => ({}),
     };
     conn.onRequest(agentDispatcher(handlers));
-    await controllerRequest(conn, 'agent.register', { pid: process.pid, leaseMs: 10_000, disks: [] });
+    await controllerRequest(conn, 'agent.register', { pid: process.pid, leaseMs: 10_000, disks: [], claims: [] });
     await ready; // the controller reconciles a new agent right after registering it
     // Pings as a real agent does: a part that runs longer than the lease (the thick snapshot part) would
     // otherwise find the stand-in dropped as lost.

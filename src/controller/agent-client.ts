@@ -2,7 +2,7 @@
 // every agent that may map a disk (toHolders). It decides nothing and takes no lock: its callers order the
 // calls and hold the disk's lock where a method says so (attachments.ts, fault-policy.ts).
 import type { Connection } from '../protocol/connection.js';
-import { agentRequest, type ContainerError, type ContainerRef, type DeviceInfo, type Empty } from '../protocol/agent-ops.js';
+import { agentRequest, type Claim, type ContainerError, type ContainerRef, type DeviceInfo, type Empty } from '../protocol/agent-ops.js';
 import type { Alternate } from '../protocol/fault-answer.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
 import { STATE_ALTERNATE, type Entry } from '../table/mapping-table.js';
@@ -27,7 +27,7 @@ export class AgentClient {
     return agentRequest(conn, 'device.recover', { diskId, devId }, { timeoutMs: DEVICE_TIMEOUT_MS });
   }
 
-  stopDevice(conn: Connection, diskId: number): Promise<Empty> {
+  stopDevice(conn: Connection, diskId: number): Promise<{ claims: Claim[] }> {
     return agentRequest(conn, 'device.stop', { diskId }, { timeoutMs: DEVICE_TIMEOUT_MS });
   }
 

@@ -6,6 +6,7 @@
 import type { ProgressFn } from './progress.js';
 import { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
+import type { Claim } from '../protocol/agent-ops.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
 import { STATE_ERROR, STATE_INVALID, STATE_ZERO } from '../table/mapping-table.js';
@@ -19,6 +20,7 @@ import { AgentClient } from './agent-client.js';
 import { FaultPolicy, type DiskLocks } from './fault-policy.js';
 import type { AgentLink, AgentRegistry } from './agents.js';
 import { ContainerHealth, pathOn } from './container-labels.js';
+import { Grants } from './grants.js';
 import type { Attachment, Disk, Store } from './store.js';
 
 export const DEFAULT_QUEUES = 1;
@@ -37,10 +39,13 @@ export class Attachments implements DiskLocks {
   readonly health = new ContainerHealth();
   private readonly client: AgentClient;
   private readonly policy: FaultPolicy;
+  /** Zeroed segments granted to a disk's sole holder, and its claims (revoked by every flow under withDisk). */
+  readonly grants: Grants;
 
   constructor(private readonly store: Store, private readonly agents: AgentRegistry, private readonly log: (m: string) => void) {
     this.client = new AgentClient(store, agents, log);
     this.policy = new FaultPolicy(store, this.client, this, log);
+    this.grants = new Grants(store, agents, this.locks, (h) => this.policy.isRemote(h), log);
   }
 
   /** Group commit of first writes into thin segments (made on the first such fault: it needs the SegmentIo). */
@@ -60,11 +65,14 @@ export class Attachments implements DiskLocks {
 
   /**
    * Runs fn under the disk's lock. The yield first lets replies whose handlers already finished (fault answers
-   * computed under this lock) reach the socket, so they never travel after a change that follows them.
+   * computed under this lock) reach the socket, so they never travel after a change that follows them. Then
+   * the disk's grants are revoked: fn sees every write its holder claimed, and nobody claims until it ends.
    */
   withDisk<T>(diskId: number, fn: () => Promise<T>): Promise<T> {
     return this.locks.run(diskId, async () => {
       await new Promise((resolve) => setImmediate(resolve));
+      const disk = await this.store.diskById(diskId);
+      if (disk) await this.grants.revokeLocked(disk);
       return fn();
     });
   }
@@ -120,15 +128,19 @@ export class Attachments implements DiskLocks {
         await opening;
       }
       const link = this.agents.get(a.hostId);
+      let claims: Claim[] = [];
       if (link) {
-        await this.client.stopDevice(link.conn, disk.id).catch((err: VdiskError) => {
+        claims = (await this.client.stopDevice(link.conn, disk.id).catch((err: VdiskError) => {
           if (err.code !== 'ENOENT') throw err; // ENOENT: the agent no longer holds it
-        });
+          return { claims: [] };
+        })).claims;
       } else if (!force) {
         throw new VdiskError(`the agent of ${a.hostId} is not connected, so its device cannot be stopped; ` +
           'start it (it recovers the device) or use --force to forget the attachment', { code: 'EAGAIN' });
       }
       await this.store.removeAttachment(disk.id, a.hostId);
+      // The device is drained: its last claims map what it wrote, and no request of its can take more grants.
+      await this.grants.release(disk, a.hostId, claims);
       done.push(a.hostId);
     }
     return { detached: done };

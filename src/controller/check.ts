@@ -160,12 +160,14 @@ async function checkSnapshot(store: Store, progress?: ProgressFn): Promise<Check
       problems.push(i < d.segments ? `${d.name}[${i}] has an alternate location but no mapping` : `${d.name} has an alternate location for segment ${i}, outside the disk`);
     }
   }
-  // Reserved segments (allocations.pending) belong to a flow in progress and are named by no table yet.
+  // Reserved segments (allocations.pending) belong to a flow in progress and are named by no table yet;
+  // granted ones (grants.ts) are named by their grant until claimed.
   // Allocations page by primary key, SLICE rows a turn.
   let allocations = 0;
   for (let after = { c: -1, u: -1 }; ;) {
     const page = await store.db.all<{ container_id: number; unit: number }>(
-      'SELECT container_id, unit FROM allocations WHERE (container_id, unit) > (?, ?) AND pending = 0 ORDER BY container_id, unit LIMIT ?',
+      `SELECT container_id, unit FROM allocations a WHERE (container_id, unit) > (?, ?) AND pending = 0
+        AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.container_id = a.container_id AND g.unit = a.unit) ORDER BY container_id, unit LIMIT ?`,
       [after.c, after.u, SLICE]);
     for (const a of page) {
       const k = refs.slot(a.container_id, a.unit);
@@ -193,6 +195,14 @@ async function checkSnapshot(store: Store, progress?: ProgressFn): Promise<Check
   const both = await store.db.all<{ container_id: number; unit: number }>(
     'SELECT f.container_id, f.unit FROM free_extents f JOIN allocations a ON a.container_id = f.container_id AND a.unit = f.unit WHERE a.pending = 0');
   for (const f of both) problems.push(`segment ${f.container_id}/${f.unit} is both free and allocated`);
+  const grants = await store.db.all<{ container_id: number; unit: number; disk_id: number; host_id: string; allocated: number }>(
+    `SELECT g.container_id, g.unit, g.disk_id, g.host_id, a.unit IS NOT NULL AS allocated FROM grants g
+     LEFT JOIN allocations a ON a.container_id = g.container_id AND a.unit = g.unit AND a.pending = 0`);
+  for (const g of grants) {
+    const what = `segment ${g.container_id}/${g.unit}, granted to disk ${g.disk_id} on ${g.host_id},`;
+    if (!g.allocated) problems.push(`${what} is not allocated`);
+    if (refs.slot(g.container_id, g.unit) !== undefined) problems.push(`${what} is also referenced by a table`);
+  }
   problems.push(...await containerOverlaps(store));
   problems.push(...await controllerFiles(store));
   problems.push(...await labels(store));

@@ -92,6 +92,7 @@ const REQUEST_ROLES = {
   'fault': AGENT,
   'fault.ahead': AGENT,
   'disk.sync': AGENT,
+  'disk.grant': AGENT,
   'disk.rm': CLI,
   'host.add': CLI,
   'host.ls': CLI,
@@ -437,14 +438,16 @@ export class Controller {
     'agent.register': async (a, caller): Promise<Sent<'agent.register'>> => {
       const hostId = agentOf(caller);
       // The lease is bounded there: blocking changes to a lost agent's disks wait it out (protocol/lease.ts).
-      const { leaseMs, disks: held, pid } = parseControllerArgs('agent.register', a);
+      const { leaseMs, disks: held, pid, claims } = parseControllerArgs('agent.register', a);
       const link = { hostId, conn: caller.conn, pid, leaseMs, since: Date.now() };
       this.agents.add(link);
       await this.store.touchAgent(hostId, leaseMs);
-      log(`agent ${hostId} (pid ${link.pid}) registered with ${held.length} disk(s)`);
+      // Before reconciliation reloads its tables: they must show what its claims mapped.
+      const claimed = await this.attachments.grants.register(hostId, claims);
+      log(`agent ${hostId} (pid ${link.pid}) registered with ${held.length} disk(s)${claims.length ? `, ${claimed} of ${claims.length} claim(s) applied` : ''}`);
       // After the reply: the agent serves our commands while its registration completes.
       setImmediate(() => { void this.attachments.reconcile(link, held).catch((err: Error) => log(`reconcile ${hostId}: ${err.message}`)); });
-      return {};
+      return { claims: claimed };
     },
     'agent.ping': async (a, caller): Promise<Sent<'agent.ping'>> => {
       const hostId = this.registered(caller);
@@ -462,11 +465,12 @@ export class Controller {
       return { entries: n };
     },
     'fault': async (a, caller): Promise<Sent<'fault'>> => {
-      this.registered(caller);
+      const hostId = this.registered(caller);
       const f = parseControllerArgs('fault', a);
       const disk = await this.store.diskById(f.diskId);
       if (!disk) throw new VdiskError(`no disk with id ${f.diskId}`, { code: 'ENOENT' });
       const started = performance.now();
+      if (f.claims) await this.attachments.grants.sync(disk, hostId, f.claims);
       const answer = await this.attachments.fault(caller.conn, disk, {
         op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length ?? disk.segmentSize,
       }, this.io).catch((err: unknown) => {
@@ -490,15 +494,24 @@ export class Controller {
       return { mapped };
     },
     'disk.sync': async (a, caller): Promise<Sent<'disk.sync'>> => {
-      this.registered(caller);
-      const { diskId } = parseControllerArgs('disk.sync', a);
-      if (!await this.store.diskById(diskId)) throw new VdiskError(`no disk with id ${diskId}`, { code: 'ENOENT' });
+      const hostId = this.registered(caller);
+      const { diskId, claims } = parseControllerArgs('disk.sync', a);
+      const disk = await this.store.diskById(diskId);
+      if (!disk) throw new VdiskError(`no disk with id ${diskId}`, { code: 'ENOENT' });
       const started = performance.now();
+      await this.attachments.grants.sync(disk, hostId, claims);
       const commits = this.store.db.lazyPending;
       await this.store.db.sync();
       failpoint('sync.committed');
       this.metrics.sync(performance.now() - started, commits > 0);
       return { commits };
+    },
+    'disk.grant': async (a, caller): Promise<Sent<'disk.grant'>> => {
+      const hostId = this.registered(caller);
+      const { diskId, want, claims } = parseControllerArgs('disk.grant', a);
+      const disk = await this.store.diskById(diskId);
+      if (!disk) throw new VdiskError(`no disk with id ${diskId}`, { code: 'ENOENT' });
+      return this.attachments.grants.grant(disk, hostId, want, claims);
     },
     'disk.rm': async (a, caller) => {
       await this.store.removeDisk(str(a, 'name'), progressTo(caller.conn, a.progress === true, 'rm', 'segments'));

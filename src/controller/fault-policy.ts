@@ -49,7 +49,7 @@ export class FaultPolicy {
   }
 
   /** Any credential, even a revoked one: that host's agent may still be up until its lease runs out. */
-  private isRemote(hostId: string): Promise<boolean> {
+  isRemote(hostId: string): Promise<boolean> {
     return this.remote.get(hostId, async () => (await this.hosts.get(hostId)) !== undefined);
   }
 

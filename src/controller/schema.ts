@@ -141,6 +141,18 @@ const MIGRATIONS: string[] = [
   //   segment taken from there needs no zeroing. 0 for every existing container: nothing is known zero until
   //   the first zero-ahead.
   'ALTER TABLE containers ADD COLUMN zeroed_unit INTEGER NOT NULL DEFAULT 0;',
+  // 10: grants (grants.ts): zeroed segments given to the one host that holds a disk, ahead of its first
+  //   writes. Each is a committed allocation that this table names instead of a disk's table, until the host's
+  //   agent maps it itself (a claim) or it is freed (revocation, registration, detach, removal).
+  `CREATE TABLE grants (
+     container_id INTEGER NOT NULL REFERENCES containers(id),
+     unit INTEGER NOT NULL,
+     units INTEGER NOT NULL,
+     disk_id INTEGER NOT NULL REFERENCES disks(id),
+     host_id TEXT NOT NULL,
+     PRIMARY KEY (container_id, unit)
+   ) WITHOUT ROWID;
+   CREATE INDEX grants_disk ON grants (disk_id, host_id);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

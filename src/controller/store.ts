@@ -25,6 +25,7 @@ import { checkName } from './names.js';
 import { failpoint } from '../util/failpoints.js';
 import { LABEL_RESERVED_BYTES } from '../label/container-label.js';
 import type { ProgressFn } from './progress.js';
+import { freeGrants } from './grants.js';
 
 export interface Container {
   id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number;
@@ -335,6 +336,7 @@ export class Store {
       for (const a of await this.db.all<{ container_id: number; unit: number }>('SELECT container_id, unit FROM alternates WHERE disk_id = ?', [disk.id])) {
         await this.alloc.free(a.container_id, a.unit, disk.segmentSize / LOCATION_UNIT); // alternates are never shared
       }
+      await freeGrants(this.db, this.alloc.pool.quarantineMs, disk.id); // a forced detach's, or a crash's before its release
       await this.db.run('DELETE FROM alternates WHERE disk_id = ?', [disk.id]);
       await this.db.run('DELETE FROM table_chunks WHERE disk_id = ?', [disk.id]);
       await this.db.run('UPDATE disks SET parent_id = NULL WHERE parent_id = ?', [disk.id]);

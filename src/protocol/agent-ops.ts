@@ -32,7 +32,18 @@ export interface AgentStatus {
 export interface AgentStatusReport { suspended: boolean; disks: Array<{ name: string; device: string | null; io: IoCounts | null; delays: DelayCounts | null }> }
 /** A disk an agent holds when it registers, and the device serving it (null: none yet). */
 export interface HeldDisk { diskId: number; devId: number | null }
-export interface FaultArgs { diskId: number; op: number; segment: number; states: number; offset: number; length?: number }
+/** `claims`: the agent's unconfirmed claims of the disk, applied before the fault (which may change the table). */
+export interface FaultArgs { diskId: number; op: number; segment: number; states: number; offset: number; length?: number; claims?: Claim[] }
+/**
+ * A granted segment an agent mapped itself at a Zero entry of a disk (see DESIGN.md, "First writes without a
+ * round trip"): `offset` in bytes in `container`. Claims travel with grant requests, syncs, revocations and
+ * registrations; applying one twice is harmless.
+ */
+export interface Claim { segment: number; container: number; offset: number }
+/** A claim with its disk, as a registration carries them (from the claims files of a previous agent too). */
+export interface DiskClaim extends Claim { diskId: number }
+/** A segment granted to an agent: zeroed, the disk's, mapped by no table until the agent claims it. */
+export interface GrantedSegment { container: number; offset: number }
 /** A fault answer as it travels: the alternate's bitmap in base64 inside the JSON reply. */
 export type FaultAnswerWire =
   | Exclude<FaultAnswer, { action: 'entry' }>
@@ -58,14 +69,21 @@ export interface AgentOps {
   'fault.cancel': { args: { diskId: number; first: number; count: number }; result: Empty };
   'device.start': { args: { diskId: number; queues: number; depth: number }; result: DeviceInfo };
   'device.recover': { args: { diskId: number; devId: number }; result: DeviceInfo };
-  'device.stop': { args: { diskId: number }; result: Empty };
+  /** `claims`: what the device's writes claimed and the controller has not confirmed (applied by the detach). */
+  'device.stop': { args: { diskId: number }; result: { claims: Claim[] } };
   'agent.status': { args: Empty; result: AgentStatusReport; reply: AgentStatus };
   'agent.exit': { args: Empty; result: Empty };
+  /**
+   * Before a flow changes the disk's table: the agent stops using its grants for the disk and answers with
+   * every claim the controller has not confirmed; the controller applies those and frees the rest.
+   */
+  'grants.revoke': { args: { diskId: number }; result: { claims: Claim[] } };
 }
 
 /** Agent -> controller: registration, pings, map faults, ahead hints, syncs and container I/O errors. */
 export interface ControllerOps {
-  'agent.register': { args: { pid: number; leaseMs: number; disks: HeldDisk[] }; result: Empty };
+  /** `claims`: claims not yet confirmed (this agent's and a previous one's): applied, then every grant the host had is freed. */
+  'agent.register': { args: { pid: number; leaseMs: number; disks: HeldDisk[]; claims: DiskClaim[] }; result: { claims: number } };
   'agent.ping': { args: Empty; result: Empty };
   'fault': { args: FaultArgs; result: FaultAnswer; reply: FaultAnswerWire };
   'disk.ioerror': { args: { diskId: number; first: number; count: number }; result: { entries: number } };
@@ -78,7 +96,12 @@ export interface ControllerOps {
    * Before a FLUSH or FUA write of the disk completes: every mapping the controller answered or pushed so far
    * is made durable (faults commit without their own fsync). `commits`: how many commits that covered.
    */
-  'disk.sync': { args: { diskId: number }; result: { commits: number } };
+  'disk.sync': { args: { diskId: number; claims: Claim[] }; result: { commits: number } };
+  /**
+   * Applies the claims, then grants up to `want` more zeroed segments (none, with `refused` saying why, for a
+   * disk with another holder, a read-only one, or without room). `claimed`: the claims applied.
+   */
+  'disk.grant': { args: { diskId: number; want: number; claims: Claim[] }; result: { grants: GrantedSegment[]; claimed: number; refused?: string } };
 }
 
 export type AgentOp = keyof AgentOps;
@@ -164,21 +187,30 @@ export const AGENT_OPS: Specs<AgentOps> = {
     payload: false, replyPayload: false, result: device('device.recover'),
     args: (a) => ({ diskId: int(a, 'diskId'), devId: int(a, 'devId') }),
   },
-  'device.stop': { payload: false, replyPayload: false, result: done, args: (a) => ({ diskId: int(a, 'diskId') }) },
+  'device.stop': {
+    payload: false, replyPayload: false, args: (a) => ({ diskId: int(a, 'diskId') }),
+    result: (v) => resultOf('device.stop', v, (o) => ({ claims: optObjects(o, 'claims').map(claimOf) })),
+  },
   'agent.status': { payload: false, replyPayload: false, args: done, result: parseStatus },
   'agent.exit': { payload: false, replyPayload: false, args: done, result: done },
+  'grants.revoke': {
+    payload: false, replyPayload: false,
+    args: (a) => ({ diskId: int(a, 'diskId') }),
+    result: (v) => resultOf('grants.revoke', v, (o) => ({ claims: optObjects(o, 'claims').map(claimOf) })),
+  },
 };
 
 export const CONTROLLER_OPS: Specs<ControllerOps> = {
   'agent.register': {
-    payload: false, replyPayload: false, result: done,
+    payload: false, replyPayload: false,
     args: (a) => {
       const leaseMs = optInt(a, 'leaseMs') ?? DEFAULT_LEASE_MS;
       // Blocking changes to a lost agent's disks wait out its lease (protocol/lease.ts): it must be bounded.
       if (!validLease(leaseMs)) throw new VdiskError(`argument leaseMs must be ${leaseRangeText()}, not ${leaseMs}`, { code: 'EINVAL' });
       const disks = optObjects(a, 'disks').map((d) => ({ diskId: int(d, 'diskId'), devId: d.devId === null ? null : int(d, 'devId') }));
-      return { leaseMs, disks, pid: optInt(a, 'pid') ?? 0 };
+      return { leaseMs, disks, pid: optInt(a, 'pid') ?? 0, claims: optObjects(a, 'claims').map((c) => ({ diskId: int(c, 'diskId'), ...claimOf(c) })) };
     },
+    result: (v) => resultOf('agent.register', v, (o) => ({ claims: optInt(o, 'claims') ?? 0 })),
   },
   'agent.ping': { payload: false, replyPayload: false, args: done, result: done },
   'fault': {
@@ -189,6 +221,8 @@ export const CONTROLLER_OPS: Specs<ControllerOps> = {
       };
       const length = optInt(a, 'length');
       if (length !== undefined) f.length = length;
+      const claims = optObjects(a, 'claims').map(claimOf);
+      if (claims.length) f.claims = claims;
       return f;
     },
   },
@@ -209,10 +243,32 @@ export const CONTROLLER_OPS: Specs<ControllerOps> = {
   },
   'disk.sync': {
     payload: false, replyPayload: false,
-    args: (a) => ({ diskId: int(a, 'diskId') }),
+    args: (a) => ({ diskId: int(a, 'diskId'), claims: optObjects(a, 'claims').map(claimOf) }),
     result: (v) => resultOf('disk.sync', v, (o) => ({ commits: int(o, 'commits') })),
   },
+  'disk.grant': {
+    payload: false, replyPayload: false,
+    args: (a) => {
+      const want = int(a, 'want');
+      if (want > MAX_GRANT) throw new VdiskError(`argument want must be at most ${MAX_GRANT}, not ${want}`, { code: 'EINVAL' });
+      return { diskId: int(a, 'diskId'), want, claims: optObjects(a, 'claims').map(claimOf) };
+    },
+    result: (v) => resultOf('disk.grant', v, (o) => {
+      const refused = optStr(o, 'refused');
+      return {
+        grants: optObjects(o, 'grants').map((g) => ({ container: int(g, 'container'), offset: int(g, 'offset') })),
+        claimed: int(o, 'claimed'), ...(refused !== undefined ? { refused } : {}),
+      };
+    }),
+  },
 };
+
+/** The most segments one grant request may ask for. */
+export const MAX_GRANT = 1024;
+
+function claimOf(c: Args): Claim {
+  return { segment: int(c, 'segment'), container: int(c, 'container'), offset: int(c, 'offset') };
+}
 
 /** A container reference: a label to check comes as a UUID and the size the label must say, both or neither. */
 function containerRef(c: Args): ContainerRef {

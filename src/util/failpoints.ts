@@ -18,10 +18,12 @@ export const FAILPOINTS = {
   'migrate.remapped': 'a migration step committed its remap, the agents not yet told',
   'rm.committed': 'a disk removal committed',
   'attach.recorded': 'an attach recorded its attachment, the device not yet started',
+  'grant.committed': 'a grant of zeroed segments committed, the agent not yet answered',
   'container.labelled': 'a container add wrote and fdatasynced its label, the container not yet committed',
   // In the agent process.
   'agent.loaded': 'the agent installed a piece of a table load (attach, reconnect), not yet acknowledged',
   'agent.blocked': 'the agent applied a blocking change and drained the requests before it, not yet acknowledged',
+  'agent.claimed': 'the agent claimed a granted segment while an earlier claim, whose write may have completed, is only in its claims file',
   'agent.recovered': 'the agent recovered a quiesced device after a restart, not yet acknowledged',
 } as const;
 

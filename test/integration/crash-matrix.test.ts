@@ -61,6 +61,8 @@ interface Scenario {
   passes?: number;
   /** fio's own writes are the flow (first writes, copy-on-write): it starts with the armed process. */
   fioIsTheFlow?: boolean;
+  /** Runs with grants on (part 1's controller runs without: its flows are the faults grants would spare). */
+  grants?: boolean;
   /** fio's I/O count and rate, when not FIO. */
   fio?: string[];
 }
@@ -93,6 +95,9 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
   'staged.planned': { setup: shared, fioIsTheFlow: true, fio: COW_FIO, act: async () => {} },
   'staged.io': { setup: shared, fioIsTheFlow: true, fio: COW_FIO, act: async () => {} },
   'staged.committed': { setup: shared, fioIsTheFlow: true, fio: COW_FIO, act: async () => {} },
+  // The first grant a fresh disk's writer asks for commits and the controller dies: the restarted agent's
+  // registration frees it (whole or absent either way), and fio's first writes fault or take new grants.
+  'grant.committed': { setup: fresh, fioIsTheFlow: true, grants: true, passes: 2, act: async () => {} },
   'thick.reserved': {
     act: async (x) => { for (let k = 0; k < 3; k++) await x.c.vdisk('create', `t${x.i}-${k}`, '--size', '4M', '--thick'); },
     after: async (x, t) => {
@@ -170,6 +175,10 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
   // Two devices to recover: the sentinel snapshot's and this run's disk.
   'agent.loaded': { passes: 2, act: async (x) => { await restartAgent(x.c); } },
   'agent.recovered': { passes: 2, act: async (x) => { await restartAgent(x.c); } },
+  // The restarted agent dies right after claiming a granted segment: its earlier claims, of writes fio saw
+  // complete, are only in its claims file (nothing has asked for more grants yet). The next agent sends
+  // them with its registration, and fio's verify reads them back.
+  'agent.claimed': { setup: fresh, passes: 2, act: async (x) => { await restartAgent(x.c); } },
   // Once: with the agent dead, the snapshot waits out its lease before it goes on.
   'agent.blocked': { passes: 1, act: async (x) => { await x.c.vdisk('snapshot', x.w, `${x.w}-b${x.i}`); } },
 };
@@ -177,7 +186,7 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
 let baseSha = '';
 
 /** The two halves of the matrix, by failpoint name prefix: flows of the data path, then commits and the agent. */
-const PARTS = [['staged.', 'batch.', 'sync.', 'thick.'], ['snapshot.', 'clone.', 'migrate.', 'rm.', 'attach.', 'container.', 'agent.']];
+const PARTS = [['staged.', 'batch.', 'sync.', 'thick.', 'grant.'], ['snapshot.', 'clone.', 'migrate.', 'rm.', 'attach.', 'container.', 'agent.']];
 
 /** kill -9 of h1's agent (its devices stay, quiesced) and a new one started with the environment as it is now. */
 async function restartAgent(c: Cluster): Promise<void> {
@@ -220,7 +229,7 @@ t.test('every failpoint, under fio verify', async (t) => {
   // Nothing here reads a freed segment (discards run with fio stopped; copy-on-write frees none): no quarantine.
   // Every controller start (the CLI runs in this process) inherits it.
   process.env.VDISK_QUARANTINE_MS = '0';
-  t.teardown(() => { delete process.env.VDISK_QUARANTINE_MS; });
+  t.teardown(() => { delete process.env.VDISK_QUARANTINE_MS; delete process.env.VDISK_GRANTS; });
   const c = await Cluster.start('vd-crash');
   t.teardown(() => c.stop());
   await c.container('c1', '1G');
@@ -257,6 +266,9 @@ t.test('every failpoint, under fio verify', async (t) => {
       const x: Ctx = { c, w: 'w', dev, i, n };
       await s.setup?.(x);
       const who = fp.startsWith('agent.') ? 'agent' : 'controller';
+      // Part 1's flows are first writes that fault: its controller grants nothing, but for its grant's point.
+      if (only.includes('batch.') && !s.grants) process.env.VDISK_GRANTS = '0';
+      else delete process.env.VDISK_GRANTS;
       let fio = s.fioIsTheFlow ? undefined : fioVerify(x.dev, '4M', s.fio ?? FIO);
       await arm(c, fp, n, x.dev);
       fio ??= fioVerify(x.dev, '4M', s.fio ?? FIO);

@@ -9,11 +9,16 @@ import { socketPath } from '../../src/controller/paths.js';
 import { VdiskError } from '../../src/errors.js';
 import { connect, type Endpoint } from '../../src/protocol/client.js';
 import type { Connection } from '../../src/protocol/connection.js';
+import type { Claim } from '../../src/protocol/agent-ops.js';
 import { ENTRY_BYTES, decodeEntry } from '../../src/table/entry-codec.js';
 import type { Entry } from '../../src/table/mapping-table.js';
 
 export interface Received { op: string; args: Record<string, unknown>; payload: Buffer | undefined }
-export interface Peer { conn: Connection; got: Received[]; ops(): string[]; /** From now on: no pings, no answers (a partition). */ silence(): void; lastContact(): number }
+export interface Peer {
+  conn: Connection; got: Received[]; ops(): string[]; /** From now on: no pings, no answers (a partition). */ silence(): void; lastContact(): number;
+  /** The claims the next grants.revoke and device.stop answer with (each takes them). */
+  claims: { revoke: Claim[]; stop: Claim[] };
+}
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const entriesOf = (p: Buffer | undefined): Entry[] => Array.from({ length: (p?.length ?? 0) / ENTRY_BYTES }, (_, k) => decodeEntry(p!, k));
@@ -51,6 +56,7 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
     }, Math.floor(leaseMs / 4));
     pinger.unref();
     void conn.closed.then(() => clearInterval(pinger));
+    const claims = { revoke: [] as Claim[], stop: [] as Claim[] };
     conn.onRequest(async (op, args, payload) => {
       // A partitioned agent: nothing it would answer reaches the controller.
       if (silent) return new Promise(() => {});
@@ -58,8 +64,10 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
       events.push(`${hostId}:${op}`);
       switch (op) {
         case 'containers.set': case 'table.create': case 'table.set': case 'table.states': case 'table.alt':
-        case 'device.stop': case 'table.delete':
+        case 'table.delete':
           return {};
+        case 'device.stop': return { claims: claims.stop.splice(0) };
+        case 'grants.revoke': return { claims: claims.revoke.splice(0) };
         case 'device.start': return { devId, path: `/dev/ublkb${devId}`, queues: 1 };
         default: throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
       }
@@ -69,7 +77,7 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
     // before the test attaches, so its commands are only those of the attach.
     for (let i = 0; i < 250 && !got.some((g) => g.op === 'containers.set'); i++) await sleep(20);
     await sleep(50);
-    return { conn, got, ops: () => got.map((r) => r.op).filter((op) => op !== 'containers.set'), silence: () => { silent = true; }, lastContact: () => lastContact };
+    return { conn, got, ops: () => got.map((r) => r.op).filter((op) => op !== 'containers.set'), silence: () => { silent = true; }, lastContact: () => lastContact, claims };
   }
 
   const ask = async <T>(op: string, args: Record<string, unknown> = {}): Promise<T> => (await cli.request(op, args)).result as T;

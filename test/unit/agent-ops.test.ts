@@ -9,7 +9,7 @@ import {
 } from '../../src/protocol/agent-ops.js';
 import { DEFAULT_LEASE_MS, MAX_LEASE_MS, MIN_LEASE_MS } from '../../src/protocol/lease.js';
 
-type Kind = 'int' | 'str' | 'bool' | 'optInt' | 'containers' | 'disks' | 'lease';
+type Kind = 'int' | 'str' | 'bool' | 'optInt' | 'containers' | 'disks' | 'lease' | 'claims' | 'diskClaims';
 interface Case { args: Record<string, Kind>; good: Record<string, unknown>; parsed?: Record<string, unknown>; payload?: boolean }
 
 const BAD: Record<Kind, unknown[]> = {
@@ -21,6 +21,8 @@ const BAD: Record<Kind, unknown[]> = {
     [{ id: 1, path: '/c', uuid: 'u' }], [{ id: 1, path: '/c', uuid: 7, size: 1 }]], // a label to check needs its size
   disks: ['x', [1], [{ diskId: 'a', devId: null }], [{ diskId: 1, devId: -1 }], [{ diskId: 1, devId: '0' }], [{ devId: null }]],
   lease: ['1', -1, 1.5, null, MIN_LEASE_MS - 1, MAX_LEASE_MS + 1, 0],
+  claims: ['x', [1], [null], [{ segment: 'a', container: 1, offset: 0 }], [{ segment: 1, container: -1, offset: 0 }], [{ segment: 1, container: 1 }]],
+  diskClaims: ['x', [1], [{ segment: 1, container: 1, offset: 0 }], [{ diskId: -1, segment: 1, container: 1, offset: 0 }], [{ diskId: 1, segment: 1.5, container: 1, offset: 0 }]],
 };
 
 const AGENT: Record<AgentOp, Case> = {
@@ -47,12 +49,13 @@ const AGENT: Record<AgentOp, Case> = {
   'device.stop': { args: { diskId: 'int' }, good: { diskId: 1 } },
   'agent.status': { args: {}, good: { ignored: 'x' }, parsed: {} },
   'agent.exit': { args: {}, good: {}, parsed: {} },
+  'grants.revoke': { args: { diskId: 'int' }, good: { diskId: 1 } },
 };
 
 const CONTROLLER: Record<ControllerOp, Case> = {
   'agent.register': {
-    args: { pid: 'optInt', leaseMs: 'lease', disks: 'disks' },
-    good: { pid: 42, leaseMs: 5000, disks: [{ diskId: 1, devId: null }, { diskId: 2, devId: 3 }] },
+    args: { pid: 'optInt', leaseMs: 'lease', disks: 'disks', claims: 'diskClaims' },
+    good: { pid: 42, leaseMs: 5000, disks: [{ diskId: 1, devId: null }, { diskId: 2, devId: 3 }], claims: [{ diskId: 2, segment: 5, container: 1, offset: 2 ** 40 }] },
   },
   'agent.ping': { args: {}, good: {}, parsed: {} },
   'fault': {
@@ -61,7 +64,8 @@ const CONTROLLER: Record<ControllerOp, Case> = {
   },
   'disk.ioerror': { args: { diskId: 'int', first: 'int', count: 'int' }, good: { diskId: 1, first: 3, count: 2 } },
   'fault.ahead': { args: { diskId: 'int', segment: 'int', from: 'int' }, good: { diskId: 1, segment: 40, from: 32 } },
-  'disk.sync': { args: { diskId: 'int' }, good: { diskId: 1 } },
+  'disk.sync': { args: { diskId: 'int', claims: 'claims' }, good: { diskId: 1, claims: [{ segment: 0, container: 3, offset: 1 << 20 }] } },
+  'disk.grant': { args: { diskId: 'int', want: 'int', claims: 'claims' }, good: { diskId: 1, want: 16, claims: [] } },
 };
 
 const PAYLOAD = Buffer.alloc(16);
@@ -76,7 +80,8 @@ function check(side: string, parse: (op: string, a: Record<string, unknown>, p?:
           const args = { ...c.good, [field]: v };
           if (v === undefined) delete args[field];
           // A bad element of a list is named by its own field (argument id, argument devId).
-          const named = kind === 'containers' ? '(containers|id|path)' : kind === 'disks' ? '(disks|diskId|devId)' : field;
+          const named = kind === 'containers' ? '(containers|id|path)' : kind === 'disks' ? '(disks|diskId|devId)'
+            : kind === 'claims' || kind === 'diskClaims' ? '(claims|diskId|segment|container|offset)' : field;
           t.throws(() => parse(op, args, payload), { code: 'EINVAL', message: new RegExp(`^argument (${named}|uuid|size) must be`) },
             `${field} = ${v === undefined ? 'missing' : JSON.stringify(v)?.slice(0, 40)} is refused`);
         }
@@ -99,7 +104,9 @@ t.test('every operation of the maps is tested, and nothing else', async (t) => {
 t.test('optional arguments take their defaults', async (t) => {
   t.same(parseAgentArgs('table.set', { diskId: 1, first: 0 }, PAYLOAD), { diskId: 1, first: 0, blocking: false });
   t.same(parseAgentArgs('table.create', { diskId: 1, name: 'x', size: 1, segmentSize: 1 }).readOnly, false);
-  t.same(parseControllerArgs('agent.register', {}), { pid: 0, leaseMs: DEFAULT_LEASE_MS, disks: [] });
+  t.same(parseControllerArgs('agent.register', {}), { pid: 0, leaseMs: DEFAULT_LEASE_MS, disks: [], claims: [] });
+  t.same(parseControllerArgs('disk.sync', { diskId: 2 }), { diskId: 2, claims: [] }, 'an agent from before grants sends no claims');
+  t.throws(() => parseControllerArgs('disk.grant', { diskId: 1, want: 1025 }), { code: 'EINVAL', message: 'argument want must be at most 1024, not 1025' });
   t.same(parseControllerArgs('fault', { diskId: 1, op: 1, segment: 0 }), { diskId: 1, op: 1, segment: 0, states: 0, offset: 0 }, 'length: the disk\'s segment size, which the controller knows');
   t.throws(() => parseControllerArgs('agent.register', { leaseMs: 10 }), { code: 'EINVAL', message: /argument leaseMs must be .*, not 10/ });
 });

@@ -34,10 +34,10 @@ t.test('agent.register: a lease from 0.5 to 3600 s, disks a list of objects; any
   t.same(await ask('agent.ls'), [], 'no refused registration counts');
   t.same([...await controller.store.agentLeases()], [], 'and none recorded a lease');
   for (const leaseMs of [MIN_LEASE_MS, MAX_LEASE_MS]) {
-    t.same((await conn.request('agent.register', { pid: process.pid, leaseMs, disks: [] })).result, {}, `a lease of ${leaseMs} ms is taken`);
+    t.same((await conn.request('agent.register', { pid: process.pid, leaseMs, disks: [] })).result, { claims: 0 }, `a lease of ${leaseMs} ms is taken`);
     t.match(await ask('agent.ls'), [{ hostId: 'hl', leaseMs }]);
   }
-  t.same((await conn.request('agent.register', { pid: process.pid })).result, {}, 'no lease (the default) and no disks are fine');
+  t.same((await conn.request('agent.register', { pid: process.pid })).result, { claims: 0 }, 'no lease (the default) and no disks are fine');
 });
 
 t.test('the agent and vdisk agent start take the same range', async (t) => {

@@ -287,7 +287,8 @@ function handledOps(): string[] {
 /** 'read': may succeed and changes nothing; 'write': always sent with a poisoned argument; 'refused': always refused here (c1 is in use, the fuzz agents refuse every command). */
 type Mode = 'read' | 'write' | 'refused';
 type Kind = 'diskRef' | 'snapRef' | 'newDisk' | 'contRef' | 'newCont' | 'contPath' | 'backupPath' | 'size' | 'contSize' | 'segSize' | 'bool' | 'cow'
-  | 'partial' | 'hostId' | 'hostPaths' | 'smallInt' | 'diskId' | 'segment' | 'first' | 'count' | 'bits' | 'faultOp' | 'optInt' | 'leaseMs' | 'pid' | 'disks' | 'progress';
+  | 'partial' | 'hostId' | 'hostPaths' | 'smallInt' | 'diskId' | 'segment' | 'first' | 'count' | 'bits' | 'faultOp' | 'optInt' | 'leaseMs' | 'pid' | 'disks' | 'progress'
+  | 'claims' | 'diskClaims' | 'want';
 /** `agent`: for agents only (else for the cli only, unless `anyone`); `from`: sent only from these peers. */
 interface Spec { op: string; args: Record<string, Kind>; optional?: string[]; mode: Mode; agent?: boolean; anyone?: boolean; from?: PeerName[] }
 
@@ -319,7 +320,7 @@ const SPECS: Spec[] = [
   { op: 'attachment.ls', args: {}, mode: 'read' },
   { op: 'agent.ls', args: {}, mode: 'read' },
   { op: 'agent.stop', args: { hostId: 'hostId' }, mode: 'refused' },
-  { op: 'agent.register', args: { pid: 'pid', leaseMs: 'leaseMs', disks: 'disks' }, optional: ['pid', 'leaseMs', 'disks'], mode: 'read', agent: true },
+  { op: 'agent.register', args: { pid: 'pid', leaseMs: 'leaseMs', disks: 'disks', claims: 'diskClaims' }, optional: ['pid', 'leaseMs', 'disks', 'claims'], mode: 'read', agent: true },
   { op: 'agent.ping', args: {}, mode: 'read', agent: true },
   { op: 'disk.ioerror', args: { diskId: 'diskId', first: 'first', count: 'count' }, mode: 'write', agent: true },
   {
@@ -327,7 +328,8 @@ const SPECS: Spec[] = [
     args: { diskId: 'diskId', op: 'faultOp', segment: 'segment', states: 'optInt', offset: 'optInt', length: 'optInt' },
   },
   { op: 'fault.ahead', args: { diskId: 'diskId', segment: 'segment', from: 'segment' }, mode: 'write', agent: true },
-  { op: 'disk.sync', args: { diskId: 'diskId' }, mode: 'write', agent: true },
+  { op: 'disk.sync', args: { diskId: 'diskId', claims: 'claims' }, optional: ['claims'], mode: 'write', agent: true },
+  { op: 'disk.grant', args: { diskId: 'diskId', want: 'want', claims: 'claims' }, optional: ['claims'], mode: 'write', agent: true },
   { op: 'disk.rm', args: { name: 'diskRef', progress: 'progress' }, optional: ['progress'], mode: 'write' },
   // No host has a credential here: host.rm always finds none to revoke; host.add always gets a poisoned id.
   { op: 'host.add', args: { hostId: 'hostId' }, mode: 'write' },
@@ -405,6 +407,16 @@ function values(kind: Kind): { valid: string[]; poison: string[] } {
       poison: ['[null]', '[1,"x"]', '"x"', '{}', 'null', '5', `[{"diskId":${thick.id},"devId":-1}]`, `[{"devId":null}]`],
     };
     case 'progress': return { valid: ['true', 'false', '"yes"', MISSING], poison: [] };
+    // Claims of storage never granted: refused one by one (and logged), never an error of the request.
+    case 'claims': return {
+      valid: ['[]', MISSING, `[{"segment":1,"container":1,"offset":${MB}}]`],
+      poison: ['[null]', '"x"', '{}', '5', '[{"segment":-1,"container":1,"offset":0}]', '[{"segment":1,"container":1}]'],
+    };
+    case 'diskClaims': return {
+      valid: ['[]', MISSING, `[{"diskId":${thin.id},"segment":2,"container":1,"offset":${2 * MB}}]`, '[{"diskId":999999,"segment":0,"container":1,"offset":0}]'],
+      poison: ['[null]', '"x"', `[{"segment":1,"container":1,"offset":0}]`, `[{"diskId":${thin.id},"segment":1.5,"container":1,"offset":0}]`],
+    };
+    case 'want': return { valid: ['0', '2', '1024'], poison: ['1025', '-1', ...NOT_INT, MISSING] };
   }
 }
 

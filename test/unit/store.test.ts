@@ -133,7 +133,7 @@ t.test('schema 1 databases migrate to the current schema; agents keep their leas
   // Make it a schema-1 database again (before the lease column existed).
   await store.db.exec('ALTER TABLE agents DROP COLUMN lease_ms; ALTER TABLE disks DROP COLUMN read_only; ALTER TABLE disks DROP COLUMN parent_id; DROP TABLE migrations; ALTER TABLE disks DROP COLUMN cow_mode; ALTER TABLE disks DROP COLUMN family_id; ALTER TABLE disks DROP COLUMN partial_mode; DROP TABLE alternates; DROP TABLE copyouts; ' +
     'DROP INDEX containers_identity; ALTER TABLE containers DROP COLUMN identity; ALTER TABLE allocations DROP COLUMN pending; ALTER TABLE free_extents DROP COLUMN reusable_at; DROP TABLE counters; DROP TABLE holds; ' +
-    'DROP TABLE hosts; DROP INDEX containers_uuid; ALTER TABLE containers DROP COLUMN uuid; DROP TABLE container_paths; DROP TABLE label_intents; ALTER TABLE containers DROP COLUMN zeroed_unit; PRAGMA user_version = 1');
+    'DROP TABLE hosts; DROP INDEX containers_uuid; ALTER TABLE containers DROP COLUMN uuid; DROP TABLE container_paths; DROP TABLE label_intents; ALTER TABLE containers DROP COLUMN zeroed_unit; DROP TABLE grants; PRAGMA user_version = 1');
   await store.close();
   const again = await Store.open(dir);
   t.teardown(() => again.close());

@@ -137,7 +137,7 @@ t.test('h2\'s credential speaking for h3, or as the CLI, is refused; the host id
   const { conn } = await connect(at(h2), { role: 'agent' });
   t.teardown(() => conn.close());
   conn.onRequest(async () => ({}));
-  t.same((await conn.request('agent.register', { pid: 4242, leaseMs: 5000, disks: [] })).result, {}, 'a hello with no host id gets the certificate\'s');
+  t.same((await conn.request('agent.register', { pid: 4242, leaseMs: 5000, disks: [] })).result, { claims: 0 }, 'a hello with no host id gets the certificate\'s');
   t.match(await ask('agent.ls'), [{ hostId: 'h1' }, { hostId: 'h2', pid: 4242 }]);
   await conn.close();
   t.same((await ask<Array<{ hostId: string }>>('agent.ls')).map((a) => a.hostId), ['h1']);

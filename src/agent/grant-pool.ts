@@ -1,0 +1,173 @@
+// One disk's grants on its agent: the zeroed segments the controller granted, the claims made on them that
+// the controller has not confirmed, and the claims file that keeps those across a kill -9 of the agent
+// (DESIGN.md, "First writes without a round trip"). Main thread only, like every table change.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Claim, GrantedSegment } from '../protocol/agent-ops.js';
+import { failpoint } from '../util/failpoints.js';
+
+/** A claim record: magic, segment, container, then the byte offset (a float64: offsets pass 2^32). */
+export const CLAIM_RECORD_BYTES = 24;
+const MAGIC = 0x4d494c43;
+
+/** What a grant request answered: new grants (none when refused) and whether the claims sent were applied. */
+export interface AskAnswer { grants: GrantedSegment[]; refused?: string }
+/** Sends one disk.grant with claims; rejects when it could not be sent or answered (nothing is retried). */
+export type GrantAsker = (want: number, claims: Claim[]) => Promise<AskAnswer>;
+
+/** Pool sizes: the first request, and the most held, in bytes (VDISK_GRANT_MAX_MB; 0 turns grants off). */
+export const GRANT_FIRST_BYTES = 16 << 20;
+export const GRANT_MAX_BYTES = Number(process.env.VDISK_GRANT_MAX_MB ?? 256) * (1 << 20);
+/** After a refusal (another holder, no room), how long before asking again. */
+const REFUSED_MS = 2000;
+
+export class GrantPool {
+  private grants: GrantedSegment[] = [];
+  private pending: Array<Claim & { seq: number }> = [];
+  private seq = 0;
+  private fd = -1;
+  private readonly record = Buffer.alloc(CLAIM_RECORD_BYTES);
+  /** Bumped when the lease expires: an answer to a request sent before carries grants the controller may have freed. */
+  private epoch = 0;
+  private asking = false;
+  private refusedUntil = 0;
+  /** Segments a request tops the pool up to: doubles whenever a write found it empty while one was out. */
+  private target: number;
+  private readonly max: number;
+  readonly stats = { claims: 0, requests: 0, empty: 0 };
+
+  constructor(readonly file: string, segmentSize: number, private readonly ask: GrantAsker, private readonly log: (m: string) => void) {
+    this.max = Math.floor(GRANT_MAX_BYTES / segmentSize);
+    this.target = Math.min(this.max, Math.max(1, Math.floor(GRANT_FIRST_BYTES / segmentSize)));
+  }
+
+  /** Whether first writes are served from grants (on, and not refused lately). */
+  get active(): boolean {
+    return this.max > 0 && Date.now() >= this.refusedUntil;
+  }
+
+  /** Grants held now. */
+  get held(): number {
+    return this.grants.length;
+  }
+
+  /**
+   * A granted segment for a first write at Zero entry `segment`, its claim already in the claims file (the
+   * page cache keeps it across a kill -9; the caller installs the entry after). Undefined when none is held:
+   * the write faults as before, and a refill starts.
+   */
+  take(segment: number): GrantedSegment | undefined {
+    if (this.max === 0) return undefined;
+    const g = this.grants.shift();
+    if (!g) {
+      this.stats.empty++;
+      if (this.asking && this.target < this.max) this.target = Math.min(this.max, this.target * 2);
+      this.refill();
+      return undefined;
+    }
+    try {
+      this.append(segment, g);
+    } catch (err) {
+      // Without its record a claim could be lost with the agent: give the grants back to the fault path.
+      this.log(`claims file ${this.file}: ${(err as Error).message}; first writes fault instead`);
+      this.grants = [];
+      this.refusedUntil = Date.now() + REFUSED_MS;
+      return undefined;
+    }
+    this.pending.push({ segment, container: g.container, offset: g.offset, seq: ++this.seq });
+    this.stats.claims++;
+    if (this.pending.length > 1) failpoint('agent.claimed');
+    if (this.grants.length * 2 <= this.target) this.refill();
+    return g;
+  }
+
+  private append(segment: number, g: GrantedSegment): void {
+    if (this.fd < 0) {
+      fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      this.fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
+    }
+    const r = this.record;
+    r.writeUInt32LE(MAGIC, 0);
+    r.writeUInt32LE(segment, 4);
+    r.writeUInt32LE(g.container, 8);
+    r.writeUInt32LE(0, 12);
+    r.writeDoubleLE(g.offset, 16);
+    if (fs.writeSync(this.fd, r, 0, r.length) !== r.length) throw new Error('short write');
+  }
+
+  /** The claims not yet confirmed, and the sequence number that confirms them all (see confirm()). */
+  unconfirmed(): { claims: Claim[]; upTo: number } {
+    return { claims: this.pending.map(({ segment, container, offset }) => ({ segment, container, offset })), upTo: this.seq };
+  }
+
+  /** The controller committed every claim up to `upTo`: they leave the pool, and an empty file is truncated. */
+  confirm(upTo: number): void {
+    if (this.pending.length === 0 || this.pending[0].seq > upTo) return;
+    this.pending = this.pending.filter((c) => c.seq > upTo);
+    if (this.pending.length === 0 && this.fd >= 0) fs.ftruncateSync(this.fd, 0);
+  }
+
+  /** Tops the pool up (one request at a time), sending the unconfirmed claims with it. */
+  refill(): void {
+    if (this.asking || this.max === 0 || Date.now() < this.refusedUntil) return;
+    const want = this.target - this.grants.length;
+    if (want <= 0) return;
+    this.asking = true;
+    this.stats.requests++;
+    const epoch = this.epoch;
+    const { claims, upTo } = this.unconfirmed();
+    this.ask(want, claims).then((a) => {
+      this.confirm(upTo);
+      if (epoch === this.epoch) this.grants.push(...a.grants);
+      if (a.refused) this.refusedUntil = Date.now() + REFUSED_MS;
+    }, () => {}).finally(() => { this.asking = false; });
+  }
+
+  /**
+   * Stops using what is held: a revocation (the controller frees it next), a lost link, or an expired lease
+   * (then answers still on their way are ignored too). Unconfirmed claims stay, for the next message.
+   */
+  drop(leaseExpired = false): void {
+    this.grants = [];
+    if (leaseExpired) this.epoch++;
+  }
+
+  /** The disk is gone from this agent: the file goes too once nothing in it is unconfirmed. */
+  close(): void {
+    this.drop(true);
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+    if (this.pending.length === 0) fs.rmSync(this.file, { force: true });
+  }
+}
+
+/** The claims files a previous agent left (`<diskId>.claims` in dir), by disk; a torn last record is ignored. */
+export function readClaimsFiles(dir: string): Map<number, Claim[]> {
+  const out = new Map<number, Claim[]>();
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    const m = /^(\d+)\.claims$/.exec(name);
+    if (!m) continue;
+    const data = fs.readFileSync(path.join(dir, name));
+    const claims: Claim[] = [];
+    for (let o = 0; o + CLAIM_RECORD_BYTES <= data.length; o += CLAIM_RECORD_BYTES) {
+      if (data.readUInt32LE(o) !== MAGIC) break;
+      claims.push({ segment: data.readUInt32LE(o + 4), container: data.readUInt32LE(o + 8), offset: data.readDoubleLE(o + 16) });
+    }
+    if (claims.length) out.set(Number(m[1]), claims);
+    else fs.rmSync(path.join(dir, name), { force: true });
+  }
+  return out;
+}
+
+/** Where an agent keeps its claims files: VDISK_CLAIMS_DIR, else under /run (root) or the temp dir, per host. */
+export function claimsDir(hostId: string): string {
+  const base = process.env.VDISK_CLAIMS_DIR
+    ?? (process.getuid?.() === 0 ? '/run/vdisk/claims' : path.join(process.env.TMPDIR ?? '/tmp', `vdisk-claims-${process.getuid?.() ?? 0}`));
+  return path.join(base, hostId);
+}
