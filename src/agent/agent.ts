@@ -382,8 +382,7 @@ export class Agent {
     'device.stop': async ({ diskId }) => {
       const d = this.disk(diskId);
       await d.stop();
-      // Drained: the claims are final. The controller applies them; the file stays until it confirms one way
-      // or another (a registration of this host's next agent resends them).
+      // Drained: the claims are final, and they go with the reply, which the detach applies before it ends.
       const claims = d.grants?.unconfirmed().claims ?? [];
       d.grants?.close();
       this.disks.delete(d.id);

@@ -30,6 +30,9 @@ export class GrantPool {
   /** Bumped when the lease expires: an answer to a request sent before carries grants the controller may have freed. */
   private epoch = 0;
   private asking = false;
+  private scheduled = false;
+  /** The last claim sent in a grant request (resent after a failed one). */
+  private sentUpTo = 0;
   private refusedUntil = 0;
   /** Segments a request tops the pool up to: doubles whenever a write found it empty while one was out. */
   private target: number;
@@ -62,7 +65,7 @@ export class GrantPool {
     if (!g) {
       this.stats.empty++;
       if (this.asking && this.target < this.max) this.target = Math.min(this.max, this.target * 2);
-      this.refill();
+      this.kick();
       return undefined;
     }
     try {
@@ -77,7 +80,7 @@ export class GrantPool {
     this.pending.push({ segment, container: g.container, offset: g.offset, seq: ++this.seq });
     this.stats.claims++;
     if (this.pending.length > 1) failpoint('agent.claimed');
-    if (this.grants.length * 2 <= this.target) this.refill();
+    this.kick();
     return g;
   }
 
@@ -87,11 +90,7 @@ export class GrantPool {
       this.fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
     }
     const r = this.record;
-    r.writeUInt32LE(MAGIC, 0);
-    r.writeUInt32LE(segment, 4);
-    r.writeUInt32LE(g.container, 8);
-    r.writeUInt32LE(0, 12);
-    r.writeDoubleLE(g.offset, 16);
+    encodeClaim(r, 0, segment, g);
     if (fs.writeSync(this.fd, r, 0, r.length) !== r.length) throw new Error('short write');
   }
 
@@ -100,27 +99,65 @@ export class GrantPool {
     return { claims: this.pending.map(({ segment, container, offset }) => ({ segment, container, offset })), upTo: this.seq };
   }
 
-  /** The controller committed every claim up to `upTo`: they leave the pool, and an empty file is truncated. */
+  /**
+   * The controller committed every claim up to `upTo`: they leave the pool and the file. Only unconfirmed
+   * claims may stay in the file: a confirmed one read back after a kill -9 could name a segment that was
+   * discarded and granted again since. So the file is truncated, or rewritten with the rest (a rename: a
+   * kill -9 leaves the old file or the new one, never half of either).
+   */
   confirm(upTo: number): void {
     if (this.pending.length === 0 || this.pending[0].seq > upTo) return;
     this.pending = this.pending.filter((c) => c.seq > upTo);
-    if (this.pending.length === 0 && this.fd >= 0) fs.ftruncateSync(this.fd, 0);
+    if (this.fd < 0) return;
+    if (this.pending.length === 0) {
+      fs.ftruncateSync(this.fd, 0);
+      return;
+    }
+    const all = Buffer.alloc(this.pending.length * CLAIM_RECORD_BYTES);
+    this.pending.forEach((c, k) => encodeClaim(all, k * CLAIM_RECORD_BYTES, c.segment, c));
+    const tmp = `${this.file}.tmp`;
+    fs.writeFileSync(tmp, all, { mode: 0o600 });
+    fs.renameSync(tmp, this.file);
+    fs.closeSync(this.fd);
+    this.fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_APPEND);
   }
 
-  /** Tops the pool up (one request at a time), sending the unconfirmed claims with it. */
-  refill(): void {
-    if (this.asking || this.max === 0 || Date.now() < this.refusedUntil) return;
-    const want = this.target - this.grants.length;
-    if (want <= 0) return;
+  /**
+   * Sends what is due, one request at a time: a top-up when the pool is at half or less, and the claims not
+   * sent yet in any case (nobody waits on them; the controller's view of the disk follows within a round
+   * trip). Claims made in the same turn go together.
+   */
+  private kick(): void {
+    if (this.asking || this.scheduled || this.max === 0) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.send();
+    });
+  }
+
+  private send(): void {
+    if (this.asking) return;
+    const low = this.grants.length * 2 <= this.target && Date.now() >= this.refusedUntil;
+    const want = low ? this.target - this.grants.length : 0;
+    const unsent = this.pending.length > 0 && this.pending[this.pending.length - 1].seq > this.sentUpTo;
+    if (want === 0 && !unsent) return;
     this.asking = true;
     this.stats.requests++;
     const epoch = this.epoch;
     const { claims, upTo } = this.unconfirmed();
+    this.sentUpTo = upTo;
     this.ask(want, claims).then((a) => {
       this.confirm(upTo);
       if (epoch === this.epoch) this.grants.push(...a.grants);
       if (a.refused) this.refusedUntil = Date.now() + REFUSED_MS;
-    }, () => {}).finally(() => { this.asking = false; });
+      this.asking = false;
+      this.kick(); // claims made meanwhile
+    }, () => {
+      // No link, or no answer: what was not confirmed goes with the next request (a claim, a sync, a registration).
+      this.sentUpTo = this.seq - this.pending.length;
+      this.asking = false;
+    });
   }
 
   /**
@@ -132,13 +169,24 @@ export class GrantPool {
     if (leaseExpired) this.epoch++;
   }
 
-  /** The disk is gone from this agent: the file goes too once nothing in it is unconfirmed. */
+  /**
+   * The disk is gone from this agent, and its file with it: the caller has handed the unconfirmed claims to
+   * the controller (a device stop's reply). A file left behind would be sent by the next agent, long after.
+   */
   close(): void {
     this.drop(true);
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
-    if (this.pending.length === 0) fs.rmSync(this.file, { force: true });
+    fs.rmSync(this.file, { force: true });
   }
+}
+
+function encodeClaim(b: Buffer, at: number, segment: number, g: GrantedSegment): void {
+  b.writeUInt32LE(MAGIC, at);
+  b.writeUInt32LE(segment, at + 4);
+  b.writeUInt32LE(g.container, at + 8);
+  b.writeUInt32LE(0, at + 12);
+  b.writeDoubleLE(g.offset, at + 16);
 }
 
 /** The claims files a previous agent left (`<diskId>.claims` in dir), by disk; a torn last record is ignored. */

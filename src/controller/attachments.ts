@@ -31,10 +31,11 @@ export interface AttachOptions { queues?: number; depth?: number }
 export class Attachments implements DiskLocks {
   readonly locks = new KeyedMutex<number>();
   /**
-   * Attaches and reconciliations in progress, by "diskId/hostId", settled when they end: reconciliation leaves
-   * an attach's devId-less record alone, and a detach waits for the device either may still bring.
+   * Attaches and reconciliations in progress, by "diskId/hostId", with the link each runs on, settled when they
+   * end: reconciliation leaves its own link's attach alone and waits for an earlier link's, and a detach waits
+   * for the device either may still bring.
    */
-  private readonly opening = new Map<string, Promise<void>>();
+  private readonly opening = new Map<string, { conn: Connection; done: Promise<void> }>();
   /** The containers each host's agent holds in Error. */
   readonly health = new ContainerHealth();
   private readonly client: AgentClient;
@@ -77,6 +78,10 @@ export class Attachments implements DiskLocks {
     });
   }
 
+  reclaimGrants(disk: Disk): Promise<number> {
+    return this.grants.revokeLocked(disk);
+  }
+
   async attach(name: string, hostId: string, o: AttachOptions): Promise<{ device: string; devId: number; hostId: string; queues: number }> {
     const disk = await this.store.disk(name);
     const link = this.agents.get(hostId);
@@ -87,7 +92,7 @@ export class Attachments implements DiskLocks {
     }
     const key = `${disk.id}/${hostId}`;
     if (this.opening.has(key)) throw new VdiskError(`disk ${name} is being attached on ${hostId}`, { code: 'EBUSY' });
-    return this.opened(key, async () => {
+    return this.opened(key, link.conn, async () => {
       // Recorded before the device exists: a crash in between leaves a record that reconciliation completes.
       await this.store.putAttachment(disk.id, hostId, null);
       failpoint('attach.recorded');
@@ -104,12 +109,12 @@ export class Attachments implements DiskLocks {
   }
 
   /** Runs an attach or a reconciliation of one disk on one host, registered in `opening` until it ends. */
-  private opened<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  private opened<T>(key: string, conn: Connection, fn: () => Promise<T>): Promise<T> {
     const p = fn();
-    const settled = p.then(() => {}, () => {});
-    this.opening.set(key, settled);
-    void settled.then(() => {
-      if (this.opening.get(key) === settled) this.opening.delete(key);
+    const entry = { conn, done: p.then(() => {}, () => {}) };
+    this.opening.set(key, entry);
+    void entry.done.then(() => {
+      if (this.opening.get(key) === entry) this.opening.delete(key);
     });
     return p;
   }
@@ -125,7 +130,7 @@ export class Attachments implements DiskLocks {
       const opening = this.opening.get(`${disk.id}/${a.hostId}`);
       if (opening) {
         this.log(`detach of ${name} on ${a.hostId} waits for its attach or recovery to end`);
-        await opening;
+        await opening.done;
       }
       const link = this.agents.get(a.hostId);
       let claims: Claim[] = [];
@@ -140,7 +145,7 @@ export class Attachments implements DiskLocks {
       }
       await this.store.removeAttachment(disk.id, a.hostId);
       // The device is drained: its last claims map what it wrote, and no request of its can take more grants.
-      await this.grants.release(disk, a.hostId, claims);
+      await this.grants.release(disk, a.hostId, claims, !link);
       done.push(a.hostId);
     }
     return { detached: done };
@@ -150,11 +155,21 @@ export class Attachments implements DiskLocks {
   async reconcile(link: AgentLink, held: Array<{ diskId: number; devId: number | null }>): Promise<void> {
     await this.sendContainers(link);
     const atts = await this.store.attachments({ hostId: link.hostId });
-    for (const a of atts) {
-      const key = `${a.diskId}/${a.hostId}`;
-      if (this.opening.has(key)) continue;
+    for (const a0 of atts) {
+      const key = `${a0.diskId}/${a0.hostId}`;
+      const prev = this.opening.get(key);
+      if (prev?.conn === link.conn) continue; // this link's own attach: it brings the device
+      if (prev) {
+        // One an earlier link of this host started (an agent that died mid-recovery): skipped, it would leave
+        // the device quiesced when it fails on its dead link, with I/O held forever. Waited for, then redone.
+        this.log(`reconciling ${a0.disk} on ${a0.hostId} waits for the attach or recovery an earlier link started`);
+        await prev.done;
+        if (this.agents.get(link.hostId)?.conn !== link.conn) return; // a newer link reconciles instead
+      }
+      const [a] = await this.store.attachments({ diskId: a0.diskId, hostId: a0.hostId });
+      if (!a || this.opening.has(key)) continue;
       try {
-        await this.opened(key, () => this.reconcileOne(link, a, held.find((h) => h.diskId === a.diskId)));
+        await this.opened(key, link.conn, () => this.reconcileOne(link, a, held.find((h) => h.diskId === a.diskId)));
       } catch (err) {
         this.log(`reconciling ${a.disk} on ${a.hostId}: ${(err as Error).message}`);
       }

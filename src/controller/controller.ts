@@ -293,7 +293,7 @@ export class Controller {
       ...(this.tlsAddress ? { listen: this.tlsAddress } : {}),
     }),
     'controller.backup': async (a) => this.store.backup(str(a, 'path')),
-    'stats': async () => this.metrics.snapshot(this.store, this.agents),
+    'stats': async () => ({ ...await this.metrics.snapshot(this.store, this.agents), grants: { ...this.attachments.grants.stats } }),
     'controller.stop': async () => {
       // Reply first; the listener closes right after this request's reply has gone out.
       setImmediate(() => { void this.stop(); });

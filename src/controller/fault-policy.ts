@@ -25,6 +25,8 @@ import type { Disk, Store } from './store.js';
 export interface DiskLocks {
   readonly locks: KeyedMutex<number>;
   withDisk<T>(diskId: number, fn: () => Promise<T>): Promise<T>;
+  /** Takes a disk's grants back under its lock, held by the caller (Grants.revokeLocked). */
+  reclaimGrants(disk: Disk): Promise<number>;
 }
 
 export class FaultPolicy {
@@ -72,6 +74,7 @@ export class FaultPolicy {
         pushAhead: (d, first, entries) => this.pushAhead(d, first, entries),
         isRemote: (hostId) => this.isRemote(hostId),
         single: (c, d, req) => this.faultOne(c, d, req, io),
+        reclaimGrants: (d) => this.disks.reclaimGrants(d),
       }, this.store.allocAheadBytes);
       return this.thin.fault(from, disk, f);
     }

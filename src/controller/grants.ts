@@ -19,8 +19,10 @@ import type { Disk, Store } from './store.js';
 const REVOKE_TIMEOUT_MS = 30_000;
 
 /**
- * Frees the grants of a disk (of one host, or of all), inside the caller's transaction; returns how many. They
- * are quarantined like any freed segment: a refused claim's write may still be in flight.
+ * Frees the grants of a disk (of one host, or of all), inside the caller's transaction; returns how many. A
+ * grant no claim names was never written or read, so it is reusable at once (a fault short of space may be
+ * waiting for it), unless `quarantineMs` says otherwise: a refused claim's write, or a lost host's, may have
+ * reached it.
  */
 export async function freeGrants(db: Db, quarantineMs: number, diskId: number, hostId?: string): Promise<number> {
   const where = hostId === undefined ? 'disk_id = ?' : 'disk_id = ? AND host_id = ?';
@@ -28,7 +30,7 @@ export async function freeGrants(db: Db, quarantineMs: number, diskId: number, h
   const left = await db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM grants WHERE ${where}`, params);
   if (!left || left.n === 0) return 0;
   await db.run(`INSERT OR REPLACE INTO free_extents (container_id, unit, units, reusable_at)
-    SELECT container_id, unit, units, ? FROM grants WHERE ${where}`, [Date.now() + quarantineMs, ...params]);
+    SELECT container_id, unit, units, ? FROM grants WHERE ${where}`, [quarantineMs > 0 ? Date.now() + quarantineMs : 0, ...params]);
   await db.run(`DELETE FROM allocations WHERE (container_id, unit) IN (SELECT container_id, unit FROM grants WHERE ${where})`, params);
   await db.run(`DELETE FROM grants WHERE ${where}`, params);
   return left.n;
@@ -60,9 +62,13 @@ export class Grants {
         const claimed = await this.applyLocked(disk, hostId, claims);
         if (refused || want === 0) return { claimed: claimed.applied, tally: claimed, grants: [] as GrantedSegment[] };
         const pref = (await this.store.db.get<{ container_id: number | null }>('SELECT container_id FROM disks WHERE id = ?', [disk.id]))?.container_id ?? null;
+        // At most a quarter of the room the disk could still get: granted storage is nobody else's, so a nearly
+        // full pool keeps most of what is left for faults (of this disk's other hosts' and of other disks).
+        const room = Math.floor(await this.store.alloc.freeFor(disk) / disk.segmentSize / 4);
+        if (room < 1) return { claimed: claimed.applied, tally: claimed, grants: [] as GrantedSegment[], refused: 'little room left: first writes fault' };
         // One run above a bump pointer, from the zeroed frontier (the allocator refuses the transaction until
         // zero-ahead has reached it): no I/O here, and three statements for the lot.
-        for (let n = want; n >= 1; n = Math.floor(n / 2)) {
+        for (let n = Math.min(want, room); n >= 1; n = Math.floor(n / 2)) {
           const run = await this.store.alloc.pool.run(units, n, pref, false);
           if (!run) continue;
           if (!run.fresh) throw new VdiskError('a granted run must come from the zeroed frontier', { code: 'EINVAL' });
@@ -99,10 +105,11 @@ export class Grants {
    * host that is gone is waited out (its lease): its grants are then freed, and its claims refused when it
    * comes back (they stood for writes it never flushed).
    */
-  async revokeLocked(disk: Disk): Promise<void> {
+  async revokeLocked(disk: Disk): Promise<number> {
+    let freed = 0;
     const hosts = await this.store.db.all<{ host_id: string }>('SELECT DISTINCT host_id FROM grants WHERE disk_id = ?', [disk.id]);
     for (const { host_id: hostId } of hosts) {
-      let claims: Claim[] = [];
+      let claims: Claim[] | undefined;
       for (;;) {
         const link = await this.agents.reachableOrExpired(hostId);
         if (!link) break;
@@ -113,14 +120,15 @@ export class Grants {
           if (link.conn.isOpen) throw err;
         }
       }
-      await this.settle(disk, hostId, claims);
+      freed += (await this.settle(disk, hostId, claims ?? [], claims === undefined)).freed;
       this.stats.revocations++;
     }
+    return freed;
   }
 
   /** A device stopped for a detach: its last claims are applied and the host's grants on the disk freed. */
-  release(disk: Disk, hostId: string, claims: Claim[]): Promise<number> {
-    return this.locks.run(disk.id, () => this.settle(disk, hostId, claims));
+  async release(disk: Disk, hostId: string, claims: Claim[], lost = false): Promise<number> {
+    return (await this.locks.run(disk.id, () => this.settle(disk, hostId, claims, lost))).applied;
   }
 
   /**
@@ -139,19 +147,24 @@ export class Grants {
         if (mine.length) this.refuse(`disk ${id} is gone`, mine.length);
         continue;
       }
-      applied += await this.locks.run(id, () => this.settle(disk, hostId, mine));
+      // Claims a killed agent left in its files are all here: its other grants were never written.
+      applied += (await this.locks.run(id, () => this.settle(disk, hostId, mine))).applied;
     }
     return applied;
   }
 
-  /** Applies claims and frees the host's other grants on the disk, in one durable commit; the lock is held. */
-  private async settle(disk: Disk, hostId: string, claims: Claim[]): Promise<number> {
-    const t = await this.store.db.transaction(async () => {
-      const applied = await this.applyLocked(disk, hostId, claims);
-      this.stats.freed += await freeGrants(this.store.db, this.store.alloc.pool.quarantineMs, disk.id, hostId);
-      return applied;
+  /**
+   * Applies claims and frees the host's other grants on the disk, in one commit; the lock is held. `lost`: the
+   * host's claims are unknown (its agent is gone), so what it was granted is quarantined like any freed segment.
+   */
+  private async settle(disk: Disk, hostId: string, claims: Claim[], lost = false): Promise<{ applied: number; freed: number }> {
+    const { t, freed } = await this.store.db.transaction(async () => {
+      const t = await this.applyLocked(disk, hostId, claims);
+      const quarantine = lost || t.refused > 0 ? this.store.alloc.pool.quarantineMs : 0;
+      return { t, freed: await freeGrants(this.store.db, quarantine, disk.id, hostId) };
     });
-    return this.tally(disk, hostId, t);
+    this.stats.freed += freed;
+    return { applied: this.tally(disk, hostId, t), freed };
   }
 
   /** Counts a committed application of claims; refusals are said loudly (the writes they stood for are lost). */

@@ -28,7 +28,8 @@ import type { ProgressFn } from './progress.js';
 import { freeGrants } from './grants.js';
 
 export interface Container {
-  id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number;
+  /** usedBytes: allocated to segments (grants apart); grantedBytes: granted to a holder, not yet claimed (grants.ts). */
+  id: number; name: string; path: string; size: number; failed: boolean; usedBytes: number; grantedBytes: number;
   /** The UUID in its on-media label; null for a container from before labels (none, data from offset 0). */
   uuid: string | null;
   /** Hosts that reach it by another path than `path`: host id -> path. */
@@ -170,7 +171,7 @@ export class Store {
       for (const [host, p] of Object.entries(hostPaths)) {
         await this.db.run('INSERT INTO container_paths (container_id, host_id, path) VALUES (?, ?, ?)', [id, host, p]);
       }
-      return { id, name, path: filePath, size, failed: false, usedBytes: 0, uuid, hostPaths };
+      return { id, name, path: filePath, size, failed: false, usedBytes: 0, grantedBytes: 0, uuid, hostPaths };
     });
   }
 
@@ -199,11 +200,13 @@ export class Store {
   }
 
   async listContainers(): Promise<Container[]> {
-    const rows = await this.db.all<ContainerRow & { used: number | null }>(
-      'SELECT c.*, (SELECT SUM(units) FROM allocations a WHERE a.container_id = c.id) AS used FROM containers c ORDER BY c.id');
+    const rows = await this.db.all<ContainerRow & { used: number | null; granted: number | null }>(
+      `SELECT c.*, (SELECT SUM(units) FROM allocations a WHERE a.container_id = c.id) AS used,
+        (SELECT SUM(units) FROM grants g WHERE g.container_id = c.id) AS granted FROM containers c ORDER BY c.id`);
     const paths = await this.db.all<{ container_id: number; host_id: string; path: string }>('SELECT * FROM container_paths ORDER BY host_id');
     return rows.map((r) => ({
-      id: r.id, name: r.name, path: r.path, size: r.size, failed: r.failed !== 0, usedBytes: (r.used ?? 0) * LOCATION_UNIT, uuid: r.uuid,
+      id: r.id, name: r.name, path: r.path, size: r.size, failed: r.failed !== 0,
+      usedBytes: ((r.used ?? 0) - (r.granted ?? 0)) * LOCATION_UNIT, grantedBytes: (r.granted ?? 0) * LOCATION_UNIT, uuid: r.uuid,
       hostPaths: Object.fromEntries(paths.filter((p) => p.container_id === r.id).map((p) => [p.host_id, p.path])),
     }));
   }

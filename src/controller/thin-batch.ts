@@ -7,6 +7,7 @@
 // FUA write completes. A holder on another machine could outlive a power cut here and keep writing into
 // storage the controller no longer knows it gave away, so then the commit is durable. A batch that
 // continues a sequential writer also maps the writer's next window (alloc-ahead.ts) in the same commit.
+import type { VdiskError } from '../errors.js';
 import type { Connection } from '../protocol/connection.js';
 import type { FaultAnswer } from '../protocol/fault-answer.js';
 import type { Entry } from '../table/mapping-table.js';
@@ -35,6 +36,8 @@ export interface ThinBatchHooks {
   isRemote(hostId: string): Promise<boolean>;
   /** The one-fault path, for every fault the batch does not settle (it takes the lock itself). */
   single(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer>;
+  /** Takes the disk's grants back (the caller holds its lock); returns how many segments that freed. */
+  reclaimGrants(disk: Disk): Promise<number>;
 }
 
 export class ThinBatcher {
@@ -145,13 +148,23 @@ export class ThinBatcher {
       ahead = !sole ? [] : [...new Set([...hinted.filter((s) => !faulting.has(s)), ...this.ahead.plan(disk.id, disk.segmentSize, disk.segments, starts)])]
         .filter((s) => !this.hooks.isHeld(disk.id, s)).sort((a, b) => a - b);
       const zero = (locs: Entry[], length: number) => this.io.zeroMany(locs, length);
+      // Short of space while the disk's holder sits on grants: they are this disk's own storage, taken back
+      // (the holder's claims applied first) so that its faults can have it.
+      const allocate = async (list: number[]) => {
+        try {
+          return await this.store.alloc.allocateSegments(disk, list, zero, { durable });
+        } catch (err) {
+          if ((err as VdiskError).code !== 'ENOSPC' || await this.hooks.reclaimGrants(disk) === 0) throw err;
+          return this.store.alloc.allocateSegments(disk, list, zero, { durable });
+        }
+      };
       try {
-        mapped = await this.store.alloc.allocateSegments(disk, [...segments, ...ahead], zero, { durable });
+        mapped = await allocate([...segments, ...ahead]);
       } catch {
         // No room for the window too (ENOSPC reserves nothing): the faulting segments alone. Anything else
         // (a failed zeroing): each fault finds its own answer below.
         try {
-          mapped = ahead.length && segments.length ? await this.store.alloc.allocateSegments(disk, segments, zero, { durable }) : new Map();
+          mapped = ahead.length && segments.length ? await allocate(segments) : new Map();
         } catch {
           mapped = new Map();
         }

@@ -57,10 +57,11 @@ t.test('a snapshot during a running writer is one instant', async (t) => {
   const c = await Cluster.start('vd-snap-pit');
   t.teardown(() => c.stop());
   await c.container('c1', '256M');
-  // 256 KiB segments: the writer crosses 16 of them in 4 MiB (each 4 KiB write is a round trip under emulation).
+  // 256 KiB segments: the writer crosses 256 of them, each first write a claim of a granted segment (or a
+  // fault): 64 MiB of single 4 KiB writes outlast the snapshot.
   await c.ok('create', 'd', '--size', '64M', '--segment-size', '256K');
   const dev = await c.attach('d', 'h1', '--queues', '2');
-  const blocks = 1024; // 4 MiB of 4 KiB blocks, each stamped with its number, written in order one at a time
+  const blocks = 16384; // 64 MiB of 4 KiB blocks, each stamped with its number, written in order one at a time
   const file = path.join(c.dir, 'stamped');
   const data = Buffer.alloc(blocks * 4096);
   for (let i = 0; i < blocks; i++) data.fill(`block ${i} `, i * 4096, (i + 1) * 4096);
@@ -68,8 +69,10 @@ t.test('a snapshot during a running writer is one instant', async (t) => {
   const writer = spawn('dd', [`if=${file}`, `of=${dev}`, 'bs=4096', 'oflag=direct', 'status=none']);
   let exited = false;
   const done = new Promise<number | null>((r) => writer.once('exit', (code) => { exited = true; r(code); }));
-  // Snapshot once the writer is a few segments in (observed in the store, not guessed from a sleep).
-  await c.until('the writer to fill 4 segments', async () => exited || (await c.json<{ allocatedBytes: number }>('info', 'd')).allocatedBytes >= MB);
+  // Snapshot once the writer is a few segments in (observed in the device's counters, not guessed from a
+  // sleep: its claims reach the store only with its next grant request).
+  const written = () => Number(fs.readFileSync(`/sys/block/${path.basename(dev)}/stat`, 'utf8').trim().split(/\s+/)[6]) * 512;
+  await c.until('the writer to fill 4 segments', async () => exited || written() >= MB);
   const r = await c.vdisk('snapshot', 'd', 'pit');
   t.equal(r.status, 0, `snapshot taken while the writer runs ${r.err}`);
   t.equal(await done, 0, 'the writer finished without error');

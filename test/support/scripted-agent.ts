@@ -40,7 +40,7 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
    * A scripted agent: registers, answers the table/device commands, records everything it is sent. It
    * speaks on the Unix socket, or on `endpoint` (the TLS listener, with a host credential).
    */
-  async function scriptedAgent(hostId: string, devId: number, endpoint: Endpoint = sock, o: { leaseMs?: number } = {}): Promise<Peer> {
+  async function scriptedAgent(hostId: string, devId: number, endpoint: Endpoint = sock, o: { leaseMs?: number; hang?: string[]; disks?: unknown[] } = {}): Promise<Peer> {
     const { conn } = await connect(endpoint, { role: 'agent', hostId });
     peers.push(conn);
     const got: Received[] = [];
@@ -62,17 +62,18 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
       if (silent) return new Promise(() => {});
       got.push({ op, args, payload });
       events.push(`${hostId}:${op}`);
+      if (o.hang?.includes(op)) return new Promise(() => {}); // a request its agent never gets to answer
       switch (op) {
         case 'containers.set': case 'table.create': case 'table.set': case 'table.states': case 'table.alt':
         case 'table.delete':
           return {};
         case 'device.stop': return { claims: claims.stop.splice(0) };
         case 'grants.revoke': return { claims: claims.revoke.splice(0) };
-        case 'device.start': return { devId, path: `/dev/ublkb${devId}`, queues: 1 };
+        case 'device.start': case 'device.recover': return { devId, path: `/dev/ublkb${devId}`, queues: 1 };
         default: throw new VdiskError(`unknown operation ${op}`, { code: 'EUNKNOWNOP' });
       }
     });
-    await conn.request('agent.register', { pid: process.pid, leaseMs, disks: [] });
+    await conn.request('agent.register', { pid: process.pid, leaseMs, disks: o.disks ?? [] });
     // Let the registration's reconciliation (containers.set, then a look at the host's attachments) finish
     // before the test attaches, so its commands are only those of the attach.
     for (let i = 0; i < 250 && !got.some((g) => g.op === 'containers.set'); i++) await sleep(20);

@@ -19,7 +19,8 @@ function scripted() {
   const ask = (want: number, claims: Claim[]) => new Promise<AskAnswer>((resolve) => calls.push({ want, claims, answer: resolve }));
   return { calls, ask };
 }
-const turn = () => new Promise((r) => setImmediate(r));
+/** Two turns: an answer's handler runs, then the request it schedules goes out. */
+const turn = () => new Promise((r) => setImmediate(r)).then(() => new Promise((r) => setImmediate(r)));
 const seg = (i: number) => ({ container: 2, offset: (i + 8) * SEG });
 
 t.test('claims go to the file before take() returns; confirmed ones leave it', async (t) => {
@@ -27,8 +28,9 @@ t.test('claims go to the file before take() returns; confirmed ones leave it', a
   const s = scripted();
   const pool = new GrantPool(file, SEG, s.ask, () => {});
   t.equal(pool.take(0), undefined, 'nothing held: the write faults');
-  t.equal(s.calls.length, 1, 'and a refill is asked');
-  t.equal(s.calls[0].want, 16, 'for the first 16 MiB');
+  await turn();
+  t.equal(s.calls.length, 1, 'and grants are asked');
+  t.same([s.calls[0].want, s.calls[0].claims], [16, []], 'the first 16 MiB');
   s.calls[0].answer({ grants: Array.from({ length: 16 }, (_, i) => seg(i)) });
   await turn();
   t.equal(pool.held, 16);
@@ -36,18 +38,28 @@ t.test('claims go to the file before take() returns; confirmed ones leave it', a
   t.same(pool.take(2 ** 31 + 5), seg(1), 'segment numbers past 2^31 are kept whole');
   t.equal(fs.statSync(file).size, 2 * CLAIM_RECORD_BYTES, 'two records, written by take()');
   t.same(readClaimsFiles(dir).get(5), [{ segment: 3, ...seg(0) }, { segment: 2 ** 31 + 5, ...seg(1) }], 'read back as they were claimed');
-  const { claims, upTo } = pool.unconfirmed();
-  t.equal(claims.length, 2);
+  await turn();
+  t.equal(s.calls.length, 2, 'the claims of one turn go in one request');
+  t.same([s.calls[1].want, s.calls[1].claims.length], [0, 2], 'asking for nothing while the pool is above half');
   pool.take(4);
-  pool.confirm(upTo);
+  await turn();
+  t.equal(s.calls.length, 2, 'one request at a time');
+  s.calls[1].answer({ grants: [] });
+  await turn();
   t.same(pool.unconfirmed().claims, [{ segment: 4, ...seg(2) }], 'a claim made after the send stays');
-  t.equal(fs.statSync(file).size, 3 * CLAIM_RECORD_BYTES, 'the file keeps everything while one is unconfirmed');
-  pool.confirm(pool.unconfirmed().upTo);
+  t.same(readClaimsFiles(dir).get(5), [{ segment: 4, ...seg(2) }], 'and is all the file holds: confirmed claims leave it');
+  t.equal(s.calls.length, 3, 'it goes in the next request, sent when the last one was answered');
+  pool.take(9);
+  t.equal(fs.statSync(file).size, 2 * CLAIM_RECORD_BYTES, 'the rewritten file is appended to');
+  s.calls[2].answer({ grants: [] });
+  await turn();
+  s.calls[3].answer({ grants: [] });
+  await turn();
   t.equal(fs.statSync(file).size, 0, 'all confirmed: the file is truncated');
   pool.take(6);
   t.equal(fs.statSync(file).size, CLAIM_RECORD_BYTES, 'and appended to again from its start');
   pool.close();
-  t.ok(fs.existsSync(file), 'closed with an unconfirmed claim: the file stays for the next agent');
+  t.notOk(fs.existsSync(file), 'closed (its claims handed over): the file is gone');
 });
 
 t.test('a torn last record is ignored; a file of nothing is removed', async (t) => {
@@ -66,44 +78,50 @@ t.test('a torn last record is ignored; a file of nothing is removed', async (t) 
   t.same(readClaimsFiles(path.join(d, 'missing')).size, 0, 'no directory: no claims');
 });
 
-t.test('the pool doubles when a write finds it empty while a refill is out, and refills at half', async (t) => {
+t.test('the pool is topped up at half, and doubles when a write finds it empty while a request is out', async (t) => {
   const s = scripted();
   const pool = new GrantPool(path.join(dir, '6.claims'), SEG, s.ask, () => {});
   pool.take(0);
+  await turn();
   s.calls[0].answer({ grants: Array.from({ length: 16 }, (_, i) => seg(i)) });
   await turn();
-  for (let i = 0; i < 7; i++) pool.take(i);
-  t.equal(s.calls.length, 1, 'nine held: no refill yet');
-  pool.take(7);
-  t.equal(s.calls.length, 2, 'eight held: a refill');
-  t.equal(s.calls[1].want, 8);
-  t.equal(s.calls[1].claims.length, 8, 'carrying the claims so far');
+  for (let i = 0; i < 8; i++) pool.take(i);
+  await turn();
+  t.equal(s.calls.length, 2);
+  t.same([s.calls[1].want, s.calls[1].claims.length], [8, 8], 'eight held: a top-up, with the claims so far');
   for (let i = 8; i < 16; i++) pool.take(i);
-  t.equal(pool.take(16), undefined, 'empty while the refill is out');
+  t.equal(pool.take(16), undefined, 'empty while the top-up is out');
   s.calls[1].answer({ grants: [seg(20)] });
   await turn();
   t.same(pool.unconfirmed().claims.map((c) => c.segment), [8, 9, 10, 11, 12, 13, 14, 15], 'the answered request confirmed what it carried');
-  pool.take(17);
-  t.equal(s.calls[2].want, 32, 'the next request asks for the doubled pool');
+  t.same([s.calls[2].want, s.calls[2].claims.length], [31, 8], 'the next request tops up the doubled pool');
   pool.close();
 });
 
-t.test('an expired lease voids grants on their way; a revocation keeps the claims', async (t) => {
+t.test('an expired lease voids grants on their way; a revocation keeps the claims; a failed request is resent', async (t) => {
   const s = scripted();
   const pool = new GrantPool(path.join(dir, '8.claims'), SEG, s.ask, () => {});
   pool.take(0);
+  await turn();
   pool.drop(true);
   s.calls[0].answer({ grants: [seg(0), seg(1)] });
   await turn();
   t.equal(pool.held, 0, 'the answer of a request sent before the lease expired is ignored');
   pool.take(1);
-  s.calls[1].answer({ grants: [seg(2), seg(3)] });
+  await turn();
+  s.calls[1].answer({ grants: [seg(2), seg(3), seg(4)] });
   await turn();
   pool.take(5);
   pool.drop();
   t.equal(pool.held, 0, 'revoked: nothing held');
   t.same(pool.unconfirmed().claims, [{ segment: 5, ...seg(2) }], 'the claim stays until confirmed');
-  pool.confirm(pool.unconfirmed().upTo);
+  await turn();
+  t.equal(s.calls.length, 3, 'and is sent');
+  const failing = new GrantPool(path.join(dir, '10.claims'), SEG, () => Promise.reject(new Error('no link')), () => {});
+  failing.take(0);
+  await turn();
+  await turn();
+  t.equal(failing.stats.requests, 1, 'a failed request is not retried in a loop');
+  failing.close();
   pool.close();
-  t.notOk(fs.existsSync(path.join(dir, '8.claims')), 'closed with nothing unconfirmed: the file is removed');
 });

@@ -28,8 +28,8 @@ export class ContainerLsCommand extends ControllerCommand {
     else {
       this.context.stdout.write(formatTable(['NAME', 'SIZE', 'USED', 'FREE', 'STATE', 'PATH'],
         // A failed container allocates nothing: its free space is none, and the state says why. The label's
-        // reserve is never allocated.
-        list.map((c) => [c.name, formatSize(c.size), formatSize(c.usedBytes), c.failed ? '0' : formatSize(c.size - c.usedBytes - (c.uuid === null ? 0 : LABEL_RESERVED_BYTES)), state(c), c.path])));
+        // reserve is never allocated; segments granted to a writer (not yet claimed) are neither used nor free.
+        list.map((c) => [c.name, formatSize(c.size), formatSize(c.usedBytes), c.failed ? '0' : formatSize(c.size - c.usedBytes - c.grantedBytes - (c.uuid === null ? 0 : LABEL_RESERVED_BYTES)), state(c), c.path])));
       for (const c of list) {
         for (const [host, p] of Object.entries(c.hostPaths)) this.print(`${c.name} on host ${host}: ${p}`);
         for (const e of c.errors) this.print(`${c.name} is in Error on host ${e.hostId}: ${e.problem}`);
