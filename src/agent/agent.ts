@@ -5,6 +5,7 @@
 // frame's dispatch (request handlers change the table before their first await; fault answers go through
 // controllerRequest's onResult, that is RequestOptions.onReply), so changes apply in the order the controller sent them.
 import { failpoint } from '../util/failpoints.js';
+import { FAULT_WRITE } from '../protocol/fault-ops.js';
 import { VdiskError } from '../errors.js';
 import { connect, type Endpoint } from '../protocol/client.js';
 import type { Connection } from '../protocol/connection.js';
@@ -225,8 +226,9 @@ export class Agent {
     try {
       const answer = await this.untilAnswered(async (conn) => {
         let a: FaultAnswer | undefined;
-        // The unconfirmed claims go first: a discard or a write-zeroes must not be undone by a claim applied after it.
-        const { claims, upTo } = disk.grants?.unconfirmed() ?? { claims: [], upTo: 0 };
+        // A discard or a write-zeroes carries the unconfirmed claims: a claim applied after it would undo it. (A
+        // write fault's segment was never claimed, or it would not fault.)
+        const { claims, upTo } = f.op !== FAULT_WRITE && disk.grants ? disk.grants.unconfirmed() : { claims: [], upTo: 0 };
         await controllerRequest(conn, 'fault', {
           diskId: disk.id, op: f.op, segment: f.segment, states: f.states, offset: f.offset, length: f.length, ...(claims.length ? { claims } : {}),
         }, {
@@ -327,6 +329,8 @@ export class Agent {
       if (!shape.readOnly) {
         d.grants = new GrantPool(path.join(this.claimsDir, `${shape.diskId}.claims`), shape.segmentSize,
           (want, claims) => this.sendGrant(d, want, claims), this.log);
+        // Asked for now, not at the first write: that write would otherwise wait for a fault anyway.
+        d.grants.prime();
       }
       this.disks.set(shape.diskId, d);
       return {};
@@ -396,7 +400,7 @@ export class Agent {
     'agent.status': () => ({
       pid: process.pid, hostId: this.hostId, leaseMs: this.leaseMs, suspended: this.suspended, drained: this.drained,
       disks: [...this.disks.values()].map((d) => ({ diskId: d.id, name: d.shape.name, device: d.device?.path ?? null, io: d.device?.ioStats() ?? null,
-        delays: { parked: d.delayed, ...d.delayEnds } })),
+        delays: { parked: d.delayed, ...d.delayEnds }, ...(d.grants ? { grants: d.grants.report() } : {}) })),
     }),
     'agent.exit': () => {
       setImmediate(() => { void this.stop(); });

@@ -3,7 +3,7 @@
 // (DESIGN.md, "First writes without a round trip"). Main thread only, like every table change.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Claim, GrantedSegment } from '../protocol/agent-ops.js';
+import type { Claim, GrantPoolStats, GrantedSegment } from '../protocol/agent-ops.js';
 import { failpoint } from '../util/failpoints.js';
 
 /** A claim record: magic, segment, container, then the byte offset (a float64: offsets pass 2^32). */
@@ -16,8 +16,10 @@ export interface AskAnswer { grants: GrantedSegment[]; refused?: string }
 export type GrantAsker = (want: number, claims: Claim[]) => Promise<AskAnswer>;
 
 /** Pool sizes: the first request, and the most held, in bytes (VDISK_GRANT_MAX_MB; 0 turns grants off). */
-export const GRANT_FIRST_BYTES = 16 << 20;
-export const GRANT_MAX_BYTES = Number(process.env.VDISK_GRANT_MAX_MB ?? 256) * (1 << 20);
+export const GRANT_FIRST_BYTES = 64 << 20;
+/** How long claims alone wait for company before they go (a top-up takes them at once). */
+export const CLAIMS_DELAY_MS = 50;
+export const GRANT_MAX_BYTES = Number(process.env.VDISK_GRANT_MAX_MB ?? 512) * (1 << 20);
 /** After a refusal (another holder, no room), how long before asking again. */
 const REFUSED_MS = 2000;
 
@@ -30,7 +32,8 @@ export class GrantPool {
   /** Bumped when the lease expires: an answer to a request sent before carries grants the controller may have freed. */
   private epoch = 0;
   private asking = false;
-  private scheduled = false;
+  private scheduled: 'now' | 'later' | undefined;
+  private timer: NodeJS.Timeout | undefined;
   /** The last claim sent in a grant request (resent after a failed one). */
   private sentUpTo = 0;
   private refusedUntil = 0;
@@ -49,6 +52,16 @@ export class GrantPool {
     return this.max > 0 && Date.now() >= this.refusedUntil;
   }
 
+  /** Asks for the first grants ahead of any write (the disk's table was just created). */
+  prime(): void {
+    this.kick();
+  }
+
+  /** For agent.status. */
+  report(): GrantPoolStats {
+    return { held: this.grants.length, target: this.target, unconfirmed: this.pending.length, ...this.stats };
+  }
+
   /** Grants held now. */
   get held(): number {
     return this.grants.length;
@@ -64,7 +77,8 @@ export class GrantPool {
     const g = this.grants.shift();
     if (!g) {
       this.stats.empty++;
-      if (this.asking && this.target < this.max) this.target = Math.min(this.max, this.target * 2);
+      // A writer outran the pool: it doubles (a sequential writer soon asks for as much as a top-up brings).
+      if (this.target < this.max) this.target = Math.min(this.max, this.target * 2);
       this.kick();
       return undefined;
     }
@@ -124,16 +138,24 @@ export class GrantPool {
 
   /**
    * Sends what is due, one request at a time: a top-up when the pool is at half or less, and the claims not
-   * sent yet in any case (nobody waits on them; the controller's view of the disk follows within a round
-   * trip). Claims made in the same turn go together.
+   * sent yet in any case (nobody waits on them; the controller's view of the disk follows within
+   * CLAIMS_DELAY_MS and a round trip).
    */
   private kick(): void {
-    if (this.asking || this.scheduled || this.max === 0) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
+    if (this.asking || this.max === 0) return;
+    // A top-up goes at once; claims alone wait a little for more (each is a commit on the controller).
+    const due = this.grants.length * 2 <= this.target && Date.now() >= this.refusedUntil;
+    if (this.scheduled === 'now' || (this.scheduled === 'later' && !due)) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.scheduled = due ? 'now' : 'later';
+    const go = () => {
+      this.scheduled = undefined;
+      this.timer = undefined;
       this.send();
-    });
+    };
+    if (due) setImmediate(go);
+    else (this.timer = setTimeout(go, CLAIMS_DELAY_MS)).unref();
   }
 
   private send(): void {
@@ -175,6 +197,7 @@ export class GrantPool {
    */
   close(): void {
     this.drop(true);
+    if (this.timer) clearTimeout(this.timer);
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
     fs.rmSync(this.file, { force: true });

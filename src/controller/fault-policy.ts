@@ -75,6 +75,7 @@ export class FaultPolicy {
         isRemote: (hostId) => this.isRemote(hostId),
         single: (c, d, req) => this.faultOne(c, d, req, io),
         reclaimGrants: (d) => this.disks.reclaimGrants(d),
+        hasGrants: async (id) => (await this.store.db.get('SELECT 1 FROM grants WHERE disk_id = ? LIMIT 1', [id])) !== undefined,
       }, this.store.allocAheadBytes);
       return this.thin.fault(from, disk, f);
     }

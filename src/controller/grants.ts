@@ -36,12 +36,13 @@ export async function freeGrants(db: Db, quarantineMs: number, diskId: number, h
   return left.n;
 }
 
-interface Tally { applied: number; refused: number }
+/** applied: claims mapped now or before; fresh: mapped now; refused: not mapped. */
+interface Tally { applied: number; fresh: number; refused: number }
 
 export interface GrantAnswer { grants: GrantedSegment[]; claimed: number; refused?: string }
 
 export class Grants {
-  /** What tests and the bench observe: segments granted, claims applied and refused, grants freed unclaimed. */
+  /** What tests and the bench observe: segments granted, claims newly applied and refused, grants freed unclaimed. */
   readonly stats = { granted: 0, claimed: 0, refused: 0, freed: 0, revocations: 0 };
 
   constructor(private readonly store: Store, private readonly agents: AgentRegistry, private readonly locks: KeyedMutex<number>,
@@ -169,7 +170,7 @@ export class Grants {
 
   /** Counts a committed application of claims; refusals are said loudly (the writes they stood for are lost). */
   private tally(disk: Disk, hostId: string, t: Tally): number {
-    this.stats.claimed += t.applied;
+    this.stats.claimed += t.fresh;
     if (t.refused) this.refuse(`${disk.name}: ${t.refused} claim(s) of ${hostId} name no grant it still has at a Zero entry`, t.refused);
     return t.applied;
   }
@@ -180,7 +181,7 @@ export class Grants {
    * refused and logged: the write it stood for is lost. Returns the claims applied.
    */
   private async applyLocked(disk: Disk, hostId: string, claims: Claim[]): Promise<Tally> {
-    if (claims.length === 0) return { applied: 0, refused: 0 };
+    if (claims.length === 0) return { applied: 0, fresh: 0, refused: 0 };
     const db = this.store.db;
     const rows = await db.all<{ container_id: number; unit: number }>('SELECT container_id, unit FROM grants WHERE disk_id = ? AND host_id = ?', [disk.id, hostId]);
     const granted = new Set(rows.map((r) => `${r.container_id}/${r.unit}`));
@@ -199,7 +200,7 @@ export class Grants {
       if (!data) chunks.set(k, (data = await this.store.tables.chunk(disk, k)));
       const e = decodeEntry(data, c.segment - k * CHUNK_ENTRIES);
       if (e.states === 0 && e.container === c.container && e.offset === c.offset) {
-        applied++;
+        applied++; // sent again: counted as applied, not as new
         continue;
       }
       const key = `${c.container}/${c.offset / LOCATION_UNIT}`;
@@ -218,7 +219,7 @@ export class Grants {
     for (const [container, units] of taken) {
       await db.run('DELETE FROM grants WHERE container_id = ? AND unit IN (SELECT value FROM json_each(?))', [container, JSON.stringify(units)]);
     }
-    return { applied, refused };
+    return { applied, fresh: [...taken.values()].reduce((n, u) => n + u.length, 0), refused };
   }
 
   private refuse(why: string, n: number): void {

@@ -38,6 +38,8 @@ export interface ThinBatchHooks {
   single(from: Connection, disk: Disk, f: FaultRequest): Promise<FaultAnswer>;
   /** Takes the disk's grants back (the caller holds its lock); returns how many segments that freed. */
   reclaimGrants(disk: Disk): Promise<number>;
+  /** Whether any host holds grants on the disk (so it may have claims the store does not know of). */
+  hasGrants(diskId: number): Promise<boolean>;
 }
 
 export class ThinBatcher {
@@ -133,7 +135,9 @@ export class ThinBatcher {
     // the other still has Zero there and would read zeros after the write completed. (Its holders are
     // stable here: attach and detach take this lock.)
     const holders = await this.store.attachments({ diskId: disk.id });
-    const sole = holders.length <= 1;
+    // Nothing ahead for a disk with grants either: its holder may have claimed a Zero segment the store does
+    // not know of yet, and a window pushed over it would take its data away (grants serve sequential writers).
+    const sole = holders.length <= 1 && !await this.hooks.hasGrants(disk.id);
     const durable = !await lazyCommitAllowed(holders, (h) => this.hooks.isRemote(h));
     // Checked again: a batch since the hint arrived may have moved its stream on.
     const hinted = !sole ? [] : hints.filter((h) => usable(h.segment) && this.ahead.continues(disk.id, disk.segmentSize, h.segment, h.writer))

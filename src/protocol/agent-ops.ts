@@ -26,8 +26,10 @@ export interface DeviceInfo { devId: number; path: string; queues: number }
 /** What an agent reports in agent.status. */
 export interface AgentStatus {
   pid: number; hostId: string; leaseMs: number; suspended: boolean; drained: boolean;
-  disks: Array<{ diskId: number; name: string; device: string | null; io: IoCounts | null; delays: DelayCounts }>;
+  disks: Array<{ diskId: number; name: string; device: string | null; io: IoCounts | null; delays: DelayCounts; grants?: GrantPoolStats }>;
 }
+/** A disk's grant pool on its agent: grants held, the pool's size, claims made and unconfirmed, requests sent, writes that found it empty. */
+export interface GrantPoolStats { held: number; target: number; claims: number; unconfirmed: number; requests: number; empty: number }
 /** The part of an agent's status the controller reads, field by field (a peer's answer). */
 export interface AgentStatusReport { suspended: boolean; disks: Array<{ name: string; device: string | null; io: IoCounts | null; delays: DelayCounts | null }> }
 /** A disk an agent holds when it registers, and the device serving it (null: none yet). */

@@ -56,9 +56,13 @@ t.test('table.create makes a table of all-Invalid entries', async (t) => {
   t.equal(tb.segmentSize, SEG);
   t.same(Array.from({ length: SEGMENTS }, (_, i) => tb.get(i)),
     Array.from({ length: SEGMENTS }, () => ({ states: STATE_INVALID, container: 0, offset: 0, alt: 0 })), 'every entry Invalid');
-  t.same((await conn().request('agent.status')).result, {
-    pid: process.pid, hostId: 'h1', leaseMs: LEASE_MS, suspended: false, drained: false, disks: [{ diskId: 1, name: 'd1', device: null, io: null, delays: { parked: 0, cancelled: 0, expired: 0 } }],
+  const status = (await conn().request('agent.status')).result as { disks: Array<{ grants?: { held: number; target: number; requests: number } }> };
+  t.same(status, {
+    pid: process.pid, hostId: 'h1', leaseMs: LEASE_MS, suspended: false, drained: false,
+    disks: [{ diskId: 1, name: 'd1', device: null, io: null, delays: { parked: 0, cancelled: 0, expired: 0 }, grants: status.disks[0]?.grants }],
   });
+  // A writable disk's pool asks for its first grants when its table is made (this stand-in answers none).
+  t.match(status.disks[0]?.grants, { held: 0, target: (64 << 20) / SEG, unconfirmed: 0, claims: 0, empty: 0 }, 'its grant pool, empty');
 });
 
 t.test('table.set installs exactly the entries of its payload; table.get returns them', async (t) => {

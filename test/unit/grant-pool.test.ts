@@ -6,7 +6,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CLAIM_RECORD_BYTES, GrantPool, readClaimsFiles, type AskAnswer } from '../../src/agent/grant-pool.js';
+import { CLAIM_RECORD_BYTES, GRANT_FIRST_BYTES, GrantPool, readClaimsFiles, type AskAnswer } from '../../src/agent/grant-pool.js';
 import type { Claim } from '../../src/protocol/agent-ops.js';
 
 const SEG = 1 << 20;
@@ -21,7 +21,13 @@ function scripted() {
 }
 /** Two turns: an answer's handler runs, then the request it schedules goes out. */
 const turn = () => new Promise((r) => setImmediate(r)).then(() => new Promise((r) => setImmediate(r)));
+/** Until a request count is reached (claims alone wait CLAIMS_DELAY_MS for company). */
+async function calls(s: { calls: unknown[] }, n: number): Promise<void> {
+  for (let i = 0; i < 200 && s.calls.length < n; i++) await new Promise((r) => setTimeout(r, 5));
+}
 const seg = (i: number) => ({ container: 2, offset: (i + 8) * SEG });
+/** The first request's size: the first pool, doubled because the write that asked found it empty. */
+const N = (2 * GRANT_FIRST_BYTES) / SEG;
 
 t.test('claims go to the file before take() returns; confirmed ones leave it', async (t) => {
   const file = path.join(dir, '5.claims');
@@ -29,17 +35,17 @@ t.test('claims go to the file before take() returns; confirmed ones leave it', a
   const pool = new GrantPool(file, SEG, s.ask, () => {});
   t.equal(pool.take(0), undefined, 'nothing held: the write faults');
   await turn();
-  t.equal(s.calls.length, 1, 'and grants are asked');
-  t.same([s.calls[0].want, s.calls[0].claims], [16, []], 'the first 16 MiB');
-  s.calls[0].answer({ grants: Array.from({ length: 16 }, (_, i) => seg(i)) });
+  t.equal(s.calls.length, 1, 'and grants are asked at once');
+  t.same([s.calls[0].want, s.calls[0].claims], [N, []], 'for twice the first pool: a write found it empty');
+  s.calls[0].answer({ grants: Array.from({ length: N }, (_, i) => seg(i)) });
   await turn();
-  t.equal(pool.held, 16);
+  t.equal(pool.held, N);
   t.same(pool.take(3), seg(0));
   t.same(pool.take(2 ** 31 + 5), seg(1), 'segment numbers past 2^31 are kept whole');
   t.equal(fs.statSync(file).size, 2 * CLAIM_RECORD_BYTES, 'two records, written by take()');
   t.same(readClaimsFiles(dir).get(5), [{ segment: 3, ...seg(0) }, { segment: 2 ** 31 + 5, ...seg(1) }], 'read back as they were claimed');
-  await turn();
-  t.equal(s.calls.length, 2, 'the claims of one turn go in one request');
+  await calls(s, 2);
+  t.equal(s.calls.length, 2, 'claims made together go in one request');
   t.same([s.calls[1].want, s.calls[1].claims.length], [0, 2], 'asking for nothing while the pool is above half');
   pool.take(4);
   await turn();
@@ -48,11 +54,12 @@ t.test('claims go to the file before take() returns; confirmed ones leave it', a
   await turn();
   t.same(pool.unconfirmed().claims, [{ segment: 4, ...seg(2) }], 'a claim made after the send stays');
   t.same(readClaimsFiles(dir).get(5), [{ segment: 4, ...seg(2) }], 'and is all the file holds: confirmed claims leave it');
-  t.equal(s.calls.length, 3, 'it goes in the next request, sent when the last one was answered');
+  await calls(s, 3);
+  t.equal(s.calls.length, 3, 'it goes in the next request, once the last one was answered');
   pool.take(9);
   t.equal(fs.statSync(file).size, 2 * CLAIM_RECORD_BYTES, 'the rewritten file is appended to');
   s.calls[2].answer({ grants: [] });
-  await turn();
+  await calls(s, 4);
   s.calls[3].answer({ grants: [] });
   await turn();
   t.equal(fs.statSync(file).size, 0, 'all confirmed: the file is truncated');
@@ -78,23 +85,23 @@ t.test('a torn last record is ignored; a file of nothing is removed', async (t) 
   t.same(readClaimsFiles(path.join(d, 'missing')).size, 0, 'no directory: no claims');
 });
 
-t.test('the pool is topped up at half, and doubles when a write finds it empty while a request is out', async (t) => {
+t.test('the pool is topped up at half, and doubles when a write finds it empty', async (t) => {
   const s = scripted();
   const pool = new GrantPool(path.join(dir, '6.claims'), SEG, s.ask, () => {});
   pool.take(0);
   await turn();
-  s.calls[0].answer({ grants: Array.from({ length: 16 }, (_, i) => seg(i)) });
+  s.calls[0].answer({ grants: Array.from({ length: N }, (_, i) => seg(i)) });
   await turn();
-  for (let i = 0; i < 8; i++) pool.take(i);
+  for (let i = 0; i < N / 2; i++) pool.take(i);
   await turn();
   t.equal(s.calls.length, 2);
-  t.same([s.calls[1].want, s.calls[1].claims.length], [8, 8], 'eight held: a top-up, with the claims so far');
-  for (let i = 8; i < 16; i++) pool.take(i);
-  t.equal(pool.take(16), undefined, 'empty while the top-up is out');
-  s.calls[1].answer({ grants: [seg(20)] });
+  t.same([s.calls[1].want, s.calls[1].claims.length], [N / 2, N / 2], 'half held: a top-up at once, with the claims so far');
+  for (let i = N / 2; i < N; i++) pool.take(i);
+  t.equal(pool.take(N), undefined, 'empty while the top-up is out');
+  s.calls[1].answer({ grants: [seg(N + 5)] });
   await turn();
-  t.same(pool.unconfirmed().claims.map((c) => c.segment), [8, 9, 10, 11, 12, 13, 14, 15], 'the answered request confirmed what it carried');
-  t.same([s.calls[2].want, s.calls[2].claims.length], [31, 8], 'the next request tops up the doubled pool');
+  t.same(pool.unconfirmed().claims.map((c) => c.segment), Array.from({ length: N / 2 }, (_, i) => N / 2 + i), 'the answered request confirmed what it carried');
+  t.same([s.calls[2].want, s.calls[2].claims.length], [2 * N - 1, N / 2], 'the next request tops up the doubled pool');
   pool.close();
 });
 
@@ -115,7 +122,7 @@ t.test('an expired lease voids grants on their way; a revocation keeps the claim
   pool.drop();
   t.equal(pool.held, 0, 'revoked: nothing held');
   t.same(pool.unconfirmed().claims, [{ segment: 5, ...seg(2) }], 'the claim stays until confirmed');
-  await turn();
+  await calls(s, 3);
   t.equal(s.calls.length, 3, 'and is sent');
   const failing = new GrantPool(path.join(dir, '10.claims'), SEG, () => Promise.reject(new Error('no link')), () => {});
   failing.take(0);
