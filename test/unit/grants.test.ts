@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Container, Disk } from '../../src/controller/store.js';
 import type { Claim, GrantedSegment } from '../../src/protocol/agent-ops.js';
-import { FAULT_RECLAIM } from '../../src/protocol/fault-ops.js';
+import { FAULT_RECLAIM, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 import { entriesOf, scriptedController, type Peer } from '../support/scripted-agent.js';
 
@@ -110,6 +110,25 @@ t.test('a registration applies the claims it carries and frees every grant of it
   t.same(reg.result, { claims: 1 }, 'the claim is applied');
   t.same((await entries())[5], { states: 0, container: g[0].container, offset: g[0].offset, alt: 0 });
   t.equal(await granted(), 0, 'no grant of the host is left');
+  t.ok((await check()).ok);
+});
+
+t.test('a disk with grants gets no windows ahead: one pushed over a claimed segment would take its data', async (t) => {
+  const d2 = await ask<Disk>('disk.create', { name: 'seq', size: 32 * SEG, segmentSize: SEG });
+  await ask('disk.attach', { name: 'seq', hostId: 'hx' });
+  const r = (await hx.conn.request('disk.grant', { diskId: d2.id, want: 2, claims: [] })).result as GrantResult;
+  t.equal(r.grants.length, 2);
+  // The agent claims segment 10 and has not said so yet; then a sequential writer faults its way along.
+  const pushesBefore = hx.got.filter((g) => g.op === 'table.set' && g.args.diskId === d2.id).length;
+  for (const segment of [0, 1, 2, 3, 4, 9]) {
+    await hx.conn.request('fault', { diskId: d2.id, op: FAULT_WRITE, segment, states: STATE_ZERO, offset: 0, length: SEG });
+  }
+  t.equal(hx.got.filter((g) => g.op === 'table.set' && g.args.diskId === d2.id).length, pushesBefore, 'no window was pushed to the writer');
+  t.same((await controller.store.tables.getEntries(d2, 10, 1))[0].states, STATE_ZERO, 'segment 10 is still Zero in the store');
+  const c = (await hx.conn.request('disk.grant', { diskId: d2.id, want: 0, claims: [claim(10, r.grants[0])] })).result as GrantResult;
+  t.equal(c.claimed, 1, 'so the claim maps it');
+  await ask('disk.detach', { name: 'seq', hostId: 'hx' });
+  await ask('disk.rm', { name: 'seq' });
   t.ok((await check()).ok);
 });
 
