@@ -32,6 +32,8 @@ export class GrantPool {
   /** Bumped when the lease expires: an answer to a request sent before carries grants the controller may have freed. */
   private epoch = 0;
   private asking = false;
+  /** The pool doubled since the last request went out. */
+  private grew = false;
   private scheduled: 'now' | 'later' | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** The last claim sent in a grant request (resent after a failed one). */
@@ -77,8 +79,12 @@ export class GrantPool {
     const g = this.grants.shift();
     if (!g) {
       this.stats.empty++;
-      // A writer outran the pool: it doubles (a sequential writer soon asks for as much as a top-up brings).
-      if (this.target < this.max) this.target = Math.min(this.max, this.target * 2);
+      // A writer outran the pool: it doubles, once per request (16 writes finding it empty together are one
+      // outrun, not sixteen).
+      if (!this.grew && this.target < this.max) {
+        this.target = Math.min(this.max, this.target * 2);
+        this.grew = true;
+      }
       this.kick();
       return undefined;
     }
@@ -165,6 +171,7 @@ export class GrantPool {
     const unsent = this.pending.length > 0 && this.pending[this.pending.length - 1].seq > this.sentUpTo;
     if (want === 0 && !unsent) return;
     this.asking = true;
+    this.grew = false;
     this.stats.requests++;
     const epoch = this.epoch;
     const { claims, upTo } = this.unconfirmed();
