@@ -16,7 +16,7 @@ import { sleep } from '../util/sleep.js';
 import { agentDispatcher, controllerRequest } from '../protocol/agent-ops.js';
 import { AgentDisk, type FaultAnswer } from './agent-disk.js';
 import { AgentContainers } from './containers.js';
-import { GrantPool, claimsDir, readClaimsFiles } from './grant-pool.js';
+import { GrantPool, claimsDir, readClaimsFiles, type AskAnswer } from './grant-pool.js';
 import type { Claim, DiskClaim } from '../protocol/agent-ops.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -263,12 +263,11 @@ export class Agent {
   }
 
   /** A grant request (GrantPool's asker): on the link there is, never retried (a first write faults meanwhile). */
-  private async sendGrant(disk: AgentDisk, want: number, claims: Claim[]): Promise<{ grants: Array<{ container: number; offset: number }>; refused?: string }> {
+  private async sendGrant(disk: AgentDisk, want: number, claims: Claim[], accept: (a: AskAnswer) => void): Promise<void> {
     const conn = this.conn;
     if (!conn) throw new VdiskError('no link to the controller', { code: 'ECONNRESET' });
-    const r = await controllerRequest(conn, 'disk.grant', { diskId: disk.id, want, claims }, { timeoutMs: 0 });
+    const r = await controllerRequest(conn, 'disk.grant', { diskId: disk.id, want, claims }, { timeoutMs: 0, onResult: accept });
     if (r.refused && want > 0) this.log(`no grants for ${disk.shape.name}: ${r.refused}`);
-    return r;
   }
 
   /**
@@ -328,7 +327,7 @@ export class Agent {
         (d, segment, from) => this.sendAhead(d, segment, from), (d) => this.sendSync(d));
       if (!shape.readOnly) {
         d.grants = new GrantPool(path.join(this.claimsDir, `${shape.diskId}.claims`), shape.segmentSize,
-          (want, claims) => this.sendGrant(d, want, claims), this.log);
+          (want, claims, accept) => this.sendGrant(d, want, claims, accept), this.log);
         // Asked for now, not at the first write: that write would otherwise wait for a fault anyway.
         d.grants.prime();
       }

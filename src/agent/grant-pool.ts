@@ -12,8 +12,13 @@ const MAGIC = 0x4d494c43;
 
 /** What a grant request answered: new grants (none when refused) and whether the claims sent were applied. */
 export interface AskAnswer { grants: GrantedSegment[]; refused?: string }
-/** Sends one disk.grant with claims; rejects when it could not be sent or answered (nothing is retried). */
-export type GrantAsker = (want: number, claims: Claim[]) => Promise<AskAnswer>;
+/**
+ * Sends one disk.grant with claims; rejects when it could not be sent or answered (nothing is retried). The
+ * answer goes to `accept` synchronously as its frame is decoded: a revocation in the next frame must find
+ * the grants in the pool already, or it would not drop them (they would be used after the controller freed
+ * them, as the agent's ordering rule says for table changes).
+ */
+export type GrantAsker = (want: number, claims: Claim[], accept: (a: AskAnswer) => void) => Promise<unknown>;
 
 /** Pool sizes: the first request, and the most held, in bytes (VDISK_GRANT_MAX_MB; 0 turns grants off). */
 export const GRANT_FIRST_BYTES = 64 << 20;
@@ -176,10 +181,11 @@ export class GrantPool {
     const epoch = this.epoch;
     const { claims, upTo } = this.unconfirmed();
     this.sentUpTo = upTo;
-    this.ask(want, claims).then((a) => {
+    this.ask(want, claims, (a) => {
       this.confirm(upTo);
       if (epoch === this.epoch) this.grants.push(...a.grants);
       if (a.refused) this.refusedUntil = Date.now() + REFUSED_MS;
+    }).then(() => {
       this.asking = false;
       this.kick(); // claims made meanwhile
     }, () => {

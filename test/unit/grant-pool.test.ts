@@ -16,7 +16,8 @@ t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 /** An asker whose answers the test gives: each call waits for answer(). */
 function scripted() {
   const calls: Array<{ want: number; claims: Claim[]; answer: (a: AskAnswer) => void }> = [];
-  const ask = (want: number, claims: Claim[]) => new Promise<AskAnswer>((resolve) => calls.push({ want, claims, answer: resolve }));
+  const ask = (want: number, claims: Claim[], accept: (a: AskAnswer) => void) =>
+    new Promise<void>((resolve) => calls.push({ want, claims, answer: (a) => { accept(a); resolve(); } }));
   return { calls, ask };
 }
 /** Two turns: an answer's handler runs, then the request it schedules goes out. */
