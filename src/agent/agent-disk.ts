@@ -206,6 +206,10 @@ export class AgentDisk {
    * with 0 to retry the request (it faults again if the table still cannot serve it) or -errno to fail it.
    */
   async fault(f: Fault): Promise<number> {
+    // The entry changed since the queue saw it (a claim for the other half of the same write, an answer, a
+    // push): the request is planned again with what is there now. Sent on, a stale write fault would have
+    // the controller map the segment anew over a claim it has not heard of yet, and the claimed data is lost.
+    if (f.segment < this.table.segments && this.table.load(f.segment) !== f.states) return 0;
     if (f.op === FAULT_WRITE && this.claim(f.segment)) return 0;
     let parked: Promise<void> | undefined;
     const answer = await this.sendFault(this, f, (a) => {

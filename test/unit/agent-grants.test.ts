@@ -70,6 +70,19 @@ t.test('a first write takes a granted segment without asking; the store maps it 
   t.equal(fs.statSync(path.join(claims, `${disk.id}.claims`)).size, 0, 'and the file is empty again');
 });
 
+t.test('a fault the queue reported before the segment was claimed is not sent: the request is planned again', async (t) => {
+  t.equal(await write(20), 0);
+  const claimed = d().table.get(20);
+  t.equal(claimed.states, 0, 'segment 20 claimed');
+  const before = (await controller.metrics.snapshot(controller.store, controller.agents)).faults.write?.count ?? 0;
+  // The other half of the same 1 MiB write, reported while the first half's claim was being made.
+  t.equal(await write(20), 0, 'the stale report is answered at once');
+  t.same(d().table.get(20), claimed, 'the claimed entry stands');
+  t.equal((await controller.metrics.snapshot(controller.store, controller.agents)).faults.write?.count ?? 0, before, 'no fault reached the controller');
+  await until('the store maps the claim', async () => (await stored(20)).states === 0);
+  t.same(await stored(20), claimed, 'and the store maps the claimed segment, not another');
+});
+
 t.test('a revocation in the frame after a grant answer finds the answer\'s grants in the pool', async (t) => {
   // The next grant answer and a grants.revoke travel in one write, so the agent decodes both in one go.
   const grants = controller.attachments.grants;

@@ -11,6 +11,7 @@ import { Controller } from '../../src/controller/controller.js';
 import { HOLD_DELAY_MS } from '../../src/controller/faults.js';
 import { socketPath } from '../../src/controller/paths.js';
 import type { Disk } from '../../src/controller/store.js';
+import { agentRequest } from '../../src/protocol/agent-ops.js';
 import { connect } from '../../src/protocol/client.js';
 import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
@@ -43,9 +44,12 @@ const disk = await ask<Disk>('disk.create', { name: 'd1', size: 4 * SEG, segment
 // The agent's table, loaded as an attach would (the device is what the VM tests add).
 const agentConn = () => controller.agents.get('h1')!.conn;
 await agentConn().request('table.create', { diskId: disk.id, name: 'd1', size: 4 * SEG, segmentSize: SEG, readOnly: false });
+await agentRequest(agentConn(), 'table.set', { diskId: disk.id, first: 0, blocking: false }, { payload: await controller.store.tables.readTable(disk) });
 const d = (): AgentDisk => agent.disks.get(disk.id)!;
 const hold = (set: boolean) => ask('disk.states', { name: 'd1', first: 1, count: 1, bits: STATE_NO_WRITE, set });
-const write = () => d().fault({ op: FAULT_WRITE, segment: 1, states: STATE_NO_WRITE, offset: 0, length: SEG });
+// The states are what a queue would report: the agent's entry as it is (a fault on an entry that changed
+// since is planned again without asking).
+const write = () => d().fault({ op: FAULT_WRITE, segment: 1, states: d().table.load(1), offset: 0, length: SEG });
 
 t.test('a 60 s delay on a held segment ends when the hold ends, and the write faults again and is served', async (t) => {
   t.equal(HOLD_DELAY_MS, 60_000, 'the controller delays a held write by 60 s');
