@@ -88,6 +88,8 @@ async function runFile(file) {
   if (timedOut) extra.push(`timed out after ${timeoutSec} s`);
   else if (code !== 0) extra.push(`exited with ${code}`);
   if (isolate) {
+    // A file killed at its timeout printed nothing of why: the last lines of the daemons' logs it left.
+    if (timedOut) out += logTails(work);
     extra.push(...leftovers(tag, work));
     const now = ublkDevices().filter((d) => !before.has(d) && !heldOpen().has(d));
     if (now.length) suspects.push({ file, devices: now });
@@ -95,6 +97,22 @@ async function runFile(file) {
   }
   report(file, out, err, extra, ms);
   if (isolate) await judgeSuspects(false);
+}
+
+/** The last lines of every *.log under dir (a few levels down), as TAP comments. */
+function logTails(dir, depth = 3) {
+  let text = '';
+  let entries = [];
+  try { entries = fs.readdirSync(dir, { withFileTypes: true }); } catch { return ''; }
+  for (const e of entries) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory() && depth > 0) text += logTails(p, depth - 1);
+    else if (e.isFile() && e.name.endsWith('.log')) {
+      const tail = fs.readFileSync(p, 'utf8').trimEnd().split('\n').slice(-30);
+      text += `\n# --- ${p} (last ${tail.length} lines):\n${tail.map((l) => `# ${l}`).join('\n')}\n`;
+    }
+  }
+  return text;
 }
 
 /** Prints the file's TAP as one indented subtest, with the runner's own findings as failed points. */
