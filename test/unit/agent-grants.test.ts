@@ -7,32 +7,21 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Agent } from '../../src/agent/agent.js';
 import type { AgentDisk } from '../../src/agent/agent-disk.js';
 import { readClaimsFiles } from '../../src/agent/grant-pool.js';
-import { Controller } from '../../src/controller/controller.js';
-import { socketPath } from '../../src/controller/paths.js';
 import type { Disk } from '../../src/controller/store.js';
 import { agentRequest } from '../../src/protocol/agent-ops.js';
-import { connect } from '../../src/protocol/client.js';
+import { controllerWithAgent } from '../support/real-agent.js';
 import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { ENTRY_BYTES, encodeEntry } from '../../src/table/entry-codec.js';
 import { STATE_ZERO } from '../../src/table/mapping-table.js';
 
 const SEG = 64 * 1024;
 const SEGMENTS = 64;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-agrants-'));
-const claims = path.join(dir, 'claims');
-const controller = await Controller.start(dir);
-const cli = (await connect(socketPath(dir), { role: 'cli' })).conn;
-const agent = new Agent({ controller: socketPath(dir), hostId: 'h1', leaseMs: 5000, log: () => {}, claimsDir: claims });
-await agent.start();
-t.teardown(async () => {
-  await agent.stop();
-  await cli.close();
-  await controller.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const env = await controllerWithAgent(t, 'vdisk-agrants-', { log: () => {}, claimsDir: path.join(os.tmpdir(), `vdisk-agrants-claims-${process.pid}`) });
+const { dir, controller, cli, agent } = env;
+const claims = path.join(os.tmpdir(), `vdisk-agrants-claims-${process.pid}`);
+t.teardown(() => fs.rmSync(claims, { recursive: true, force: true }));
 
 async function until(what: string, cond: () => boolean | Promise<boolean>): Promise<void> {
   for (let i = 0; !(await cond()); i++) {

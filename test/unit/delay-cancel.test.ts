@@ -2,33 +2,21 @@
 // early, by the controller's fault.cancel, the moment the hold ends; then it faults again and is served. A real
 // in-process controller and a real agent (no ublk: the device's fault callback is called directly).
 import t from 'tap';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { Agent } from '../../src/agent/agent.js';
 import type { AgentDisk } from '../../src/agent/agent-disk.js';
 import { Controller } from '../../src/controller/controller.js';
 import { HOLD_DELAY_MS } from '../../src/controller/faults.js';
-import { socketPath } from '../../src/controller/paths.js';
 import type { Disk } from '../../src/controller/store.js';
 import { agentRequest } from '../../src/protocol/agent-ops.js';
-import { connect } from '../../src/protocol/client.js';
+import { controllerWithAgent } from '../support/real-agent.js';
 import { FAULT_WRITE } from '../../src/protocol/fault-ops.js';
 import { STATE_NO_WRITE } from '../../src/table/mapping-table.js';
 
 const SEG = 64 * 1024;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-delay-'));
 const logs: string[] = [];
-let controller = await Controller.start(dir);
-const cli = (await connect(socketPath(dir), { role: 'cli' })).conn;
-const agent = new Agent({ controller: socketPath(dir), hostId: 'h1', leaseMs: 5000, log: (m) => logs.push(m) });
-await agent.start();
-t.teardown(async () => {
-  await agent.stop();
-  await cli.close();
-  await controller.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const env = await controllerWithAgent(t, 'vdisk-delay-', { log: (m) => logs.push(m) });
+const { dir, cli, agent } = env;
+let controller = env.controller;
 
 async function until(what: string, cond: () => boolean): Promise<void> {
   for (let i = 0; !cond(); i++) {
@@ -80,5 +68,5 @@ t.test('a cancel of another segment leaves a parked write parked; a lost link en
   await controller.stop();
   t.equal(await parked, 0, 'the parked write is retried when the link drops');
   t.same(held.delayEnds, { cancelled: 2, expired: 0 }, 'its delay ended with the link');
-  controller = await Controller.start(dir); // for the teardown
+  controller = env.controller = await Controller.start(dir); // for the teardown
 });
