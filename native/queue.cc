@@ -79,11 +79,8 @@ UblkQueue::UblkQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UblkQueu
   plan_cap_ = p.ElementLength() / kPlanStride;
   status_ = s.Data();
 
+  // The ublksrv_io_desc area is mapped by FetchAll, after the FETCHes: see there.
   iods_len_ = (static_cast<size_t>(depth_) * sizeof(ublksrv_io_desc) + page - 1) / page * page;
-  void* iods = mmap(nullptr, iods_len_, PROT_READ, MAP_SHARED | MAP_POPULATE, cdev_fd_,
-                    static_cast<off_t>(ublk_queue_cmd_buf_offset(q_id_, page)));
-  if (iods == MAP_FAILED) ThrowSysError(env, errno, "mmap", "ublksrv_io_desc area");
-  iods_ = static_cast<const ublksrv_io_desc*>(iods);
 
   bufs_len_ = static_cast<size_t>(depth_) * buf_bytes_;
   void* bufs = mmap(nullptr, bufs_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -313,6 +310,15 @@ Napi::Value UblkQueue::FetchAll(const Napi::CallbackInfo& info) {
     ArmWake();
     int r = ring_.Submit(0);
     if (r < 0) ThrowSysError(env, -r, "io_uring_enter", "UBLK_U_IO_FETCH_REQ");
+    // Mapped only now: the kernel binds the area to the first process that maps it (ub->mm) until the next
+    // START_USER_RECOVERY, and 6.12 refuses that START while no queue has fetched since the last one
+    // (nr_queues_ready == 0). A server killed after a START and before its FETCHes has mapped nothing, so
+    // the next one can take the device over without a START (UblkDevice.recover). No request arrives before
+    // START_DEV or END_USER_RECOVERY, so nothing reads the area before it is there.
+    void* iods = mmap(nullptr, iods_len_, PROT_READ, MAP_SHARED | MAP_POPULATE, cdev_fd_,
+                      static_cast<off_t>(ublk_queue_cmd_buf_offset(q_id_, sysconf(_SC_PAGESIZE))));
+    if (iods == MAP_FAILED) ThrowSysError(env, errno, "mmap", "ublksrv_io_desc area");
+    iods_ = static_cast<const ublksrv_io_desc*>(iods);
     // FETCH_REQ completes only with a request or an error: anything here already is an error.
     Reap(&nready);
   } catch (const RingBroken& e) {

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { VdiskError } from '../errors.js';
+import { failpoint } from '../util/failpoints.js';
 import { sleep } from '../util/sleep.js';
 import { SYNC_DURABLE, dirtyWords, genReached, markDirty } from '../io/translator.js';
 import { ioStatsBuffer, readIoStats, type IoCounts } from './io-stats.js';
@@ -17,7 +18,7 @@ import {
   UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_USER_RECOVERY, UBLK_S_DEV_LIVE, UBLK_S_DEV_QUIESCED, type UblkControlDevice,
 } from './control.js';
 import {
-  CTL_DRAINED, CTL_EPOCH, CTL_QUIT, ctlWords, epochAfter, epochReached, type DeviceMessage, type QueueMessage, type QueueTaskArgs, type QueueTaskResult,
+  CTL_CDEV, CTL_DRAINED, CTL_EPOCH, CTL_QUIT, ctlWords, epochAfter, epochReached, type DeviceMessage, type QueueMessage, type QueueTaskArgs, type QueueTaskResult,
 } from './queue-worker.js';
 
 const debug = process.env.VDISK_DEBUG ? (msg: string) => process.stderr.write(`vdisk[${process.pid}] ${msg}\n`) : () => {};
@@ -181,22 +182,49 @@ export class UblkDevice {
     if (params.basic && params.basic.devSectors !== o.sizeBytes / 512) {
       throw new VdiskError(`/dev/ublkb${devId} has ${params.basic.devSectors} sectors, but the disk given has ${o.sizeBytes / 512}`, { code: 'EINVAL' });
     }
-    for (;;) {
-      try {
-        await control.startUserRecovery(devId);
-        break;
-      } catch (err) {
-        // EBUSY while the dead server's /dev/ublkcN is still being released.
-        if ((err as VdiskError).code !== 'EBUSY' || Date.now() > deadline) throw err;
-        await sleep(50);
+    // START_USER_RECOVERY once the queue workers wait at the char device gate (serve): the kernel refuses a
+    // second START until a queue has fetched, so the window after it must be short.
+    let resumed = false;
+    const startRecovery = async () => {
+      for (;;) {
+        try {
+          await control.startUserRecovery(devId);
+          break;
+        } catch (err) {
+          const code = (err as VdiskError).code;
+          // EINVAL on a quiesced device created with user recovery: nr_queues_ready is 0 (6.12), so an
+          // earlier server STARTed a recovery and died before any queue fetched. That START reset the
+          // queues, and the server maps the descriptor area only after its FETCHes: the device is where a
+          // START would leave it, and the fetches go ahead without one.
+          if (code === 'EINVAL') {
+            resumed = true;
+            process.stderr.write(`vdisk: /dev/ublkb${devId}: START_USER_RECOVERY refused (EINVAL): an earlier recovery was abandoned after its START; resuming it\n`);
+            return;
+          }
+          // EBUSY while the dead server's /dev/ublkcN is still being released.
+          if (code !== 'EBUSY' || Date.now() > deadline) throw err;
+          await sleep(50);
+        }
       }
+      debug(`dev ${devId}: START_USER_RECOVERY done`);
+      failpoint('agent.recovering');
+    };
+    try {
+      return await UblkDevice.serve(control, info, o, 'recover', startRecovery);
+    } catch (err) {
+      if (!resumed) throw err;
+      // The abandoned recovery got further than its START (a mapping or a FETCH the kernel keeps): no server
+      // can take this device over again. Deleting it fails the I/O it holds instead of holding it for ever.
+      await control.delDev(devId).catch(() => {});
+      throw new VdiskError(`/dev/ublkb${devId} cannot be recovered (an earlier recovery was abandoned midway: ${(err as Error).message}); ` +
+        'it was deleted, failing the I/O it held', { code: 'ENOTRECOVERABLE' });
     }
-    debug(`dev ${devId}: START_USER_RECOVERY done`);
-    return UblkDevice.serve(control, info, o, 'recover');
   }
 
   /** Opens the char device, runs one queue task per queue and, once all fetched, START_DEV or END_USER_RECOVERY. */
-  private static async serve(control: UblkControlDevice, info: UblksrvCtrlDevInfo, o: DeviceOptions, mode: 'start' | 'recover'): Promise<UblkDevice> {
+  private static async serve(
+    control: UblkControlDevice, info: UblksrvCtrlDevInfo, o: DeviceOptions, mode: 'start' | 'recover', beforeOpen?: () => Promise<void>,
+  ): Promise<UblkDevice> {
     const devId = info.devId;
     let cdevFd = -1;
     let pool: Piscina | undefined;
@@ -207,10 +235,12 @@ export class UblkDevice {
     const wakeFds: number[] = [];
     const ports: MessagePort[] = [];
     try {
-      cdevFd = await openCharDevice(`/dev/ublkc${devId}`);
+      // A recovery opens the char device after its START (beforeOpen), with the workers already waiting.
+      if (!beforeOpen) cdevFd = await openCharDevice(`/dev/ublkc${devId}`);
       pool = new Piscina({ filename: workerFile(), minThreads: info.nrHwQueues, maxThreads: info.nrHwQueues, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
       poolsAlive++;
       const fetched: Promise<void>[] = [];
+      const prepared: Promise<void>[] = [];
       const faults = new FaultRouter(o.onFault, ports, wakeFds);
       const syncs = o.sync && o.onSync ? new SyncRouter(o.onSync, new Int32Array(o.sync), ports, wakeFds) : undefined;
       for (let q = 0; q < info.nrHwQueues; q++) {
@@ -227,9 +257,12 @@ export class UblkDevice {
         };
         const task = pool.run(args, { transferList: [port2] as never }) as Promise<QueueTaskResult>;
         tasks.push(task);
+        let onPrepared = () => {};
+        prepared.push(new Promise<void>((resolve) => { onPrepared = resolve; }));
         fetched.push(new Promise<void>((resolve, reject) => {
           port1.on('message', (m: QueueMessage) => {
-            if (m.type === 'fetched') resolve();
+            if (m.type === 'prepared') onPrepared();
+            else if (m.type === 'fetched') resolve();
             else if (m.type === 'error') reject(new VdiskError(`queue ${m.qId}: ${m.message}`, { code: 'EQUEUE' }));
             else if (m.type === 'ioerror') reportIoError(o, m.sector, m.sectors);
             else if (m.type === 'ahead') o.onAhead?.(m.segment, m.from);
@@ -238,6 +271,14 @@ export class UblkDevice {
           });
           task.then(() => reject(new VdiskError(`queue ${q} ended before it was ready`, { code: 'EQUEUE' })), reject);
         }));
+      }
+      if (beforeOpen) {
+        // A queue that fails before its gate rejects `fetched`: race them so that it is not waited for.
+        await Promise.race([Promise.all(prepared), Promise.all(fetched)]);
+        await beforeOpen();
+        cdevFd = await openCharDevice(`/dev/ublkc${devId}`);
+        Atomics.store(ctl, CTL_CDEV, cdevFd + 1);
+        Atomics.notify(ctl, CTL_CDEV);
       }
       await Promise.all(fetched);
       if (mode === 'start') {
@@ -251,6 +292,8 @@ export class UblkDevice {
       return new UblkDevice(control, info, cdevFd, pool, tasks, ctl, wakeFds, ports, io);
     } catch (err) {
       debug(`dev ${devId}: ${mode} failed (${(err as Error).message}); tearing down`);
+      // Workers still at the char device gate give up there.
+      if (Atomics.compareExchange(ctl, CTL_CDEV, 0, -1) === 0) Atomics.notify(ctl, CTL_CDEV);
       await teardown(control, devId, cdevFd, pool, tasks, ctl, wakeFds, false, mode === 'start');
       throw err;
     }

@@ -18,7 +18,14 @@ import { IO_DISCARDS, IO_ERRORS, IO_FAULTS, IO_FLUSHES, IO_READS, IO_WRITES, IoC
  */
 export const CTL_QUIT = 0;
 export const CTL_EPOCH = 1;
-export const CTL_DRAINED = 2;
+/**
+ * The char device gate of a recovery: 0 while closed, fd + 1 once opened, -1 to give up. A recovering device
+ * starts its workers before START_USER_RECOVERY and opens /dev/ublkcN after it; the workers wait here, so
+ * the window between that START and the FETCHes (where a killed server leaves a device 6.12 refuses to START
+ * again) holds no thread start or module load.
+ */
+export const CTL_CDEV = 2;
+export const CTL_DRAINED = 3;
 export const ctlWords = (queues: number) => CTL_DRAINED + queues;
 
 /**
@@ -39,6 +46,7 @@ export interface QueueTaskArgs {
   depth: number;
   maxIoBufBytes: number;
   encoded: boolean;
+  /** The open /dev/ublkcN, or -1: wait at CTL_CDEV for it (a recovery). */
   cdevFd: number;
   wakeFd: number;
   table: SharedArrayBuffer;
@@ -68,6 +76,7 @@ export interface QueueTaskResult {
 
 /** Messages a queue worker posts to its device (a fault is one message per parked request: faults are rare). */
 export type QueueMessage =
+  | { type: 'prepared'; qId: number } // waiting at CTL_CDEV
   | { type: 'fetched'; qId: number }
   | { type: 'error'; qId: number; message: string }
   | { type: 'fault'; qId: number; tag: number; op: number; segment: number; states: number; offset: number; length: number }
@@ -98,8 +107,15 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
   const completed = new Uint32Array(args.depth);
   const status = new Int32Array(abi.STATUS_LEN);
   const ctl = new Int32Array(args.control);
+  let cdevFd = args.cdevFd;
+  if (cdevFd < 0) {
+    args.port.postMessage({ type: 'prepared', qId: args.qId } satisfies QueueMessage);
+    Atomics.wait(ctl, CTL_CDEV, 0);
+    cdevFd = Atomics.load(ctl, CTL_CDEV) - 1;
+    if (cdevFd < 0) return { qId: args.qId, requests: 0, batches: 0, faults: 0, lastError: 0 };
+  }
   const q = new native.UblkQueue({
-    cdevFd: args.cdevFd, qId: args.qId, depth: args.depth, maxIoBufBytes: args.maxIoBufBytes,
+    cdevFd, qId: args.qId, depth: args.depth, maxIoBufBytes: args.maxIoBufBytes,
     wakeFd: args.wakeFd, encoded: args.encoded, ready, plan: tr.plan, status, completed,
   });
   const result: QueueTaskResult = { qId: args.qId, requests: 0, batches: 0, faults: 0, lastError: 0 };

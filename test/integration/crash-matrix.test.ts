@@ -31,7 +31,7 @@ function rotation(): 0 | 1 {
   const last = head.status === 0 ? parseInt(head.stdout.trim().slice(-1), 16) : NaN;
   return (Number.isNaN(last) ? Math.floor(Date.now() / 86_400_000) : last) % 2 === 0 ? 0 : 1;
 }
-type Test = Pick<typeof t, "ok" | "equal" | "pass">;
+type Test = Pick<typeof t, "ok" | "equal" | "pass" | "match">;
 /** Every disk here is 4 segments: what each flow needs, and little emulated I/O per crash. */
 const SIZE = 4 * MB;
 const FIO = ['--number_ios=32', '--rate_iops=16'];
@@ -174,6 +174,13 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
   // The agent's points: the flow restarts the agent armed (recovery reloads tables, then recovers devices).
   // Two devices to recover: the sentinel snapshot's and this run's disk.
   'agent.loaded': { passes: 2, act: async (x) => { await restartAgent(x.c); } },
+  // The restarted agent dies between a START_USER_RECOVERY and its queues' FETCHes: 6.12 refuses the next
+  // agent's START for that device (EINVAL), and the next agent takes it over without one.
+  'agent.recovering': {
+    passes: 2,
+    act: async (x) => { await restartAgent(x.c); },
+    after: async (x, t) => { t.match(x.c.log('agent-h1.log'), /an earlier recovery was abandoned after its START; resuming it/, 'the next agent resumed the abandoned recovery'); },
+  },
   'agent.recovered': { passes: 2, act: async (x) => { await restartAgent(x.c); } },
   // The restarted agent dies right after claiming a granted segment: its earlier claims, of writes fio saw
   // complete, are only in its claims file (nothing has asked for more grants yet). The next agent sends
@@ -287,6 +294,9 @@ t.test('every failpoint, under fio verify', async (t) => {
       }
       const code = await fio.done;
       t.equal(code, 0, `${fp}:${n}: fio finished and verified\n${fio.out()}`);
+      // fio may have finished before the crash: the next point must not find the disk's device still being
+      // recovered (its restartAgent would kill the agent in the middle of that, a flow it does not mean).
+      await readDirectAsync(dev, 0, 4096);
       const check = await c.check();
       t.equal(...check);
       t.equal(sha(readDirect(sentinel, 0, SIZE)), baseSha, `${fp}:${n}: the snapshot taken at the start reads its data`);
