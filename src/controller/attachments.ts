@@ -195,7 +195,10 @@ export class Attachments implements DiskLocks {
         this.log(`${link.hostId}: recovered ${a.disk} on /dev/ublkb${a.devId}`);
         return;
       } catch (err) {
-        // The device is gone (host reboot): serve the disk on a new one.
+        // The agent died during it: its successor's registration reconciles again (nothing to start here).
+        if ((err as VdiskError).code === 'ECONNRESET') throw err;
+        // The device is gone (host reboot), or the kernel cannot hand it over any more (the agent deleted it,
+        // ENOTRECOVERABLE): serve the disk on a new one.
         this.log(`${link.hostId}: cannot recover /dev/ublkb${a.devId} for ${a.disk} (${(err as Error).message}); starting a new device`);
         await this.client.deleteTable(link.conn, disk.id).catch(() => {});
       }

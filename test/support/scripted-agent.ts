@@ -40,7 +40,7 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
    * A scripted agent: registers, answers the table/device commands, records everything it is sent. It
    * speaks on the Unix socket, or on `endpoint` (the TLS listener, with a host credential).
    */
-  async function scriptedAgent(hostId: string, devId: number, endpoint: Endpoint = sock, o: { leaseMs?: number; hang?: string[]; disks?: unknown[] } = {}): Promise<Peer> {
+  async function scriptedAgent(hostId: string, devId: number, endpoint: Endpoint = sock, o: { leaseMs?: number; hang?: string[]; disks?: unknown[]; fail?: Record<string, string> } = {}): Promise<Peer> {
     const { conn } = await connect(endpoint, { role: 'agent', hostId });
     peers.push(conn);
     const got: Received[] = [];
@@ -63,6 +63,7 @@ export async function scriptedController(t: { teardown: (fn: () => unknown) => v
       got.push({ op, args, payload });
       events.push(`${hostId}:${op}`);
       if (o.hang?.includes(op)) return new Promise(() => {}); // a request its agent never gets to answer
+      if (o.fail?.[op]) throw new VdiskError(`${op} failed as scripted`, { code: o.fail[op] });
       switch (op) {
         case 'containers.set': case 'table.create': case 'table.set': case 'table.states': case 'table.alt':
         case 'table.delete':

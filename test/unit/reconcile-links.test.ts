@@ -34,3 +34,21 @@ t.test('a reconciliation still under way for a dead link is waited for, then red
   t.same(await ask('attachment.ls'), [{ diskId: disk.id, disk: 'd1', hostId: 'hx', devId: 7 }], 'the attachment stands');
   await third.conn.close();
 });
+
+t.test('a recovery that fails decides whether the disk gets a new device', async (t) => {
+  // The agent dies during the recovery (its link reports ECONNRESET): nothing is started on the dead link,
+  // and the attachment keeps the quiesced device for the next agent.
+  const dying = await scriptedAgent('hx', 7, undefined, { fail: { 'device.recover': 'ECONNRESET' } });
+  for (let i = 0; i < 250 && !dying.ops().includes('device.recover'); i++) await sleep(20);
+  t.ok(dying.ops().includes('device.recover'), 'the recovery is asked for');
+  t.notOk(dying.ops().includes('device.start'), 'no new device on the link that died');
+  t.same(await ask('attachment.ls'), [{ diskId: disk.id, disk: 'd1', hostId: 'hx', devId: 7 }], 'the attachment keeps the quiesced device');
+  await dying.conn.close();
+  // The kernel cannot hand the device over any more (the agent deleted it): the disk gets a new one.
+  const next = await scriptedAgent('hx', 9, undefined, { fail: { 'device.recover': 'ENOTRECOVERABLE' } });
+  for (let i = 0; i < 250 && !next.ops().includes('device.start'); i++) await sleep(20);
+  t.same(next.ops().filter((op) => op.startsWith('device.')), ['device.recover', 'device.start'], 'a new device after the refused recovery');
+  for (let i = 0; i < 250 && (await ask<Array<{ devId: number }>>('attachment.ls'))[0]?.devId !== 9; i++) await sleep(20);
+  t.same(await ask('attachment.ls'), [{ diskId: disk.id, disk: 'd1', hostId: 'hx', devId: 9 }], 'the attachment names the new device');
+  await next.conn.close();
+});
