@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UblkControlDevice } from '../../src/ublk/control.js';
 
 // The tests run compiled (dist-test/test/...), beside the compiled sources they test: the `vdisk` binary
 // spawned here is the same code as the in-process CLI of test/support/cli.ts.
@@ -73,6 +74,22 @@ export function serveLoop(file: string, args: string[] = []): Promise<Served> {
     });
     proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`vdisk loop exited with ${code}: ${err}`)); });
   });
+}
+
+/**
+ * Whether ublk device devId exists and one of `pids` serves it (or served it last). Its path alone does not
+ * say: files running beside this one may have been given the same id once it was deleted.
+ */
+export async function ublkServedBy(devId: number, pids: Array<number | undefined>): Promise<boolean> {
+  const control = UblkControlDevice.open();
+  try {
+    const info = await control.getDevInfo(devId);
+    return pids.includes(info.ublksrvPid);
+  } catch {
+    return false; // ENODEV: gone
+  } finally {
+    control.close();
+  }
 }
 
 /** Runs a command, throwing with its output when it fails. */

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import {
-  makeFile, readDirect, serveLoop, tracked, ublkAvailable, vdisk, waitFor, writeDirect, writesCompleted,
+  makeFile, readDirect, serveLoop, tracked, ublkAvailable, ublkServedBy, vdisk, waitFor, writeDirect, writesCompleted,
 } from './helpers.js';
 
 const missing = ublkAvailable();
@@ -44,7 +44,7 @@ t.test('kill -9 under fio verify, then --recover: no I/O error, data verified', 
   t.equal(r.status, 2, 'recovering a live device is refused');
   t.match(r.stderr, /live .*not quiesced/);
   t.equal(await second.stop(), 0, 'the recovered device stops and is deleted');
-  t.notOk(fs.existsSync(first.device), `${first.device} is gone`);
+  t.notOk(await ublkServedBy(first.devId, [first.proc.pid, second.proc.pid]), `${first.device} is gone`);
 });
 
 t.test('a device without --recoverable cannot be taken over; a wrong-size file is refused', async (t) => {
@@ -64,5 +64,7 @@ t.test('a device without --recoverable cannot be taken over; a wrong-size file i
   t.match(wrong.stderr, /sectors, but the disk given has/);
   const again = await serveLoop(file, ['--recover', String(rec.devId)]);
   t.equal(await again.stop(), 0, 'a refused attempt left the device recoverable');
-  t.same([s.device, rec.device].filter((d) => fs.existsSync(d)), [], 'both devices are gone');
+  const pids = [s.proc.pid, rec.proc.pid, again.proc.pid];
+  t.notOk(await ublkServedBy(s.devId, pids), `${s.device} is gone`);
+  t.notOk(await ublkServedBy(rec.devId, pids), `${rec.device} is gone`);
 });
