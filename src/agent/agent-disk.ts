@@ -89,6 +89,7 @@ export class AgentDisk {
       onAhead: (segment, from) => this.ahead(segment, from),
       sync: this.sync.buffer as SharedArrayBuffer,
       onSync: () => this.syncMappings(),
+      ...(this.grants ? { claims: this.grants.ring.buffer, onClaimed: () => this.grants?.claimed() } : {}),
     };
   }
 
@@ -206,21 +207,36 @@ export class AgentDisk {
    * with 0 to retry the request (it faults again if the table still cannot serve it) or -errno to fail it.
    */
   async fault(f: Fault): Promise<number> {
-    // The entry changed since the queue saw it (a claim for the other half of the same write, an answer, a
-    // push): the request is planned again with what is there now. Sent on, a stale write fault would have
-    // the controller map the segment anew over a claim it has not heard of yet, and the claimed data is lost.
-    if (f.segment < this.table.segments && this.table.load(f.segment) !== f.states) return 0;
-    if (f.op === FAULT_WRITE && this.claim(f.segment)) return 0;
-    let parked: Promise<void> | undefined;
-    const answer = await this.sendFault(this, f, (a) => {
-      this.install(f, a);
-      // Parked as the answer is decoded: a cancel the controller sends right after it finds the fault parked.
-      if (a.action === 'delay') parked = this.park(f.segment, a.ms);
-    });
-    if (answer.action === 'entry') return 0;
-    if (answer.action === 'error') return -answer.errno;
-    await (parked ?? this.park(f.segment, answer.ms));
-    return 0;
+    // While a fault is out, the queues claim nothing (see ClaimRing's H_FAULTS): its answer must not land on
+    // a claimed entry. Counted before the entry is read again below, so a claim made before is seen there;
+    // uncounted once the answer is installed (a delay's wait is not a fault out).
+    const ring = this.grants?.ring;
+    ring?.faulting(true);
+    let out = ring !== undefined;
+    const installed = () => {
+      if (out) ring?.faulting(false);
+      out = false;
+    };
+    try {
+      // The entry changed since the queue saw it (a claim for the other half of the same write, an answer, a
+      // push): the request is planned again with what is there now. Sent on, a stale write fault would have
+      // the controller map the segment anew over a claim it has not heard of yet, and the claimed data is lost.
+      if (f.segment < this.table.segments && this.table.load(f.segment) !== f.states) return 0;
+      if (f.op === FAULT_WRITE && this.claim(f.segment)) return 0;
+      let parked: Promise<void> | undefined;
+      const answer = await this.sendFault(this, f, (a) => {
+        this.install(f, a);
+        // Parked as the answer is decoded: a cancel the controller sends right after it finds the fault parked.
+        if (a.action === 'delay') parked = this.park(f.segment, a.ms);
+      });
+      installed();
+      if (answer.action === 'entry') return 0;
+      if (answer.action === 'error') return -answer.errno;
+      await (parked ?? this.park(f.segment, answer.ms));
+      return 0;
+    } finally {
+      installed();
+    }
   }
 
   /**

@@ -7,7 +7,7 @@
 import { failpoint } from '../util/failpoints.js';
 import { FAULT_WRITE } from '../protocol/fault-ops.js';
 import { VdiskError } from '../errors.js';
-import { connect, type Endpoint } from '../protocol/client.js';
+import { connect, describeEndpoint, type Endpoint } from '../protocol/client.js';
 import type { Connection } from '../protocol/connection.js';
 import { ENTRY_BYTES, encodeEntry } from '../table/entry-codec.js';
 import { UblkControlDevice } from '../ublk/control.js';
@@ -67,7 +67,7 @@ export class Agent {
     this.log = o.log ?? ((m) => process.stderr.write(`vdisk agent ${o.hostId}: ${m}\n`));
     this.ready = new Promise((resolve) => { this.readyResolve = resolve; });
     this.exited = new Promise((resolve) => { this.exit = resolve; });
-    this.claimsDir = o.claimsDir ?? claimsDir(o.hostId);
+    this.claimsDir = o.claimsDir ?? claimsDir(o.hostId, typeof o.controller === 'string' ? path.resolve(o.controller) : describeEndpoint(o.controller));
   }
 
   /** Connects (retrying until the controller answers) and keeps the link and the lease alive. */
@@ -172,9 +172,10 @@ export class Agent {
     this.suspended = true;
     this.drained = false;
     for (const d of this.disks.values()) {
-      d.suspend();
       // The controller may free our grants once the lease is out: answers still on their way are void too.
+      // Dropped first: a queue's claim under way ends before the entries turn Invalid, and none starts after.
       d.grants?.drop(true);
+      d.suspend();
     }
     this.log(`lease of ${this.leaseMs} ms expired: I/O suspended until the controller reloads the tables`);
     void this.drainSuspended();

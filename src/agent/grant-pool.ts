@@ -1,14 +1,15 @@
 // One disk's grants on its agent: the zeroed segments the controller granted, the claims made on them that
 // the controller has not confirmed, and the claims file that keeps those across a kill -9 of the agent
-// (DESIGN.md, "First writes without a round trip"). Main thread only, like every table change.
+// (DESIGN.md, "First writes without a round trip"). Main thread; the grants themselves sit in a ClaimRing
+// (io/claim-ring.ts), where the disk's queue workers claim them too.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Claim, GrantPoolStats, GrantedSegment } from '../protocol/agent-ops.js';
+import { CLAIM_MAGIC, CLAIM_RECORD_BYTES, ClaimRing, encodeClaim } from '../io/claim-ring.js';
 import { failpoint } from '../util/failpoints.js';
 
-/** A claim record: magic, segment, container, then the byte offset (a float64: offsets pass 2^32). */
-export const CLAIM_RECORD_BYTES = 24;
-const MAGIC = 0x4d494c43;
+export { CLAIM_RECORD_BYTES } from '../io/claim-ring.js';
 
 /** What a grant request answered: new grants (none when refused) and whether the claims sent were applied. */
 export interface AskAnswer { grants: GrantedSegment[]; refused?: string }
@@ -29,10 +30,13 @@ export const GRANT_MAX_BYTES = Number(process.env.VDISK_GRANT_MAX_MB ?? 512) * (
 const REFUSED_MS = 2000;
 
 export class GrantPool {
-  private grants: GrantedSegment[] = [];
+  /** The grants held, shared with the disk's queue workers (they claim from it, see ClaimRing.claim). */
+  readonly ring: ClaimRing;
   private pending: Array<Claim & { seq: number }> = [];
   private seq = 0;
   private fd = -1;
+  /** Records of the claims file already in `pending`: the rest were appended since (by take() or a worker). */
+  private known = 0;
   private readonly record = Buffer.alloc(CLAIM_RECORD_BYTES);
   /** Bumped when the lease expires: an answer to a request sent before carries grants the controller may have freed. */
   private epoch = 0;
@@ -52,6 +56,7 @@ export class GrantPool {
   constructor(readonly file: string, segmentSize: number, private readonly ask: GrantAsker, private readonly log: (m: string) => void) {
     this.max = Math.floor(GRANT_MAX_BYTES / segmentSize);
     this.target = Math.min(this.max, Math.max(1, Math.floor(GRANT_FIRST_BYTES / segmentSize)));
+    this.ring = ClaimRing.create(this.max);
   }
 
   /** Whether first writes are served from grants (on, and not refused lately). */
@@ -66,12 +71,13 @@ export class GrantPool {
 
   /** For agent.status. */
   report(): GrantPoolStats {
-    return { held: this.grants.length, target: this.target, unconfirmed: this.pending.length, ...this.stats };
+    this.collect();
+    return { held: this.ring.size, target: this.target, unconfirmed: this.pending.length, ...this.stats };
   }
 
   /** Grants held now. */
   get held(): number {
-    return this.grants.length;
+    return this.ring.size;
   }
 
   /**
@@ -81,7 +87,24 @@ export class GrantPool {
    */
   take(segment: number): GrantedSegment | undefined {
     if (this.max === 0) return undefined;
-    const g = this.grants.shift();
+    this.checkBroken();
+    const g = this.ring.locked(() => {
+      const got = this.ring.pop();
+      if (!got) return undefined;
+      try {
+        this.append(segment, got);
+      } catch (err) {
+        // Without its record a claim could be lost with the agent: give the grants back to the fault path.
+        this.log(`claims file ${this.file}: ${(err as Error).message}; first writes fault instead`);
+        this.ring.clear();
+        this.refusedUntil = Date.now() + REFUSED_MS;
+        return null;
+      }
+      this.ring.records++;
+      this.collectLocked();
+      return got;
+    });
+    if (g === null) return undefined;
     if (!g) {
       this.stats.empty++;
       // A writer outran the pool: it doubles, once per request (16 writes finding it empty together are one
@@ -93,34 +116,64 @@ export class GrantPool {
       this.kick();
       return undefined;
     }
-    try {
-      this.append(segment, g);
-    } catch (err) {
-      // Without its record a claim could be lost with the agent: give the grants back to the fault path.
-      this.log(`claims file ${this.file}: ${(err as Error).message}; first writes fault instead`);
-      this.grants = [];
-      this.refusedUntil = Date.now() + REFUSED_MS;
-      return undefined;
-    }
-    this.pending.push({ segment, container: g.container, offset: g.offset, seq: ++this.seq });
-    this.stats.claims++;
     if (this.pending.length > 1) failpoint('agent.claimed');
     this.kick();
     return g;
   }
 
+  /** A queue claimed from the ring (its record is in the file): sent on with the next request; a top-up if low. */
+  claimed(): void {
+    this.kick();
+  }
+
+  /** The claims file, open for appends and reads (created when the first grants arrive; under the lock). */
+  private open(): void {
+    if (this.fd >= 0) return;
+    fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    this.fd = fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
+    this.known = this.ring.records = Math.floor(fs.fstatSync(this.fd).size / CLAIM_RECORD_BYTES);
+    this.ring.fd = this.fd;
+  }
+
   private append(segment: number, g: GrantedSegment): void {
-    if (this.fd < 0) {
-      fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
-      this.fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
-    }
+    this.open();
     const r = this.record;
-    encodeClaim(r, 0, segment, g);
+    encodeClaim(r, 0, segment, g.container, g.offset);
     if (fs.writeSync(this.fd, r, 0, r.length) !== r.length) throw new Error('short write');
+  }
+
+  /** Claims the workers appended since the last look: into `pending`, in file order. */
+  private collect(): void {
+    if (this.fd >= 0 && this.ring.records > this.known) this.ring.locked(() => this.collectLocked());
+  }
+
+  private collectLocked(): void {
+    const n = this.ring.records - this.known;
+    if (this.fd < 0 || n <= 0) return;
+    const buf = Buffer.alloc(n * CLAIM_RECORD_BYTES);
+    const got = fs.readSync(this.fd, buf, 0, buf.length, this.known * CLAIM_RECORD_BYTES);
+    for (let o = 0; o + CLAIM_RECORD_BYTES <= got; o += CLAIM_RECORD_BYTES) {
+      if (buf.readUInt32LE(o) !== CLAIM_MAGIC) throw new Error(`claims file ${this.file}: a bad record at ${this.known * CLAIM_RECORD_BYTES + o}`);
+      this.pending.push({ segment: buf.readUInt32LE(o + 4), container: buf.readUInt32LE(o + 8), offset: buf.readDoubleLE(o + 16), seq: ++this.seq });
+      this.stats.claims++;
+    }
+    this.known += Math.floor(got / CLAIM_RECORD_BYTES);
+  }
+
+  /** A worker could not append a claim: no more grants to the ring for a while (first writes fault). */
+  private checkBroken(): void {
+    if (!this.ring.broken) return;
+    this.ring.locked(() => {
+      this.ring.clear();
+      this.ring.broken = false;
+    });
+    this.log(`claims file ${this.file}: a queue could not append a claim; first writes fault instead for ${REFUSED_MS} ms`);
+    this.refusedUntil = Date.now() + REFUSED_MS;
   }
 
   /** The claims not yet confirmed, and the sequence number that confirms them all (see confirm()). */
   unconfirmed(): { claims: Claim[]; upTo: number } {
+    this.collect();
     return { claims: this.pending.map(({ segment, container, offset }) => ({ segment, container, offset })), upTo: this.seq };
   }
 
@@ -132,19 +185,27 @@ export class GrantPool {
    */
   confirm(upTo: number): void {
     if (this.pending.length === 0 || this.pending[0].seq > upTo) return;
-    this.pending = this.pending.filter((c) => c.seq > upTo);
-    if (this.fd < 0) return;
-    if (this.pending.length === 0) {
-      fs.ftruncateSync(this.fd, 0);
-      return;
-    }
-    const all = Buffer.alloc(this.pending.length * CLAIM_RECORD_BYTES);
-    this.pending.forEach((c, k) => encodeClaim(all, k * CLAIM_RECORD_BYTES, c.segment, c));
-    const tmp = `${this.file}.tmp`;
-    fs.writeFileSync(tmp, all, { mode: 0o600 });
-    fs.renameSync(tmp, this.file);
-    fs.closeSync(this.fd);
-    this.fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_APPEND);
+    // Under the lock: no worker appends to the file while it is cut down or replaced.
+    this.ring.locked(() => {
+      this.collectLocked();
+      this.pending = this.pending.filter((c) => c.seq > upTo);
+      if (this.fd < 0) return;
+      if (this.pending.length === 0) {
+        fs.ftruncateSync(this.fd, 0);
+        this.known = this.ring.records = 0;
+        return;
+      }
+      const all = Buffer.alloc(this.pending.length * CLAIM_RECORD_BYTES);
+      this.pending.forEach((c, k) => encodeClaim(all, k * CLAIM_RECORD_BYTES, c.segment, c.container, c.offset));
+      const tmp = `${this.file}.tmp`;
+      fs.writeFileSync(tmp, all, { mode: 0o600 });
+      fs.renameSync(tmp, this.file);
+      const old = this.fd;
+      this.fd = fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_APPEND);
+      this.ring.fd = this.fd;
+      fs.closeSync(old);
+      this.known = this.ring.records = this.pending.length;
+    });
   }
 
   /**
@@ -155,7 +216,8 @@ export class GrantPool {
   private kick(): void {
     if (this.asking || this.max === 0) return;
     // A top-up goes at once; claims alone wait a little for more (each is a commit on the controller).
-    const due = this.grants.length * 2 <= this.target && Date.now() >= this.refusedUntil;
+    this.checkBroken();
+    const due = this.ring.size * 2 <= this.target && Date.now() >= this.refusedUntil;
     if (this.scheduled === 'now' || (this.scheduled === 'later' && !due)) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
@@ -171,8 +233,8 @@ export class GrantPool {
 
   private send(): void {
     if (this.asking) return;
-    const low = this.grants.length * 2 <= this.target && Date.now() >= this.refusedUntil;
-    const want = low ? this.target - this.grants.length : 0;
+    const low = this.ring.size * 2 <= this.target && Date.now() >= this.refusedUntil;
+    const want = low ? this.target - this.ring.size : 0;
     const unsent = this.pending.length > 0 && this.pending[this.pending.length - 1].seq > this.sentUpTo;
     if (want === 0 && !unsent) return;
     this.asking = true;
@@ -183,7 +245,12 @@ export class GrantPool {
     this.sentUpTo = upTo;
     this.ask(want, claims, (a) => {
       this.confirm(upTo);
-      if (epoch === this.epoch) this.grants.push(...a.grants);
+      if (epoch === this.epoch && a.grants.length > 0) {
+        this.ring.locked(() => {
+          this.open();
+          for (const g of a.grants) if (!this.ring.push(g.container, g.offset)) break;
+        });
+      }
       if (a.refused) this.refusedUntil = Date.now() + REFUSED_MS;
     }).then(() => {
       this.asking = false;
@@ -200,7 +267,8 @@ export class GrantPool {
    * (then answers still on their way are ignored too). Unconfirmed claims stay, for the next message.
    */
   drop(leaseExpired = false): void {
-    this.grants = [];
+    // Under the lock: a worker's claim under way ends first, and none starts after (the ring is empty).
+    this.ring.locked(() => this.ring.clear());
     if (leaseExpired) this.epoch++;
   }
 
@@ -211,18 +279,13 @@ export class GrantPool {
   close(): void {
     this.drop(true);
     if (this.timer) clearTimeout(this.timer);
-    if (this.fd >= 0) fs.closeSync(this.fd);
-    this.fd = -1;
-    fs.rmSync(this.file, { force: true });
+    this.ring.locked(() => {
+      this.ring.fd = -1;
+      if (this.fd >= 0) fs.closeSync(this.fd);
+      this.fd = -1;
+      fs.rmSync(this.file, { force: true });
+    });
   }
-}
-
-function encodeClaim(b: Buffer, at: number, segment: number, g: GrantedSegment): void {
-  b.writeUInt32LE(MAGIC, at);
-  b.writeUInt32LE(segment, at + 4);
-  b.writeUInt32LE(g.container, at + 8);
-  b.writeUInt32LE(0, at + 12);
-  b.writeDoubleLE(g.offset, at + 16);
 }
 
 /** The claims files a previous agent left (`<diskId>.claims` in dir), by disk; a torn last record is ignored. */
@@ -240,7 +303,7 @@ export function readClaimsFiles(dir: string): Map<number, Claim[]> {
     const data = fs.readFileSync(path.join(dir, name));
     const claims: Claim[] = [];
     for (let o = 0; o + CLAIM_RECORD_BYTES <= data.length; o += CLAIM_RECORD_BYTES) {
-      if (data.readUInt32LE(o) !== MAGIC) break;
+      if (data.readUInt32LE(o) !== CLAIM_MAGIC) break;
       claims.push({ segment: data.readUInt32LE(o + 4), container: data.readUInt32LE(o + 8), offset: data.readDoubleLE(o + 16) });
     }
     if (claims.length) out.set(Number(m[1]), claims);
@@ -249,9 +312,14 @@ export function readClaimsFiles(dir: string): Map<number, Claim[]> {
   return out;
 }
 
-/** Where an agent keeps its claims files: VDISK_CLAIMS_DIR, else under /run (root) or the temp dir, per host. */
-export function claimsDir(hostId: string): string {
+/**
+ * Where an agent keeps its claims files: VDISK_CLAIMS_DIR, else under /run (root) or the temp dir, per host and
+ * per controller (a hash of its socket path or address). Disk ids are the controller's: two clusters' agents
+ * with one host id on one machine (test clusters side by side) would otherwise share, truncate and delete each
+ * other's files. The next agent finds them when it is started against the same controller endpoint.
+ */
+export function claimsDir(hostId: string, controller: string): string {
   const base = process.env.VDISK_CLAIMS_DIR
     ?? (process.getuid?.() === 0 ? '/run/vdisk/claims' : path.join(process.env.TMPDIR ?? '/tmp', `vdisk-claims-${process.getuid?.() ?? 0}`));
-  return path.join(base, hostId);
+  return path.join(base, `${hostId}-${crypto.createHash('sha256').update(controller).digest('hex').slice(0, 12)}`);
 }

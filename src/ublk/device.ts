@@ -62,6 +62,12 @@ export interface DeviceOptions {
    */
   sync?: SharedArrayBuffer;
   onSync?: () => Promise<number>;
+  /**
+   * The disk's granted segments (io/claim-ring.ts), which its queues claim for first writes into Zero
+   * entries without a fault; onClaimed hears of each claim (nothing waits on it). Only with sync and onFault.
+   */
+  claims?: SharedArrayBuffer;
+  onClaimed?: () => void;
   startTimeoutMs?: number;
   /** A request failed in its container: segments [first, first + count) hold data that could not be read or written. */
   onIoError?: (first: number, count: number) => void;
@@ -254,6 +260,7 @@ export class UblkDevice {
           sectors: o.sizeBytes / 512, containerFds: o.containerFds, dirty, control: ctl.buffer as SharedArrayBuffer, ioStats: io,
           port: port2 as unknown as QueueTaskArgs['port'], faults: o.onFault !== undefined,
           ...(syncs ? { sync: o.sync } : {}),
+          ...(syncs && o.claims && o.onFault ? { claims: o.claims } : {}),
         };
         const task = pool.run(args, { transferList: [port2] as never }) as Promise<QueueTaskResult>;
         tasks.push(task);
@@ -267,6 +274,7 @@ export class UblkDevice {
             else if (m.type === 'ioerror') reportIoError(o, m.sector, m.sectors);
             else if (m.type === 'ahead') o.onAhead?.(m.segment, m.from);
             else if (m.type === 'sync') syncs?.report(m.qId, m.gen);
+            else if (m.type === 'claimed') o.onClaimed?.();
             else faults.report(m.qId, { op: m.op, segment: m.segment, states: m.states, offset: m.offset, length: m.length });
           });
           task.then(() => reject(new VdiskError(`queue ${q} ended before it was ready`, { code: 'EQUEUE' })), reject);

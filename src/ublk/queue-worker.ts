@@ -5,8 +5,10 @@
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
-import { MappingTable } from '../table/mapping-table.js';
+import { MappingTable, STATE_ZERO } from '../table/mapping-table.js';
 import { DEFERRED, FAULTED, SYNC, Translator, genReached } from '../io/translator.js';
+import { ClaimRing } from '../io/claim-ring.js';
+import { FAULT_WRITE } from '../protocol/fault-ops.js';
 import { IO_DISCARDS, IO_ERRORS, IO_FAULTS, IO_FLUSHES, IO_READS, IO_WRITES, IoCounter } from './io-stats.js';
 
 /**
@@ -58,6 +60,8 @@ export interface QueueTaskArgs {
   dirty: SharedArrayBuffer;
   /** The disk's sync words (Translator's SYNC_*), when its controller commits mappings lazily. */
   sync?: SharedArrayBuffer;
+  /** The disk's granted segments (ClaimRing), with sync: first writes into Zero entries claim from it. */
+  claims?: SharedArrayBuffer;
   control: SharedArrayBuffer;
   /** The device's I/O counters (io-stats.ts); this queue writes row qId. */
   ioStats: SharedArrayBuffer;
@@ -86,7 +90,10 @@ export type QueueMessage =
   // per generation asked for, however many requests wait on it.
   | { type: 'sync'; qId: number; gen: number }
   // A request failed in its container (one message per failed request: failures are rare).
-  | { type: 'ioerror'; qId: number; sector: number; sectors: number; errno: number };
+  | { type: 'ioerror'; qId: number; sector: number; sectors: number; errno: number }
+  // First writes of the batch claimed granted segments (one message per such batch: the main thread sends the
+  // claims on and tops the ring up).
+  | { type: 'claimed'; qId: number };
 
 /** Messages the device posts to a worker; each is followed by a wake of the worker's eventfd. */
 export type DeviceMessage =
@@ -102,7 +109,10 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
   const tr = new Translator(table, containerFds, new Int32Array(args.dirty), args.sectors,
     args.depth * abi.MAX_OPS_PER_TAG + containerFds.length, containerFds.length);
   tr.reclaimWholeSegments = args.faults;
-  if (args.sync) tr.syncWords = new Int32Array(args.sync);
+  const syncWords = args.sync ? new Int32Array(args.sync) : undefined;
+  if (syncWords) tr.syncWords = syncWords;
+  const ring = args.claims ? new ClaimRing(args.claims) : undefined;
+  const dirtyBits = new Int32Array(args.dirty);
   const ready = new Uint32Array(args.depth * abi.READY_STRIDE);
   const completed = new Uint32Array(args.depth);
   const status = new Int32Array(abi.STATUS_LEN);
@@ -154,6 +164,7 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
     const deferred = new Int32Array(args.depth);
     let nDeferred = 0;
     let lastWakeups = 0;
+    let claimed = false; // a claim in this batch: one message after it
     const track = (tag: number): void => { // the tag now has a plan that will complete
       planned[tag] = 1;
       stamp[tag] = epoch;
@@ -184,6 +195,13 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         return;
       }
       if (outcome === FAULTED) {
+        // A first write into a Zero entry takes a granted segment here, without the main thread, and is
+        // planned again (the rest of a write over two segments may claim the next one).
+        if (ring && syncWords && tr.faultOp === FAULT_WRITE && tr.faultStates === STATE_ZERO && ring.claim(tr.faultSegment, table, syncWords, dirtyBits)) {
+          claimed = true;
+          plan(tag, opFlags, nrSectors, sector);
+          return;
+        }
         result.faults++;
         if (!args.faults) {
           tr.fail(tag, abi.EIO); // no controller in this mode: a request the table cannot serve fails
@@ -279,6 +297,10 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         }
         plan(ready[r + abi.READY_TAG], opFlags, ready[r + abi.READY_NR_SECTORS],
           ready[r + abi.READY_SECTOR_LO] + ready[r + abi.READY_SECTOR_HI] * 0x100000000);
+      }
+      if (claimed) {
+        claimed = false;
+        args.port.postMessage({ type: 'claimed', qId: args.qId } satisfies QueueMessage);
       }
       // Counts published once per batch; errors are the native count of requests committed with an error.
       if (n > 0 || nDone > 0) {

@@ -1,6 +1,7 @@
 // Named crash points at the durable steps of the controller's flows and the agent's table commands, for crash tests. Inert unless
 // VDISK_FAILPOINT=name:N is set when the process starts: then the Nth pass through `name` kills the process
 // with SIGKILL, as `kill -9` would (no cleanup, no exit handlers, nothing flushed that was not already).
+import fs from 'node:fs';
 import { VdiskError } from '../errors.js';
 
 export const FAILPOINTS = {
@@ -45,6 +46,7 @@ function parse(spec: string | undefined): { name: Failpoint; n: number } | undef
 /** A durable step of a flow: the process dies here on the armed pass. */
 export function failpoint(name: Failpoint): void {
   if (armed?.name !== name || ++passes !== armed.n) return;
-  process.stderr.write(`vdisk: failpoint ${name}:${armed.n} reached: killing this process\n`);
+  // fd 2 directly: in a worker thread process.stderr goes through the main thread, too late for a kill -9.
+  fs.writeSync(2, `vdisk: failpoint ${name}:${armed.n} reached: killing this process\n`);
   process.kill(process.pid, 'SIGKILL');
 }

@@ -6,7 +6,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CLAIM_RECORD_BYTES, GRANT_FIRST_BYTES, GrantPool, readClaimsFiles, type AskAnswer } from '../../src/agent/grant-pool.js';
+import { CLAIM_RECORD_BYTES, GRANT_FIRST_BYTES, GrantPool, claimsDir, readClaimsFiles, type AskAnswer } from '../../src/agent/grant-pool.js';
 import type { Claim } from '../../src/protocol/agent-ops.js';
 
 const SEG = 1 << 20;
@@ -132,4 +132,11 @@ t.test('an expired lease voids grants on their way; a revocation keeps the claim
   t.equal(failing.stats.requests, 1, 'a failed request is not retried in a loop');
   failing.close();
   pool.close();
+});
+
+t.test('claims files are per host and per controller: two clusters\' agents named h1 do not share them', async (t) => {
+  const a = claimsDir('h1', '/scratch/a/controller.sock');
+  t.equal(claimsDir('h1', '/scratch/a/controller.sock'), a, 'the same for the next agent of that controller');
+  t.not(claimsDir('h1', '/scratch/b/controller.sock'), a, 'another controller\'s h1 has its own');
+  t.not(claimsDir('h2', '/scratch/a/controller.sock'), a, 'another host of the same controller too');
 });

@@ -1,0 +1,175 @@
+// One disk's granted segments where its queue workers can claim them without the agent's main thread (DESIGN.md,
+// "First writes without a round trip"): a ring of (container, offset) and the claims file's fd, in one
+// SharedArrayBuffer under one lock word. The main thread fills and empties the ring and owns the file; a worker
+// that finds a first write on an exact Zero entry appends the claim record and installs the entry, all under
+// the lock, so the main thread's revocations, file rewrites and faults never interleave with a claim.
+import fs from 'node:fs';
+import { markDirty, SYNC_MAPPED } from './translator.js';
+import { STATE_ZERO, type MappingTable } from '../table/mapping-table.js';
+import { failpoint } from '../util/failpoints.js';
+
+/** A claim record: magic, segment, container, then the byte offset (a float64: offsets pass 2^32). */
+export const CLAIM_RECORD_BYTES = 24;
+export const CLAIM_MAGIC = 0x4d494c43;
+
+export function encodeClaim(b: Uint8Array, at: number, segment: number, container: number, offset: number): void {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  v.setUint32(at, CLAIM_MAGIC, true);
+  v.setUint32(at + 4, segment, true);
+  v.setUint32(at + 8, container, true);
+  v.setUint32(at + 12, 0, true);
+  v.setFloat64(at + 16, offset, true);
+}
+
+const H_LOCK = 0;
+const H_HEAD = 1; // next slot to take (counts up; slot = head % capacity)
+const H_TAIL = 2; // next slot to fill
+/** The claims file's fd + 1; 0: no file (nothing is claimed from the ring). */
+const H_FD = 3;
+/** Records in the claims file: the main thread reads the ones past what it has seen. */
+const H_RECORDS = 4;
+/**
+ * Faults of this disk on their way to the controller (main thread). A worker claims only while there are
+ * none: an answer to a fault sent before a claim would be installed over the claimed entry, and the
+ * controller, not knowing the claim yet, would have mapped the segment anew (the claimed data lost).
+ */
+const H_FAULTS = 5;
+/** Set by a worker whose append failed: the main thread stops granting to the ring. */
+const H_BROKEN = 6;
+const HEADER_WORDS = 8;
+
+export class ClaimRing {
+  private readonly h: Int32Array;
+  private readonly slots: Float64Array;
+  readonly capacity: number;
+  private readonly record = new Uint8Array(CLAIM_RECORD_BYTES);
+
+  constructor(readonly buffer: SharedArrayBuffer) {
+    this.h = new Int32Array(buffer, 0, HEADER_WORDS);
+    this.capacity = (buffer.byteLength - HEADER_WORDS * 4) / 16;
+    this.slots = new Float64Array(buffer, HEADER_WORDS * 4, this.capacity * 2);
+  }
+
+  static create(capacity: number): ClaimRing {
+    return new ClaimRing(new SharedArrayBuffer(HEADER_WORDS * 4 + Math.max(1, capacity) * 16));
+  }
+
+  /** Held briefly by either side (a claim is one write(2)): a spin, then short waits. */
+  lock(): void {
+    for (let spins = 0; Atomics.compareExchange(this.h, H_LOCK, 0, 1) !== 0; spins++) {
+      if (spins > 100) Atomics.wait(this.h, H_LOCK, 1, 1);
+    }
+  }
+
+  unlock(): void {
+    Atomics.store(this.h, H_LOCK, 0);
+    Atomics.notify(this.h, H_LOCK, 1);
+  }
+
+  /** Runs fn under the lock. */
+  locked<T>(fn: () => T): T {
+    this.lock();
+    try {
+      return fn();
+    } finally {
+      this.unlock();
+    }
+  }
+
+  get size(): number {
+    return Atomics.load(this.h, H_TAIL) - Atomics.load(this.h, H_HEAD);
+  }
+
+  // ---- main thread, under the lock
+
+  push(container: number, offset: number): boolean {
+    const tail = this.h[H_TAIL];
+    if (tail - this.h[H_HEAD] >= this.capacity) return false;
+    const s = (tail % this.capacity) * 2;
+    this.slots[s] = container;
+    this.slots[s + 1] = offset;
+    Atomics.store(this.h, H_TAIL, tail + 1);
+    return true;
+  }
+
+  /** The oldest granted segment, taken; undefined when empty. */
+  pop(): { container: number; offset: number } | undefined {
+    const head = this.h[H_HEAD];
+    if (head === this.h[H_TAIL]) return undefined;
+    const s = (head % this.capacity) * 2;
+    Atomics.store(this.h, H_HEAD, head + 1);
+    return { container: this.slots[s], offset: this.slots[s + 1] };
+  }
+
+  clear(): void {
+    Atomics.store(this.h, H_HEAD, Atomics.load(this.h, H_TAIL));
+  }
+
+  get fd(): number {
+    return Atomics.load(this.h, H_FD) - 1;
+  }
+
+  set fd(fd: number) {
+    Atomics.store(this.h, H_FD, fd + 1);
+  }
+
+  get records(): number {
+    return Atomics.load(this.h, H_RECORDS);
+  }
+
+  set records(n: number) {
+    Atomics.store(this.h, H_RECORDS, n);
+  }
+
+  get broken(): boolean {
+    return Atomics.load(this.h, H_BROKEN) !== 0;
+  }
+
+  set broken(b: boolean) {
+    Atomics.store(this.h, H_BROKEN, b ? 1 : 0);
+  }
+
+  /** A fault of this disk is on its way (true) or answered and installed (false). */
+  faulting(on: boolean): void {
+    this.locked(() => Atomics.add(this.h, H_FAULTS, on ? 1 : -1));
+  }
+
+  // ---- a queue worker
+
+  /**
+   * A first write at `segment`, whose entry the worker found exactly Zero: takes the oldest granted segment,
+   * appends its claim record to the claims file (the page cache keeps it across a kill -9 of the agent),
+   * then installs the entry, after bumping SYNC_MAPPED (a FLUSH waits for the disk.sync that carries the
+   * claim) and marking the container dirty. False (the write faults as before) when nothing can be claimed.
+   */
+  claim(segment: number, table: MappingTable, sync: Int32Array, dirty: Int32Array): boolean {
+    if (this.size === 0 || Atomics.load(this.h, H_FD) === 0) return false;
+    this.lock();
+    try {
+      const fd = this.fd;
+      if (fd < 0 || this.h[H_HEAD] === this.h[H_TAIL] || Atomics.load(this.h, H_FAULTS) !== 0 || this.h[H_BROKEN] !== 0) return false;
+      // Read again under the lock: the main thread changes entries only after it took the grants back.
+      if (table.load(segment) !== STATE_ZERO) return false;
+      const s = (this.h[H_HEAD] % this.capacity) * 2;
+      const container = this.slots[s];
+      const offset = this.slots[s + 1];
+      encodeClaim(this.record, 0, segment, container, offset);
+      try {
+        if (fs.writeSync(fd, this.record, 0, CLAIM_RECORD_BYTES) !== CLAIM_RECORD_BYTES) throw new Error('short write');
+      } catch {
+        // Without its record a claim could be lost with the agent: the main thread takes the grants back.
+        this.h[H_BROKEN] = 1;
+        return false;
+      }
+      Atomics.store(this.h, H_HEAD, this.h[H_HEAD] + 1);
+      Atomics.add(this.h, H_RECORDS, 1);
+      Atomics.add(sync, SYNC_MAPPED, 1);
+      markDirty(dirty, container);
+      table.setRange(segment, 1, { states: 0, container, offset, alt: 0 });
+      if (this.h[H_RECORDS] > 1) failpoint('agent.claimed');
+      return true;
+    } finally {
+      this.unlock();
+    }
+  }
+}

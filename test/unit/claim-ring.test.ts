@@ -1,0 +1,127 @@
+// Claims made by queue workers (src/io/claim-ring.ts) and collected by the grant pool (src/agent/grant-pool.ts):
+// a claim is in the claims file before its entry is installed; nothing is claimed while a fault is out or from
+// an entry that is not exactly Zero; and real worker threads claiming while the main thread confirms and
+// rewrites the file lose no claim and repeat none.
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { ClaimRing } from '../../src/io/claim-ring.js';
+import { SYNC_MAPPED, SYNC_WORDS, dirtyWords } from '../../src/io/translator.js';
+import { GrantPool, readClaimsFiles, type AskAnswer } from '../../src/agent/grant-pool.js';
+import { MappingTable, STATE_NO_WRITE, STATE_ZERO } from '../../src/table/mapping-table.js';
+import type { Claim } from '../../src/protocol/agent-ops.js';
+
+const SEG = 1 << 20;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-ring-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** A pool whose asker answers every request with `grants` new segments, recording the claims it was sent. */
+function pool(file: string, perAnswer: number) {
+  const sent: Claim[][] = [];
+  let next = 0;
+  const ask = async (want: number, claims: Claim[], accept: (a: AskAnswer) => void) => {
+    sent.push(claims);
+    const n = Math.min(want, perAnswer);
+    accept({ grants: Array.from({ length: n }, () => ({ container: 3, offset: (next++ + 16) * SEG })) });
+  };
+  return { p: new GrantPool(file, SEG, ask, () => {}), sent };
+}
+const until = async (what: () => boolean) => {
+  for (let i = 0; i < 400 && !what(); i++) await new Promise((r) => setTimeout(r, 5));
+};
+function zeroTable(segments: number): MappingTable {
+  const table = MappingTable.create({ segments, segmentSize: SEG });
+  table.setRange(0, segments, { states: STATE_ZERO, container: 0, offset: 0, alt: 0 }, false);
+  return table;
+}
+
+t.test('a claim is recorded, then installed; faults out and non-Zero entries stop it', async (t) => {
+  const file = path.join(dir, '1.claims');
+  const { p } = pool(file, 8);
+  p.prime();
+  await until(() => p.held > 0);
+  t.equal(p.held, 8, 'the ring holds the grants');
+  const table = zeroTable(16);
+  const sync = new Int32Array(new SharedArrayBuffer(SYNC_WORDS * 4));
+  const dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(64) * 4));
+  const ring = new ClaimRing(p.ring.buffer); // as a worker sees it
+  t.ok(ring.claim(5, table, sync, dirty), 'an exact Zero entry is claimed');
+  t.same(table.get(5), { states: 0, container: 3, offset: 16 * SEG, alt: 0 }, 'and maps the oldest grant');
+  t.equal(Atomics.load(sync, SYNC_MAPPED), 1, 'SYNC_MAPPED bumped: a FLUSH waits for the claim to be sent');
+  t.equal(Atomics.load(dirty, 0) & (1 << 3), 1 << 3, 'the container is dirty for the next FLUSH');
+  t.same(readClaimsFiles(dir).get(1), [{ segment: 5, container: 3, offset: 16 * SEG }], 'the record is in the file');
+  t.notOk(ring.claim(5, table, sync, dirty), 'a mapped entry is not claimed again');
+  table.changeStates(6, 1, STATE_NO_WRITE, true);
+  t.notOk(ring.claim(6, table, sync, dirty), 'nor one that is Zero and No-write');
+  p.ring.faulting(true);
+  t.notOk(ring.claim(7, table, sync, dirty), 'nothing is claimed while a fault is out');
+  p.ring.faulting(false);
+  t.ok(ring.claim(7, table, sync, dirty), 'and claims go on once it is answered');
+  t.same(p.unconfirmed().claims, [{ segment: 5, container: 3, offset: 16 * SEG }, { segment: 7, container: 3, offset: 17 * SEG }],
+    'the pool collects the workers\' claims from the file, in order');
+  p.drop();
+  t.notOk(ring.claim(8, table, sync, dirty), 'a revocation empties the ring');
+  p.close();
+  t.notOk(fs.existsSync(file), 'closed: the file is gone');
+});
+
+t.test('worker threads claiming while the main thread confirms: every claim once, none lost', async (t) => {
+  const file = path.join(dir, '2.claims');
+  const SEGMENTS = 3000;
+  const { p, sent } = pool(file, 64);
+  p.prime();
+  await until(() => p.held > 0);
+  const table = zeroTable(SEGMENTS);
+  const sync = new SharedArrayBuffer(SYNC_WORDS * 4);
+  const dirty = new SharedArrayBuffer(dirtyWords(64) * 4);
+  // Two workers claim the segments of their parity, retrying while the ring is empty; the main thread tops the
+  // ring up and confirms (rewriting or truncating the file) as claims arrive.
+  const src = `
+    const { workerData, parentPort } = require('node:worker_threads');
+    const { ClaimRing } = require(${JSON.stringify(path.resolve('dist-test/src/io/claim-ring.js'))});
+    const { MappingTable } = require(${JSON.stringify(path.resolve('dist-test/src/table/mapping-table.js'))});
+    const ring = new ClaimRing(workerData.ring);
+    const table = new MappingTable(workerData.table, { segments: workerData.segments, segmentSize: workerData.seg });
+    const sync = new Int32Array(workerData.sync), dirty = new Int32Array(workerData.dirty);
+    for (let s = workerData.first; s < workerData.segments; s += 2) {
+      while (!ring.claim(s, table, sync, dirty)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      if (s % 16 < 2) parentPort.postMessage('claimed');
+    }
+    parentPort.postMessage('done');
+  `;
+  const workers = [0, 1].map((first) => new Worker(src, {
+    eval: true, workerData: { ring: p.ring.buffer, table: table.buffer, segments: SEGMENTS, seg: SEG, sync, dirty, first },
+  }));
+  let done = 0;
+  for (const w of workers) {
+    w.on('message', (m) => { if (m === 'done') done++; else p.claimed(); });
+    w.on('error', (err) => { t.fail(`worker: ${err.message}`); done++; });
+  }
+  const confirmed: Claim[] = [];
+  while (done < 2 || p.unconfirmed().claims.length > 0) {
+    const { claims, upTo } = p.unconfirmed();
+    confirmed.push(...claims);
+    p.confirm(upTo);
+    p.claimed(); // tops the ring up
+    await new Promise((r) => setImmediate(r));
+  }
+  await Promise.all(workers.map((w) => w.terminate()));
+  // The pool's own grant requests carried (and confirmed) the rest; its asker answers at once, so no claim is
+  // in both lists.
+  confirmed.push(...sent.flat());
+  const bySegment = new Map(confirmed.map((c) => [c.segment, c]));
+  t.equal(confirmed.length, SEGMENTS, 'as many claims as segments');
+  t.equal(bySegment.size, SEGMENTS, 'each segment claimed once');
+  t.equal(new Set(confirmed.map((c) => c.offset)).size, SEGMENTS, 'each grant used once');
+  let mismatched = 0;
+  for (let s = 0; s < SEGMENTS; s++) {
+    const e = table.get(s);
+    if (e.states !== 0 || e.offset !== bySegment.get(s)?.offset) mismatched++;
+  }
+  t.equal(mismatched, 0, 'every entry maps the grant its claim names');
+  t.ok(sent.length > 1, `the claims went on in ${sent.length} requests`);
+  t.equal(fs.statSync(file).size, 0, 'all confirmed: the file is empty');
+  p.close();
+});
