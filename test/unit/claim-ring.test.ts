@@ -29,7 +29,7 @@ function pool(file: string, perAnswer: number) {
   return { p: new GrantPool(file, SEG, ask, () => {}), sent };
 }
 const until = async (what: () => boolean) => {
-  for (let i = 0; i < 400 && !what(); i++) await new Promise((r) => setTimeout(r, 5));
+  for (let i = 0; i < 4000 && !what(); i++) await new Promise((r) => setTimeout(r, 5));
 };
 function zeroTable(segments: number): MappingTable {
   const table = MappingTable.create({ segments, segmentSize: SEG });
@@ -42,7 +42,8 @@ t.test('a claim is recorded, then installed; faults out and non-Zero entries sto
   const { p } = pool(file, 8);
   p.prime();
   await until(() => p.held > 0);
-  t.equal(p.held, 8, 'the ring holds the grants');
+  // (Answers of 8 until the ring is above half its target: how many have come in by now varies.)
+  t.ok(p.held >= 8 && p.held % 8 === 0, `the ring holds the grants (${p.held})`);
   const table = zeroTable(16);
   const sync = new Int32Array(new SharedArrayBuffer(SYNC_WORDS * 4));
   const dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(64) * 4));
