@@ -253,6 +253,7 @@ export class GrantPool {
 
   private send(): void {
     if (this.asking) return;
+    this.collect(); // the queues' claims since the last look are unsent too
     const low = this.ring.size * 2 <= this.target && Date.now() >= this.refusedUntil;
     const want = low ? this.target - this.ring.size : 0;
     const unsent = this.pending.length > 0 && this.pending[this.pending.length - 1].seq > this.sentUpTo;

@@ -39,7 +39,7 @@ function zeroTable(segments: number): MappingTable {
 
 t.test('a claim is recorded, then installed; faults out and non-Zero entries stop it', async (t) => {
   const file = path.join(dir, '1.claims');
-  const { p } = pool(file, 8);
+  const { p, sent } = pool(file, 8);
   p.prime();
   await until(() => p.held > 0);
   // (Answers of 8 until the ring is above half its target: how many have come in by now varies.)
@@ -60,8 +60,13 @@ t.test('a claim is recorded, then installed; faults out and non-Zero entries sto
   t.notOk(ring.claim(7, table, sync, dirty), 'nothing is claimed while a fault is out');
   p.ring.faulting(false);
   t.ok(ring.claim(7, table, sync, dirty), 'and claims go on once it is answered');
-  t.same(p.unconfirmed().claims, [{ segment: 5, container: 3, offset: 16 * SEG }, { segment: 7, container: 3, offset: 17 * SEG }],
-    'the pool collects the workers\' claims from the file, in order');
+  // The worker's message: the claims go to the controller without anyone asking the pool for them.
+  const before = sent.length;
+  p.claimed();
+  await until(() => sent.slice(before).some((c) => c.length > 0));
+  t.same(sent.slice(before).flat(), [{ segment: 5, container: 3, offset: 16 * SEG }, { segment: 7, container: 3, offset: 17 * SEG }],
+    'the pool collects the workers\' claims from the file, in order, and sends them');
+  t.same(p.unconfirmed().claims, [], 'confirmed by the answer');
   p.drop();
   t.notOk(ring.claim(8, table, sync, dirty), 'a revocation empties the ring');
   p.close();
