@@ -207,8 +207,6 @@ export class AgentDisk {
    * with 0 to retry the request (it faults again if the table still cannot serve it) or -errno to fail it.
    */
   async fault(f: Fault): Promise<number> {
-    // A first write that found no grant waits for the top-up on its way rather than fault on its own.
-    if (f.op === FAULT_WRITE && f.states === STATE_ZERO) await this.grants?.refill();
     // While a fault is out, the queues claim nothing (see ClaimRing's H_FAULTS): its answer must not land on
     // a claimed entry. Counted before the entry is read again below, so a claim made before is seen there;
     // uncounted once the answer is installed (a delay's wait is not a fault out).

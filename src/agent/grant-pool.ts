@@ -37,8 +37,6 @@ export class GrantPool {
   private fd = -1;
   /** Records of the claims file already in `pending`: the rest were appended since (by take() or a worker). */
   private known = 0;
-  /** First writes waiting for grants (refill). */
-  private waiters: Array<() => void> = [];
   private readonly record = Buffer.alloc(CLAIM_RECORD_BYTES);
   /** Bumped when the lease expires: an answer to a request sent before carries grants the controller may have freed. */
   private epoch = 0;
@@ -124,21 +122,6 @@ export class GrantPool {
       this.grew = true;
     }
     this.kick();
-  }
-
-  /**
-   * For a first write that found the ring empty: resolves once grants arrive, or once none are coming (an
-   * answer without any, a refusal, a failed request, a revocation). The top-up was asked for at half, so
-   * waiting for it beats a fault of its own, which would also stop every queue's claims until answered.
-   */
-  refill(): Promise<void> {
-    if (this.max === 0 || this.ring.size > 0 || !this.active) return Promise.resolve();
-    this.outran();
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  private wake(): void {
-    for (const w of this.waiters.splice(0)) w();
   }
 
   /** A queue claimed from the ring (its record is in the file): sent on with the next request; a top-up if low. */
@@ -273,8 +256,6 @@ export class GrantPool {
         });
       }
       if (a.refused) this.refusedUntil = Date.now() + REFUSED_MS;
-      // A claims-only answer brings nothing: its waiters wait for the top-up it is followed by.
-      if (want > 0 || a.refused) this.wake();
     }).then(() => {
       this.asking = false;
       this.kick(); // claims made meanwhile
@@ -282,7 +263,6 @@ export class GrantPool {
       // No link, or no answer: what was not confirmed goes with the next request (a claim, a sync, a registration).
       this.sentUpTo = this.seq - this.pending.length;
       this.asking = false;
-      this.wake();
     });
   }
 
@@ -294,7 +274,6 @@ export class GrantPool {
     // Under the lock: a worker's claim under way ends first, and none starts after (the ring is empty).
     this.ring.locked(() => this.ring.clear());
     if (leaseExpired) this.epoch++;
-    this.wake();
   }
 
   /**

@@ -140,34 +140,3 @@ t.test('claims files are per host and per controller: two clusters\' agents name
   t.not(claimsDir('h1', '/scratch/b/controller.sock'), a, 'another controller\'s h1 has its own');
   t.not(claimsDir('h2', '/scratch/a/controller.sock'), a, 'another host of the same controller too');
 });
-
-t.test('a write that found the ring empty waits for grants on their way, not for ever', async (t) => {
-  const s = scripted();
-  const pool = new GrantPool(path.join(dir, '12.claims'), SEG, s.ask, () => {});
-  let woke = false;
-  const waiting = pool.refill().then(() => { woke = true; });
-  await turn();
-  t.equal(s.calls.length, 1, 'the wait asks for grants');
-  t.notOk(woke, 'and waits for the answer');
-  s.calls[0].answer({ grants: [seg(0), seg(1)] });
-  await waiting;
-  t.equal(pool.held, 2, 'woken with grants to claim');
-  await pool.refill();
-  t.pass('with grants held it does not wait');
-  pool.take(3);
-  pool.take(4);
-  await calls(s, 2);
-  t.equal(s.calls[1].want, N, 'a top-up (the ring emptied)');
-  let second = false;
-  const again = pool.refill().then(() => { second = true; });
-  s.calls[1].answer({ grants: [] });
-  await again;
-  t.ok(second, 'an answer without grants wakes it (the write faults)');
-  let third = false;
-  const dropped = pool.refill().then(() => { third = true; });
-  await turn();
-  pool.drop();
-  await dropped;
-  t.ok(third, 'and so does a revocation');
-  pool.close();
-});
