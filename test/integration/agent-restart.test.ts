@@ -100,6 +100,7 @@ t.test('kill -9 of the controller during writes, and the lease', async (t) => {
   t.pass('the waiting write completed after the restart');
   t.ok((await suspended.p).equals(a.subarray(0, 4096)), 'the suspended read completed with the right data');
   t.ok(readDirect(dev, 10 * MB, fresh.length).equals(fresh), 'the late write is there');
+  await c.allocated('d1', 2 * MB);
   t.equal((await c.json<{ allocatedBytes: number }>('info', 'd1')).allocatedBytes, 2 * MB, 'and its segment is recorded');
 });
 

@@ -31,6 +31,7 @@ t.test('thin disks, ext4, two disks on two containers', async (t) => {
 
   const block = crypto.randomBytes(4096);
   writeDirect(d1, 5 * MB + 8192, block);
+  await c.allocated('d1', MB);
   let info = (await c.json<Info>('info', 'd1'));
   t.equal(info.allocatedBytes, MB, 'one 4 KiB write allocates one 1 MiB segment');
   t.same(info.perContainer, { c1: MB }, 'on the disk\'s container');

@@ -131,6 +131,14 @@ export class Cluster {
   }
 
   /**
+   * Until the controller counts at least `bytes` allocated to `disk`. First writes into granted segments reach
+   * it with the agent's next message (about 50 ms later, nobody waiting on it), not with the write itself.
+   */
+  allocated(disk: string, bytes: number): Promise<void> {
+    return this.until(`${disk}'s claims to reach the controller`, async () => (await this.json<{ allocatedBytes: number }>('info', disk)).allocatedBytes >= bytes);
+  }
+
+  /**
    * Detaches everything, stops agents and controller; throws if a device of this cluster is left or a daemon
    * does not exit (which it then kills, so the next file starts clean). The error carries the steps that
    * failed on the way and the daemons' last log lines: in CI it is often the only trace of a race.

@@ -65,6 +65,7 @@ t.test('a remote agent over TLS serves a disk attached with --host-id, and survi
   writeDirect(dev, 3 * MB, a);
   t.ok(readDirect(dev, 3 * MB, 4 * MB).equals(a), 'bytes written through the TLS-served device read back');
   t.ok(readDirect(dev, 64 * MB, MB).equals(Buffer.alloc(MB)), 'unwritten segments read zeros');
+  await c.allocated('d1', 4 * MB);
   t.match(await c.json('info', 'd1'), { allocatedBytes: 4 * MB }, 'the first writes faulted over TLS and allocated 4 segments');
   run('fio', ['--name=v', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--offset=16M', '--size=16M', '--iodepth=16',
     '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--randrepeat=0']);

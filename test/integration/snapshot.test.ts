@@ -128,6 +128,7 @@ t.test('discard frees whole segments, but never one a snapshot shares', async (t
   // (allocation ahead), and this test counts segments exactly.
   for (let i = 7; i >= 0; i--) writeDirect(dev, i * MB, data.subarray(i * MB, (i + 1) * MB));
   const used = async () => (await c.json<Array<{ usedBytes: number }>>('container', 'ls'))[0].usedBytes / MB;
+  await c.allocated('d', 8 * MB);
   t.equal(await used(), 8, '8 segments written');
   run('blkdiscard', ['-o', '0', '-l', String(2 * MB), dev]);
   t.equal(await used(), 6, 'discarding 2 whole segments frees them');
@@ -170,6 +171,7 @@ t.test('out of space: ENOSPC for new segments only, until a container is added',
   await c.container('big', '64M');
   writeDirect(dev, 8 * MB, more);
   t.ok(readDirect(dev, 8 * MB, 4096).equals(more), 'after adding a container, the write succeeds');
+  await c.allocated('d', 5 * MB);
   t.equal((await info()).allocatedBytes, 5 * MB, 'on one new segment');
   t.equal(...(await c.check()));
 });
