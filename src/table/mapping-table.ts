@@ -1,9 +1,10 @@
 // The mapping table of one virtual disk, in a SharedArrayBuffer shared by the agent's main thread (the
 // writer) and the queue workers (readers; a worker writes only a Zero entry it claims, under the disk's claim
-// lock, while no other writer can touch that entry: see io/claim-ring.ts). Each entry is four Int32 words: a seqlock counter, the state bits
-// with the container id, the location in 64 KiB units, and the alternate-location index. Writers make the
-// counter odd, store, then make it even again; readers retry on an odd or changed counter, so no reader ever
-// sees a torn location/state pair. JS Atomics are sequentially consistent, which orders the word accesses.
+// lock, while no other writer can touch that entry: see io/claim-ring.ts). Each entry is four Int32 words: a
+// seqlock counter, the state bits with the container id, the location in 64 KiB units, and the
+// alternate-location index. Writers make the counter odd, store, then make it even again; readers retry on
+// an odd or changed counter, so no reader ever sees a torn location/state pair. JS Atomics are sequentially
+// consistent, which orders the word accesses.
 // The alternate-location records (alternates.ts) follow the entries in the same buffer.
 import { AltTable } from './alternates.js';
 
