@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -39,7 +40,8 @@ uint32_t Prop(Napi::Object o, const char* key) {
 Napi::Function UblkQueue::Init(Napi::Env env) {
   return DefineClass(env, "UblkQueue",
                      {InstanceMethod<&UblkQueue::FetchAll>("fetchAll"), InstanceMethod<&UblkQueue::Run>("run"),
-                      InstanceMethod<&UblkQueue::Close>("close")});
+                      InstanceMethod<&UblkQueue::Close>("close"), InstanceMethod<&UblkQueue::WriteTag>("writeTag"),
+                      InstanceMethod<&UblkQueue::Copy>("copy")});
 }
 
 UblkQueue::UblkQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UblkQueue>(info) {
@@ -118,8 +120,10 @@ void UblkQueue::Release() {
   ring_.Close();  // cancels our outstanding uring_cmds; the kernel then quiesces or kills the device
   if (iods_) munmap(const_cast<ublksrv_io_desc*>(iods_), iods_len_);
   if (bufs_) munmap(bufs_, bufs_len_);
+  if (scratch_) munmap(scratch_, buf_bytes_);
   iods_ = nullptr;
   bufs_ = nullptr;
+  scratch_ = nullptr;
   wake_fd_ = -1;
 }
 
@@ -448,6 +452,72 @@ Napi::Value UblkQueue::Run(const Napi::CallbackInfo& info) {
   }
   PublishStatus();
   return Napi::Number::New(env, nready);
+}
+
+// writeTag(tag, fd, length, offset): a synchronous pwrite(2) of the first `length` bytes of a tag's buffer (a
+// WRITE request's data, page-aligned, so O_DIRECT descriptors take it). Only for a copy-on-write claim, which
+// must have its data in place before its entry is installed (io/claim-ring.ts): once per new segment, never
+// per request. Returns the bytes written; throws a VdiskError (syscall 'pwrite').
+Napi::Value UblkQueue::WriteTag(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber())
+    throw Napi::TypeError::New(env, "writeTag(tag, fd, length, offset) needs four numbers");
+  int64_t tag = info[0].As<Napi::Number>().Int64Value();
+  int fd = info[1].As<Napi::Number>().Int32Value();
+  int64_t length = info[2].As<Napi::Number>().Int64Value();
+  int64_t offset = info[3].As<Napi::Number>().Int64Value();
+  if (bufs_ == nullptr || tag < 0 || tag >= depth_ || length < 0 || length > static_cast<int64_t>(buf_bytes_) || offset < 0)
+    throw Napi::RangeError::New(env, "writeTag: tag, length or offset out of range");
+  const uint8_t* buf = bufs_ + static_cast<size_t>(tag) * buf_bytes_;
+  int64_t done = 0;
+  while (done < length) {
+    ssize_t n = pwrite(fd, buf + done, static_cast<size_t>(length - done), static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowSysError(env, errno, "pwrite");
+    if (n == 0) ThrowSysError(env, EIO, "pwrite", "short write");
+    done += n;
+  }
+  return Napi::Number::New(env, static_cast<double>(done));
+}
+
+// copy(fromFd, fromOffset, toFd, toOffset, length): synchronous pread/pwrite through a page-aligned bounce
+// buffer (O_DIRECT descriptors take it), for the part of a shared segment a copy-on-write claim's write leaves
+// (io/claim-ring.ts). Throws a VdiskError (syscall 'pread' or 'pwrite'); a read past the end is an error.
+Napi::Value UblkQueue::Copy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  for (size_t i = 0; i < 5; i++)
+    if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(env, "copy(fromFd, fromOffset, toFd, toOffset, length) needs five numbers");
+  int from_fd = info[0].As<Napi::Number>().Int32Value();
+  int64_t from_off = info[1].As<Napi::Number>().Int64Value();
+  int to_fd = info[2].As<Napi::Number>().Int32Value();
+  int64_t to_off = info[3].As<Napi::Number>().Int64Value();
+  int64_t length = info[4].As<Napi::Number>().Int64Value();
+  if (from_off < 0 || to_off < 0 || length < 0) throw Napi::RangeError::New(env, "copy: negative offset or length");
+  if (!scratch_) {
+    void* p = mmap(nullptr, buf_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) ThrowSysError(env, errno, "mmap", "copy buffer");
+    scratch_ = static_cast<uint8_t*>(p);
+  }
+  for (int64_t done = 0; done < length;) {
+    size_t want = static_cast<size_t>(std::min<int64_t>(length - done, buf_bytes_));
+    size_t got = 0;
+    while (got < want) {
+      ssize_t n = pread(from_fd, scratch_ + got, want - got, static_cast<off_t>(from_off + done + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) ThrowSysError(env, errno, "pread");
+      if (n == 0) ThrowSysError(env, EIO, "pread", "past the end");
+      got += static_cast<size_t>(n);
+    }
+    for (size_t put = 0; put < want;) {
+      ssize_t n = pwrite(to_fd, scratch_ + put, want - put, static_cast<off_t>(to_off + done + put));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) ThrowSysError(env, errno, "pwrite");
+      if (n == 0) ThrowSysError(env, EIO, "pwrite", "short write");
+      put += static_cast<size_t>(n);
+    }
+    done += static_cast<int64_t>(want);
+  }
+  return env.Undefined();
 }
 
 Napi::Value UblkQueue::Close(const Napi::CallbackInfo& info) {

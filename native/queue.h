@@ -34,6 +34,8 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   Napi::Value FetchAll(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value WriteTag(const Napi::CallbackInfo& info);
+  Napi::Value Copy(const Napi::CallbackInfo& info);
 
   io_uring_sqe* Sqe();
   void PrepIoCmd(int tag, bool commit, int result);
@@ -59,6 +61,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   size_t iods_len_ = 0;
   uint8_t* bufs_ = nullptr;
   size_t bufs_len_ = 0;
+  uint8_t* scratch_ = nullptr;  // copy()'s page-aligned bounce buffer (buf_bytes_), mapped on first use
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;
 

@@ -5,14 +5,15 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Claim, GrantPoolStats, GrantedSegment } from '../protocol/agent-ops.js';
-import { CLAIM_MAGIC, CLAIM_RECORD_BYTES, ClaimRing, encodeClaim } from '../io/claim-ring.js';
+import type { Claim, CowClaims, GrantPoolStats, GrantedSegment } from '../protocol/agent-ops.js';
+import { CLAIM_RECORD_BYTES, COW_COPY, COW_WHOLE, ClaimRing, decodeClaim, encodeClaim } from '../io/claim-ring.js';
 import { failpoint } from '../util/failpoints.js';
 
 export { CLAIM_RECORD_BYTES } from '../io/claim-ring.js';
 
 /** What a grant request answered: new grants (none when refused) and whether the claims sent were applied. */
-export interface AskAnswer { grants: GrantedSegment[]; refused?: string }
+/** `cow`: which copy-on-write claims the grants may serve too (see ClaimRing.claimCow). */
+export interface AskAnswer { grants: GrantedSegment[]; refused?: string; cow?: CowClaims }
 /**
  * Sends one disk.grant with claims; rejects when it could not be sent or answered (nothing is retried). The
  * answer goes to `accept` synchronously as its frame is decoded: a revocation in the next frame must find
@@ -156,8 +157,9 @@ export class GrantPool {
     const buf = Buffer.alloc(n * CLAIM_RECORD_BYTES);
     const got = fs.readSync(this.fd, buf, 0, buf.length, this.known * CLAIM_RECORD_BYTES);
     for (let o = 0; o + CLAIM_RECORD_BYTES <= got; o += CLAIM_RECORD_BYTES) {
-      if (buf.readUInt32LE(o) !== CLAIM_MAGIC) throw new Error(`claims file ${this.file}: a bad record at ${this.known * CLAIM_RECORD_BYTES + o}`);
-      this.pending.push({ segment: buf.readUInt32LE(o + 4), container: buf.readUInt32LE(o + 8), offset: buf.readDoubleLE(o + 16), seq: ++this.seq });
+      const c = decodeClaim(buf, o);
+      if (!c) throw new Error(`claims file ${this.file}: a bad record at ${this.known * CLAIM_RECORD_BYTES + o}`);
+      this.pending.push({ ...c, seq: ++this.seq });
       this.stats.claims++;
     }
     this.known += Math.floor(got / CLAIM_RECORD_BYTES);
@@ -177,7 +179,7 @@ export class GrantPool {
   /** The claims not yet confirmed, and the sequence number that confirms them all (see confirm()). */
   unconfirmed(): { claims: Claim[]; upTo: number } {
     this.collect();
-    return { claims: this.pending.map(({ segment, container, offset }) => ({ segment, container, offset })), upTo: this.seq };
+    return { claims: this.pending.map(({ seq: _seq, ...c }) => c), upTo: this.seq };
   }
 
   /**
@@ -199,7 +201,7 @@ export class GrantPool {
         return;
       }
       const all = Buffer.alloc(this.pending.length * CLAIM_RECORD_BYTES);
-      this.pending.forEach((c, k) => encodeClaim(all, k * CLAIM_RECORD_BYTES, c.segment, c.container, c.offset));
+      this.pending.forEach((c, k) => encodeClaim(all, k * CLAIM_RECORD_BYTES, c.segment, c.container, c.offset, c.cow));
       const tmp = `${this.file}.tmp`;
       fs.writeFileSync(tmp, all, { mode: 0o600 });
       fs.renameSync(tmp, this.file);
@@ -253,6 +255,9 @@ export class GrantPool {
         this.ring.locked(() => {
           this.open();
           for (const g of a.grants) if (!this.ring.push(g.container, g.offset)) break;
+          // Every grant held is now one this answer's rule covers: those of earlier answers were given under
+          // the same disk state (a change of it revokes them all first).
+          this.ring.cow = a.cow === 'copy' ? COW_COPY : a.cow === 'whole' ? COW_WHOLE : 0;
         });
       }
       if (a.refused) this.refusedUntil = Date.now() + REFUSED_MS;
@@ -307,8 +312,9 @@ export function readClaimsFiles(dir: string): Map<number, Claim[]> {
     const data = fs.readFileSync(path.join(dir, name));
     const claims: Claim[] = [];
     for (let o = 0; o + CLAIM_RECORD_BYTES <= data.length; o += CLAIM_RECORD_BYTES) {
-      if (data.readUInt32LE(o) !== CLAIM_MAGIC) break;
-      claims.push({ segment: data.readUInt32LE(o + 4), container: data.readUInt32LE(o + 8), offset: data.readDoubleLE(o + 16) });
+      const c = decodeClaim(data, o);
+      if (!c) break;
+      claims.push(c);
     }
     if (claims.length) out.set(Number(m[1]), claims);
     else fs.rmSync(path.join(dir, name), { force: true });

@@ -342,6 +342,9 @@ export class Controller {
     'disk.snapshot': async (a) => this.attachments.snapshot(str(a, 'name'), str(a, 'snapshot'), this.io),
     'disk.clone': async (a) => {
       const clone = await this.store.cow.clone(str(a, 'snapshot'), str(a, 'name'), modes(a));
+      // Its copy-outs will move the other members' shared entries: their copy-on-write claims stop first. (A
+      // controller that dies before this frees every grant anyway, at the agents' registrations.)
+      if (clone.cow !== 'redirect') await this.attachments.grants.revokeFamily(clone);
       failpoint('clone.committed');
       return clone;
     },

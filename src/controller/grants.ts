@@ -6,14 +6,15 @@
 // registration (a restarted agent reads them from its claims files). Every flow that changes a disk's table
 // revokes its grants first, under the disk's lock (Attachments.withDisk): it then sees every claim.
 import { VdiskError } from '../errors.js';
-import { agentRequest, type Claim, type DiskClaim, type GrantedSegment } from '../protocol/agent-ops.js';
+import { agentRequest, type Claim, type CowClaims, type DiskClaim, type GrantedSegment } from '../protocol/agent-ops.js';
 import { CHUNK_ENTRIES, decodeEntry, encodeEntry } from '../table/entry-codec.js';
-import { LOCATION_UNIT, STATE_ZERO, type Entry } from '../table/mapping-table.js';
+import { LOCATION_UNIT, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../table/mapping-table.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import { failpoint } from '../util/failpoints.js';
 import type { AgentRegistry } from './agents.js';
 import { lazyCommitAllowed } from './batch-settle.js';
 import type { Db } from './db.js';
+import { familyOf, releaseUnlessShared } from './sharing.js';
 import type { Disk, Store } from './store.js';
 
 const REVOKE_TIMEOUT_MS = 30_000;
@@ -39,7 +40,7 @@ export async function freeGrants(db: Db, quarantineMs: number, diskId: number, h
 /** applied: claims mapped now or before; fresh: mapped now; refused: not mapped. */
 interface Tally { applied: number; fresh: number; refused: number }
 
-export interface GrantAnswer { grants: GrantedSegment[]; claimed: number; refused?: string }
+export interface GrantAnswer { grants: GrantedSegment[]; claimed: number; refused?: string; cow?: CowClaims }
 
 export class Grants {
   /** What tests and the bench observe: segments granted, claims newly applied and refused, grants freed unclaimed. */
@@ -85,10 +86,37 @@ export class Grants {
       this.stats.granted += out.grants.length;
       if (out.grants.length) failpoint('grant.committed');
       const answer: GrantAnswer = { grants: out.grants, claimed: out.claimed };
+      if (out.grants.length > 0 && await this.cowAllowed(disk)) answer.cow = disk.partial === 'copy' ? 'copy' : 'whole';
       const why = refused ?? out.refused;
       if (why) answer.refused = why;
       return answer;
     });
+  }
+
+  /**
+   * Whether grants of this disk may serve copy-on-write claims (a write into a shared No-write entry mapped
+   * at the grant by the agent, ClaimRing.claimCow: whole-segment writes, and with `--partial copy` any write
+   * within a segment, the agent copying the rest); the disk's lock is held. Only where the controller's own
+   * answer to that write would be the same remap: a redirect-on-write disk with no operator
+   * hold (a held segment's writes wait), in a family with no copy-out member (a copy-out moves the *other*
+   * sharers, this disk's entries among them, under its writer's lock, not this disk's). Each of those changes
+   * revokes the grants first (withDisk; a copy-out clone: Grants.revokeFamily), so a rule given with grants
+   * holds as long as they do.
+   */
+  private async cowAllowed(disk: Disk): Promise<boolean> {
+    if (disk.readOnly || disk.cow !== 'redirect') return false;
+    if (await this.store.db.get('SELECT 1 AS one FROM holds WHERE disk_id = ? LIMIT 1', [disk.id])) return false;
+    return (await familyOf(this.store, disk)).every((d) => d.cow === 'redirect');
+  }
+
+  /**
+   * A disk that copies out joined the family: its writes will move the other members' shared entries, which
+   * their holders must no longer claim over. Takes back every other member's grants (each under its lock).
+   */
+  async revokeFamily(disk: Disk): Promise<void> {
+    for (const other of await familyOf(this.store, disk)) {
+      await this.locks.run(other.id, () => this.revokeLocked(other));
+    }
   }
 
   /** disk.sync's part: the claims applied (lazily; the sync's durable commit covers them). */
@@ -176,9 +204,10 @@ export class Grants {
   }
 
   /**
-   * Maps each claimed segment at its Zero entry, inside the caller's transaction, if the host still has that
-   * grant on this disk; a claim already applied counts again (claims are resent until confirmed). Any other is
-   * refused and logged: the write it stood for is lost. Returns the claims applied.
+   * Maps each claimed segment at its Zero entry (or, for a copy-on-write claim, at its plain shared No-write
+   * entry, whose old segment then loses this disk's reference), inside the caller's transaction, if the host
+   * still has that grant on this disk; a claim already applied counts again (claims are resent until
+   * confirmed). Any other is refused and logged: the write it stood for is lost. Returns the claims applied.
    */
   private async applyLocked(disk: Disk, hostId: string, claims: Claim[]): Promise<Tally> {
     if (claims.length === 0) return { applied: 0, fresh: 0, refused: 0 };
@@ -188,6 +217,7 @@ export class Grants {
     const chunks = new Map<number, Buffer>();
     const changed = new Set<number>();
     const taken = new Map<number, number[]>(); // container -> units claimed now
+    const left: Array<{ segment: number; at: Entry }> = []; // the old segments of copy-on-write claims
     let applied = 0;
     let refused = 0;
     for (const c of claims) {
@@ -204,7 +234,7 @@ export class Grants {
         continue;
       }
       const key = `${c.container}/${c.offset / LOCATION_UNIT}`;
-      if (e.states !== STATE_ZERO || !granted.has(key)) {
+      if (e.states !== (c.cow ? STATE_NO_WRITE : STATE_ZERO) || !granted.has(key) || (c.cow && disk.cow !== 'redirect')) {
         refused++;
         continue;
       }
@@ -213,9 +243,12 @@ export class Grants {
       encodeEntry(data, c.segment - k * CHUNK_ENTRIES, entry);
       changed.add(k);
       taken.set(c.container, [...(taken.get(c.container) ?? []), c.offset / LOCATION_UNIT]);
+      if (c.cow) left.push({ segment: c.segment, at: e });
       applied++;
     }
     for (const k of changed) await this.store.tables.putChunk(disk.id, k, chunks.get(k)!);
+    // After the entries: a segment no other family member names any more is free (as a controller's remap frees it).
+    for (const l of left) await releaseUnlessShared(this.store, disk, l.segment, l.at);
     for (const [container, units] of taken) {
       await db.run('DELETE FROM grants WHERE container_id = ? AND unit IN (SELECT value FROM json_each(?))', [container, JSON.stringify(units)]);
     }

@@ -5,7 +5,7 @@
 // agents count their I/O themselves and are asked at snapshot time.
 import http from 'node:http';
 import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../protocol/fault-ops.js';
-import { agentRequest, type AgentStatusReport } from '../protocol/agent-ops.js';
+import { agentRequest, type AgentStatusReport, type GrantPoolStats } from '../protocol/agent-ops.js';
 import type { DelayCounts, IoCounts } from '../protocol/io-counts.js';
 import { ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
 import { STATE_ERROR } from '../table/mapping-table.js';
@@ -40,8 +40,8 @@ export interface DiskStats {
   name: string; sizeBytes: number; readOnly: boolean;
   /** Bytes of segments the table maps (alternates included), and entries in the Error state. */
   allocatedBytes: number; errorSegments: number;
-  /** delays: the disk's delayed faults there (null from an agent that does not report them). */
-  hosts: Array<{ hostId: string; device: string | null; io: IoCounts | null; delays: DelayCounts | null }>;
+  /** delays: the disk's delayed faults there; grants: its grant pool there (null from an agent that does not report them). */
+  hosts: Array<{ hostId: string; device: string | null; io: IoCounts | null; delays: DelayCounts | null; grants: GrantPoolStats | null }>;
 }
 
 export class Metrics {
@@ -97,7 +97,7 @@ export class Metrics {
         hosts: links.flatMap((l, i) => {
           const a = answers[i];
           const held = 'disks' in a ? a.disks.find((x) => x.name === t.name) : undefined;
-          return held ? [{ hostId: l.hostId, device: held.device, io: held.io, delays: held.delays }] : [];
+          return held ? [{ hostId: l.hostId, device: held.device, io: held.io, delays: held.delays, grants: held.grants }] : [];
         }),
       })),
     };

@@ -2,23 +2,38 @@
 // "First writes without a round trip"): a ring of (container, offset) and the claims file's fd, in one
 // SharedArrayBuffer under one lock word. The main thread fills and empties the ring and owns the file; a worker
 // that finds a first write on an exact Zero entry appends the claim record and installs the entry, all under
-// the lock, so the main thread's revocations, file rewrites and faults never interleave with a claim.
+// the lock, so the main thread's revocations, file rewrites and faults never interleave with a claim. A
+// whole-segment write into a shared (No-write) entry claims too, when the controller allows it: its data is
+// written to the granted segment before the record and the entry (copy-on-write without a round trip).
 import fs from 'node:fs';
 import { markDirty, SYNC_MAPPED } from './translator.js';
-import { STATE_ZERO, type MappingTable } from '../table/mapping-table.js';
+import { STATE_NO_WRITE, STATE_ZERO, type MappingTable } from '../table/mapping-table.js';
+import type { Claim } from '../protocol/agent-ops.js';
 import { failpoint } from '../util/failpoints.js';
 
 /** A claim record: magic, segment, container, then the byte offset (a float64: offsets pass 2^32). */
 export const CLAIM_RECORD_BYTES = 24;
+/** A first write at a Zero entry. */
 export const CLAIM_MAGIC = 0x4d494c43;
+/** A whole-segment write at a shared No-write entry, its data already at the granted segment. */
+export const CLAIM_MAGIC_COW = 0x574f4343;
 
-export function encodeClaim(b: Uint8Array, at: number, segment: number, container: number, offset: number): void {
+export function encodeClaim(b: Uint8Array, at: number, segment: number, container: number, offset: number, cow = false): void {
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  v.setUint32(at, CLAIM_MAGIC, true);
+  v.setUint32(at, cow ? CLAIM_MAGIC_COW : CLAIM_MAGIC, true);
   v.setUint32(at + 4, segment, true);
   v.setUint32(at + 8, container, true);
   v.setUint32(at + 12, 0, true);
   v.setFloat64(at + 16, offset, true);
+}
+
+/** The record at `at`, or undefined where none is (a bad magic: the end of what was written). */
+export function decodeClaim(b: Buffer, at: number): Claim | undefined {
+  const magic = b.readUInt32LE(at);
+  if (magic !== CLAIM_MAGIC && magic !== CLAIM_MAGIC_COW) return undefined;
+  const c: Claim = { segment: b.readUInt32LE(at + 4), container: b.readUInt32LE(at + 8), offset: b.readDoubleLE(at + 16) };
+  if (magic === CLAIM_MAGIC_COW) c.cow = true;
+  return c;
 }
 
 const H_LOCK = 0;
@@ -36,6 +51,15 @@ const H_RECORDS = 4;
 const H_FAULTS = 5;
 /** Set by a worker whose append failed: the main thread stops granting to the ring. */
 const H_BROKEN = 6;
+/**
+ * Which copy-on-write claims the grants held may serve (0, COW_WHOLE, COW_COPY): the controller said so with
+ * them (a redirect-on-write disk, no operator holds, no copy-out sharer in its family). Cleared with the ring.
+ */
+const H_COW = 7;
+/** Whole-segment writes only. */
+export const COW_WHOLE = 1;
+/** Any write within one segment: the rest of the segment is copied first (`--partial copy`). */
+export const COW_COPY = 2;
 const HEADER_WORDS = 8;
 
 export class ClaimRing {
@@ -103,6 +127,15 @@ export class ClaimRing {
 
   clear(): void {
     Atomics.store(this.h, H_HEAD, Atomics.load(this.h, H_TAIL));
+    Atomics.store(this.h, H_COW, 0);
+  }
+
+  get cow(): number {
+    return Atomics.load(this.h, H_COW);
+  }
+
+  set cow(mode: number) {
+    Atomics.store(this.h, H_COW, mode);
   }
 
   get fd(): number {
@@ -167,6 +200,51 @@ export class ClaimRing {
       markDirty(dirty, container);
       table.setRange(segment, 1, { states: 0, container, offset, alt: 0 });
       if (this.h[H_RECORDS] > 1) failpoint('agent.claimed');
+      return true;
+    } finally {
+      this.unlock();
+    }
+  }
+
+  /**
+   * A write within one segment at `segment` (`whole`: all of it), whose entry the worker found exactly No-write
+   * (shared, nothing else): when the grants allow that copy-on-write, takes the oldest granted segment, has
+   * `write` put the whole segment's new data there (synchronously: the rest of the old segment copied, unless
+   * `whole`, then the request's data), appends the COW claim record, then installs the entry at the new
+   * segment, all under the lock. Until the entry is installed, readers read the old segment and every other
+   * writer of it waits for the lock (a fault counts itself under it, then reads the entry again). The caller
+   * completes the request (its data is written). False: nothing was claimed (the write faults as before); a
+   * granted segment `write` may have touched is dropped, never claimed later as zeros.
+   */
+  claimCow(segment: number, whole: boolean, table: MappingTable, sync: Int32Array, dirty: Int32Array,
+    write: (container: number, offset: number, from: { container: number; offset: number }) => boolean): boolean {
+    const need = whole ? COW_WHOLE : COW_COPY;
+    if (this.size === 0 || Atomics.load(this.h, H_FD) === 0 || Atomics.load(this.h, H_COW) < need) return false;
+    this.lock();
+    try {
+      const fd = this.fd;
+      if (fd < 0 || this.h[H_HEAD] === this.h[H_TAIL] || Atomics.load(this.h, H_FAULTS) !== 0 || this.h[H_BROKEN] !== 0 || this.h[H_COW] < need) return false;
+      const old = table.get(segment);
+      if (old.states !== STATE_NO_WRITE) return false;
+      const s = (this.h[H_HEAD] % this.capacity) * 2;
+      const container = this.slots[s];
+      const offset = this.slots[s + 1];
+      // Taken before the write: a failed or partial write leaves bytes there that are not zeros, so the grant
+      // must never serve a later claim (freed unclaimed, the controller zeroes it before any reuse).
+      Atomics.store(this.h, H_HEAD, this.h[H_HEAD] + 1);
+      markDirty(dirty, container);
+      if (!write(container, offset, old)) return false;
+      encodeClaim(this.record, 0, segment, container, offset, true);
+      try {
+        if (fs.writeSync(fd, this.record, 0, CLAIM_RECORD_BYTES) !== CLAIM_RECORD_BYTES) throw new Error('short write');
+      } catch {
+        this.h[H_BROKEN] = 1;
+        return false;
+      }
+      Atomics.add(this.h, H_RECORDS, 1);
+      failpoint('agent.cow-claimed');
+      Atomics.add(sync, SYNC_MAPPED, 1);
+      table.setRange(segment, 1, { states: 0, container, offset, alt: 0 });
       return true;
     } finally {
       this.unlock();

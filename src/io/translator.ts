@@ -237,6 +237,11 @@ export class Translator {
     this.commit(tag, this.n, -Math.abs(errno));
   }
 
+  /** Appends a COMMIT for `tag` with `bytes` done: a request served outside the plan (a copy-on-write claim wrote it). */
+  succeed(tag: number, bytes: number): void {
+    this.commit(tag, this.n, bytes);
+  }
+
   private mapRange(tag: number, start: number, kind: number, sector: number, nrSectors: number, flags: number): number {
     const t = this.table;
     const segSize = t.segmentSize;

@@ -93,6 +93,18 @@ export interface NativeUblkQueue {
   fetchAll(): void;
   /** Executes plan records [0, nOps) and returns the number of new requests in the ready buffer. */
   run(nOps: number, wait: boolean, timeoutMs?: number, returnOnCommit?: boolean): number;
+  /**
+   * pwrite(2), synchronous, of the first `length` bytes of `tag`'s buffer (a WRITE's data) at `offset` of
+   * `fd`: a copy-on-write claim's data, which must be in place before its entry is installed. Returns the
+   * bytes written; throws a VdiskError (syscall 'pwrite').
+   */
+  writeTag(tag: number, fd: number, length: number, offset: number): number;
+  /**
+   * Copies `length` bytes from `fromOffset` of `fromFd` to `toOffset` of `toFd`, synchronously, through a
+   * page-aligned buffer: the rest of a shared segment around a copy-on-write claim's write. Throws a
+   * VdiskError (syscall 'pread' or 'pwrite').
+   */
+  copy(fromFd: number, fromOffset: number, toFd: number, toOffset: number, length: number): void;
   close(): void;
 }
 

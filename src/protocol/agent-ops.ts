@@ -31,7 +31,10 @@ export interface AgentStatus {
 /** A disk's grant pool on its agent: grants held, the pool's size, claims made and unconfirmed, requests sent, writes that found it empty. */
 export interface GrantPoolStats { held: number; target: number; claims: number; unconfirmed: number; requests: number; empty: number }
 /** The part of an agent's status the controller reads, field by field (a peer's answer). */
-export interface AgentStatusReport { suspended: boolean; disks: Array<{ name: string; device: string | null; io: IoCounts | null; delays: DelayCounts | null }> }
+export interface AgentStatusReport {
+  suspended: boolean;
+  disks: Array<{ name: string; device: string | null; io: IoCounts | null; delays: DelayCounts | null; grants: GrantPoolStats | null }>;
+}
 /** A disk an agent holds when it registers, and the device serving it (null: none yet). */
 export interface HeldDisk { diskId: number; devId: number | null }
 /** `claims`: the agent's unconfirmed claims of the disk, applied before the fault (which may change the table). */
@@ -41,7 +44,10 @@ export interface FaultArgs { diskId: number; op: number; segment: number; states
  * round trip"): `offset` in bytes in `container`. Claims travel with grant requests, syncs, revocations and
  * registrations; applying one twice is harmless.
  */
-export interface Claim { segment: number; container: number; offset: number }
+/** Which writes into shared No-write entries a disk's grants may serve (see disk.grant). */
+export type CowClaims = 'whole' | 'copy';
+/** `cow`: a write at a shared No-write entry (the whole segment's data is at the grant already), not a Zero entry. */
+export interface Claim { segment: number; container: number; offset: number; cow?: boolean }
 /** A claim with its disk, as a registration carries them (from the claims files of a previous agent too). */
 export interface DiskClaim extends Claim { diskId: number }
 /** A segment granted to an agent: zeroed, the disk's, mapped by no table until the agent claims it. */
@@ -101,9 +107,11 @@ export interface ControllerOps {
   'disk.sync': { args: { diskId: number; claims: Claim[] }; result: { commits: number } };
   /**
    * Applies the claims, then grants up to `want` more zeroed segments (none, with `refused` saying why, for a
-   * disk with another holder, a read-only one, or without room). `claimed`: the claims applied.
+   * disk with another holder, a read-only one, or without room). `claimed`: the claims applied. `cow`: these
+   * grants may also serve writes into shared No-write entries (copy-on-write claims): whole-segment ones, or
+   * any write within one segment, the agent copying the rest of the segment first.
    */
-  'disk.grant': { args: { diskId: number; want: number; claims: Claim[] }; result: { grants: GrantedSegment[]; claimed: number; refused?: string } };
+  'disk.grant': { args: { diskId: number; want: number; claims: Claim[] }; result: { grants: GrantedSegment[]; claimed: number; refused?: string; cow?: CowClaims } };
 }
 
 export type AgentOp = keyof AgentOps;
@@ -259,7 +267,7 @@ export const CONTROLLER_OPS: Specs<ControllerOps> = {
       const refused = optStr(o, 'refused');
       return {
         grants: optObjects(o, 'grants').map((g) => ({ container: int(g, 'container'), offset: int(g, 'offset') })),
-        claimed: int(o, 'claimed'), ...(refused !== undefined ? { refused } : {}),
+        claimed: int(o, 'claimed'), ...(refused !== undefined ? { refused } : {}), ...cowClaimsOf(o),
       };
     }),
   },
@@ -268,8 +276,15 @@ export const CONTROLLER_OPS: Specs<ControllerOps> = {
 /** The most segments one grant request may ask for. */
 export const MAX_GRANT = 1024;
 
+function cowClaimsOf(o: Args): { cow?: CowClaims } {
+  const v = optStr(o, 'cow');
+  if (v === undefined) return {};
+  if (v !== 'whole' && v !== 'copy') throw new VdiskError(`argument cow must be "whole" or "copy", not ${JSON.stringify(v)}`, { code: 'EINVAL' });
+  return { cow: v };
+}
+
 function claimOf(c: Args): Claim {
-  return { segment: int(c, 'segment'), container: int(c, 'container'), offset: int(c, 'offset') };
+  return { segment: int(c, 'segment'), container: int(c, 'container'), offset: int(c, 'offset'), ...(bool(c, 'cow') ? { cow: true } : {}) };
 }
 
 /** A container reference: a label to check comes as a UUID and the size the label must say, both or neither. */
@@ -284,6 +299,14 @@ function containerRef(c: Args): ContainerRef {
 }
 
 /** An agent's status, reduced to what the controller shows: a field it cannot read is left out, not fatal. */
+/** A disk's grant pool as its agent reports it; null when absent or not all whole numbers. */
+function parseGrantStats(v: unknown): GrantPoolStats | null {
+  if (!isPlainObject(v)) return null;
+  const keys = ['held', 'target', 'claims', 'unconfirmed', 'requests', 'empty'] as const;
+  if (!keys.every((k) => Number.isSafeInteger(v[k]) && (v[k] as number) >= 0)) return null;
+  return Object.fromEntries(keys.map((k) => [k, v[k] as number])) as unknown as GrantPoolStats;
+}
+
 function parseStatus(v: unknown): AgentStatusReport {
   const r = isPlainObject(v) ? v : {};
   const disks = Array.isArray(r.disks) ? r.disks.filter(isPlainObject) : [];
@@ -291,7 +314,7 @@ function parseStatus(v: unknown): AgentStatusReport {
     suspended: r.suspended === true,
     disks: disks.filter((d) => typeof d.name === 'string').map((d) => ({
       name: d.name as string, device: typeof d.device === 'string' ? d.device : null, io: parseIoCounts(d.io) ?? null,
-      delays: parseDelayCounts(d.delays) ?? null,
+      delays: parseDelayCounts(d.delays) ?? null, grants: parseGrantStats(d.grants),
     })),
   };
 }

@@ -74,7 +74,7 @@ export interface DeviceOptions {
 }
 
 export function deviceParams(o: DeviceOptions): UblkParams {
-  const maxIo = o.maxIoBufBytes ?? DEFAULT_MAX_IO_BUF_BYTES;
+  const maxIo = o.maxIoBufBytes ?? defaultMaxIoBufBytes(o.table.segmentSize);
   // Discards walk segment by segment, so bound them to a few segments per request.
   const maxDiscard = Math.min(0xffffffff, (8 * o.table.segmentSize) / 512);
   return {
@@ -90,7 +90,16 @@ export function deviceParams(o: DeviceOptions): UblkParams {
   };
 }
 
-export const DEFAULT_MAX_IO_BUF_BYTES = 512 * 1024;
+/**
+ * The largest request the kernel sends (max_sectors) unless told: 1 MiB for segments of 1 MiB or more, so a
+ * 1 MiB write over a 1 MiB segment arrives whole (a copy-on-write claim takes one request within one
+ * segment); 512 KiB for smaller ones, whose requests split into a piece per segment and must stay within a
+ * tag's MAX_OPS_PER_TAG records (a 1 MiB request over 64 KiB segments mapped out of order is 17 pieces).
+ * Tag buffers are mapped lazily: pages a queue never fills cost nothing.
+ */
+export function defaultMaxIoBufBytes(segmentSize: number): number {
+  return segmentSize >= 1024 * 1024 ? 1024 * 1024 : 512 * 1024;
+}
 
 export interface Fault {
   /** FAULT_READ, FAULT_WRITE or FAULT_DISCARD (src/protocol/fault-ops.ts) */
@@ -151,7 +160,7 @@ export class UblkDevice {
 
   static async start(control: UblkControlDevice, o: DeviceOptions): Promise<UblkDevice> {
     if (o.sizeBytes <= 0 || o.sizeBytes % 512 !== 0) throw new RangeError(`device size ${o.sizeBytes} is not a positive multiple of 512`);
-    const maxIo = o.maxIoBufBytes ?? DEFAULT_MAX_IO_BUF_BYTES;
+    const maxIo = o.maxIoBufBytes ?? defaultMaxIoBufBytes(o.table.segmentSize);
     const info = await control.addDev({ nrHwQueues: o.queues, queueDepth: o.depth, maxIoBufBytes: maxIo, flags: o.flags ?? 0n });
     debug(`ADD_DEV -> dev ${info.devId}, ${info.nrHwQueues} queue(s) x ${info.queueDepth}, flags 0x${info.flags.toString(16)}`);
     try {

@@ -5,7 +5,7 @@
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import * as abi from '../native/abi.js';
 import { addon } from '../native/addon.js';
-import { MappingTable, STATE_ZERO } from '../table/mapping-table.js';
+import { MappingTable, STATE_NO_WRITE, STATE_ZERO } from '../table/mapping-table.js';
 import { DEFERRED, FAULTED, SYNC, Translator, genReached } from '../io/translator.js';
 import { ClaimRing } from '../io/claim-ring.js';
 import { FAULT_WRITE } from '../protocol/fault-ops.js';
@@ -170,6 +170,21 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
       stamp[tag] = epoch;
       inflight++;
     };
+    // A copy-on-write claim's contents at the granted segment (see ClaimRing.claimCow): what the write leaves
+    // of the old segment, copied, then the tag's buffer at its place. Synchronous, under the claim lock.
+    const writeCow = (tag: number, inSeg: number, bytes: number, container: number, offset: number, from: { container: number; offset: number }): boolean => {
+      const fd = containerFds[container];
+      const fromFd = containerFds[from.container];
+      if (fd === undefined || fd < 0 || (bytes < args.segmentSize && (fromFd === undefined || fromFd < 0))) return false;
+      const end = inSeg + bytes;
+      try {
+        if (inSeg > 0) q.copy(fromFd, from.offset, fd, offset, inSeg);
+        if (end < args.segmentSize) q.copy(fromFd, from.offset + end, fd, offset + end, args.segmentSize - end);
+        return q.writeTag(tag, fd, bytes, offset + inSeg) === bytes;
+      } catch {
+        return false;
+      }
+    };
     const plan = (tag: number, opFlags: number, nrSectors: number, sector: number): void => {
       reqSector[tag] = sector;
       reqSectors[tag] = nrSectors;
@@ -200,6 +215,20 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         if (ring && syncWords && tr.faultOp === FAULT_WRITE && tr.faultStates === STATE_ZERO && ring.claim(tr.faultSegment, table, syncWords, dirtyBits)) {
           claimed = true;
           plan(tag, opFlags, nrSectors, sector);
+          return;
+        }
+        // A write within one shared segment (not FUA: its data is written here without O_DSYNC) is copied on
+        // write here too, where the grants allow it: the segment's new contents go to a granted segment
+        // before the entry does (the rest of the old one copied, unless the write covers it), and the request
+        // is then complete.
+        const bytes = nrSectors * 512;
+        if (ring && syncWords && tr.faultOp === FAULT_WRITE && tr.faultStates === STATE_NO_WRITE && tr.faultLength === bytes
+          && (opFlags & abi.UBLK_IO_F_FUA) === 0
+          && ring.claimCow(tr.faultSegment, bytes === args.segmentSize, table, syncWords, dirtyBits,
+            (c, off, from) => writeCow(tag, tr.faultOffset, bytes, c, off, from))) {
+          claimed = true;
+          tr.succeed(tag, bytes);
+          track(tag);
           return;
         }
         result.faults++;

@@ -25,6 +25,7 @@ export const FAILPOINTS = {
   'agent.loaded': 'the agent installed a piece of a table load (attach, reconnect), not yet acknowledged',
   'agent.blocked': 'the agent applied a blocking change and drained the requests before it, not yet acknowledged',
   'agent.claimed': 'the agent claimed a granted segment while an earlier claim, whose write may have completed, is only in its claims file',
+  'agent.cow-claimed': 'a queue wrote a whole shared segment to a grant and recorded its copy-on-write claim, the entry not yet installed',
   'agent.recovering': 'the agent started a device recovery (START_USER_RECOVERY), no queue has fetched yet',
   'agent.recovered': 'the agent recovered a quiesced device after a restart, not yet acknowledged',
 } as const;

@@ -1,7 +1,8 @@
 // Copy-on-write on the real kernel: partial writes after a snapshot go to alternate blocks (--partial bitmap)
 // under fio verify, reads merge them, `vdisk fold` makes them plain; copy-out keeps the writer's segment and
 // moves the snapshot; a whole-segment overwrite; and kill -9 of the controller while copy-on-write faults are
-// being answered, then restart: fio's verify passes, the snapshots are unchanged, `vdisk check` is clean.
+// being answered, then restart: fio's verify passes, the snapshots are unchanged, `vdisk check` is clean. And
+// copy-on-write in the agent itself (grants that allow it): whole segments, and parts of them with --partial copy.
 import t from 'tap';
 import crypto from 'node:crypto';
 import { Cluster } from './cluster.js';
@@ -69,6 +70,47 @@ t.test('copy-out: stomp the origin, the snapshot keeps its data; a whole-segment
   t.ok(readDirect(r, 0, 4 * MB).equals(expect), 'the redirect disk reads its new data over A');
   t.ok(readDirect(await c.attach('r-snap'), 0, 4 * MB).equals(A), 'its snapshot still reads A');
   t.match((await c.json<Info>('info', 'r')), { alternates: 1 }, 'the partial write went to alternate blocks');
+  t.equal(...(await c.check()));
+});
+
+t.test('copy-on-write in the agent: whole-segment and --partial copy writes after a snapshot take grants, not faults', async (t) => {
+  const c = await Cluster.start('vd-cow-claims');
+  t.teardown(() => c.stop());
+  await c.container('c1', '256M');
+  await c.ok('create', 'o', '--size', '8M');
+  const o = await c.attach('o');
+  const A = crypto.randomBytes(8 * MB);
+  writeDirect(o, 0, A);
+  await c.ok('detach', 'o');
+  await c.ok('snapshot', 'o', 's');
+  await c.ok('clone', 's', 'k', '--partial', 'copy');
+  const k = await c.attach('k', 'h1', '--queues', '2');
+  type Stats = { faults: Record<string, { count: number }>; diskStats: Array<{ name: string; hosts: Array<{ grants: { held: number; claims: number } | null }> }> };
+  const stats = () => c.json<Stats>('stats');
+  const pool = async () => (await stats()).diskStats.find((d) => d.name === 'k')?.hosts[0]?.grants ?? null;
+  // The grants asked for at attach carry the rule: once they are held, no write below needs the controller.
+  await c.until('k\'s first grants', async () => ((await pool())?.held ?? 0) > 0);
+  const faults0 = (await stats()).faults.write?.count ?? 0;
+  const claims0 = (await pool())!.claims;
+  const expect = Buffer.from(A);
+  const W = crypto.randomBytes(MB);
+  writeDirect(k, 2 * MB, W); // segment 2 whole: nothing copied
+  W.copy(expect, 2 * MB);
+  const P = crypto.randomBytes(256 * 1024);
+  writeDirect(k, 5 * MB + 256 * 1024, P); // part of segment 5: the rest copied from the shared segment
+  P.copy(expect, 5 * MB + 256 * 1024);
+  const Q = crypto.randomBytes(4096);
+  writeDirect(k, 7 * MB + 8192, Q);
+  Q.copy(expect, 7 * MB + 8192);
+  t.ok(readDirect(k, 0, 8 * MB).equals(expect), 'the clone reads its new data over the snapshot\'s');
+  t.equal(((await stats()).faults.write?.count ?? 0) - faults0, 0, 'no write faulted: the agent copied on write itself');
+  await c.until('the three claims', async () => (await pool())!.claims - claims0 >= 3);
+  t.equal((await pool())!.claims - claims0, 3, 'three copy-on-write claims');
+  t.ok(readDirect(await c.attach('s'), 0, 8 * MB).equals(A), 'the snapshot still reads its data');
+  // The claims reached the controller: a new device, its table loaded from the store, reads the same.
+  await c.ok('detach', 'k');
+  t.ok(readDirect(await c.attach('k'), 0, 8 * MB).equals(expect), 'reattached, the clone reads the same');
+  t.match(await c.json<Info>('info', 'k'), { alternates: 0 }, 'no alternate blocks: whole segments were copied');
   t.equal(...(await c.check()));
 });
 

@@ -48,6 +48,8 @@ interface Ctx {
   n: number;
   /** Where the migration scenario moves the disk. */
   to?: string;
+  /** The sha256 of what `shared` wrote before its snapshot. */
+  snapSha?: string;
 }
 
 interface Scenario {
@@ -69,7 +71,9 @@ interface Scenario {
 
 /** Writes the whole disk and snapshots it, so that fio's writes are copy-on-write faults. */
 const shared = async (x: Ctx) => {
-  writeDirect(x.dev, 0, crypto.randomBytes(SIZE));
+  const data = crypto.randomBytes(SIZE);
+  x.snapSha = sha(data);
+  writeDirect(x.dev, 0, data);
   await x.c.ok('snapshot', x.w, `${x.w}-s${x.i}`);
 };
 /**
@@ -186,6 +190,18 @@ const SCENARIOS: Record<Failpoint, Scenario> = {
   // complete, are only in its claims file (nothing has asked for more grants yet). The next agent sends
   // them with its registration, and fio's verify reads them back.
   'agent.claimed': { setup: fresh, passes: 2, act: async (x) => { await restartAgent(x.c); } },
+  // The agent (restarted armed by arm(), its grants allowing copy-on-write) dies in a queue between writing a
+  // whole shared segment to a grant with its claim record and installing the entry: fio's 1 MiB write is not
+  // complete. The next agent sends the claim with its registration and the device reissues the write; fio's
+  // verify reads every segment back, and the snapshot still reads the old data (check, sentinel).
+  'agent.cow-claimed': {
+    setup: shared, fioIsTheFlow: true, passes: 2, fio: ['--bs=1M', '--number_ios=4', '--rate_iops=16'], act: async () => {},
+    after: async (x, t) => {
+      const snap = await x.c.attach(`${x.w}-s${x.i}`);
+      t.equal(sha(readDirect(snap, 0, SIZE)), x.snapSha, 'the snapshot reads what was written before it');
+      await x.c.ok('detach', `${x.w}-s${x.i}`);
+    },
+  },
   // Once: with the agent dead, the snapshot waits out its lease before it goes on.
   'agent.blocked': { passes: 1, act: async (x) => { await x.c.vdisk('snapshot', x.w, `${x.w}-b${x.i}`); } },
 };
@@ -219,13 +235,13 @@ async function arm(c: Cluster, fp: Failpoint, n: number, dev: string): Promise<v
   try {
     // The agent is armed by the restart that is its flow (restartAgent), or now for agent.blocked.
     if (who === 'controller') await c.ok('controller', 'start');
-    else if (fp === 'agent.blocked') {
+    else if (fp === 'agent.blocked' || fp === 'agent.cow-claimed') {
       await restartAgent(c);
       // The new agent has recovered this disk's device (its table exists) once a read through it completes.
       await readDirectAsync(dev, 0, 4096);
     }
   } finally {
-    if (who === 'controller' || fp === 'agent.blocked') delete process.env.VDISK_FAILPOINT;
+    if (who === 'controller' || fp === 'agent.blocked' || fp === 'agent.cow-claimed') delete process.env.VDISK_FAILPOINT;
   }
 }
 

@@ -127,8 +127,11 @@ t.test('peers\' results are checked', async (t) => {
   }
   t.same(AGENT_OPS['table.states'].result('anything', undefined), {}, 'a result that carries nothing is ignored');
   t.same(AGENT_OPS['agent.status'].result({ suspended: true, disks: [null, { name: 'd', device: 5, io: { reads: 1 }, delays: { parked: -1, cancelled: 0, expired: 0 } }, { device: '/x' },
-    { name: 'e', device: '/dev/ublkb2', delays: { parked: 1, cancelled: 2, expired: 3, extra: 4 } }] }, undefined),
-  { suspended: true, disks: [{ name: 'd', device: null, io: null, delays: null }, { name: 'e', device: '/dev/ublkb2', io: null, delays: { parked: 1, cancelled: 2, expired: 3 } }] },
+    { name: 'e', device: '/dev/ublkb2', delays: { parked: 1, cancelled: 2, expired: 3, extra: 4 }, grants: { held: 3, target: 64, claims: 9, unconfirmed: 1, requests: 2, empty: 0, x: 1 } },
+    { name: 'f', grants: { held: -1, target: 64, claims: 9, unconfirmed: 1, requests: 2, empty: 0 } }] }, undefined),
+  { suspended: true, disks: [{ name: 'd', device: null, io: null, delays: null, grants: null },
+    { name: 'e', device: '/dev/ublkb2', io: null, delays: { parked: 1, cancelled: 2, expired: 3 }, grants: { held: 3, target: 64, claims: 9, unconfirmed: 1, requests: 2, empty: 0 } },
+    { name: 'f', device: null, io: null, delays: null, grants: null }] },
   'agent.status is read field by field');
   t.same(AGENT_OPS['agent.status'].result(undefined, undefined), { suspended: false, disks: [] });
   t.throws(() => CONTROLLER_OPS['disk.ioerror'].result({ entries: -1 }, undefined), { code: 'EPROTO' });

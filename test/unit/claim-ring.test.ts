@@ -7,11 +7,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { ClaimRing } from '../../src/io/claim-ring.js';
+import { CLAIM_RECORD_BYTES, COW_COPY, COW_WHOLE, ClaimRing, decodeClaim } from '../../src/io/claim-ring.js';
 import { SYNC_MAPPED, SYNC_WORDS, dirtyWords } from '../../src/io/translator.js';
 import { GrantPool, readClaimsFiles, type AskAnswer } from '../../src/agent/grant-pool.js';
 import { MappingTable, STATE_NO_WRITE, STATE_ZERO } from '../../src/table/mapping-table.js';
-import type { Claim } from '../../src/protocol/agent-ops.js';
+import type { Claim, CowClaims } from '../../src/protocol/agent-ops.js';
 
 const SEG = 1 << 20;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-ring-'));
@@ -71,6 +71,84 @@ t.test('a claim is recorded, then installed; faults out and non-Zero entries sto
   t.notOk(ring.claim(8, table, sync, dirty), 'a revocation empties the ring');
   p.close();
   t.notOk(fs.existsSync(file), 'closed: the file is gone');
+});
+
+t.test('a copy-on-write claim: only where the grants allow it, the data written before the record and the entry', async (t) => {
+  const file = path.join(dir, '3.claims');
+  let cow: CowClaims | undefined;
+  let next = 0;
+  const sent: Claim[][] = [];
+  const ask = async (want: number, claims: Claim[], accept: (a: AskAnswer) => void) => {
+    sent.push(claims);
+    accept({ grants: Array.from({ length: Math.min(want, 8) }, () => ({ container: 2, offset: (next++ + 32) * SEG })), ...(cow ? { cow } : {}) });
+  };
+  const p = new GrantPool(file, SEG, ask, () => {});
+  p.prime();
+  await until(() => p.held > 0);
+  const table = MappingTable.create({ segments: 16, segmentSize: SEG });
+  table.setRange(0, 16, { states: STATE_NO_WRITE, container: 1, offset: 0, alt: 0 }, false);
+  const sync = new Int32Array(new SharedArrayBuffer(SYNC_WORDS * 4));
+  const dirty = new Int32Array(new SharedArrayBuffer(dirtyWords(64) * 4));
+  const ring = new ClaimRing(p.ring.buffer);
+  // (Not readClaimsFiles: it removes a file it finds empty, as a restarted agent does.)
+  const recorded = () => {
+    const b = fs.existsSync(file) ? fs.readFileSync(file) : Buffer.alloc(0);
+    return Array.from({ length: b.length / CLAIM_RECORD_BYTES }, (_, k) => decodeClaim(b, k * CLAIM_RECORD_BYTES));
+  };
+  const writes: Array<{ container: number; offset: number; records: number; entry: number }> = [];
+  const write = (container: number, offset: number) => {
+    writes.push({ container, offset, records: recorded().length, entry: table.load(4) });
+    return true;
+  };
+  t.notOk(ring.claimCow(4, true, table, sync, dirty, write), 'grants given without the copy-on-write rule serve no such claim');
+  t.equal(writes.length, 0, 'and write nothing');
+  // A revocation, then grants with the rule.
+  p.drop();
+  cow = 'whole';
+  p.claimed();
+  await until(() => p.held > 0 && ring.cow !== 0);
+  t.equal(ring.cow, COW_WHOLE, 'the answer\'s rule reaches the ring');
+  const first = p.held;
+  t.notOk(ring.claimCow(4, false, table, sync, dirty, write), 'a write of part of the segment needs the copy rule');
+  t.ok(ring.claimCow(4, true, table, sync, dirty, write), 'a whole write at an exact No-write entry is claimed');
+  t.equal(writes.length, 1, 'its data is written once');
+  t.same({ records: writes[0].records, entry: writes[0].entry }, { records: 0, entry: STATE_NO_WRITE },
+    'before its record is in the file and before the entry changes (readers still read the shared segment)');
+  const g = { container: writes[0].container, offset: writes[0].offset };
+  t.same(table.get(4), { states: 0, ...g, alt: 0 }, 'then the entry maps the grant, writable');
+  t.same(recorded(), [{ segment: 4, ...g, cow: true }], 'the record says copy-on-write');
+  t.equal(Atomics.load(sync, SYNC_MAPPED), 1, 'SYNC_MAPPED bumped');
+  t.equal(Atomics.load(dirty, 0) & (1 << 2), 1 << 2, 'the grant\'s container is dirty for the next FLUSH');
+  t.equal(p.held, first - 1, 'one grant taken');
+  t.notOk(ring.claimCow(4, true, table, sync, dirty, write), 'the entry, now writable, is not claimed again');
+  table.changeStates(5, 1, STATE_ZERO, true);
+  t.notOk(ring.claimCow(5, true, table, sync, dirty, write), 'nor one with another state besides No-write');
+  t.notOk(ring.claim(6, table, sync, dirty), 'a No-write entry is no Zero claim');
+  p.ring.faulting(true);
+  t.notOk(ring.claimCow(6, true, table, sync, dirty, write), 'nothing while a fault is out');
+  p.ring.faulting(false);
+  // A write that fails: its grant may hold some of the data, so it is dropped, never claimed as zeros later.
+  const held = p.held;
+  t.notOk(ring.claimCow(6, true, table, sync, dirty, () => false), 'a failed write claims nothing');
+  t.equal(table.load(6), STATE_NO_WRITE, 'the entry is unchanged (the write faults as before)');
+  t.equal(p.held, held - 1, 'and the grant it touched is gone from the ring');
+  t.equal(recorded().length, 1, 'no record for it');
+  const before = sent.length;
+  p.claimed();
+  await until(() => sent.slice(before).some((c) => c.length > 0));
+  t.same(sent.slice(before).flat(), [{ segment: 4, ...g, cow: true }], 'the claim goes to the controller marked copy-on-write');
+  // With `--partial copy`, a write of part of a segment is claimed too: `write` gets the old segment to copy from.
+  p.drop();
+  cow = 'copy';
+  p.claimed();
+  await until(() => p.held > 0 && ring.cow !== 0);
+  t.equal(ring.cow, COW_COPY);
+  let from: unknown;
+  t.ok(ring.claimCow(7, false, table, sync, dirty, (_c, _o, f) => { from = { ...f }; return true; }), 'a partial write is claimed under the copy rule');
+  t.same(from, { states: STATE_NO_WRITE, container: 1, offset: 0, alt: 0 }, 'its writer is told the old segment');
+  p.drop();
+  t.equal(ring.cow, 0, 'a revocation clears the rule with the grants');
+  p.close();
 });
 
 t.test('worker threads claiming while the main thread confirms: every claim once, none lost', async (t) => {

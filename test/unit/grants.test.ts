@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Container, Disk } from '../../src/controller/store.js';
 import type { Claim, GrantedSegment } from '../../src/protocol/agent-ops.js';
 import { FAULT_RECLAIM, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
-import { STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
+import { STATE_NO_WRITE, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 import { entriesOf, scriptedController, type Peer } from '../support/scripted-agent.js';
 
 const SEG = 64 * 1024;
@@ -160,5 +160,46 @@ t.test('a forced detach of a lost host frees its grants; so does removing a disk
   await controller.store.removeAttachment(disk.id, 'hz');
   await ask('disk.rm', { name: 'd1' });
   t.equal(await granted(), 0, 'the removal freed them');
+  t.ok((await check()).ok, 'nothing leaked');
+});
+
+t.test('copy-on-write claims: allowed with the grants of a redirect disk; a claim remaps a shared entry, the snapshot keeps its segment', async (t) => {
+  const hc = await scriptedAgent('hc', 11);
+  const cw = await ask<Disk>('disk.create', { name: 'cw', size: 4 * SEG, segmentSize: SEG, thick: true });
+  await ask('disk.snapshot', { name: 'cw', snapshot: 'cw-s' });
+  const snap = await ask<Disk>('disk.info', { name: 'cw-s' });
+  await ask('disk.attach', { name: 'cw', hostId: 'hc' });
+  type CowGrant = GrantResult & { cow?: string };
+  const grantCw = async (want: number, claims: Claim[] = []) => (await hc.conn.request('disk.grant', { diskId: cw.id, want, claims })).result as CowGrant;
+  const r = await grantCw(2);
+  t.equal(r.grants.length, 2);
+  t.equal(r.cow, 'whole', 'the grants of a redirect-on-write disk serve whole-segment copy-on-write claims (--partial bitmap: no copy)');
+  const [old] = await controller.store.tables.getEntries(cw, 2, 1);
+  t.equal(old.states, STATE_NO_WRITE, 'the entry is shared with the snapshot');
+  t.equal((await grantCw(0, [claim(2, r.grants[0])])).claimed, 0, 'a Zero claim at a No-write entry is refused');
+  t.equal((await grantCw(0, [{ ...claim(2, r.grants[0]), cow: true }])).claimed, 1, 'a copy-on-write claim there is applied');
+  t.same((await controller.store.tables.getEntries(cw, 2, 1))[0], { states: 0, container: r.grants[0].container, offset: r.grants[0].offset, alt: 0 },
+    'the entry maps the grant, writable');
+  t.same((await controller.store.tables.getEntries(snap, 2, 1))[0], old, 'the snapshot still maps the old segment');
+  t.equal((await grantCw(0, [{ ...claim(2, r.grants[0]), cow: true }])).claimed, 1, 'sent again: counted as applied');
+  t.ok((await check()).ok, 'check is clean: the old segment keeps the snapshot\'s reference, the new one the disk\'s');
+  // An operator's hold revokes the grants; the next ones come without the rule.
+  await ask('disk.states', { name: 'cw', first: 3, count: 1, bits: STATE_NO_WRITE, set: true });
+  t.equal(await controller.store.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM grants WHERE disk_id = ?', [cw.id]).then((x) => x?.n), 0, 'the hold revoked the grants');
+  t.equal((await grantCw(1)).cow, undefined, 'no copy-on-write claims while a hold is set');
+  await ask('disk.states', { name: 'cw', first: 3, count: 1, bits: STATE_NO_WRITE, set: false });
+  t.equal((await grantCw(1)).cow, 'whole', 'and again once it is cleared');
+  // A clone that copies partial writes: its agent may copy the rest of the segment itself.
+  const cc = await ask<Disk>('disk.clone', { snapshot: 'cw-s', name: 'cw-c', partial: 'copy' });
+  await ask('disk.attach', { name: 'cw-c', hostId: 'hc' });
+  t.equal(((await hc.conn.request('disk.grant', { diskId: cc.id, want: 1, claims: [] })).result as CowGrant).cow, 'copy',
+    'a --partial copy disk\'s grants serve partial copy-on-write claims too');
+  await ask('disk.detach', { name: 'cw-c', hostId: 'hc' });
+  // A copy-out clone joins the family: its writes move the other members' entries.
+  await ask('disk.clone', { snapshot: 'cw-s', name: 'cw-k', cow: 'copy-out' });
+  t.equal(await controller.store.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM grants WHERE disk_id = ?', [cw.id]).then((x) => x?.n), 0, 'the copy-out clone revoked the family\'s grants');
+  t.equal((await grantCw(1)).cow, undefined, 'no copy-on-write claims in a family with a copy-out member');
+  await ask('disk.detach', { name: 'cw', hostId: 'hc' });
+  for (const name of ['cw-k', 'cw-c', 'cw', 'cw-s']) await ask('disk.rm', { name });
   t.ok((await check()).ok, 'nothing leaked');
 });

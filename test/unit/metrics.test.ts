@@ -63,8 +63,9 @@ t.test('per disk: allocation and Error segments from the table, I/O counts from 
   t.teardown(() => hy.close());
   const io = { reads: 10, readBytes: 40960, writes: 3, writeBytes: 3 * SEG, discards: 1, discardBytes: SEG, flushes: 2, errors: 1, faults: 4 };
   const delays = { parked: 2, cancelled: 5, expired: 1 };
+  const grants = { held: 30, target: 64, claims: 34, unconfirmed: 2, requests: 3, empty: 0 };
   hy.onRequest(async (op) => {
-    if (op === 'agent.status') return { suspended: false, disks: [{ diskId: d.id, name: 'm', device: '/dev/ublkb7', io, delays }] };
+    if (op === 'agent.status') return { suspended: false, disks: [{ diskId: d.id, name: 'm', device: '/dev/ublkb7', io, delays, grants }] };
     if (op === 'containers.set') return {};
     throw new VdiskError(`unexpected ${op}`, { code: 'EUNKNOWNOP' });
   });
@@ -76,7 +77,7 @@ t.test('per disk: allocation and Error segments from the table, I/O counts from 
   t.match(s.agents.find((a) => a.hostId === 'hy'), { suspended: false });
   const m = s.diskStats.find((x) => x.name === 'm');
   t.match(m, { sizeBytes: 4 * SEG, allocatedBytes: 3 * SEG, errorSegments: 1 }, 'three mapped segments, one of them now Error');
-  t.same(m?.hosts, [{ hostId: 'hy', device: '/dev/ublkb7', io, delays }], 'and the counters of the one host serving it, with its delayed faults');
+  t.same(m?.hosts, [{ hostId: 'hy', device: '/dev/ublkb7', io, delays, grants }], 'and the counters of the one host serving it, with its delayed faults and grants');
   const text = await runCli(['stats'], dir);
   t.match(text.out, /^m\s+256K\s+192K\s+1\s+hy\s+\/dev\/ublkb7\s+10\s+40K\s+3\s+192K\s+2\s+1\s+2$/m, 'one row per disk and host');
   t.match(text.out, /^hx .*not answering/m);
