@@ -207,14 +207,14 @@ export class AgentDisk {
    * with 0 to retry the request (it faults again if the table still cannot serve it) or -errno to fail it.
    */
   async fault(f: Fault): Promise<number> {
-    // While a fault is out, the queues claim nothing (see ClaimRing's H_FAULTS): its answer must not land on
-    // a claimed entry. Counted before the entry is read again below, so a claim made before is seen there;
-    // uncounted once the answer is installed (a delay's wait is not a fault out).
+    // While a fault is out, the queues do not claim its segment (see ClaimRing.faultOut): its answer must not
+    // land on a claimed entry. Counted before the entry is read again below, so a claim made before is seen
+    // there; uncounted once the answer is installed (a delay's wait is not a fault out).
     const ring = this.grants?.ring;
-    ring?.faulting(true);
+    const token = ring?.faultOut(f.segment);
     let out = ring !== undefined;
     const installed = () => {
-      if (out) ring?.faulting(false);
+      if (out) ring?.faultIn(token!);
       out = false;
     };
     try {

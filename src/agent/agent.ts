@@ -22,6 +22,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_LEASE_MS, leaseCheckMs, leaseDrainMs, leaseRangeText, validLease } from '../protocol/lease.js';
 
+/** How long a device start waits for its disk's first grants (see 'device.start'). */
+const FIRST_GRANTS_WAIT_MS = 2000;
+
 export { DEFAULT_LEASE_MS } from '../protocol/lease.js';
 
 export interface AgentOptions {
@@ -375,7 +378,12 @@ export class Agent {
       return {};
     },
     'device.start': async ({ diskId, queues, depth }) => {
-      const dev = await this.disk(diskId).start(this.ctl(), queues, depth);
+      const d = this.disk(diskId);
+      // The first grants (asked for at table.create) before the device: the controller answers them now, the
+      // table's load having released the disk's lock, and the first writes after the attach then claim rather
+      // than fault. Bounded: a slow or refused answer only delays nothing more than this.
+      await d.grants?.answered(FIRST_GRANTS_WAIT_MS);
+      const dev = await d.start(this.ctl(), queues, depth);
       return { devId: dev.devId, path: dev.path, queues: dev.queues };
     },
     'device.recover': async ({ diskId, devId }) => {

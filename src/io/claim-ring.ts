@@ -44,9 +44,8 @@ const H_FD = 3;
 /** Records in the claims file: the main thread reads the ones past what it has seen. */
 const H_RECORDS = 4;
 /**
- * Faults of this disk on their way to the controller (main thread). A worker claims only while there are
- * none: an answer to a fault sent before a claim would be installed over the claimed entry, and the
- * controller, not knowing the claim yet, would have mapped the segment anew (the claimed data lost).
+ * Faults of this disk on their way to the controller (main thread) that found no FAULT_SLOTS slot: while any
+ * is, no worker claims at all. Faults in slots stop claims of their own segment only (see faulting()).
  */
 const H_FAULTS = 5;
 /** Set by a worker whose append failed: the main thread stops granting to the ring. */
@@ -61,6 +60,15 @@ export const COW_WHOLE = 1;
 /** Any write within one segment: the rest of the segment is copied first (`--partial copy`). */
 export const COW_COPY = 2;
 const HEADER_WORDS = 8;
+/**
+ * The segments with faults out, as (segment + 1, count) pairs. A worker does not claim a segment listed here:
+ * the answer to a fault sent before the claim would be installed over the claimed entry, and the controller,
+ * not knowing the claim yet, would have mapped the segment anew (the claimed data lost). An answer installs
+ * its own segment's entry only (the controller pushes no windows ahead to a disk with grants, and every other
+ * change to the table revokes the grants first), so faults of other segments do not stop a claim.
+ */
+const FAULT_SLOTS = 32;
+const SLOTS_AT = HEADER_WORDS + 2 * FAULT_SLOTS; // Int32 words before the grants (a multiple of 2: Float64-aligned)
 
 export class ClaimRing {
   private readonly h: Int32Array;
@@ -69,13 +77,13 @@ export class ClaimRing {
   private readonly record = new Uint8Array(CLAIM_RECORD_BYTES);
 
   constructor(readonly buffer: SharedArrayBuffer) {
-    this.h = new Int32Array(buffer, 0, HEADER_WORDS);
-    this.capacity = (buffer.byteLength - HEADER_WORDS * 4) / 16;
-    this.slots = new Float64Array(buffer, HEADER_WORDS * 4, this.capacity * 2);
+    this.h = new Int32Array(buffer, 0, SLOTS_AT);
+    this.capacity = (buffer.byteLength - SLOTS_AT * 4) / 16;
+    this.slots = new Float64Array(buffer, SLOTS_AT * 4, this.capacity * 2);
   }
 
   static create(capacity: number): ClaimRing {
-    return new ClaimRing(new SharedArrayBuffer(HEADER_WORDS * 4 + Math.max(1, capacity) * 16));
+    return new ClaimRing(new SharedArrayBuffer(SLOTS_AT * 4 + Math.max(1, capacity) * 16));
   }
 
   /** Held briefly by either side (a claim is one write(2)): a spin, then short waits. */
@@ -162,9 +170,48 @@ export class ClaimRing {
     Atomics.store(this.h, H_BROKEN, b ? 1 : 0);
   }
 
-  /** A fault of this disk is on its way (true) or answered and installed (false). */
-  faulting(on: boolean): void {
-    this.locked(() => Atomics.add(this.h, H_FAULTS, on ? 1 : -1));
+  /**
+   * A fault of `segment` is on its way: no worker claims that segment until out() is called with the token
+   * returned (the fault answered and installed). With every slot taken, no claim at all until then.
+   */
+  faultOut(segment: number): number {
+    return this.locked(() => {
+      let free = -1;
+      for (let k = 0; k < FAULT_SLOTS; k++) {
+        const w = HEADER_WORDS + 2 * k;
+        if (this.h[w] === segment + 1) {
+          this.h[w + 1]++;
+          return k;
+        }
+        if (free < 0 && this.h[w] === 0) free = k;
+      }
+      if (free < 0) {
+        this.h[H_FAULTS]++;
+        return -1;
+      }
+      this.h[HEADER_WORDS + 2 * free] = segment + 1;
+      this.h[HEADER_WORDS + 2 * free + 1] = 1;
+      return free;
+    });
+  }
+
+  /** The fault of faultOut()'s token was answered and its answer installed. */
+  faultIn(token: number): void {
+    this.locked(() => {
+      if (token < 0) {
+        this.h[H_FAULTS]--;
+        return;
+      }
+      const w = HEADER_WORDS + 2 * token;
+      if (--this.h[w + 1] === 0) this.h[w] = 0;
+    });
+  }
+
+  /** Under the lock: whether a fault out stops a claim of `segment`. */
+  private faultsStop(segment: number): boolean {
+    if (this.h[H_FAULTS] !== 0) return true;
+    for (let k = 0; k < FAULT_SLOTS; k++) if (this.h[HEADER_WORDS + 2 * k] === segment + 1) return true;
+    return false;
   }
 
   // ---- a queue worker
@@ -180,7 +227,7 @@ export class ClaimRing {
     this.lock();
     try {
       const fd = this.fd;
-      if (fd < 0 || this.h[H_HEAD] === this.h[H_TAIL] || Atomics.load(this.h, H_FAULTS) !== 0 || this.h[H_BROKEN] !== 0) return false;
+      if (fd < 0 || this.h[H_HEAD] === this.h[H_TAIL] || this.h[H_BROKEN] !== 0 || this.faultsStop(segment)) return false;
       // Read again under the lock: the main thread changes entries only after it took the grants back.
       if (table.load(segment) !== STATE_ZERO) return false;
       const s = (this.h[H_HEAD] % this.capacity) * 2;
@@ -223,7 +270,7 @@ export class ClaimRing {
     this.lock();
     try {
       const fd = this.fd;
-      if (fd < 0 || this.h[H_HEAD] === this.h[H_TAIL] || Atomics.load(this.h, H_FAULTS) !== 0 || this.h[H_BROKEN] !== 0 || this.h[H_COW] < need) return false;
+      if (fd < 0 || this.h[H_HEAD] === this.h[H_TAIL] || this.h[H_BROKEN] !== 0 || this.h[H_COW] < need || this.faultsStop(segment)) return false;
       const old = table.get(segment);
       if (old.states !== STATE_NO_WRITE) return false;
       const s = (this.h[H_HEAD] % this.capacity) * 2;

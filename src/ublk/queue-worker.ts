@@ -185,7 +185,7 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         return false;
       }
     };
-    const plan = (tag: number, opFlags: number, nrSectors: number, sector: number): void => {
+    const plan = (tag: number, opFlags: number, nrSectors: number, sector: number, again = false): void => {
       reqSector[tag] = sector;
       reqSectors[tag] = nrSectors;
       const outcome = tr.translate(tag, opFlags, nrSectors, sector);
@@ -229,6 +229,14 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
           claimed = true;
           tr.succeed(tag, bytes);
           track(tag);
+          return;
+        }
+        // The entry changed since it was read (another queue claimed the segment, for a request on the other
+        // half of it or the same write split): planned once more against it, not sent as a fault. That fault
+        // would only be answered "planned again" by the main thread, and while it is out no queue of the disk
+        // claims anything: the writes behind it would fault to the controller one batch after another.
+        if (!again && table.load(tr.faultSegment) !== tr.faultStates) {
+          plan(tag, opFlags, nrSectors, sector, true);
           return;
         }
         result.faults++;

@@ -1,5 +1,5 @@
 // Claims made by queue workers (src/io/claim-ring.ts) and collected by the grant pool (src/agent/grant-pool.ts):
-// a claim is in the claims file before its entry is installed; nothing is claimed while a fault is out or from
+// a claim is in the claims file before its entry is installed; nothing is claimed while a fault of its segment is out or from
 // an entry that is not exactly Zero; and real worker threads claiming while the main thread confirms and
 // rewrites the file lose no claim and repeat none.
 import t from 'tap';
@@ -56,15 +56,21 @@ t.test('a claim is recorded, then installed; faults out and non-Zero entries sto
   t.notOk(ring.claim(5, table, sync, dirty), 'a mapped entry is not claimed again');
   table.changeStates(6, 1, STATE_NO_WRITE, true);
   t.notOk(ring.claim(6, table, sync, dirty), 'nor one that is Zero and No-write');
-  p.ring.faulting(true);
-  t.notOk(ring.claim(7, table, sync, dirty), 'nothing is claimed while a fault is out');
-  p.ring.faulting(false);
-  t.ok(ring.claim(7, table, sync, dirty), 'and claims go on once it is answered');
+  const token = p.ring.faultOut(7);
+  t.notOk(ring.claim(7, table, sync, dirty), 'a segment is not claimed while a fault of it is out');
+  t.ok(ring.claim(9, table, sync, dirty), 'another segment is, meanwhile');
+  p.ring.faultIn(token);
+  t.ok(ring.claim(7, table, sync, dirty), 'and that one too once its fault is answered');
+  // More faults out than the ring has slots for: then nothing is claimed until they are answered.
+  const tokens = Array.from({ length: 33 }, (_, k) => p.ring.faultOut(100 + k));
+  t.equal(tokens.filter((x) => x < 0).length, 1, 'the 33rd fault finds no slot');
+  t.notOk(ring.claim(10, table, sync, dirty), 'and stops every claim');
+  for (const x of tokens) p.ring.faultIn(x);
   // The worker's message: the claims go to the controller without anyone asking the pool for them.
   const before = sent.length;
   p.claimed();
   await until(() => sent.slice(before).some((c) => c.length > 0));
-  t.same(sent.slice(before).flat(), [{ segment: 5, container: 3, offset: 16 * SEG }, { segment: 7, container: 3, offset: 17 * SEG }],
+  t.same(sent.slice(before).flat(), [5, 9, 7].map((segment, k) => ({ segment, container: 3, offset: (16 + k) * SEG })),
     'the pool collects the workers\' claims from the file, in order, and sends them');
   t.same(p.unconfirmed().claims, [], 'confirmed by the answer');
   p.drop();
@@ -124,9 +130,9 @@ t.test('a copy-on-write claim: only where the grants allow it, the data written 
   table.changeStates(5, 1, STATE_ZERO, true);
   t.notOk(ring.claimCow(5, true, table, sync, dirty, write), 'nor one with another state besides No-write');
   t.notOk(ring.claim(6, table, sync, dirty), 'a No-write entry is no Zero claim');
-  p.ring.faulting(true);
-  t.notOk(ring.claimCow(6, true, table, sync, dirty, write), 'nothing while a fault is out');
-  p.ring.faulting(false);
+  const out = p.ring.faultOut(6);
+  t.notOk(ring.claimCow(6, true, table, sync, dirty, write), 'nothing while a fault of the segment is out');
+  p.ring.faultIn(out);
   // A write that fails: its grant may hold some of the data, so it is dropped, never claimed as zeros later.
   const held = p.held;
   t.notOk(ring.claimCow(6, true, table, sync, dirty, () => false), 'a failed write claims nothing');

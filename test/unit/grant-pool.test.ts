@@ -47,7 +47,7 @@ t.test('claims go to the file before take() returns; confirmed ones leave it', a
   t.same(readClaimsFiles(dir).get(5), [{ segment: 3, ...seg(0) }, { segment: 2 ** 31 + 5, ...seg(1) }], 'read back as they were claimed');
   await calls(s, 2);
   t.equal(s.calls.length, 2, 'claims made together go in one request');
-  t.same([s.calls[1].want, s.calls[1].claims.length], [0, 2], 'asking for nothing while the pool is above half');
+  t.same([s.calls[1].want, s.calls[1].claims.length], [2, 2], 'claims alone (the pool above half) still top it up to its target');
   pool.take(4);
   await turn();
   t.equal(s.calls.length, 2, 'one request at a time');
@@ -139,4 +139,22 @@ t.test('claims files are per host and per controller: two clusters\' agents name
   t.equal(claimsDir('h1', '/scratch/a/controller.sock'), a, 'the same for the next agent of that controller');
   t.not(claimsDir('h1', '/scratch/b/controller.sock'), a, 'another controller\'s h1 has its own');
   t.not(claimsDir('h2', '/scratch/a/controller.sock'), a, 'another host of the same controller too');
+});
+
+t.test('a device start can wait for the first answer, and only so long', async (t) => {
+  const s = scripted();
+  const pool = new GrantPool(path.join(dir, '9.claims'), SEG, s.ask, () => {});
+  t.equal(await pool.answered(20), false, 'nothing asked yet: the wait runs out');
+  pool.prime();
+  await calls(s, 1);
+  const waiting = pool.answered(60_000);
+  let done = false;
+  void waiting.then(() => { done = true; });
+  await turn();
+  t.equal(done, false, 'the first request is out: still waiting');
+  s.calls[0].answer({ grants: [seg(0), seg(1)] });
+  t.equal(await waiting, true, 'answered: the wait ends with it');
+  t.equal(pool.held, 2, 'the grants are held by then');
+  t.equal(await pool.answered(0), true, 'and later waits end at once');
+  pool.close();
 });
