@@ -14,7 +14,7 @@ import { failpoint } from '../util/failpoints.js';
 import type { AgentRegistry } from './agents.js';
 import { lazyCommitAllowed } from './batch-settle.js';
 import type { Db } from './db.js';
-import { familyOf, releaseUnlessShared } from './sharing.js';
+import { familyOf, sharedMany } from './sharing.js';
 import type { Disk, Store } from './store.js';
 
 const REVOKE_TIMEOUT_MS = 30_000;
@@ -247,8 +247,14 @@ export class Grants {
       applied++;
     }
     for (const k of changed) await this.store.tables.putChunk(disk.id, k, chunks.get(k)!);
-    // After the entries: a segment no other family member names any more is free (as a controller's remap frees it).
-    for (const l of left) await releaseUnlessShared(this.store, disk, l.segment, l.at);
+    // After the entries: a segment no other family member names any more is free (as a controller's remap
+    // frees it). One look for the lot: each member's chunk is read once, not once per claim (a clone deep in
+    // a chain has tens of members, and a top-up carries a hundred claims).
+    if (left.length > 0) {
+      const shared = await sharedMany(this.store, disk, left);
+      const units = disk.segmentSize / LOCATION_UNIT;
+      for (const [i, l] of left.entries()) if (!shared[i]) await this.store.alloc.free(l.at.container, l.at.offset / LOCATION_UNIT, units);
+    }
     for (const [container, units] of taken) {
       await db.run('DELETE FROM grants WHERE container_id = ? AND unit IN (SELECT value FROM json_each(?))', [container, JSON.stringify(units)]);
     }

@@ -233,8 +233,8 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
         }
         // The entry changed since it was read (another queue claimed the segment, for a request on the other
         // half of it or the same write split): planned once more against it, not sent as a fault. That fault
-        // would only be answered "planned again" by the main thread, and while it is out no queue of the disk
-        // claims anything: the writes behind it would fault to the controller one batch after another.
+        // would cost a hop to the main thread only to be answered "planned again", and while it is out no
+        // queue claims its segment.
         if (!again && table.load(tr.faultSegment) !== tr.faultStates) {
           plan(tag, opFlags, nrSectors, sector, true);
           return;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Container, Disk } from '../../src/controller/store.js';
 import type { Claim, GrantedSegment } from '../../src/protocol/agent-ops.js';
 import { FAULT_RECLAIM, FAULT_WRITE } from '../../src/protocol/fault-ops.js';
-import { STATE_NO_WRITE, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
+import { LOCATION_UNIT, STATE_NO_WRITE, STATE_ZERO, type Entry } from '../../src/table/mapping-table.js';
 import { entriesOf, scriptedController, type Peer } from '../support/scripted-agent.js';
 
 const SEG = 64 * 1024;
@@ -183,6 +183,20 @@ t.test('copy-on-write claims: allowed with the grants of a redirect disk; a clai
   t.same((await controller.store.tables.getEntries(snap, 2, 1))[0], old, 'the snapshot still maps the old segment');
   t.equal((await grantCw(0, [{ ...claim(2, r.grants[0]), cow: true }])).claimed, 1, 'sent again: counted as applied');
   t.ok((await check()).ok, 'check is clean: the old segment keeps the snapshot\'s reference, the new one the disk\'s');
+  // A No-write entry nobody else names any more (its snapshot removed): the claim frees the old segment.
+  const lone = await ask<Disk>('disk.create', { name: 'cw-lone', size: 2 * SEG, segmentSize: SEG, thick: true });
+  await ask('disk.snapshot', { name: 'cw-lone', snapshot: 'cw-lone-s' });
+  await ask('disk.rm', { name: 'cw-lone-s' });
+  await ask('disk.attach', { name: 'cw-lone', hostId: 'hc' });
+  const [was] = await controller.store.tables.getEntries(lone, 1, 1);
+  t.equal(was.states, STATE_NO_WRITE, 'still No-write after its snapshot went');
+  const lg = (await hc.conn.request('disk.grant', { diskId: lone.id, want: 1, claims: [] })).result as CowGrant;
+  t.equal(((await hc.conn.request('disk.grant', { diskId: lone.id, want: 0, claims: [{ ...claim(1, lg.grants[0]), cow: true }] })).result as CowGrant).claimed, 1);
+  const named = await controller.store.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM allocations WHERE container_id = ? AND unit = ?', [was.container, was.offset / LOCATION_UNIT]);
+  t.equal(named?.n, 0, 'the old segment is no longer allocated');
+  t.ok((await check()).ok, 'check is clean');
+  await ask('disk.detach', { name: 'cw-lone', hostId: 'hc' });
+  await ask('disk.rm', { name: 'cw-lone' });
   // An operator's hold revokes the grants; the next ones come without the rule.
   await ask('disk.states', { name: 'cw', first: 3, count: 1, bits: STATE_NO_WRITE, set: true });
   t.equal(await controller.store.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM grants WHERE disk_id = ?', [cw.id]).then((x) => x?.n), 0, 'the hold revoked the grants');
