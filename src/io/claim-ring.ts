@@ -45,7 +45,7 @@ const H_FD = 3;
 const H_RECORDS = 4;
 /**
  * Faults of this disk on their way to the controller (main thread) that found no FAULT_SLOTS slot: while any
- * is, no worker claims at all. Faults in slots stop claims of their own segment only (see faulting()).
+ * is, no worker claims at all. Faults in slots stop claims of their own segment only (see faultOut()).
  */
 const H_FAULTS = 5;
 /** Set by a worker whose append failed: the main thread stops granting to the ring. */
