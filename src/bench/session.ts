@@ -60,7 +60,8 @@ export class BenchSession {
     this.sock = socketPath(dataDir);
     this.env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: process.env.HOME ?? '/root', VDISK_DATA_DIR: dataDir };
     for (const [k, v] of Object.entries(process.env)) if (k.startsWith('VDISK_TEST_') || k === 'VDISK_IN_VM') this.env[k] = v;
-    // For profiling the daemons on purpose: VDISK_BENCH_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=DIR'.
+    // For profiling the daemons on purpose: VDISK_BENCH_NODE_OPTIONS='--import=FILE', FILE starting
+    // node:inspector's profiler (node 20 refuses --cpu-prof in NODE_OPTIONS: the daemon exits at once).
     if (process.env.VDISK_BENCH_NODE_OPTIONS) this.env.NODE_OPTIONS = process.env.VDISK_BENCH_NODE_OPTIONS;
   }
 
