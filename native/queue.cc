@@ -30,6 +30,28 @@ unsigned RoundPow2(unsigned v) {
   return p;
 }
 
+// pwrite(2) of all `len` bytes (EINTR retried, a short write continued); a VdiskError (syscall 'pwrite') otherwise.
+void WriteFully(Napi::Env env, int fd, const uint8_t* buf, size_t len, int64_t off) {
+  for (size_t done = 0; done < len;) {
+    ssize_t n = pwrite(fd, buf + done, len - done, static_cast<off_t>(off + static_cast<int64_t>(done)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowSysError(env, errno, "pwrite");
+    if (n == 0) ThrowSysError(env, EIO, "pwrite", "short write");
+    done += static_cast<size_t>(n);
+  }
+}
+
+// pread(2) of all `len` bytes, the same way; end of file is an error (syscall 'pread').
+void ReadFully(Napi::Env env, int fd, uint8_t* buf, size_t len, int64_t off) {
+  for (size_t done = 0; done < len;) {
+    ssize_t n = pread(fd, buf + done, len - done, static_cast<off_t>(off + static_cast<int64_t>(done)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowSysError(env, errno, "pread");
+    if (n == 0) ThrowSysError(env, EIO, "pread", "past the end");
+    done += static_cast<size_t>(n);
+  }
+}
+
 uint32_t Prop(Napi::Object o, const char* key) {
   Napi::Value v = o.Get(key);
   if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("UblkQueue: ") + key + " must be a number");
@@ -468,16 +490,8 @@ Napi::Value UblkQueue::WriteTag(const Napi::CallbackInfo& info) {
   int64_t offset = info[3].As<Napi::Number>().Int64Value();
   if (bufs_ == nullptr || tag < 0 || tag >= depth_ || length < 0 || length > static_cast<int64_t>(buf_bytes_) || offset < 0)
     throw Napi::RangeError::New(env, "writeTag: tag, length or offset out of range");
-  const uint8_t* buf = bufs_ + static_cast<size_t>(tag) * buf_bytes_;
-  int64_t done = 0;
-  while (done < length) {
-    ssize_t n = pwrite(fd, buf + done, static_cast<size_t>(length - done), static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) ThrowSysError(env, errno, "pwrite");
-    if (n == 0) ThrowSysError(env, EIO, "pwrite", "short write");
-    done += n;
-  }
-  return Napi::Number::New(env, static_cast<double>(done));
+  WriteFully(env, fd, Buf(static_cast<int>(tag)), static_cast<size_t>(length), offset);
+  return Napi::Number::New(env, static_cast<double>(length));
 }
 
 // copy(fromFd, fromOffset, toFd, toOffset, length): synchronous pread/pwrite through a page-aligned bounce
@@ -500,21 +514,8 @@ Napi::Value UblkQueue::Copy(const Napi::CallbackInfo& info) {
   }
   for (int64_t done = 0; done < length;) {
     size_t want = static_cast<size_t>(std::min<int64_t>(length - done, buf_bytes_));
-    size_t got = 0;
-    while (got < want) {
-      ssize_t n = pread(from_fd, scratch_ + got, want - got, static_cast<off_t>(from_off + done + got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) ThrowSysError(env, errno, "pread");
-      if (n == 0) ThrowSysError(env, EIO, "pread", "past the end");
-      got += static_cast<size_t>(n);
-    }
-    for (size_t put = 0; put < want;) {
-      ssize_t n = pwrite(to_fd, scratch_ + put, want - put, static_cast<off_t>(to_off + done + put));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) ThrowSysError(env, errno, "pwrite");
-      if (n == 0) ThrowSysError(env, EIO, "pwrite", "short write");
-      put += static_cast<size_t>(n);
-    }
+    ReadFully(env, from_fd, scratch_, want, from_off + done);
+    WriteFully(env, to_fd, scratch_, want, to_off + done);
     done += static_cast<int64_t>(want);
   }
   return env.Undefined();

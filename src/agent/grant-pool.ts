@@ -5,7 +5,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Claim, CowClaims, GrantPoolStats, GrantedSegment } from '../protocol/agent-ops.js';
+import type { Claim, CowClaims, GrantedSegment } from '../protocol/agent-ops.js';
+import type { GrantPoolStats } from '../protocol/io-counts.js';
 import { CLAIM_RECORD_BYTES, COW_COPY, COW_WHOLE, ClaimRing, decodeClaim, encodeClaim } from '../io/claim-ring.js';
 import { failpoint } from '../util/failpoints.js';
 
@@ -38,7 +39,6 @@ export class GrantPool {
   private fd = -1;
   /** Records of the claims file already in `pending`: the rest were appended since (by take() or a worker). */
   private known = 0;
-  private readonly record = Buffer.alloc(CLAIM_RECORD_BYTES);
   /** Bumped when the lease expires: an answer to a request sent before carries grants the controller may have freed. */
   private epoch = 0;
   private asking = false;
@@ -157,9 +157,7 @@ export class GrantPool {
 
   private append(segment: number, g: GrantedSegment): void {
     this.open();
-    const r = this.record;
-    encodeClaim(r, 0, segment, g.container, g.offset);
-    if (fs.writeSync(this.fd, r, 0, r.length) !== r.length) throw new Error('short write');
+    this.ring.writeRecord(this.fd, segment, g.container, g.offset);
   }
 
   /** Claims the workers appended since the last look: into `pending`, in file order. */

@@ -126,11 +126,46 @@ export class ClaimRing {
 
   /** The oldest granted segment, taken; undefined when empty. */
   pop(): { container: number; offset: number } | undefined {
-    const head = this.h[H_HEAD];
-    if (head === this.h[H_TAIL]) return undefined;
-    const s = (head % this.capacity) * 2;
-    Atomics.store(this.h, H_HEAD, head + 1);
+    if (this.h[H_HEAD] === this.h[H_TAIL]) return undefined;
+    const s = this.headSlot();
+    Atomics.store(this.h, H_HEAD, this.h[H_HEAD] + 1);
     return { container: this.slots[s], offset: this.slots[s + 1] };
+  }
+
+  /** Under the lock, the ring not empty: where the oldest grant's (container, offset) sit in `slots`. */
+  private headSlot(): number {
+    return (this.h[H_HEAD] % this.capacity) * 2;
+  }
+
+  /**
+   * Appends one claim record to the claims file `fd` (write(2): the page cache keeps it across a kill -9 of the
+   * agent). Throws when it could not be written whole. The caller holds the lock.
+   */
+  writeRecord(fd: number, segment: number, container: number, offset: number, cow = false): void {
+    encodeClaim(this.record, 0, segment, container, offset, cow);
+    if (fs.writeSync(fd, this.record, 0, CLAIM_RECORD_BYTES) !== CLAIM_RECORD_BYTES) throw new Error('short write');
+  }
+
+  /**
+   * A worker's claim, under the lock: the claims file's fd, or -1 when nothing may be claimed for `segment`
+   * now (no file, no grant, a failed append, a fault of it out).
+   */
+  private claimable(segment: number): number {
+    const fd = this.fd;
+    return fd < 0 || this.h[H_HEAD] === this.h[H_TAIL] || this.h[H_BROKEN] !== 0 || this.faultsStop(segment) ? -1 : fd;
+  }
+
+  /** A worker's claim record; false (the main thread takes the grants back) when it could not be appended. */
+  private recorded(fd: number, segment: number, container: number, offset: number, cow: boolean): boolean {
+    try {
+      this.writeRecord(fd, segment, container, offset, cow);
+    } catch {
+      // Without its record a claim could be lost with the agent: the main thread takes the grants back.
+      this.h[H_BROKEN] = 1;
+      return false;
+    }
+    Atomics.add(this.h, H_RECORDS, 1);
+    return true;
   }
 
   clear(): void {
@@ -226,23 +261,14 @@ export class ClaimRing {
     if (this.size === 0 || Atomics.load(this.h, H_FD) === 0) return false;
     this.lock();
     try {
-      const fd = this.fd;
-      if (fd < 0 || this.h[H_HEAD] === this.h[H_TAIL] || this.h[H_BROKEN] !== 0 || this.faultsStop(segment)) return false;
+      const fd = this.claimable(segment);
       // Read again under the lock: the main thread changes entries only after it took the grants back.
-      if (table.load(segment) !== STATE_ZERO) return false;
-      const s = (this.h[H_HEAD] % this.capacity) * 2;
+      if (fd < 0 || table.load(segment) !== STATE_ZERO) return false;
+      const s = this.headSlot();
       const container = this.slots[s];
       const offset = this.slots[s + 1];
-      encodeClaim(this.record, 0, segment, container, offset);
-      try {
-        if (fs.writeSync(fd, this.record, 0, CLAIM_RECORD_BYTES) !== CLAIM_RECORD_BYTES) throw new Error('short write');
-      } catch {
-        // Without its record a claim could be lost with the agent: the main thread takes the grants back.
-        this.h[H_BROKEN] = 1;
-        return false;
-      }
+      if (!this.recorded(fd, segment, container, offset, false)) return false;
       Atomics.store(this.h, H_HEAD, this.h[H_HEAD] + 1);
-      Atomics.add(this.h, H_RECORDS, 1);
       Atomics.add(sync, SYNC_MAPPED, 1);
       markDirty(dirty, container);
       table.setRange(segment, 1, { states: 0, container, offset, alt: 0 });
@@ -269,26 +295,15 @@ export class ClaimRing {
     if (this.size === 0 || Atomics.load(this.h, H_FD) === 0 || Atomics.load(this.h, H_COW) < need) return false;
     this.lock();
     try {
-      const fd = this.fd;
-      if (fd < 0 || this.h[H_HEAD] === this.h[H_TAIL] || this.h[H_BROKEN] !== 0 || this.h[H_COW] < need || this.faultsStop(segment)) return false;
+      const fd = this.claimable(segment);
+      if (fd < 0 || this.h[H_COW] < need) return false;
       const old = table.get(segment);
       if (old.states !== STATE_NO_WRITE) return false;
-      const s = (this.h[H_HEAD] % this.capacity) * 2;
-      const container = this.slots[s];
-      const offset = this.slots[s + 1];
       // Taken before the write: a failed or partial write leaves bytes there that are not zeros, so the grant
       // must never serve a later claim (freed unclaimed, the controller zeroes it before any reuse).
-      Atomics.store(this.h, H_HEAD, this.h[H_HEAD] + 1);
+      const { container, offset } = this.pop()!;
       markDirty(dirty, container);
-      if (!write(container, offset, old)) return false;
-      encodeClaim(this.record, 0, segment, container, offset, true);
-      try {
-        if (fs.writeSync(fd, this.record, 0, CLAIM_RECORD_BYTES) !== CLAIM_RECORD_BYTES) throw new Error('short write');
-      } catch {
-        this.h[H_BROKEN] = 1;
-        return false;
-      }
-      Atomics.add(this.h, H_RECORDS, 1);
+      if (!write(container, offset, old) || !this.recorded(fd, segment, container, offset, true)) return false;
       failpoint('agent.cow-claimed');
       Atomics.add(sync, SYNC_MAPPED, 1);
       table.setRange(segment, 1, { states: 0, container, offset, alt: 0 });

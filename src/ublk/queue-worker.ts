@@ -105,14 +105,15 @@ export default function serveQueue(args: QueueTaskArgs): QueueTaskResult {
   const native = addon();
   const table = new MappingTable(args.table, { segments: args.segments, segmentSize: args.segmentSize });
   const containerFds = new Int32Array(args.containerFds);
+  // One view of the dirty bitmap, the Translator's and the claims' (ClaimRing marks a claimed grant's container).
+  const dirtyBits = new Int32Array(args.dirty);
   // Room for every request at its per-tag budget, plus one FLUSH reaching every container there can be.
-  const tr = new Translator(table, containerFds, new Int32Array(args.dirty), args.sectors,
+  const tr = new Translator(table, containerFds, dirtyBits, args.sectors,
     args.depth * abi.MAX_OPS_PER_TAG + containerFds.length, containerFds.length);
   tr.reclaimWholeSegments = args.faults;
   const syncWords = args.sync ? new Int32Array(args.sync) : undefined;
   if (syncWords) tr.syncWords = syncWords;
   const ring = args.claims ? new ClaimRing(args.claims) : undefined;
-  const dirtyBits = new Int32Array(args.dirty);
   const ready = new Uint32Array(args.depth * abi.READY_STRIDE);
   const completed = new Uint32Array(args.depth);
   const status = new Int32Array(abi.STATUS_LEN);
