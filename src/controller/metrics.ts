@@ -5,8 +5,8 @@
 // agents count their I/O themselves and are asked at snapshot time.
 import http from 'node:http';
 import { FAULT_DISCARD, FAULT_READ, FAULT_RECLAIM, FAULT_WRITE } from '../protocol/fault-ops.js';
-import { agentRequest, type AgentStatusReport, type GrantPoolStats } from '../protocol/agent-ops.js';
-import type { DelayCounts, IoCounts } from '../protocol/io-counts.js';
+import { agentRequest, type AgentStatusReport } from '../protocol/agent-ops.js';
+import type { DelayCounts, GrantPoolStats, IoCounts } from '../protocol/io-counts.js';
 import { ENTRY_BYTES, decodeEntry } from '../table/entry-codec.js';
 import { STATE_ERROR } from '../table/mapping-table.js';
 import type { AgentLink, AgentRegistry } from './agents.js';

@@ -9,7 +9,7 @@ import { bool, int, objects, optInt, optObjects, optStr, str } from './args.js';
 import type { Connection, Reply, RequestHandler, RequestOptions } from './connection.js';
 import type { Alternate, FaultAnswer } from './fault-answer.js';
 import { isPlainObject } from './frame.js';
-import { parseDelayCounts, parseIoCounts, type DelayCounts, type IoCounts } from './io-counts.js';
+import { parseDelayCounts, parseGrantStats, parseIoCounts, type DelayCounts, type GrantPoolStats, type IoCounts } from './io-counts.js';
 import { DEFAULT_LEASE_MS, leaseRangeText, validLease } from './lease.js';
 import { errorText } from './reply.js';
 
@@ -28,8 +28,6 @@ export interface AgentStatus {
   pid: number; hostId: string; leaseMs: number; suspended: boolean; drained: boolean;
   disks: Array<{ diskId: number; name: string; device: string | null; io: IoCounts | null; delays: DelayCounts; grants?: GrantPoolStats }>;
 }
-/** A disk's grant pool on its agent: grants held, the pool's size, claims made and unconfirmed, requests sent, writes that found it empty. */
-export interface GrantPoolStats { held: number; target: number; claims: number; unconfirmed: number; requests: number; empty: number }
 /** The part of an agent's status the controller reads, field by field (a peer's answer). */
 export interface AgentStatusReport {
   suspended: boolean;
@@ -39,14 +37,14 @@ export interface AgentStatusReport {
 export interface HeldDisk { diskId: number; devId: number | null }
 /** `claims`: the agent's unconfirmed claims of the disk, applied before the fault (which may change the table). */
 export interface FaultArgs { diskId: number; op: number; segment: number; states: number; offset: number; length?: number; claims?: Claim[] }
+/** Which writes into shared No-write entries a disk's grants may serve (see disk.grant). */
+export type CowClaims = 'whole' | 'copy';
 /**
  * A granted segment an agent mapped itself at a Zero entry of a disk (see DESIGN.md, "First writes without a
  * round trip"): `offset` in bytes in `container`. Claims travel with grant requests, syncs, revocations and
- * registrations; applying one twice is harmless.
+ * registrations; applying one twice is harmless. `cow`: at a shared No-write entry instead (copy-on-write),
+ * the whole segment's new contents already at the grant.
  */
-/** Which writes into shared No-write entries a disk's grants may serve (see disk.grant). */
-export type CowClaims = 'whole' | 'copy';
-/** `cow`: a write at a shared No-write entry (the whole segment's data is at the grant already), not a Zero entry. */
 export interface Claim { segment: number; container: number; offset: number; cow?: boolean }
 /** A claim with its disk, as a registration carries them (from the claims files of a previous agent too). */
 export interface DiskClaim extends Claim { diskId: number }
@@ -299,14 +297,6 @@ function containerRef(c: Args): ContainerRef {
 }
 
 /** An agent's status, reduced to what the controller shows: a field it cannot read is left out, not fatal. */
-/** A disk's grant pool as its agent reports it; null when absent or not all whole numbers. */
-function parseGrantStats(v: unknown): GrantPoolStats | null {
-  if (!isPlainObject(v)) return null;
-  const keys = ['held', 'target', 'claims', 'unconfirmed', 'requests', 'empty'] as const;
-  if (!keys.every((k) => Number.isSafeInteger(v[k]) && (v[k] as number) >= 0)) return null;
-  return Object.fromEntries(keys.map((k) => [k, v[k] as number])) as unknown as GrantPoolStats;
-}
-
 function parseStatus(v: unknown): AgentStatusReport {
   const r = isPlainObject(v) ? v : {};
   const disks = Array.isArray(r.disks) ? r.disks.filter(isPlainObject) : [];
@@ -314,7 +304,7 @@ function parseStatus(v: unknown): AgentStatusReport {
     suspended: r.suspended === true,
     disks: disks.filter((d) => typeof d.name === 'string').map((d) => ({
       name: d.name as string, device: typeof d.device === 'string' ? d.device : null, io: parseIoCounts(d.io) ?? null,
-      delays: parseDelayCounts(d.delays) ?? null, grants: parseGrantStats(d.grants),
+      delays: parseDelayCounts(d.delays) ?? null, grants: parseGrantStats(d.grants) ?? null,
     })),
   };
 }
